@@ -1,0 +1,45 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("EDGEPACK_TEST_DATA") or ROOT.parent / "shared" / "data")
+MNIST_DIR = SHARED_DATA / "mnist"
+CIFAR_TARBALL = SHARED_DATA / "cifar10-jpeg.tar.gz"
+
+
+def pytest_configure(config):
+    if not MNIST_DIR.is_dir():
+        raise pytest.UsageError(f"test data not found at {SHARED_DATA}; set EDGEPACK_TEST_DATA")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Tests never read or write the user's cache, except the decoded-CIFAR cache (slow to rebuild)."""
+    os.environ["EDGEPACK_CACHE"] = str(tmp_path_factory.mktemp("edgepack-cache"))
+    os.environ.pop("EDGEPACK_DATA", None)
+    yield
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    from toolkit.data import load_dataset
+    return load_dataset("mnist", MNIST_DIR)
+
+
+@pytest.fixture(scope="session")
+def mnist_small(mnist):
+    """A 3,000 / 1,000 slice of real MNIST for quick training tests."""
+    from toolkit.data import Dataset
+    return Dataset("mnist", mnist.source + " (slice)", mnist.x_train[:3000], mnist.y_train[:3000],
+                   mnist.x_test[:1000], mnist.y_test[:1000], mnist.classes, mnist.mean, mnist.std)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

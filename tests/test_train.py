@@ -1,0 +1,104 @@
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import MNIST_DIR
+from toolkit.errors import OptionError
+from toolkit.train import EarlyStopper, TrainConfig, lr_at
+
+
+def test_schedules():
+    cfg = TrainConfig(lr=0.1, schedule="cosine")
+    assert lr_at(cfg, 0, 100) == pytest.approx(0.1) and lr_at(cfg, 100, 100) == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(cfg, 50, 100) == pytest.approx(0.05)
+    oc = TrainConfig(lr=0.1, schedule="onecycle")
+    lrs = [lr_at(oc, s, 100) for s in range(101)]
+    assert lrs[0] == pytest.approx(0.1 / 25) and max(lrs) == pytest.approx(0.1) and lrs[-1] < 1e-4
+    assert int(np.argmax(lrs)) == 30
+    assert lr_at(TrainConfig(lr=0.1), 70, 100) == 0.1
+
+
+def test_config_validation():
+    with pytest.raises(OptionError, match="optimizer"):
+        TrainConfig(optimizer="lbfgs")
+    with pytest.raises(OptionError, match="unknown training option"):
+        TrainConfig.from_dict({"epochs": 1, "learning_rate": 0.1})
+    with pytest.raises(OptionError, match=r"\[0, 1\)"):
+        TrainConfig(val_fraction=1.0)
+
+
+def test_early_stopper():
+    s = EarlyStopper(patience=2)
+    assert s.update(1.0, 1) and s.update(0.5, 2)
+    assert not s.update(0.6, 3) and not s.stop
+    assert not s.update(0.7, 4) and s.stop and s.best_epoch == 2
+    assert not EarlyStopper(patience=0).stop
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_train_writes_checkpoint_metrics_and_history(framework, mnist_small, tmp_path):
+    from toolkit.api import load_checkpoint, train
+    cfg = TrainConfig(epochs=2, batch_size=64, schedule="cosine", patience=3, seed=1)
+    res = train(framework, "mnist-tutorial", mnist_small, out=tmp_path, config=cfg, verbose=False)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"test_accuracy", "params", "epochs", "train_seconds"} <= set(m)
+    assert m["params"] == 20410 and m["epochs"] == 2
+    assert m["test_accuracy"] > 0.8                        # 3k real digits, 2 epochs: far above chance (0.1)
+    hist = json.loads((tmp_path / "history.json").read_text())
+    assert len(hist["epochs"]) == 2 and hist["epochs"][1]["loss"] < hist["epochs"][0]["loss"]
+    assert (tmp_path / "history.png").stat().st_size > 10_000
+    loaded = load_checkpoint(res.checkpoint)                # torch: weights_only=True under the hood
+    x = mnist_small.normalize(mnist_small.x_test[:32], loaded.backend.LAYOUT)
+    np.testing.assert_allclose(loaded.backend.predict(loaded.model, x), res.backend.predict(res.model, x), atol=1e-5)
+    assert loaded.record.dataset["name"] == "mnist" and loaded.record.steps[0]["step"] == "train"
+
+
+def test_early_stopping_restores_best_weights(mnist_small, tmp_path):
+    from toolkit.backends import get_backend
+    from toolkit.arch import get_arch
+    T = get_backend("torch")
+    model = T.build(get_arch("mnist-tutorial"))
+    cfg = TrainConfig(epochs=6, lr=0.05, optimizer="sgd", patience=1, seed=0)   # high LR: val loss bounces
+    hist = T.fit(model, mnist_small, cfg, verbose=False)
+    best = min(r["val_loss"] for r in hist.epochs)
+    assert hist.best_epoch == 1 + [r["val_loss"] for r in hist.epochs].index(best)
+    _, val_idx = mnist_small.split(cfg.val_fraction, cfg.seed)
+    loss, _ = T.evaluate(model, mnist_small, val_idx, split="train")
+    assert loss == pytest.approx(best, rel=1e-4)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "toolkit.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_help_lists_commands():
+    r = _cli("--help")
+    assert r.returncode == 0
+    for cmd in ("models", "train", "demo"):
+        assert cmd in r.stdout
+
+
+def test_cli_models_prints_counts_for_both_frameworks():
+    r = _cli("models")
+    assert r.returncode == 0, r.stderr
+    line = next(l for l in r.stdout.splitlines() if l.startswith("cifar-teacher"))
+    assert line.count("961,706") == 3                       # spec, torch, keras
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--data-dir", "/definitely/not/here"], "data directory does not exist"),
+    (["--arch", "nope"], "unknown architecture"),
+])
+def test_cli_bad_input_is_one_line_no_traceback(tmp_path, args, needle):
+    base = {"--framework": "torch", "--arch": "mnist-tutorial", "--data": "mnist", "--data-dir": str(MNIST_DIR),
+            "--epochs": "1", "--out": str(tmp_path / "o")}
+    for k, v in zip(args[::2], args[1::2]):
+        base[k] = v
+    r = _cli("train", *[x for kv in base.items() for x in kv])
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr and needle in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -1,0 +1,104 @@
+"""Public Python API: the calls behind the CLI, usable with built-in architectures or users' own models.
+
+    from toolkit.api import train, load_checkpoint
+    result = train("torch", "mnist-tutorial", "mnist", out="runs/mnist")
+    loaded = load_checkpoint(result.checkpoint)
+
+Users' own models (any torch.nn.Module, torchvision models included, or any Keras model) can go
+straight to `exporters.export_model(model, ...)` and `benchmarks` without a checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from toolkit.arch import ArchSpec, get_arch
+from toolkit.backends import backend_for_file, get_backend
+from toolkit.data import Dataset, load_dataset
+from toolkit.errors import ModelError
+from toolkit.record import ArtifactRecord
+from toolkit.train import TrainConfig
+
+
+def dataset_info(ds: Dataset) -> dict:
+    return {"name": ds.name, "source": ds.source, "input_shape": list(ds.input_shape), "classes": ds.classes,
+            "preprocessing": ds.preprocessing(), "notes": ds.notes}
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    metrics: dict
+    model: object
+    backend: ModuleType
+    dataset: Dataset
+
+
+def train(framework: str, arch: str | ArchSpec, data: str | Dataset, data_dir: str | None = None, *,
+          out: str | Path, config: TrainConfig | None = None, verbose: bool = True) -> TrainResult:
+    """Train a built-in (or given) architecture; write checkpoint, record, metrics.json and history."""
+    backend = get_backend(framework)
+    ds = data if isinstance(data, Dataset) else load_dataset(data, data_dir)
+    spec = arch if isinstance(arch, ArchSpec) else get_arch(arch, input_shape=ds.input_shape, num_classes=ds.num_classes)
+    if tuple(spec.input_shape) != ds.input_shape:
+        raise ModelError(f"architecture {spec.name} expects input {tuple(spec.input_shape)}, data {ds.name} has {ds.input_shape}")
+    cfg = config or TrainConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = backend.build(spec, seed=cfg.seed)
+    if verbose:
+        print(f"training {spec.name} ({framework}) on {ds.name} [{ds.source}]: {len(ds.y_train)} train / "
+              f"{len(ds.y_test)} test images, {cfg.epochs} epochs", flush=True)
+    t0 = time.time()
+    hist = backend.fit(model, ds, cfg, verbose=verbose)
+    train_seconds = time.time() - t0
+    test_loss, test_acc = backend.evaluate(model, ds)
+    params = backend.count_params(model)
+    ckpt = backend.save(model, out / f"model{backend.SUFFIXES[0]}")
+    metrics = {"test_accuracy": test_acc, "test_loss": test_loss, "test_images": int(len(ds.y_test)),
+               "params": params["total"], "params_trainable": params["trainable"], "epochs": len(hist.epochs),
+               "best_epoch": hist.best_epoch, "train_seconds": round(train_seconds, 2), "framework": framework,
+               "arch": spec.name, "data": ds.name, "data_source": ds.source, "config": cfg.to_dict()}
+    rec = ArtifactRecord("checkpoint", ckpt.name, framework=framework, format=framework, arch=spec.to_dict(),
+                         dataset=dataset_info(ds), metrics={k: metrics[k] for k in ("test_accuracy", "params", "epochs")},
+                         steps=[{"step": "train", "config": cfg.to_dict(), "test_accuracy": test_acc,
+                                 "params": params["total"], "macs": spec.count_params()["macs"],
+                                 "seconds": round(train_seconds, 2)}])
+    rec.fill_sizes(ckpt)
+    rec.save(ckpt)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    hist.save(out / "history.json", out / "history.png", f"{spec.name} ({framework}) on {ds.name}")
+    if verbose:
+        print(f"test accuracy {test_acc:.4f} on {len(ds.y_test)} images; {params['total']:,} params; "
+              f"{train_seconds:.1f}s training -> {ckpt}", flush=True)
+    return TrainResult(ckpt, metrics, model, backend, ds)
+
+
+@dataclass
+class Loaded:
+    model: object
+    backend: ModuleType
+    record: ArtifactRecord | None
+    spec: ArchSpec | None
+    path: Path
+
+
+def load_checkpoint(path: str | Path, arch: str | None = None) -> Loaded:
+    """Load a .pt/.keras checkpoint with its record (or an explicit built-in `arch` for a bare state_dict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: checkpoint not found")
+    backend = backend_for_file(path)
+    rec = ArtifactRecord.load(path)
+    spec = None
+    if rec is not None and rec.arch:
+        spec = ArchSpec.from_dict(rec.arch)
+    elif arch:
+        spec = get_arch(arch)
+    model = backend.load(path, spec)
+    if spec is not None:
+        model.edgepack_spec = spec
+    return Loaded(model, backend, rec, spec, path)

@@ -1,0 +1,132 @@
+"""`edgepack` command line: thin commands over library calls (imports are lazy, so `edgepack bench`
+on a runtime-only install never imports torch or TensorFlow)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from toolkit.errors import EdgepackError
+
+
+def _train_config(args):
+    from toolkit.train import TrainConfig
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                       schedule=args.schedule, augment=args.augment, val_fraction=args.val_fraction,
+                       patience=args.patience, seed=args.seed, weight_decay=args.weight_decay, threads=args.threads)
+
+
+def cmd_models(args) -> int:
+    from toolkit.arch import get_arch, list_archs
+    frameworks = []
+    for fw in ("torch", "keras"):
+        try:
+            from toolkit.backends import get_backend
+            frameworks.append((fw, get_backend(fw)))
+        except EdgepackError:
+            pass
+    head = f"{'architecture':<18}{'spec params':>13}{'MACs':>14}" + "".join(f"{fw + ' params':>15}" for fw, _ in frameworks)
+    print(head)
+    for name in list_archs():
+        spec = get_arch(name)
+        c = spec.count_params()
+        row = f"{name:<18}{c['total']:>13,}{c['macs']:>14,}"
+        for fw, b in frameworks:
+            row += f"{b.count_params(b.build(spec))['total']:>15,}"
+        print(row + f"   {spec.description}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from toolkit.api import train
+    train(args.framework, args.arch, args.data, args.data_dir, out=args.out, config=_train_config(args))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from exporters.cli import run_export
+    return run_export(args)
+
+
+def cmd_bench(args) -> int:
+    from benchmarks.cli import run_bench
+    return run_bench(args)
+
+
+def cmd_demo(args) -> int:
+    from toolkit.demo import run_demo
+    return run_demo(args.out)
+
+
+def _add_data_args(p, required=True):
+    p.add_argument("--data", required=required, help="data set name (mnist, cifar10) or any name with --data-dir")
+    p.add_argument("--data-dir", default=None, help="folder (or tarball) holding the data set; overrides $EDGEPACK_DATA")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edgepack", description="Train, compress, export and benchmark small models for edge runtimes.")
+    p.add_argument("--version", action="version", version="edgepack 0.1.0")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("models", help="list built-in architectures with parameter counts per framework")
+    s.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("train", help="train a built-in architecture in PyTorch or Keras")
+    s.add_argument("--framework", required=True, choices=["torch", "keras"])
+    s.add_argument("--arch", required=True, help="built-in architecture (see `edgepack models`)")
+    _add_data_args(s)
+    s.add_argument("--epochs", type=int, default=4)
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--weight-decay", type=float, default=0.0)
+    s.add_argument("--schedule", default="constant", choices=["constant", "cosine", "onecycle"])
+    s.add_argument("--augment", action="store_true", help="random crop + horizontal flip (CIFAR)")
+    s.add_argument("--val-fraction", type=float, default=0.1)
+    s.add_argument("--patience", type=int, default=0, help="early-stopping patience in epochs (0: off)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--out", required=True, help="output folder")
+    s.set_defaults(func=cmd_train)
+
+    try:
+        from exporters.cli import add_export_parser
+        add_export_parser(sub, _add_data_args, cmd_export)
+    except ImportError:
+        pass
+    try:
+        from benchmarks.cli import add_bench_parser
+        add_bench_parser(sub, cmd_bench)
+    except ImportError:
+        pass
+
+    s = sub.add_parser("demo", help="the quickstart on the embedded default data (no flags needed)")
+    s.add_argument("--out", default="demo")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except EdgepackError as e:
+        print(f"edgepack: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgepack: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # unexpected: still one line unless debugging
+        if os.environ.get("EDGEPACK_DEBUG"):
+            raise
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        print(f"edgepack: internal error: {type(e).__name__}: {msg} (set EDGEPACK_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The one in-memory form of a data set: uint8 NHWC images + int64 labels, framework-free.
+
+Every consumer (torch and Keras training, int8 calibration, benchmark accuracy) takes its
+float batches from here, in the layout it asks for, so preprocessing is defined once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from toolkit.errors import OptionError
+
+LAYOUTS = ("NHWC", "NCHW")
+
+
+@dataclass
+class Dataset:
+    name: str
+    source: str                      # what was actually read (path, URL or fallback), for records
+    x_train: np.ndarray              # uint8 (N, H, W, C)
+    y_train: np.ndarray              # int64 (N,)
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: list[str]
+    mean: tuple[float, ...]          # per channel, on the [0, 1] scale
+    std: tuple[float, ...]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of one image."""
+        return tuple(int(s) for s in self.x_train.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def preprocessing(self) -> dict:
+        """How raw uint8 pixels become model input; stored in every artifact record."""
+        return {"scale": 1 / 255.0, "mean": list(self.mean), "std": list(self.std), "layout_source": "NHWC"}
+
+    def normalize(self, x: np.ndarray, layout: str = "NHWC") -> np.ndarray:
+        return normalize(x, self.mean, self.std, layout)
+
+    def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Seeded, stratification-free train/validation split of the training indices."""
+        if not 0.0 <= val_fraction < 1.0:
+            raise OptionError(f"validation fraction must be in [0, 1), got {val_fraction}")
+        idx = np.random.default_rng(seed).permutation(len(self.y_train))
+        n_val = int(round(len(idx) * val_fraction))
+        return np.sort(idx[n_val:]), np.sort(idx[:n_val])
+
+    def calibration(self, n: int = 200, seed: int = 0, layout: str = "NHWC") -> np.ndarray:
+        """N real training images, normalized, for quantization calibration."""
+        n = min(int(n), len(self.y_train))
+        idx = np.random.default_rng(seed + 1).choice(len(self.y_train), size=n, replace=False)
+        return self.normalize(self.x_train[np.sort(idx)], layout)
+
+    def test_subset(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The first n test images (all when n is None), uint8, and labels."""
+        n = len(self.y_test) if n is None else min(int(n), len(self.y_test))
+        return self.x_test[:n], self.y_test[:n]
+
+
+def normalize(x: np.ndarray, mean, std, layout: str = "NHWC") -> np.ndarray:
+    if layout not in LAYOUTS:
+        raise OptionError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
+    out = (x.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2)) if layout == "NCHW" else out
+
+
+def augment_crop_flip(x: np.ndarray, rng: np.random.Generator, pad: int = 4, flip: bool = True) -> np.ndarray:
+    """CIFAR augmentation on uint8 NHWC: random crop with zero padding + horizontal flip."""
+    n, h, w, _ = x.shape
+    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    dy = rng.integers(0, 2 * pad + 1, n)
+    dx = rng.integers(0, 2 * pad + 1, n)
+    out = np.empty_like(x)
+    for i in range(n):
+        out[i] = padded[i, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
+    if flip:
+        mask = rng.random(n) < 0.5
+        out[mask] = out[mask, :, ::-1]
+    return out
+
+
+def iterate_batches(ds: Dataset, indices: np.ndarray, batch_size: int, layout: str, *, shuffle: bool,
+                    augment: bool, seed: int, epoch: int = 0, split: str = "train") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield normalized float32 batches in `layout`; seeded per epoch so both frameworks see one order."""
+    x_all = ds.x_train if split == "train" else ds.x_test
+    y_all = ds.y_train if split == "train" else ds.y_test
+    rng = np.random.default_rng((seed, epoch))
+    order = rng.permutation(indices) if shuffle else np.asarray(indices)
+    for s in range(0, len(order), batch_size):
+        sel = order[s:s + batch_size]
+        xb = x_all[sel]
+        if augment:
+            xb = augment_crop_flip(xb, rng)
+        yield ds.normalize(xb, layout), y_all[sel]

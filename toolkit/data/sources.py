@@ -1,0 +1,320 @@
+"""Where data comes from: explicit dir -> $EDGEPACK_DATA -> user cache -> download -> bundled fallback.
+
+Each built-in data set is one `DatasetSpec` in `DATASETS`. Every load says what it used
+(`Dataset.source`), and a fallback is announced on stderr: data is never substituted silently.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from toolkit.data.dataset import Dataset
+from toolkit.data.idx import find_idx, read_idx
+from toolkit.data.images import list_classes, read_cifar_batches, read_image_folder, safe_extract
+from toolkit.errors import DataError
+
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+# MD5 of the *decompressed* canonical files (so re-compressed copies verify too).
+MNIST_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://yann.lecun.com/exdb/mnist/")
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("EDGEPACK_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "edgepack")
+    return Path(root)
+
+
+def note(msg: str) -> None:
+    print(f"edgepack: {msg}", file=sys.stderr)
+
+
+def md5_of(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+# ---------------------------------------------------------------- readers of a located folder
+def load_idx_dir(name: str, folder: Path, mean=None, std=None, classes=None, verify_md5: bool = False) -> Dataset:
+    paths = {}
+    for stem in MNIST_FILES:
+        p = find_idx(folder, stem)
+        if p is None:
+            raise DataError(f"{folder}: missing IDX file {stem}[.gz]")
+        paths[stem] = p
+    arrays = {stem: read_idx(p) for stem, p in paths.items()}
+    if verify_md5:
+        for stem, arr in arrays.items():
+            _check_idx_md5(paths[stem], stem)
+    x_tr, y_tr = arrays[MNIST_FILES[0]], arrays[MNIST_FILES[1]]
+    x_te, y_te = arrays[MNIST_FILES[2]], arrays[MNIST_FILES[3]]
+    if x_tr.ndim == 3:
+        x_tr, x_te = x_tr[..., None], x_te[..., None]
+    if len(x_tr) != len(y_tr) or len(x_te) != len(y_te):
+        raise DataError(f"{folder}: image and label counts differ")
+    n_cls = int(max(y_tr.max(), y_te.max())) + 1
+    if mean is None:
+        mean, std = _stats(x_tr)
+    return Dataset(name, str(folder), x_tr, y_tr.astype(np.int64), x_te, y_te.astype(np.int64),
+                   classes or [str(i) for i in range(n_cls)], tuple(mean), tuple(std))
+
+
+def _check_idx_md5(path: Path, stem: str) -> None:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        digest = md5_of(f.read())
+    if digest != MNIST_MD5[stem]:
+        raise DataError(f"{path}: checksum mismatch (md5 {digest}, expected {MNIST_MD5[stem]})")
+
+
+def _stats(x: np.ndarray):
+    xf = x.reshape(-1, x.shape[-1]).astype(np.float64) / 255.0
+    return tuple(float(v) for v in xf.mean(0)), tuple(float(v) for v in np.maximum(xf.std(0), 1e-6))
+
+
+def load_image_tree(name: str, root: Path, mean=None, std=None, channels: int | None = None) -> Dataset:
+    """`root/train/<class>/*` and `root/test/<class>/*`, decoded once and cached as .npz."""
+    train, test = root / "train", root / "test"
+    if not train.is_dir() or not test.is_dir():
+        raise DataError(f"{root}: expected train/<class>/ and test/<class>/ folders")
+    classes = list_classes(train)
+    stamp = hashlib.sha256(f"{root.resolve()}|{sum(1 for _ in train.rglob('*'))}|{train.stat().st_mtime_ns}".encode()).hexdigest()[:16]
+    cached = cache_dir() / "decoded" / f"{name}-{stamp}.npz"
+    if cached.is_file():
+        z = np.load(cached)
+        x_tr, y_tr, x_te, y_te = z["x_train"], z["y_train"], z["x_test"], z["y_test"]
+    else:
+        if channels is None:
+            from PIL import Image
+            first = next(p for p in (train / classes[0]).iterdir())
+            channels = 1 if Image.open(first).mode in ("L", "1", "I;16") else 3
+        note(f"decoding images under {root} (once; cached in {cached.parent})")
+        x_tr, y_tr = read_image_folder(train, classes, channels)
+        x_te, y_te = read_image_folder(test, classes, channels, size=x_tr.shape[1:3])
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp.npz")
+        np.savez(tmp, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+        os.replace(tmp, cached)
+    if mean is None:
+        mean, std = _stats(x_tr)
+    return Dataset(name, str(root), x_tr, y_tr, x_te, y_te, classes, tuple(mean), tuple(std))
+
+
+def _extracted(tarball: Path) -> Path:
+    """Extract a tarball into the cache once; return the folder holding train/test or batches."""
+    digest = hashlib.sha256(f"{tarball.resolve()}|{tarball.stat().st_size}|{tarball.stat().st_mtime_ns}".encode()).hexdigest()[:16]
+    dest = cache_dir() / "extracted" / f"{tarball.name.split('.')[0]}-{digest}"
+    if not (dest / ".done").is_file():
+        note(f"extracting {tarball} into {dest}")
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent if dest.parent.exists() else _mk(dest.parent)))
+        safe_extract(tarball, tmp)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+        (dest / ".done").touch()
+    return dest
+
+
+def _mk(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _find_layout(folder: Path) -> tuple[str, Path] | None:
+    """Find a CIFAR-like layout at or one/two levels below `folder`."""
+    candidates = [folder] + [p for p in sorted(folder.glob("*")) if p.is_dir()] + [p for p in sorted(folder.glob("*/*")) if p.is_dir()]
+    for c in candidates:
+        if (c / "data_batch_1").is_file() and (c / "test_batch").is_file():
+            return "batches", c
+        if (c / "train").is_dir() and (c / "test").is_dir():
+            return "tree", c
+    return None
+
+
+def load_cifar_like(name: str, location: Path, mean, std) -> Dataset:
+    location = Path(location)
+    if location.is_file():
+        if not (location.name.endswith((".tar.gz", ".tgz", ".tar"))):
+            raise DataError(f"{location}: expected a folder or a .tar.gz for {name}")
+        location = _extracted(location)
+    found = _find_layout(location)
+    if found is None:
+        tarballs = sorted(location.glob("*.tar.gz")) + sorted(location.glob("*.tgz"))
+        if tarballs:
+            return load_cifar_like(name, tarballs[0], mean, std)
+        raise DataError(f"{location}: no CIFAR python batches, train/test image tree or tarball found")
+    kind, folder = found
+    if kind == "batches":
+        x_tr, y_tr, x_te, y_te = read_cifar_batches(folder)
+        return Dataset(name, str(folder), x_tr, y_tr, x_te, y_te, list(CIFAR10_CLASSES), tuple(mean), tuple(std))
+    ds = load_image_tree(name, folder, mean, std, channels=3)
+    return ds
+
+
+# ---------------------------------------------------------------- downloads (online users)
+def _fetch(url: str, timeout: float = 20.0) -> bytes:
+    req = urllib.request.Request(url, headers={"User-Agent": "edgepack"})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.read()
+
+
+def download_mnist(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for stem in MNIST_FILES:
+        target = dest / f"{stem}.gz"
+        if target.is_file():
+            continue
+        last = None
+        for mirror in MNIST_MIRRORS:
+            try:
+                data = _fetch(mirror + stem + ".gz")
+                if md5_of(gzip.decompress(data)) != MNIST_MD5[stem]:
+                    raise DataError(f"{mirror}{stem}.gz: checksum mismatch")
+                tmp = target.with_suffix(".part")
+                tmp.write_bytes(data)
+                os.replace(tmp, target)
+                break
+            except Exception as e:  # network errors of every kind: try the next mirror
+                last = e
+        else:
+            raise DataError(f"download of MNIST failed ({last})")
+    return dest
+
+
+def download_cifar10(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / "cifar-10-python.tar.gz"
+    if not target.is_file():
+        data = _fetch(CIFAR10_URL, timeout=60)
+        if md5_of(data) != CIFAR10_MD5:
+            raise DataError(f"{CIFAR10_URL}: checksum mismatch")
+        tmp = target.with_suffix(".part")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    return dest
+
+
+# ---------------------------------------------------------------- fallbacks bundled in a dependency
+def sklearn_digits_as_mnist() -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1,797 images), upsampled to 28x28 MNIST-like uint8."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise DataError("no MNIST data found and scikit-learn (for the bundled fallback) is not installed") from None
+    d = load_digits()
+    img = (d.images / 16.0 * 255.0).clip(0, 255).astype(np.uint8)           # (1797, 8, 8), ink bright
+    from PIL import Image
+    big = np.stack([np.asarray(Image.fromarray(im).resize((20, 20), Image.BILINEAR)) for im in img])
+    x = np.zeros((len(big), 28, 28, 1), np.uint8)
+    x[:, 4:24, 4:24, 0] = big                                                 # MNIST: 20x20 digit in a 28x28 frame
+    y = d.target.astype(np.int64)
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(y))
+    te, tr = np.sort(idx[:360]), np.sort(idx[360:])
+    return Dataset("mnist", "scikit-learn bundled 8x8 digits (offline fallback, upsampled to 28x28)",
+                   x[tr], y[tr], x[te], y[te], [str(i) for i in range(10)], (0.1307,), (0.3081,),
+                   notes=["offline fallback: not real MNIST"])
+
+
+# ---------------------------------------------------------------- registry of named data sets
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    description: str
+    load_dir: Callable[[Path], Dataset]                 # read a located folder / file
+    subdirs: tuple[str, ...]                            # names to look for below a data root
+    download: Callable[[Path], Path] | None = None
+    fallback: Callable[[], Dataset] | None = None
+    fallback_text: str = ""
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _mnist_dir(p: Path) -> Dataset:
+    return load_idx_dir("mnist", p, (0.1307,), (0.3081,))
+
+
+def _cifar_dir(p: Path) -> Dataset:
+    return load_cifar_like("cifar10", p, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec("mnist", "MNIST handwritten digits, 28x28x1, 10 classes (IDX files)", _mnist_dir,
+                         ("mnist", "MNIST", "MNIST/raw"), download_mnist, sklearn_digits_as_mnist,
+                         "scikit-learn's bundled 8x8 digits"),
+    "cifar10": DatasetSpec("cifar10", "CIFAR-10, 32x32x3, 10 classes (python batches or image-folder tree/tarball)",
+                           _cifar_dir, ("cifar10", "cifar-10-batches-py", "cifar10-jpeg.tar.gz", "cifar-10-python.tar.gz"),
+                           download_cifar10),
+}
+
+
+def _locate(spec: DatasetSpec, root: Path) -> Path | None:
+    for sub in spec.subdirs:
+        p = root / sub
+        if p.exists():
+            return p
+    return None
+
+
+def _looks_like_idx(p: Path) -> bool:
+    return find_idx(p, MNIST_FILES[0]) is not None
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, allow_download: bool = True,
+                 allow_fallback: bool = True) -> Dataset:
+    """Load a named data set (or a folder of IDX files / an image-folder tree under any name)."""
+    spec = DATASETS.get(name)
+    if data_dir is not None:
+        d = Path(data_dir)
+        if not d.exists():
+            raise DataError(f"{d}: data directory does not exist")
+        if spec is not None:
+            target = d if (d.is_file() or spec.name != "mnist" or _looks_like_idx(d)) else (_locate(spec, d) or d)
+            return spec.load_dir(target)
+        if d.is_dir() and _looks_like_idx(d):
+            return load_idx_dir(name, d)
+        if d.is_dir() and (d / "train").is_dir():
+            return load_image_tree(name, d)
+        raise DataError(f"{d}: unknown data set {name!r} and the folder holds neither IDX files nor train/<class>/ images "
+                        f"(built-in: {', '.join(DATASETS)})")
+    if spec is None:
+        raise DataError(f"unknown data set {name!r}: use one of {', '.join(DATASETS)} or pass --data-dir with IDX files or train/<class>/ images")
+    env = os.environ.get("EDGEPACK_DATA")
+    if env:
+        p = _locate(spec, Path(env))
+        if p is not None:
+            return spec.load_dir(p)
+    cached = cache_dir() / "data" / spec.name
+    if cached.exists() and any(cached.iterdir()):
+        try:
+            return spec.load_dir(cached)
+        except DataError as e:
+            note(f"cached copy unusable ({e}); trying download")
+    errors = []
+    if allow_download and spec.download is not None:
+        try:
+            note(f"{name}: not found locally, downloading into {cached}")
+            return spec.load_dir(spec.download(cached))
+        except Exception as e:
+            errors.append(f"download failed: {str(e).splitlines()[0][:160]}")
+    if allow_fallback and spec.fallback is not None:
+        ds = spec.fallback()
+        note(f"{name}: no local copy ({'; '.join(errors) or 'download disabled'}); "
+             f"USING OFFLINE FALLBACK: {ds.source}. Pass --data-dir or set EDGEPACK_DATA for the real data set.")
+        return ds
+    raise DataError(f"{name}: no local copy found ({'; '.join(errors) or 'download disabled'}); pass --data-dir DIR or set EDGEPACK_DATA")

@@ -1,0 +1,17 @@
+"""User-facing errors: the CLI prints them as one line and exits non-zero."""
+
+
+class EdgepackError(Exception):
+    """A problem with the user's input (file, option, data). Printed without a traceback."""
+
+
+class DataError(EdgepackError):
+    """A data set could not be found, read or verified."""
+
+
+class ModelError(EdgepackError):
+    """A model file or description is missing, corrupt or does not fit."""
+
+
+class OptionError(EdgepackError):
+    """An unknown or out-of-range option."""

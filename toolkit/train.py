@@ -1,0 +1,131 @@
+"""Framework-free training pieces shared by both backends: config, LR schedules, early stopping, history."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from toolkit.errors import OptionError
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "cosine", "onecycle")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 4
+    batch_size: int = 32              # the Keras fit() default, as in the TFMOT tutorials
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    augment: bool = False             # random crop (pad 4) + horizontal flip
+    val_fraction: float = 0.1
+    patience: int = 0                 # early stopping on validation loss; 0 disables stopping (best weights still restored)
+    seed: int = 0
+    threads: int | None = None
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise OptionError(f"unknown optimizer {self.optimizer!r}; expected one of {OPTIMIZERS}")
+        if self.schedule not in SCHEDULES:
+            raise OptionError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise OptionError("epochs and batch size must be >= 1")
+        if not self.lr > 0:
+            raise OptionError(f"learning rate must be > 0, got {self.lr}")
+        if not 0 <= self.val_fraction < 1:
+            raise OptionError(f"validation fraction must be in [0, 1), got {self.val_fraction}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise OptionError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
+    """Learning rate for a 0-based optimizer step; the same function drives torch and Keras."""
+    t = min(step / max(total_steps, 1), 1.0)
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+    # one-cycle: 30% linear warm-up from lr/25 to lr, cosine anneal to lr/1e4
+    warm = 0.3
+    if t < warm:
+        return cfg.lr / 25 + (cfg.lr - cfg.lr / 25) * t / warm
+    u = (t - warm) / (1 - warm)
+    return cfg.lr / 1e4 + (cfg.lr - cfg.lr / 1e4) * 0.5 * (1 + math.cos(math.pi * u))
+
+
+@dataclass
+class EarlyStopper:
+    """Tracks the best validation loss; `stop` turns true after `patience` epochs without improvement."""
+    patience: int = 0
+    best: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+
+    def update(self, val_loss: float, epoch: int) -> bool:
+        """Record one epoch; returns True when this epoch is the new best."""
+        if val_loss < self.best - 1e-6:
+            self.best, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        return self.patience > 0 and self.bad_epochs >= self.patience
+
+
+@dataclass
+class History:
+    epochs: list[dict] = field(default_factory=list)   # one dict per epoch: loss, accuracy, val_loss, val_accuracy, lr, seconds
+    best_epoch: int | None = None
+    stopped_early: bool = False
+
+    def add(self, **row) -> None:
+        self.epochs.append({k: (float(v) if v is not None else None) for k, v in row.items()})
+
+    def to_dict(self) -> dict:
+        return {"epochs": self.epochs, "best_epoch": self.best_epoch, "stopped_early": self.stopped_early}
+
+    def save(self, json_path: Path, png_path: Path | None = None, title: str = "") -> None:
+        Path(json_path).write_text(json.dumps(self.to_dict(), indent=2))
+        if png_path is not None:
+            plot_history(self, png_path, title)
+
+
+def plot_history(h: History, png_path: Path, title: str = "") -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    ep = [r["epoch"] for r in h.epochs]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, ax, label in (("loss", a1, "loss"), ("accuracy", a2, "accuracy")):
+        ax.plot(ep, [r[key] for r in h.epochs], "o-", label=f"train {label}")
+        if any(r.get("val_" + key) is not None for r in h.epochs):
+            ax.plot(ep, [r.get("val_" + key) for r in h.epochs], "s-", label=f"validation {label}")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if h.best_epoch is not None:
+        for ax in (a1, a2):
+            ax.axvline(h.best_epoch, color="grey", ls="--", lw=1)
+    fig.suptitle(title or "training history")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,96 @@
+"""Copy weights between the PyTorch and Keras twins of one `ArchSpec`, so both compute the same function.
+
+Layouts: torch conv (O, I/g, kh, kw) <-> Keras (kh, kw, I/g, O); depthwise (C*m, 1, kh, kw) <-> (kh, kw, C, m);
+dense (out, in) <-> (in, out), with the rows of a Dense that follows Flatten permuted from torch's (C, H, W)
+flattening order to Keras's (H, W, C).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from toolkit.arch import spec as S
+from toolkit.errors import ModelError
+
+
+def _flatten_sources(nodes: list[S.Node]) -> dict[str, tuple]:
+    """Dense node name -> the (H, W, C) shape flattened right before it (if any)."""
+    out, pending = {}, None
+    for n in nodes:
+        if isinstance(n.layer, S.Flatten):
+            pending = n.in_shape
+        elif isinstance(n.layer, S.Dense):
+            if pending is not None:
+                out[n.name] = pending
+            pending = None
+        elif isinstance(n.layer, S.BatchNorm) and pending is not None:
+            raise ModelError(f"{n.name}: weight transfer does not support BatchNorm between Flatten and Dense")
+    return out
+
+
+def _torch_arrays(tmodel, name: str) -> dict[str, np.ndarray]:
+    sd = tmodel.state_dict()
+    return {k[len(name) + 1:]: v.detach().cpu().numpy() for k, v in sd.items() if k.startswith(name + ".")}
+
+
+def torch_to_keras(tmodel, kmodel, spec: S.ArchSpec) -> None:
+    from toolkit.backends.keras.model import kname
+    nodes = spec.walk()
+    flat = _flatten_sources(nodes)
+    for n in S.iter_weighted(nodes):
+        t, layer, L = _torch_arrays(tmodel, n.name), kmodel.get_layer(kname(n.name)), n.layer
+        if isinstance(L, S.Conv):
+            ws = [t["weight"].transpose(2, 3, 1, 0)] + ([t["bias"]] if L.bias else [])
+        elif isinstance(L, S.DepthwiseConv):
+            c, m = n.in_shape[2], L.multiplier
+            w = t["weight"].reshape(c, m, L.kernel, L.kernel).transpose(2, 3, 0, 1)
+            ws = [w] + ([t["bias"]] if L.bias else [])
+        elif isinstance(L, S.SeparableConv):
+            ws = [t["dw.weight"].transpose(2, 3, 0, 1), t["pw.weight"].transpose(2, 3, 1, 0)] + ([t["pw.bias"]] if L.bias else [])
+        elif isinstance(L, S.BatchNorm):
+            ws = [t["weight"], t["bias"], t["running_mean"], t["running_var"]]
+        else:  # Dense
+            w = t["weight"]
+            if n.name in flat:
+                h, wd, c = flat[n.name]
+                w = w.reshape(L.units, c, h, wd).transpose(0, 2, 3, 1).reshape(L.units, -1)
+            ws = [w.T] + ([t["bias"]] if L.bias else [])
+        layer.set_weights([np.ascontiguousarray(a) for a in ws])
+
+
+def keras_to_torch(kmodel, tmodel, spec: S.ArchSpec) -> None:
+    import torch
+    from toolkit.backends.keras.model import kname
+    nodes = spec.walk()
+    flat = _flatten_sources(nodes)
+    new = {}
+    for n in S.iter_weighted(nodes):
+        ws, L = kmodel.get_layer(kname(n.name)).get_weights(), n.layer
+        if isinstance(L, S.Conv):
+            d = {"weight": ws[0].transpose(3, 2, 0, 1)}
+            if L.bias:
+                d["bias"] = ws[1]
+        elif isinstance(L, S.DepthwiseConv):
+            kh, kw, c, m = ws[0].shape
+            d = {"weight": ws[0].transpose(2, 3, 0, 1).reshape(c * m, 1, kh, kw)}
+            if L.bias:
+                d["bias"] = ws[1]
+        elif isinstance(L, S.SeparableConv):
+            d = {"dw.weight": ws[0].transpose(2, 3, 0, 1), "pw.weight": ws[1].transpose(3, 2, 0, 1)}
+            if L.bias:
+                d["pw.bias"] = ws[2]
+        elif isinstance(L, S.BatchNorm):
+            d = dict(zip(("weight", "bias", "running_mean", "running_var"), ws))
+        else:
+            w = ws[0].T
+            if n.name in flat:
+                h, wd, c = flat[n.name]
+                w = w.reshape(L.units, h, wd, c).transpose(0, 3, 1, 2).reshape(L.units, -1)
+            d = {"weight": w}
+            if L.bias:
+                d["bias"] = ws[1]
+        for k, v in d.items():
+            new[f"{n.name}.{k}"] = torch.from_numpy(np.ascontiguousarray(v))
+    missing = tmodel.load_state_dict(new, strict=False)
+    unexpected = [k for k in missing.missing_keys if not k.endswith("num_batches_tracked")]
+    if unexpected or missing.unexpected_keys:
+        raise ModelError(f"weight transfer left tensors unset: {unexpected[:3]} {missing.unexpected_keys[:3]}")
