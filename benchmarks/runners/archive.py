@@ -1,0 +1,19 @@
+"""edgepack archives (.epk): decompressed into a dense ONNX at load (timed as load), run by ONNX Runtime."""
+from __future__ import annotations
+
+from benchmarks.runners.onnxruntime import OnnxRuntimeRunner, RunnerInfo
+
+
+class ArchiveRunner(OnnxRuntimeRunner):
+    runtime = "onnxruntime"
+    formats = (".epk",)
+
+    def _model_source(self):
+        from exporters.sparse_archive import read_archive
+        data, self.header = read_archive(self.path)
+        return data
+
+    def info(self) -> RunnerInfo:
+        i = super().info()
+        i.settings["archive"] = self.header.get("kind")
+        return i

@@ -1,0 +1,139 @@
+"""The runner contract shared by every runtime: load a model file, adapt canonical input, run, decode output.
+
+Canonical input is what `Dataset.normalize` produces: float32 NHWC. Each runner reads the layout
+(NHWC/NCHW) and dtype from the model itself, quantizes int8/uint8 inputs with the model's own scale
+and zero point, and dequantizes outputs, so every model sees the same images.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.errors import ModelError
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    shape: tuple                 # -1 for dynamic dimensions
+    dtype: np.dtype
+    scale: float | None = None   # affine quantization: real = scale * (q - zero_point)
+    zero_point: int | None = None
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale is not None and np.issubdtype(self.dtype, np.integer)
+
+
+@dataclass
+class RunnerInfo:
+    runtime: str
+    runtime_version: str
+    threads: int | None
+    settings: dict = field(default_factory=dict)
+
+
+class Runner:
+    """Subclasses implement `_load`, `_run` and set `self.inputs` / `self.outputs`."""
+    runtime = "?"
+    formats: tuple[str, ...] = ()        # file suffixes handled
+    needs: tuple[str, ...] = ()          # modules that must be importable
+
+    def __init__(self, path: str | Path, threads: int | None = 1, **options):
+        self.path = Path(path)
+        self.threads = threads
+        self.options = options
+        self.inputs: list[TensorSpec] = []
+        self.outputs: list[TensorSpec] = []
+        self.load_ms: float | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    def load(self) -> "Runner":
+        if not self.path.is_file():
+            raise ModelError(f"{self.path}: file not found")
+        t0 = time.perf_counter()
+        try:
+            self._load()
+        except ModelError:
+            raise
+        except Exception as e:
+            raise ModelError(f"{self.path}: cannot load as {self.runtime} model ({_first_line(e)})") from None
+        self.load_ms = (time.perf_counter() - t0) * 1e3
+        if len(self.inputs) != 1:
+            raise ModelError(f"{self.path}: edgepack benchmarks single-input models; this one has {len(self.inputs)} inputs")
+        return self
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def _run(self, feed: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def info(self) -> RunnerInfo:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ input / output adaptation
+    @property
+    def input(self) -> TensorSpec:
+        return self.inputs[0]
+
+    def layout(self, image_shape: tuple[int, int, int]) -> str:
+        """'NHWC', 'NCHW' or 'flat', decided by comparing the model's input shape with (H, W, C)."""
+        h, w, c = image_shape
+        dims = tuple(self.input.shape[1:])
+        if len(dims) == 3:
+            if dims == (h, w, c) or (dims[2] == c and -1 in dims[:2]):
+                return "NHWC"
+            if dims == (c, h, w) or (dims[0] == c and -1 in dims[1:]):
+                return "NCHW"
+        if len(dims) == 1 and dims[0] in (h * w * c, -1):
+            return "flat"
+        raise ModelError(f"{self.path}: input shape {tuple(self.input.shape)} does not fit images of shape {image_shape} (H, W, C)")
+
+    def fixed_batch(self) -> int | None:
+        b = self.input.shape[0] if self.input.shape else -1
+        return None if b in (-1, None, 0) else int(b)
+
+    def prepare(self, x_nhwc: np.ndarray) -> np.ndarray:
+        """Canonical float32 NHWC -> the model's layout and dtype (done outside timed regions)."""
+        lay = self.layout(x_nhwc.shape[1:])
+        x = x_nhwc.transpose(0, 3, 1, 2) if lay == "NCHW" else x_nhwc.reshape(len(x_nhwc), -1) if lay == "flat" else x_nhwc
+        spec = self.input
+        if spec.quantized:
+            info = np.iinfo(spec.dtype)
+            x = np.clip(np.round(x / spec.scale + spec.zero_point), info.min, info.max)
+        return np.ascontiguousarray(x.astype(spec.dtype))
+
+    def decode(self, outs: list[np.ndarray]) -> np.ndarray:
+        out, spec = outs[0], self.outputs[0]
+        if spec.quantized:
+            return (out.astype(np.float32) - spec.zero_point) * spec.scale
+        return out.astype(np.float32)
+
+    def run(self, feed: np.ndarray) -> list[np.ndarray]:
+        """One inference on a prepared feed: the call the harness times."""
+        return self._run(feed)
+
+    def predict(self, x_nhwc: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Float logits for canonical input, in the largest batches the model accepts."""
+        fixed = self.fixed_batch()
+        bs = fixed or batch_size
+        outs = []
+        for i in range(0, len(x_nhwc), bs):
+            chunk = x_nhwc[i:i + bs]
+            n = len(chunk)
+            if fixed and n < fixed:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - n, 0)])
+            outs.append(self.decode(self.run(self.prepare(chunk)))[:n])
+        return np.concatenate(outs)
+
+    def close(self) -> None:
+        pass
+
+
+def _first_line(e: Exception) -> str:
+    s = str(e).strip()
+    return f"{type(e).__name__}: {s.splitlines()[0][:200]}" if s else type(e).__name__

@@ -1,0 +1,69 @@
+"""LiteRT (`ai_edge_litert`) runner: the default delegate set (XNNPACK) with the thread count applied."""
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
+
+
+def _spec(d: dict) -> TensorSpec:
+    q = d.get("quantization_parameters") or {}
+    scales, zps = q.get("scales", []), q.get("zero_points", [])
+    scale = float(scales[0]) if len(scales) == 1 else None
+    zp = int(zps[0]) if len(zps) == 1 else None
+    sig = d.get("shape_signature")
+    shape = tuple(int(s) for s in (sig if sig is not None and len(sig) else d["shape"]))
+    return TensorSpec(d["name"], shape, np.dtype(d["dtype"]), scale, zp)
+
+
+class LiteRTRunner(Runner):
+    runtime = "litert"
+    formats = (".tflite",)
+    needs = ("ai_edge_litert",)
+
+    def _load(self) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+        from toolkit.tf_import import quiet_stderr
+        with quiet_stderr():   # the delegate's "Created TensorFlow Lite XNNPACK delegate" banner
+            self.interp = Interpreter(model_path=str(self.path), num_threads=self.threads or None)
+            self._allocate()
+
+    def _allocate(self):
+        self.interp.allocate_tensors()
+        self.inputs = [_spec(d) for d in self.interp.get_input_details()]
+        self.outputs = [_spec(d) for d in self.interp.get_output_details()]
+        self._in_idx = self.interp.get_input_details()[0]["index"]
+        self._out_idx = [d["index"] for d in self.interp.get_output_details()]
+
+    def fixed_batch(self):
+        """LiteRT tensors have a concrete batch; resize to the requested one when the signature allows."""
+        sig = self.inputs[0].shape[0]
+        return None if sig == -1 else int(sig)
+
+    def _ensure_batch(self, n: int):
+        cur = self.interp.get_input_details()[0]["shape"][0]
+        if cur != n:
+            shape = list(self.interp.get_input_details()[0]["shape"])
+            shape[0] = n
+            self.interp.resize_tensor_input(self._in_idx, shape)
+            self._allocate()
+
+    def _run(self, feed: np.ndarray):
+        if feed.shape[0] != self.interp.get_input_details()[0]["shape"][0]:
+            self._ensure_batch(feed.shape[0])
+        self.interp.set_tensor(self._in_idx, feed)
+        self.interp.invoke()
+        return [self.interp.get_tensor(i) for i in self._out_idx]
+
+    def info(self) -> RunnerInfo:
+        import ai_edge_litert
+        return RunnerInfo("litert", getattr(ai_edge_litert, "__version__", _dist_version("ai-edge-litert")), self.threads,
+                          {"delegate": "XNNPACK (default)"})
+
+
+def _dist_version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"

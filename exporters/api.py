@@ -1,0 +1,138 @@
+"""Export a model to one or more formats, verify each file in its runtime, write manifests.
+
+    from exporters import export_checkpoint
+    results = export_checkpoint("runs/mnist/model.pt", ["onnx", "tflite-int8"], out="exports")
+
+Users' own models: `export_model(model, formats, dataset, out_dir)` with any torch.nn.Module or
+Keras model (a `toolkit.data.Dataset` provides calibration and verification images).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporters.base import ExportContext, ExportOptions
+from exporters.registry import get_exporter, list_exporters
+from exporters.verify import Verification, VerificationError, verify_file
+from toolkit.errors import EdgepackError, OptionError
+from toolkit.record import ArtifactRecord, environment, sha256_file
+
+
+@dataclass
+class ExportResult:
+    format: str
+    path: Path | None
+    record: ArtifactRecord | None
+    verification: Verification | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.verification is not None and self.verification.passed
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+    out = {}
+    for dist in ("onnx", "onnxruntime", "ai-edge-litert", "tensorflow", "torch", "onnx2tf", "tf2onnx"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def export_model(model, formats: list[str], dataset, out_dir: str | Path, options: ExportOptions | None = None, *,
+                 stem: str = "model", source_record: ArtifactRecord | None = None, source_path: Path | None = None,
+                 verbose: bool = True) -> list[ExportResult]:
+    from toolkit.backends import backend_for_model
+    backend = backend_for_model(model)
+    options = options or ExportOptions()
+    formats = list(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in list_exporters()]
+    if unknown:
+        raise OptionError(f"unknown export format(s) {', '.join(unknown)}; available: {', '.join(list_exporters())}")
+    bad = [f for f in formats if backend.NAME not in get_exporter(f).sources]
+    if bad:
+        raise OptionError(f"format(s) {', '.join(bad)} cannot be produced from a {backend.NAME} model")
+    formats.sort(key=lambda f: f != "onnx")           # the fp32 ONNX first: later formats reuse it
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ctx = ExportContext(model, backend, dataset, options, out_dir, stem, getattr(model, "edgepack_spec", None),
+                        source_record, source_path)
+    results = []
+    try:
+        for fmt in formats:
+            results.append(_export_one(ctx, fmt, verbose))
+    finally:
+        ctx.cleanup()
+    return results
+
+
+def _export_one(ctx: ExportContext, fmt: str, verbose: bool) -> ExportResult:
+    exp = get_exporter(fmt)
+    final = ctx.out_dir / exp.filename(ctx.stem)
+    tmp = final.with_name(f".{final.stem}.partial{final.suffix}")
+    if verbose:
+        print(f"[{fmt}] exporting -> {final}", flush=True)
+    try:
+        details = exp.export(ctx, tmp)
+        ver = verify_file(tmp, ctx, exp)
+    except EdgepackError as e:
+        tmp.unlink(missing_ok=True)
+        if verbose:
+            print(f"[{fmt}] FAILED: {e}", flush=True)
+        return ExportResult(fmt, None, None, None, str(e))
+    if not ver.passed:                                   # keep the file for inspection, clearly flagged
+        final = final.with_name(f"{final.stem}.FAILED{final.suffix}")
+    os.replace(tmp, final)
+    if ver.passed:
+        ctx.produced[fmt] = final
+    rec = _record(ctx, exp, final, details, ver)
+    rec.save(final)
+    if verbose:
+        status = "ok" if ver.passed else "FAILED: " + "; ".join(ver.failures)
+        print(f"[{fmt}] {rec.sizes['bytes']:,} B (gzip {rec.sizes['gzip_bytes']:,} B), accuracy "
+              f"{ver.export_accuracy:.4f} vs source {ver.source_accuracy:.4f} on {ver.images} images, "
+              f"agreement {ver.top1_agreement:.2%}, max |diff| {ver.max_abs_diff:.2g}: {status}", flush=True)
+    return ExportResult(fmt, final, rec, ver, None if ver.passed else f"verification failed: {'; '.join(ver.failures)}")
+
+
+def _record(ctx: ExportContext, exp, path: Path, details: dict, ver: Verification) -> ArtifactRecord:
+    from toolkit.api import dataset_info
+    src = ctx.source_record
+    parent = {"file": str(ctx.source_path), "sha256": sha256_file(ctx.source_path)} if ctx.source_path else None
+    rec = ArtifactRecord("export", path.name, framework=ctx.framework, format=exp.name,
+                         arch=src.arch if src else (ctx.spec.to_dict() if ctx.spec is not None else None),
+                         dataset=dataset_info(ctx.dataset), parent=parent,
+                         steps=list(src.steps) if src else [], metrics=dict(src.metrics) if src else {})
+    rec.steps.append({"step": "export", "format": exp.name, "precision": exp.precision, "runtime": exp.runtime,
+                      "details": details, "options": ctx.options.to_dict()})
+    rec.verification = ver.to_dict()
+    rec.fill_sizes(path)
+    rec.sizes["gzip_ratio"] = round(rec.sizes["bytes"] / max(rec.sizes["gzip_bytes"], 1), 3)
+    rec.metrics.update({"versions": _versions(), "environment": environment()})
+    return rec
+
+
+def export_checkpoint(checkpoint: str | Path, formats: list[str], out: str | Path, data: str | None = None,
+                      data_dir: str | None = None, options: ExportOptions | None = None, verbose: bool = True):
+    from toolkit.api import load_checkpoint
+    from toolkit.data import load_dataset
+    loaded = load_checkpoint(checkpoint)
+    name = data or (loaded.record.dataset.get("name") if loaded.record else None)
+    if not name:
+        raise OptionError(f"{checkpoint}: no data set recorded; pass --data")
+    ds = load_dataset(name, data_dir)
+    if loaded.spec is not None and tuple(loaded.spec.input_shape) != ds.input_shape:
+        raise OptionError(f"{checkpoint} expects input {tuple(loaded.spec.input_shape)}, data set {name} has {ds.input_shape}")
+    return export_model(loaded.model, formats, ds, out, options, stem=Path(checkpoint).stem,
+                        source_record=loaded.record, source_path=Path(checkpoint), verbose=verbose)
+
+
+def raise_on_failures(results: list[ExportResult]) -> None:
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise VerificationError(", ".join(r.format for r in failed),
+                                [f"{r.format}: {r.error}" for r in failed])

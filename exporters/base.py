@@ -1,0 +1,105 @@
+"""Exporter base class, the options every export shares, and the per-call context."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+from toolkit.data import Dataset
+from toolkit.errors import OptionError
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+IO_DTYPES = ("int8", "uint8")
+SPARSE_VALUE_DTYPES = ("fp32", "fp16", "int8")
+TFLITE_ROUTES = ("auto", "keras", "onnx2tf")
+
+
+@dataclass
+class ExportOptions:
+    calibration_method: str = "minmax"        # ORT static quantization calibrator
+    calibration_samples: int = 200            # real training images
+    per_channel: bool = True
+    io_dtype: str = "int8"                    # full-integer TFLite input/output type
+    tflite_route: str = "auto"                # keras converter for Keras sources, onnx2tf otherwise
+    keep_nchw: bool = False                   # onnx2tf: keep the NCHW input instead of NHWC
+    sparse_values: str = "fp32"               # value storage in the sparse archive
+    verify_images: int = 512                  # real test images for verification (>= 512)
+    seed: int = 0
+
+    def __post_init__(self):
+        for value, allowed, what in ((self.calibration_method, CALIBRATION_METHODS, "calibration method"),
+                                     (self.io_dtype, IO_DTYPES, "input/output dtype"),
+                                     (self.sparse_values, SPARSE_VALUE_DTYPES, "sparse value type"),
+                                     (self.tflite_route, TFLITE_ROUTES, "TFLite route")):
+            if value not in allowed:
+                raise OptionError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
+        if self.calibration_samples < 1:
+            raise OptionError("calibration samples must be >= 1")
+        if self.verify_images < 1:
+            raise OptionError("verification needs at least one image")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ExportContext:
+    """Everything one export call shares: the source model, its data, options and intermediate files."""
+    model: object
+    backend: ModuleType
+    dataset: Dataset
+    options: ExportOptions
+    out_dir: Path
+    stem: str = "model"
+    spec: object | None = None
+    source_record: object | None = None
+    source_path: Path | None = None
+    produced: dict = field(default_factory=dict)     # format name -> Path, for exporters that build on others
+    _work: Path | None = None
+
+    @property
+    def framework(self) -> str:
+        return self.backend.NAME
+
+    @property
+    def work_dir(self) -> Path:
+        if self._work is None:
+            self._work = Path(tempfile.mkdtemp(prefix="edgepack-export-"))
+        return self._work
+
+    def cleanup(self) -> None:
+        if self._work is not None:
+            shutil.rmtree(self._work, ignore_errors=True)
+
+    def fp32_onnx(self) -> Path:
+        """The fp32 ONNX of the source model: reused if exported in this call, else written to the work dir."""
+        if "onnx" in self.produced:
+            return self.produced["onnx"]
+        from exporters.onnx_fp32 import write_onnx
+        path = self.work_dir / f"{self.stem}.fp32.onnx"
+        if not path.exists():
+            self._onnx_details = write_onnx(self, path)
+        return path
+
+
+class Exporter:
+    """One target format. Subclasses set the class attributes and implement `export`."""
+    name: str = ""
+    suffix: str = ""
+    description: str = ""
+    sources: tuple[str, ...] = ("torch", "keras")
+    precision: str = "fp32"                   # fp32 | fp16 | dynamic | int8 | archive
+    atol: float | None = 1e-4                 # max abs logit difference allowed (None: not checked)
+    min_agreement: float = 1.0                # top-1 agreement with the source
+    runtime: str = ""                         # the runtime that verifies it
+
+    tag: str = ""                             # file name part: model.<tag>.<suffix>
+
+    def filename(self, stem: str) -> str:
+        return f"{stem}.{self.tag}{self.suffix}" if self.tag else f"{stem}{self.suffix}"
+
+    def export(self, ctx: ExportContext, path: Path) -> dict:
+        """Write the artifact at `path`; return details for the manifest."""
+        raise NotImplementedError

@@ -1,0 +1,36 @@
+"""`edgepack export`: argument parsing only; the work is exporters.api.export_checkpoint."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_export_parser(sub, add_data_args, func):
+    from exporters.base import CALIBRATION_METHODS, IO_DTYPES, SPARSE_VALUE_DTYPES, TFLITE_ROUTES
+    from exporters.registry import get_exporter, list_exporters
+    lines = "\n".join(f"  {n:<18} {get_exporter(n).description}" for n in list_exporters())
+    p = sub.add_parser("export", help="export a checkpoint to TFLite / ONNX / sparse formats, each verified",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=f"formats:\n{lines}")
+    p.add_argument("checkpoint", help="a .pt or .keras checkpoint written by edgepack (its .json record beside it)")
+    p.add_argument("--to", required=True, help="comma-separated formats (see below)")
+    add_data_args(p, required=False)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--calibration", default="minmax", choices=CALIBRATION_METHODS, help="ORT static calibration method")
+    p.add_argument("--calibration-samples", type=int, default=200, help="training images used for calibration")
+    p.add_argument("--io-dtype", default="int8", choices=IO_DTYPES, help="full-integer TFLite input/output type")
+    p.add_argument("--tflite-route", default="auto", choices=TFLITE_ROUTES, help="keras converter or onnx2tf")
+    p.add_argument("--keep-nchw", action="store_true", help="onnx2tf: keep an NCHW input (default NHWC)")
+    p.add_argument("--sparse-values", default="fp32", choices=SPARSE_VALUE_DTYPES)
+    p.add_argument("--verify-images", type=int, default=512, help="real test images for verification")
+    p.set_defaults(func=func)
+
+
+def run_export(args) -> int:
+    from exporters.api import export_checkpoint, raise_on_failures
+    from exporters.base import ExportOptions
+    formats = [f.strip() for f in args.to.split(",") if f.strip()]
+    opts = ExportOptions(calibration_method=args.calibration, calibration_samples=args.calibration_samples,
+                         io_dtype=args.io_dtype, tflite_route=args.tflite_route, keep_nchw=args.keep_nchw,
+                         sparse_values=args.sparse_values, verify_images=args.verify_images)
+    results = export_checkpoint(args.checkpoint, formats, args.out, args.data, args.data_dir, opts)
+    raise_on_failures(results)
+    return 0

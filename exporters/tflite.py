@@ -1,0 +1,187 @@
+"""TFLite: fp32, dynamic-range, float16, full-integer int8 and sparse-encoded files.
+
+Two routes to one format:
+- `keras`: TFLiteConverter on the Keras model (representative dataset of real training images,
+  TFLITE_BUILTINS_INT8 only, so anything that cannot be fully quantized fails loudly);
+- `onnx2tf`: from the fp32 ONNX of any source (PyTorch models go this way), calibration images
+  passed explicitly; the file's input is NHWC unless `keep_nchw` is set.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from exporters.base import ExportContext, Exporter
+from exporters.registry import register_exporter
+from toolkit.errors import ModelError, OptionError
+
+ONNX2TF_SUFFIX = {"fp32": "_float32.tflite", "fp16": "_float16.tflite", "dynamic": "_dynamic_range_quant.tflite",
+                  "int8": "_full_integer_quant.tflite"}
+ONNX2TF_RGB_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
+
+
+def route_for(ctx: ExportContext) -> str:
+    route = ctx.options.tflite_route
+    if route == "auto":
+        return "keras" if ctx.framework == "keras" else "onnx2tf"
+    if route == "keras" and ctx.framework != "keras":
+        raise OptionError(f"the keras TFLite route needs a Keras source model, not {ctx.framework}")
+    return route
+
+
+def via_keras(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
+    from toolkit.backends.keras.export import representative_from, to_tflite
+    calib = ctx.dataset.calibration(ctx.options.calibration_samples, ctx.options.seed, "NHWC")
+    data, details = to_tflite(ctx.model, mode, representative_from(calib), ctx.options.io_dtype)
+    if mode in ("int8", "sparse-int8"):
+        details["calibration"] = {"samples": len(calib), "split": "train", "seed": ctx.options.seed}
+    return data, details
+
+
+@contextlib.contextmanager
+def _in_dir(path: Path):
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def onnx2tf_convert(ctx: ExportContext) -> Path:
+    """Run onnx2tf once per export call (all flavours at once); returns its output folder."""
+    key = "onnx2tf-dir"
+    if key in ctx.produced:
+        return ctx.produced[key]
+    from toolkit.tf_import import import_tensorflow, quiet_stderr
+    import_tensorflow()
+    with quiet_stderr():
+        import onnx2tf
+    src = ctx.fp32_onnx()
+    work = ctx.work_dir / "onnx2tf"
+    work.mkdir(exist_ok=True)
+    ds, opts = ctx.dataset, ctx.options
+    h, w, c = ds.input_shape
+    # calibration: real training images in [0, 1], NHWC; onnx2tf applies mean/std itself
+    idx = np.random.default_rng(opts.seed + 1).choice(len(ds.y_train), size=min(opts.calibration_samples, len(ds.y_train)), replace=False)
+    calib = ds.x_train[np.sort(idx)].astype(np.float32) / 255.0
+    np.save(work / "calib.npy", calib)
+    if c == 3:  # onnx2tf also loads this file for RGB inputs (or downloads it): make it from real images
+        from PIL import Image
+        sample = np.stack([np.asarray(Image.fromarray(im).resize((128, 128), Image.BILINEAR)) for im in ds.x_train[np.sort(idx)[:20]]])
+        np.save(work / ONNX2TF_RGB_SAMPLE, sample.astype(np.float32) / 255.0)
+    mean = np.asarray(ds.mean, np.float32).reshape(1, 1, 1, c)
+    std = np.asarray(ds.std, np.float32).reshape(1, 1, 1, c)
+    import onnx
+    in_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+    env_path = os.environ.get("PATH", "")
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env_path}"  # onnx2tf calls `onnxsim` from PATH
+    try:
+        with _in_dir(work), quiet_stderr(), contextlib.redirect_stdout(open(os.devnull, "w")):
+            onnx2tf.convert(input_onnx_file_path=str(src), output_folder_path=str(work / "out"),
+                            output_integer_quantized_tflite=True, output_dynamic_range_quantized_tflite=True,
+                            custom_input_op_name_np_data_path=[[in_name, str(work / "calib.npy"), mean, std]],
+                            input_quant_dtype=opts.io_dtype, output_quant_dtype=opts.io_dtype,
+                            quant_type="per-channel" if opts.per_channel else "per-tensor",
+                            keep_ncw_or_nchw_or_ncdhw_input_names=[in_name] if opts.keep_nchw else None,
+                            non_verbose=True, verbosity="error")
+    except Exception as e:
+        raise ModelError(f"onnx2tf conversion failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}") from None
+    finally:
+        os.environ["PATH"] = env_path
+    ctx.produced[key] = work / "out"
+    return work / "out"
+
+
+def via_onnx2tf(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
+    if mode not in ONNX2TF_SUFFIX:
+        raise OptionError(f"TFLite mode {mode!r} is not available through onnx2tf (only {', '.join(ONNX2TF_SUFFIX)})")
+    import onnx2tf
+    out = onnx2tf_convert(ctx)
+    stem = ctx.fp32_onnx().stem
+    f = out / f"{stem}{ONNX2TF_SUFFIX[mode]}"
+    if not f.is_file():
+        raise ModelError(f"onnx2tf did not produce {f.name}")
+    details = {"converter": f"onnx2tf {onnx2tf.__version__}", "mode": mode, "from": "fp32 ONNX",
+               "input_layout": "NCHW" if ctx.options.keep_nchw else "NHWC"}
+    if mode == "int8":
+        details.update(io_dtype=ctx.options.io_dtype, calibration={"samples": ctx.options.calibration_samples,
+                       "split": "train", "seed": ctx.options.seed, "passed_explicitly": True})
+    return f.read_bytes(), details
+
+
+class _TFLiteExporter(Exporter):
+    suffix = ".tflite"
+    runtime = "litert"
+    mode = "fp32"
+
+    def export(self, ctx: ExportContext, path: Path) -> dict:
+        route = route_for(ctx)
+        data, details = (via_keras if route == "keras" else via_onnx2tf)(ctx, self.mode)
+        path.write_bytes(data)
+        details["route"] = route
+        return details
+
+
+@register_exporter
+class TFLiteFp32(_TFLiteExporter):
+    name = "tflite"
+    description = "TFLite fp32 (Keras converter, or onnx2tf from the fp32 ONNX)"
+    precision = "fp32"
+    atol = 1e-3
+    min_agreement = 1.0
+    mode = "fp32"
+
+
+@register_exporter
+class TFLiteInt8(_TFLiteExporter):
+    name = "tflite-int8"
+    tag = "int8"
+    description = "TFLite full-integer int8 (int8 weights and activations, int8/uint8 input and output)"
+    precision = "int8"
+    atol = None
+    min_agreement = 0.98
+    mode = "int8"
+
+
+@register_exporter
+class TFLiteDynamic(_TFLiteExporter):
+    name = "tflite-dynamic"
+    tag = "dynamic"
+    description = "TFLite dynamic-range quantization (int8 weights, float activations)"
+    precision = "dynamic"
+    atol = None
+    min_agreement = 0.98
+    mode = "dynamic"
+
+
+@register_exporter
+class TFLiteFp16(_TFLiteExporter):
+    name = "tflite-fp16"
+    tag = "fp16"
+    description = "TFLite float16 weights"
+    precision = "fp16"
+    atol = None
+    min_agreement = 0.99
+    mode = "fp16"
+
+
+@register_exporter
+class TFLiteSparse(_TFLiteExporter):
+    name = "tflite-sparse"
+    tag = "sparse"
+    description = "TFLite with sparse weight encoding (EXPERIMENTAL_SPARSITY) where the converter applies it"
+    sources = ("keras",)
+    precision = "fp32"
+    atol = 1e-3
+    min_agreement = 1.0
+    mode = "sparse"
+
+    def export(self, ctx: ExportContext, path: Path) -> dict:
+        if route_for(ctx) != "keras":
+            raise OptionError("tflite-sparse needs the keras route")
+        return super().export(ctx, path)

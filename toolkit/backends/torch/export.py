@@ -1,0 +1,46 @@
+"""PyTorch -> ONNX fp32 (torch.onnx, dynamo exporter with a dynamic batch axis; weights embedded)."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from toolkit.errors import ModelError
+
+DEFAULT_OPSET = 18
+
+
+def to_onnx(model, path: str | Path, input_shape_hwc: tuple[int, int, int], opset: int = DEFAULT_OPSET) -> dict:
+    """Write a single-file ONNX model with input 'input' (N, C, H, W) and output 'logits'."""
+    import onnx
+    h, w, c = input_shape_hwc
+    model = model.eval().to(memory_format=torch.contiguous_format)
+    example = torch.zeros(2, c, h, w)
+    path = Path(path)
+    errors = []
+    for dynamo in (True, False):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if dynamo:
+                    prog = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset,
+                                             input_names=["input"], output_names=["logits"],
+                                             dynamic_shapes=({0: torch.export.Dim("batch")},),
+                                             optimize=True, verbose=False, report=False)
+                    prog.save(str(path), external_data=False)
+                else:
+                    torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=min(opset, 17),
+                                      input_names=["input"], output_names=["logits"],
+                                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+            m = onnx.load(str(path))
+            onnx.checker.check_model(m)
+            return {"exporter": "torch.onnx dynamo" if dynamo else "torch.onnx torchscript", "opset": _opset(m),
+                    "torch": torch.__version__, "input_layout": "NCHW", "fallback_reason": errors[0] if errors else None}
+        except Exception as e:  # the TorchScript exporter is the documented fallback
+            errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+    raise ModelError(f"ONNX export failed: {'; '.join(errors)}")
+
+
+def _opset(m) -> int:
+    return next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), -1)
