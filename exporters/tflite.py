@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -61,9 +62,10 @@ def onnx2tf_convert(ctx: ExportContext) -> Path:
     import_tensorflow()
     with quiet_stderr():
         import onnx2tf
-    src = ctx.fp32_onnx()
     work = ctx.work_dir / "onnx2tf"
     work.mkdir(exist_ok=True)
+    src = work / ctx.fp32_onnx().name            # onnx2tf rewrites its input in place (onnxsim): use a copy
+    shutil.copyfile(ctx.fp32_onnx(), src)
     ds, opts = ctx.dataset, ctx.options
     h, w, c = ds.input_shape
     # calibration: real training images in [0, 1], NHWC; onnx2tf applies mean/std itself
@@ -102,8 +104,7 @@ def via_onnx2tf(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
         raise OptionError(f"TFLite mode {mode!r} is not available through onnx2tf (only {', '.join(ONNX2TF_SUFFIX)})")
     import onnx2tf
     out = onnx2tf_convert(ctx)
-    stem = ctx.fp32_onnx().stem
-    f = out / f"{stem}{ONNX2TF_SUFFIX[mode]}"
+    f = out / f"{ctx.fp32_onnx().stem}{ONNX2TF_SUFFIX[mode]}"
     if not f.is_file():
         raise ModelError(f"onnx2tf did not produce {f.name}")
     details = {"converter": f"onnx2tf {onnx2tf.__version__}", "mode": mode, "from": "fp32 ONNX",

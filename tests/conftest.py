@@ -43,3 +43,16 @@ def mnist_small(mnist):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def trained(mnist_small, tmp_path_factory):
+    """mnist-tutorial trained briefly in each framework on real digits: {framework: checkpoint path}."""
+    from toolkit.api import train
+    from toolkit.train import TrainConfig
+    out = {}
+    for fw in ("torch", "keras"):
+        res = train(fw, "mnist-tutorial", mnist_small, out=tmp_path_factory.mktemp(f"ckpt-{fw}"),
+                    config=TrainConfig(epochs=2, batch_size=32), verbose=False)
+        out[fw] = res.checkpoint
+    return out

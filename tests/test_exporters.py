@@ -1,0 +1,220 @@
+import gzip
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from exporters import get_exporter, list_exporters
+from exporters.api import export_checkpoint, export_model, raise_on_failures
+from exporters.base import ExportOptions
+from exporters.verify import VerificationError
+from tests.conftest import MNIST_DIR
+from toolkit.errors import ModelError, OptionError
+
+OPTS = ExportOptions(verify_images=512, calibration_samples=100)
+
+
+@pytest.fixture(scope="module")
+def exported(trained, mnist_small, tmp_path_factory):
+    """Every registered format, from every framework that supports it, exported once for the module."""
+    out = {}
+    for fw, ckpt in trained.items():
+        formats = list_exporters(fw)
+        d = tmp_path_factory.mktemp(f"export-{fw}")
+        from toolkit.api import load_checkpoint
+        loaded = load_checkpoint(ckpt)
+        results = export_model(loaded.model, formats, mnist_small, d, OPTS, source_record=loaded.record,
+                               source_path=ckpt, verbose=False)
+        out[fw] = {r.format: r for r in results}
+    return out
+
+
+def test_registry_lists_every_format_once():
+    names = list_exporters()
+    assert len(names) == len(set(names))
+    assert {"onnx", "onnx-int8", "onnx-int8-dynamic", "tflite", "tflite-int8", "tflite-dynamic", "tflite-fp16",
+            "tflite-sparse", "sparse", "weights-uint8"} <= set(names)
+    with pytest.raises(OptionError, match="available"):
+        get_exporter("coreml")
+
+
+@pytest.mark.parametrize("fw", ["torch", "keras"])
+@pytest.mark.parametrize("fmt", list_exporters())
+def test_every_format_exports_and_verifies(exported, fw, fmt):
+    exp = get_exporter(fmt)
+    if fw not in exp.sources:
+        pytest.skip(f"{fmt} is not produced from {fw}")
+    r = exported[fw][fmt]
+    assert r.ok, r.error
+    assert r.path.is_file() and r.path.suffix == exp.suffix
+    v = r.verification
+    assert v.images >= 512
+    if exp.atol is not None:
+        assert v.max_abs_diff <= exp.atol
+    assert v.top1_agreement >= exp.min_agreement
+    man = json.loads(r.path.with_name(r.path.name + ".json").read_text())
+    assert man["format"] == fmt and man["verification"]["passed"] is True
+    assert man["sizes"]["bytes"] == r.path.stat().st_size
+    assert man["sizes"]["gzip_bytes"] == len(gzip.compress(r.path.read_bytes(), 9, mtime=0))
+    assert [s["step"] for s in man["steps"]] == ["train", "export"]
+    assert "onnxruntime" in man["metrics"]["versions"]
+
+
+def test_onnx_int8_is_qdq_with_per_channel_weights(exported):
+    import onnx
+    for fw in ("torch", "keras"):
+        r = exported[fw]["onnx-int8"]
+        m = onnx.load(str(r.path))
+        ops = [n.op_type for n in m.graph.node]
+        assert ops.count("QuantizeLinear") >= 2 and ops.count("DequantizeLinear") >= 3
+        calib = r.record.steps[-1]["details"]["calibration"]
+        assert calib["split"] == "train" and calib["samples"] == 100
+        scales = [i for i in m.graph.initializer if "scale" in i.name and len(i.dims) == 1 and i.dims[0] > 1]
+        assert scales, "expected per-channel weight scales"
+
+
+def test_onnx_dynamic_uses_weight_type_ort_runs(exported):
+    import onnx
+    from onnx import TensorProto
+    m = onnx.load(str(exported["torch"]["onnx-int8-dynamic"].path))
+    ops = {n.op_type for n in m.graph.node}
+    assert "ConvInteger" in ops or "MatMulInteger" in ops or "DynamicQuantizeLinear" in ops
+    quantized = [i for i in m.graph.initializer if i.name.endswith("_quantized")]
+    assert quantized and all(i.data_type == TensorProto.UINT8 for i in quantized)
+
+
+@pytest.mark.parametrize("fw", ["torch", "keras"])
+def test_full_integer_tflite_has_only_integer_io_and_ops(exported, fw):
+    from ai_edge_litert.interpreter import Interpreter
+    interp = Interpreter(model_path=str(exported[fw]["tflite-int8"].path))
+    interp.allocate_tensors()
+    assert interp.get_input_details()[0]["dtype"] == np.int8
+    assert interp.get_output_details()[0]["dtype"] == np.int8
+    assert tuple(interp.get_input_details()[0]["shape"][1:]) == (28, 28, 1)          # NHWC, documented
+    ops = {d["op_name"] for d in interp._get_ops_details()}
+    assert "DEQUANTIZE" not in ops, ops
+    conv = [d for d in interp.get_tensor_details() if d["dtype"] == np.float32]
+    assert not conv, [d["name"] for d in conv][:5]
+
+
+def test_files_load_in_their_runtime_alone(exported, tmp_path, mnist_small):
+    files = [str(exported["torch"]["tflite-int8"].path), str(exported["keras"]["tflite"].path),
+             str(exported["torch"]["onnx"].path), str(exported["keras"]["onnx-int8"].path)]
+    x = mnist_small.normalize(mnist_small.x_test[:1])
+    np.save(tmp_path / "x.npy", x)
+    script = f"""
+import sys, numpy as np
+x = np.load({str(tmp_path / 'x.npy')!r})
+import onnxruntime as ort
+from ai_edge_litert.interpreter import Interpreter
+for f in {files!r}:
+    if f.endswith('.onnx'):
+        s = ort.InferenceSession(f, providers=['CPUExecutionProvider'])
+        i = s.get_inputs()[0]
+        feed = x.transpose(0, 3, 1, 2) if i.shape[1] == 1 else x
+        out = s.run(None, {{i.name: feed}})[0]
+    else:
+        it = Interpreter(model_path=f); it.allocate_tensors()
+        d = it.get_input_details()[0]
+        feed = x
+        if d['dtype'] == np.int8:
+            s_, z = d['quantization']; feed = np.round(x / s_ + z).clip(-128, 127).astype(np.int8)
+        it.set_tensor(d['index'], feed); it.invoke(); out = it.get_tensor(it.get_output_details()[0]['index'])
+    assert out.shape == (1, 10), out.shape
+assert 'torch' not in sys.modules and 'tensorflow' not in sys.modules
+print('ok')
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
+def test_sparse_archive_round_trip_is_bit_exact_and_small(trained, mnist_small, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+    from exporters.sparse_archive import read_archive
+    from toolkit.api import load_checkpoint
+    loaded = load_checkpoint(trained["torch"])
+    with __import__("torch").no_grad():                     # 80% magnitude sparsity on every weight matrix
+        for p in loaded.model.parameters():
+            if p.ndim > 1:
+                p[p.abs() <= p.abs().flatten().kthvalue(int(0.8 * p.numel())).values] = 0
+    res = {r.format: r for r in export_model(loaded.model, ["onnx", "sparse"], mnist_small, tmp_path, OPTS, verbose=False)}
+    assert res["sparse"].ok and res["onnx"].ok
+    dense = onnx.load(str(res["onnx"].path))
+    data, header = read_archive(res["sparse"].path)
+    back = onnx.ModelProto()
+    back.ParseFromString(data)
+    onnx.checker.check_model(back)
+    want = {i.name: numpy_helper.to_array(i) for i in dense.graph.initializer}
+    got = {i.name: numpy_helper.to_array(i) for i in back.graph.initializer}
+    assert want.keys() == got.keys()
+    for k in want:
+        assert want[k].dtype == got[k].dtype and want[k].tobytes() == got[k].tobytes(), k
+    details = res["sparse"].record.steps[-1]["details"]
+    assert details["sparsity"] > 0.79
+    size = res["sparse"].path.stat().st_size
+    assert size < len(gzip.compress(res["onnx"].path.read_bytes(), 9))
+    assert size <= 1.15 * details["size_bound_bytes"]
+
+
+def test_weights_uint8_archive_loads_back_to_float(exported):
+    from exporters.sparse_archive import read_archive
+    import onnx
+    data, header = read_archive(exported["torch"]["weights-uint8"].path)
+    assert header["kind"] == "weights-uint8"
+    m = onnx.ModelProto()
+    m.ParseFromString(data)
+    stored = {t["name"] for t in header["tensors"]}
+    assert stored and all(t["encoding"] == "minmax-uint8" for t in header["tensors"])
+    back = {i.name: i for i in m.graph.initializer}
+    assert stored <= set(back) and all(back[n].data_type == onnx.TensorProto.FLOAT for n in stored)
+    assert exported["torch"]["weights-uint8"].path.stat().st_size < 0.5 * exported["torch"]["onnx"].path.stat().st_size
+
+
+def test_failed_verification_keeps_flagged_file_and_raises(trained, mnist_small, tmp_path, monkeypatch):
+    from exporters.onnx_int8 import OnnxInt8DynamicExporter
+    from toolkit.api import load_checkpoint
+    monkeypatch.setattr(OnnxInt8DynamicExporter, "atol", 1e-9)          # impossible for int8
+    loaded = load_checkpoint(trained["torch"])
+    results = export_model(loaded.model, ["onnx-int8-dynamic"], mnist_small, tmp_path, OPTS, verbose=False)
+    assert not results[0].ok and "max abs logit difference" in results[0].error
+    assert results[0].path.name == "model.int8-dynamic.FAILED.onnx" and results[0].path.is_file()
+    assert json.loads(results[0].path.with_name(results[0].path.name + ".json").read_text())["verification"]["passed"] is False
+    assert not (tmp_path / "model.int8-dynamic.onnx").exists()
+    with pytest.raises(VerificationError, match="onnx-int8-dynamic"):
+        raise_on_failures(results)
+
+
+def test_format_framework_mismatch_and_bad_options(trained, tmp_path):
+    with pytest.raises(OptionError, match="cannot be produced from a torch model"):
+        export_checkpoint(trained["torch"], ["tflite-sparse"], tmp_path, data_dir=MNIST_DIR)
+    with pytest.raises(OptionError, match="calibration method"):
+        ExportOptions(calibration_method="kl")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "toolkit.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_export_lists_formats_and_rejects_bad_input(tmp_path, trained):
+    r = _cli("export", "--help")
+    assert r.returncode == 0 and "tflite-int8" in r.stdout and "weights-uint8" in r.stdout
+    corrupt = tmp_path / "broken.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    for args, needle in [((str(tmp_path / "missing.pt"), "--to", "onnx"), "checkpoint not found"),
+                         ((str(trained["torch"]), "--to", "onnx,bogus"), "unknown export format"),
+                         ((str(corrupt), "--to", "onnx"), "not a readable PyTorch checkpoint")]:
+        r = _cli("export", *args, "--data-dir", str(MNIST_DIR), "--out", str(tmp_path / "o"))
+        assert r.returncode != 0 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_export_end_to_end(trained, tmp_path):
+    r = _cli("export", str(trained["keras"]), "--to", "tflite-int8,onnx", "--data-dir", str(MNIST_DIR),
+             "--out", str(tmp_path), "--io-dtype", "uint8")
+    assert r.returncode == 0, r.stderr[-1500:]
+    man = json.loads((tmp_path / "model.int8.tflite.json").read_text())
+    assert man["steps"][-1]["details"]["io_dtype"] == "uint8" and man["verification"]["passed"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".json")) == ["model.int8.tflite", "model.onnx"]
