@@ -1,0 +1,108 @@
+"""Runs inside a fresh process: load one model, time it, measure accuracy. One JSON line out on stdout.
+
+Invoked by the harness as `python -m benchmarks.child '<json request>'`; never two at once.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+import traceback
+
+import numpy as np
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _peak_mb() -> float:
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _energy_uj(path):
+    try:
+        return int(open(path).read())
+    except (OSError, TypeError, ValueError):
+        return None
+
+
+def main(req: dict) -> dict:
+    from benchmarks.machine import rapl_path
+    from benchmarks.runners import open_runner
+    from toolkit.data import load_dataset
+
+    ds = load_dataset(req["data"], req.get("data_dir"))
+    x_all = ds.normalize(ds.x_test, "NHWC")
+    y_all = ds.y_test
+    rapl = rapl_path()
+    try:                                               # reset the high-water mark: data loading is not the model's
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    base_rss = _rss_mb()
+    runner = open_runner(req["model"], threads=req["threads"], **req.get("runtime_options", {}))
+    runner.layout(ds.input_shape)                      # input shape must fit the data: fails early with a clear error
+    batch = req["batch"]
+    fixed = runner.fixed_batch()
+    if fixed is not None and fixed != batch and runner.runtime != "litert":
+        batch = fixed
+    sample = x_all[:batch]
+    feed = runner.prepare(sample)
+    t0 = time.perf_counter()
+    runner.run(feed)
+    first_ms = (time.perf_counter() - t0) * 1e3
+    for _ in range(req["warmup"]):
+        runner.run(feed)
+    lat = []
+    c0, e0, w0 = time.process_time(), _energy_uj(rapl), time.perf_counter()
+    while len(lat) < req["runs"] or (time.perf_counter() - w0) < req["min_seconds"]:
+        t = time.perf_counter_ns()
+        runner.run(feed)
+        lat.append((time.perf_counter_ns() - t) / 1e6)
+        if len(lat) >= req.get("max_runs", 100000):
+            break
+    cpu_s, e1 = time.process_time() - c0, _energy_uj(rapl)
+    result = {"latencies_ms": lat, "load_ms": runner.load_ms, "first_ms": first_ms, "batch": int(feed.shape[0]),
+              "cpu_seconds_per_run": cpu_s / len(lat), "info": runner.info().__dict__,
+              "input": {"shape": list(runner.input.shape), "dtype": str(runner.input.dtype),
+                        "layout": runner.layout(ds.input_shape), "quantized": runner.input.quantized},
+              "output_quantized": runner.outputs[0].quantized}
+    if e0 is not None and e1 is not None and e1 >= e0:
+        result["energy_mj"] = {"value": (e1 - e0) / 1e3 / len(lat), "method": "measured (RAPL package counter)"}
+    result["peak_rss_mb"] = max(_peak_mb() - base_rss, 0.0)   # the timed part only, before the accuracy pass
+    if req.get("accuracy", True):
+        logits = runner.predict(x_all, batch_size=req.get("accuracy_batch", 256))
+        pred = logits.argmax(1)
+        n = ds.num_classes
+        cm = np.zeros((n, n), np.int64)
+        np.add.at(cm, (y_all, pred), 1)
+        result.update(accuracy=float((pred == y_all).mean()), confusion=cm.tolist(), test_images=int(len(y_all)),
+                      classes=ds.classes, data_source=ds.source)
+    runner.close()
+    return result
+
+
+if __name__ == "__main__":
+    request = json.loads(sys.argv[1])
+    try:
+        out = {"ok": True, **main(request)}
+    except Exception as e:  # reported as one line by the parent
+        from toolkit.errors import EdgepackError
+        msg = str(e) if isinstance(e, EdgepackError) else f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+        out = {"ok": False, "error": msg}
+        if not isinstance(e, EdgepackError):
+            out["traceback"] = traceback.format_exc()[-2000:]
+    sys.stdout.write("\n@@EDGEPACK_RESULT@@" + json.dumps(out) + "\n")

@@ -1,0 +1,60 @@
+"""`edgepack bench`: argument parsing only; the work is benchmarks.harness.benchmark + the renderers."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def _int_list(text: str) -> list[int]:
+    from toolkit.errors import OptionError
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise OptionError(f"--threads expects comma-separated integers, got {text!r}") from None
+
+
+def add_bench_parser(sub, func):
+    p = sub.add_parser("bench", help="benchmark .tflite/.onnx/.epk files and source checkpoints in one table")
+    p.add_argument("models", nargs="+", help="model files (.tflite, .onnx, .epk, .pt, .keras)")
+    p.add_argument("--data", default="mnist", help="data set for inputs and accuracy (default: mnist)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--runs", type=int, default=50, help="minimum timed runs (default 50)")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="minimum timed seconds (default 1)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--no-accuracy", action="store_true", help="skip the full-test-set accuracy pass")
+    p.add_argument("--ort-graph-optimization", default="all", help="ONNX Runtime: disable|basic|extended|all")
+    p.add_argument("--cpu-power-w", type=float, default=5.0, help="package power for the estimated energy (W)")
+    p.add_argument("--json", default=None, help="write results as JSON")
+    p.add_argument("--csv", default=None, help="write results as CSV")
+    p.add_argument("--report", default=None, help="folder for report.md and plots")
+    p.set_defaults(func=func)
+
+
+def run_bench(args) -> int:
+    from benchmarks.harness import BenchSettings, benchmark
+    from benchmarks.report import plot_all, print_table, write_csv, write_json, write_markdown
+    settings = BenchSettings(threads=_int_list(args.threads), warmup=args.warmup, runs=args.runs,
+                             min_seconds=args.min_seconds, batch=args.batch, accuracy=not args.no_accuracy,
+                             cpu_power_w=args.cpu_power_w,
+                             runtime_options={"graph_optimization": args.ort_graph_optimization})
+    results = benchmark(args.models, args.data, args.data_dir, settings, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    command = "edgepack bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "edgepack bench"
+    print_table(results)
+    extra = {"command": command, "settings": settings.__dict__}
+    if args.json:
+        write_json(results, Path(args.json), extra)
+    if args.csv:
+        write_csv(results, Path(args.csv))
+    if args.report:
+        out = Path(args.report)
+        plots = plot_all(results, out)
+        write_json([r.to_dict(raw=True) for r in results], out / "results.json", extra)
+        write_csv(results, out / "results.csv")
+        write_markdown(results, out / "report.md", plots, command)
+        print(f"report: {out / 'report.md'}", file=sys.stderr)
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        print(f"edgepack: error: {r.error}", file=sys.stderr)
+    return 1 if failed else 0

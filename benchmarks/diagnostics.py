@@ -1,0 +1,85 @@
+"""Explanations a user needs next to the numbers, each backed by something measured on this machine."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+INT8_ONNX_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul"}
+
+
+def is_int8(r) -> bool:
+    fmt = (r.record or {}).get("format") or ""
+    if "int8" in fmt:
+        return True
+    if r.format == "onnx":
+        return bool(set(r.ops or {}) & INT8_ONNX_OPS)
+    if r.format == "tflite":
+        return bool(r.input and r.input.get("quantized"))
+    return False
+
+
+def family(r) -> tuple:
+    """Files from one source: same parent checkpoint if recorded, else same folder and file stem."""
+    parent = ((r.record or {}).get("parent") or {}).get("sha256")
+    p = Path(r.model)
+    return (parent or str(p.parent / p.name.split(".")[0]),)
+
+
+def unfused_qdq(model_path: str, threads: int) -> int | None:
+    """Q/DQ nodes still present after ONNX Runtime's full graph optimisation (i.e. not fused into int8 kernels)."""
+    try:
+        import onnxruntime as ort
+        from benchmarks.onnx_reader import read_onnx
+        with tempfile.TemporaryDirectory() as d:
+            so = ort.SessionOptions()
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            so.optimized_model_filepath = str(Path(d) / "opt.onnx")
+            so.intra_op_num_threads = threads
+            so.log_severity_level = 3
+            ort.InferenceSession(model_path, so, providers=["CPUExecutionProvider"])
+            g = read_onnx((Path(d) / "opt.onnx").read_bytes())
+        return sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.nodes)
+    except Exception:
+        return None
+
+
+def diagnose(results) -> None:
+    ok = [r for r in results if r.ok and r.latency_ms]
+    for r in ok:
+        siblings = [s for s in ok if s is not r and family(s) == family(r) and s.runtime == r.runtime and s.threads == r.threads]
+        if is_int8(r):
+            fp32 = [s for s in siblings if s.format == r.format and not is_int8(s) and s.nonzero_params == s.params and "fp16" not in s.model
+                    and "dynamic" not in s.model]
+            for s in fp32:
+                if r.latency_ms["p50"] > s.latency_ms["p50"]:
+                    r.diagnostics.append(_int8_slower(r, s))
+        if r.params and r.nonzero_params is not None and r.nonzero_params < 0.7 * r.params:
+            dense = [s for s in siblings if s.nonzero_params and s.params and s.nonzero_params >= 0.95 * s.params
+                     and is_int8(s) == is_int8(r)]
+            for s in dense:
+                if r.latency_ms["p50"] > 0.95 * s.latency_ms["p50"]:
+                    r.diagnostics.append(
+                        f"{1 - r.nonzero_params / r.params:.0%} of the weights are zero, yet p50 {r.latency_ms['p50']:.3f} ms is "
+                        f"not below the dense {Path(s.model).name} ({s.latency_ms['p50']:.3f} ms): {r.runtime}'s dense kernels "
+                        "ignore unstructured zeros; the gain is file size after gzip. Structured pruning removes channels "
+                        "and does cut latency.")
+
+
+def _int8_slower(r, s) -> str:
+    causes = []
+    machine = r.machine or {}
+    if not machine.get("int8_dot_product"):
+        causes.append("this CPU has no int8 dot-product instructions (no AVX-512 VNNI / AVX-VNNI / AMX / ARM SDOT), "
+                      "so int8 matrix kernels fall back to widening multiplies")
+    if r.format == "onnx":
+        left = unfused_qdq(r.model, r.threads)
+        if left:
+            causes.append(f"{left} QuantizeLinear/DequantizeLinear nodes remain after ORT graph optimisation "
+                          "(QDQ pairs left unfused run as separate float<->int8 conversions)")
+    if r.format == "tflite" and r.input and not r.input.get("quantized"):
+        causes.append("the file takes float input, so it quantizes at the model boundary on every call")
+    if r.macs is not None and r.macs < 5_000_000:
+        causes.append(f"the model is tiny ({r.macs:,} MACs): fixed per-op quantize/requantize overhead dominates")
+    ratio = r.latency_ms["p50"] / s.latency_ms["p50"]
+    return (f"int8 is slower than its fp32 sibling {Path(s.model).name} on this machine (p50 {r.latency_ms['p50']:.3f} vs "
+            f"{s.latency_ms['p50']:.3f} ms, x{ratio:.2f}). Likely cause: " + ("; ".join(causes) or "not identified") + ".")

@@ -1,0 +1,170 @@
+"""The harness: each (model, thread count) runs in its own child process, sequentially; results are
+plain records (`BenchResult`), from which every report is rendered."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.machine import machine_record
+from benchmarks.metrics import file_metrics
+from toolkit.errors import EdgepackError, ModelError, OptionError
+from toolkit.record import ArtifactRecord, gzip_size
+
+FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".epk": "edgepack-archive", ".pt": "torch", ".pth": "torch",
+           ".keras": "keras", ".h5": "keras"}
+RESULT_TAG = "@@EDGEPACK_RESULT@@"
+
+
+@dataclass
+class BenchSettings:
+    threads: list[int] = field(default_factory=lambda: [1])
+    warmup: int = 5
+    runs: int = 50                 # like TFLite's benchmark_model: at least 50 runs ...
+    min_seconds: float = 1.0       # ... and at least 1 s of timed runs
+    batch: int = 1
+    accuracy: bool = True
+    cpu_power_w: float = 5.0       # package power assumed for the CPU-time energy estimate
+    runtime_options: dict = field(default_factory=dict)
+    timeout_s: float = 1800
+
+    def __post_init__(self):
+        if not self.threads or any(t < 1 for t in self.threads):
+            raise OptionError("thread counts must be >= 1")
+        if self.runs < 1 or self.warmup < 0 or self.batch < 1 or self.min_seconds < 0:
+            raise OptionError("runs and batch must be >= 1, warm-up and min seconds >= 0")
+        unknown = set(self.runtime_options) - {"graph_optimization"}
+        if unknown:
+            raise OptionError(f"unknown runtime option(s) {sorted(unknown)}; known: graph_optimization")
+        from benchmarks.runners.onnxruntime import OPT_LEVELS
+        level = self.runtime_options.get("graph_optimization", "all")
+        if level not in OPT_LEVELS:
+            raise OptionError(f"unknown graph_optimization {level!r}; expected one of {', '.join(OPT_LEVELS)}")
+
+
+@dataclass
+class BenchResult:
+    model: str
+    format: str
+    runtime: str | None
+    threads: int
+    ok: bool = True
+    error: str | None = None
+    latency_ms: dict | None = None          # min, p50, p90, p99, mean, std, runs
+    throughput_ips: float | None = None
+    batch: int = 1
+    load_ms: float | None = None
+    first_inference_ms: float | None = None
+    size_bytes: int | None = None
+    gzip_bytes: int | None = None
+    params: int | None = None
+    nonzero_params: int | None = None
+    macs: int | None = None
+    peak_rss_mb: float | None = None
+    accuracy: float | None = None
+    test_images: int | None = None
+    energy_mj: dict | None = None           # {"value", "method"}
+    machine: dict | None = None
+    input: dict | None = None
+    ops: dict | None = None
+    qdq_nodes: int | None = None
+    confusion: list | None = None
+    classes: list | None = None
+    record: dict | None = None              # the artifact's record (provenance, verification), if any
+    runtime_info: dict | None = None
+    latencies_ms: list | None = None        # raw samples
+    diagnostics: list[str] = field(default_factory=list)
+
+    def to_dict(self, raw: bool = False) -> dict:
+        d = asdict(self)
+        if not raw:
+            d.pop("latencies_ms")
+        return d
+
+
+def latency_stats(samples: list[float]) -> dict:
+    a = np.asarray(samples, dtype=np.float64)
+    return {"min": float(a.min()), "p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
+            "p99": float(np.percentile(a, 99)), "mean": float(a.mean()), "std": float(a.std(ddof=1) if len(a) > 1 else 0.0),
+            "runs": int(len(a))}
+
+
+def _child(request: dict, timeout: float) -> dict:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.child", json.dumps(request)], capture_output=True,
+                              text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"timed out after {timeout:.0f}s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_TAG):
+            return json.loads(line[len(RESULT_TAG):])
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"ok": False, "error": f"child process exited with {proc.returncode} ({tail[:200]})"}
+
+
+def benchmark(models: list[str | Path], data: str, data_dir: str | None = None, settings: BenchSettings | None = None,
+              progress=print) -> list[BenchResult]:
+    """Benchmark each model at each thread count; failures become records with `ok=False` (others go on)."""
+    settings = settings or BenchSettings()
+    machine = machine_record()
+    results: list[BenchResult] = []
+    for model in models:
+        path = Path(model)
+        fmt = FORMATS.get(path.suffix.lower(), path.suffix.lstrip(".") or "?")
+        static = None
+        try:
+            if not path.is_file():
+                raise ModelError(f"{path}: file not found")
+            if path.suffix.lower() not in FORMATS:
+                raise ModelError(f"{path}: not a model file edgepack can run ({', '.join(sorted(FORMATS))})")
+            static = _static(path)
+        except EdgepackError as e:
+            results.append(BenchResult(str(path), fmt, None, settings.threads[0], ok=False, error=str(e), machine=machine))
+            progress(f"{path}: error: {e}")
+            continue
+        accuracy = None
+        for threads in settings.threads:
+            progress(f"benchmarking {path.name} ({fmt}, {threads} thread{'s' if threads > 1 else ''})")
+            req = {"model": str(path), "data": data, "data_dir": data_dir, "threads": threads, "batch": settings.batch,
+                   "warmup": settings.warmup, "runs": settings.runs, "min_seconds": settings.min_seconds,
+                   "accuracy": settings.accuracy and accuracy is None, "runtime_options": settings.runtime_options}
+            out = _child(req, settings.timeout_s)
+            if not out.get("ok"):
+                results.append(BenchResult(str(path), fmt, None, threads, ok=False, error=out.get("error"), machine=machine, **static))
+                progress(f"{path}: error: {out.get('error')}")
+                break
+            if "accuracy" in out:
+                accuracy = out
+            lat = latency_stats(out["latencies_ms"])
+            info = out["info"]
+            energy = out.get("energy_mj") or {
+                "value": out["cpu_seconds_per_run"] * settings.cpu_power_w * 1e3,
+                "method": f"estimated (CPU time x {settings.cpu_power_w:g} W package power)"}
+            results.append(BenchResult(
+                str(path), fmt, info["runtime"], threads, latency_ms=lat,
+                throughput_ips=out["batch"] * 1e3 / lat["p50"], batch=out["batch"], load_ms=out["load_ms"],
+                first_inference_ms=out["first_ms"], peak_rss_mb=out["peak_rss_mb"],
+                accuracy=accuracy.get("accuracy") if accuracy else None,
+                test_images=accuracy.get("test_images") if accuracy else None,
+                confusion=accuracy.get("confusion") if accuracy else None, classes=accuracy.get("classes") if accuracy else None,
+                energy_mj=energy, machine=machine, input=out["input"], runtime_info=info,
+                latencies_ms=out["latencies_ms"], **static))
+    from benchmarks.diagnostics import diagnose
+    diagnose(results)
+    return results
+
+
+def _static(path: Path) -> dict:
+    """File-level figures, measured from the file (and its edgepack record, if one lies beside it)."""
+    m = file_metrics(path)
+    rec = ArtifactRecord.load(path)
+    return {"size_bytes": path.stat().st_size, "gzip_bytes": gzip_size(path), "params": m["params"],
+            "nonzero_params": m["nonzero_params"], "macs": m["macs"], "ops": m["ops"], "qdq_nodes": m["qdq_nodes"],
+            "record": asdict(rec) if rec else None}

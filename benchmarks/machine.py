@@ -1,0 +1,64 @@
+"""The machine record: CPU, cores, the ISA features that decide int8 speed, OS and runtime versions."""
+from __future__ import annotations
+
+import os
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+# /proc/cpuinfo flag -> what it means for int8 inference
+INT8_FEATURES = {
+    "avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI",
+    "amx_int8": "AMX-INT8", "asimd": "NEON", "asimddp": "dot-product (SDOT/UDOT)", "i8mm": "int8 matmul (I8MM)",
+}
+
+
+def cpu_info() -> dict:
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            key, _, val = line.partition(":")
+            key = key.strip().lower()
+            if key in ("model name", "hardware", "model") and val.strip() and (model in ("", platform.machine()) or key == "model name"):
+                model = val.strip()
+            if key in ("flags", "features"):
+                flags.update(val.split())
+    except OSError:
+        pass
+    return {"model": model, "flags": sorted(f for f in INT8_FEATURES if f in flags),
+            "int8_features": [INT8_FEATURES[f] for f in INT8_FEATURES if f in flags]}
+
+
+def has_int8_dot(cpu: dict) -> bool:
+    return any(f in cpu["flags"] for f in ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"))
+
+
+def _v(dist: str) -> str | None:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def machine_record() -> dict:
+    cpu = cpu_info()
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = os.cpu_count()
+    return {"cpu": cpu["model"], "cores": os.cpu_count(), "usable_cores": affinity, "isa": cpu["int8_features"],
+            "int8_dot_product": has_int8_dot(cpu), "os": platform.platform(), "python": platform.python_version(),
+            "arch": platform.machine(),
+            "runtimes": {k: v for k, v in {"onnxruntime": _v("onnxruntime"), "ai-edge-litert": _v("ai-edge-litert"),
+                                           "numpy": _v("numpy"), "torch": _v("torch"), "tensorflow": _v("tensorflow")}.items() if v},
+            "rapl_readable": rapl_path() is not None}
+
+
+def rapl_path() -> Path | None:
+    p = Path("/sys/class/powercap/intel-rapl:0/energy_uj")
+    try:
+        p.read_text()
+        return p
+    except OSError:
+        return None

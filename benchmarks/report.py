@@ -1,0 +1,228 @@
+"""Renderers: they only read `BenchResult` records, so any saved JSON can be rendered again without a rerun."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+JSON_VERSION = 1
+CSV_FIELDS = ["model", "format", "runtime", "threads", "ok", "error", "batch", "latency_min_ms", "latency_p50_ms",
+              "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms", "runs", "throughput_ips", "load_ms",
+              "first_inference_ms", "size_bytes", "gzip_bytes", "params", "nonzero_params", "macs", "peak_rss_mb",
+              "accuracy", "test_images", "energy_mj", "energy_method", "cpu", "diagnostics"]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def rows(results) -> list[dict]:
+    return [r.to_dict() if hasattr(r, "to_dict") else r for r in results]
+
+
+def write_json(results, path, extra: dict | None = None) -> None:
+    _atomic_write(path, json.dumps({"edgepack_bench_version": JSON_VERSION, **(extra or {}), "results": rows(results)}, indent=2))
+
+
+def flat(d: dict) -> dict:
+    lat = d.get("latency_ms") or {}
+    e = d.get("energy_mj") or {}
+    out = {k: d.get(k) for k in CSV_FIELDS if k in d}
+    out.update({f"latency_{k}_ms": lat.get(k) for k in ("min", "p50", "p90", "p99", "mean", "std")}, runs=lat.get("runs"),
+               energy_mj=e.get("value"), energy_method=e.get("method"), cpu=(d.get("machine") or {}).get("cpu"),
+               diagnostics=" | ".join(d.get("diagnostics") or []))
+    return out
+
+
+def write_csv(results, path) -> None:
+    import io
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    for d in rows(results):
+        w.writerow(flat(d))
+    _atomic_write(path, buf.getvalue())
+
+
+def label(model: str) -> str:
+    """folder/file: several runs often hold files with the same name."""
+    p = Path(model)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
+def _fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def table_lines(results) -> list[str]:
+    head = f"{'model':<34}{'runtime':<12}{'thr':>4}{'p50 ms':>9}{'p90 ms':>9}{'load ms':>9}{'size B':>10}{'gzip B':>10}{'params':>9}{'nnz':>9}{'MACs':>11}{'RSS MB':>8}{'acc':>8}"
+    lines = [head, "-" * len(head)]
+    for d in rows(results):
+        name = Path(d["model"]).name
+        name = name if len(name) <= 33 else "…" + name[-32:]
+        if not d["ok"]:
+            lines.append(f"{name:<34}ERROR: {d['error']}")
+            continue
+        lat = d["latency_ms"]
+        lines.append(f"{name:<34}{d['runtime'] or '-':<12}{d['threads']:>4}{lat['p50']:>9.3f}{lat['p90']:>9.3f}"
+                     f"{_fmt(d['load_ms'], '.1f'):>9}{_fmt(d['size_bytes'], ','):>10}{_fmt(d['gzip_bytes'], ','):>10}"
+                     f"{_fmt(d['params'], ','):>9}{_fmt(d['nonzero_params'], ','):>9}{_fmt(d['macs'], ','):>11}"
+                     f"{_fmt(d['peak_rss_mb'], '.1f'):>8}{_fmt(d['accuracy'], '.4f'):>8}")
+    return lines
+
+
+def print_table(results, file=None) -> None:
+    import sys
+    file = file or sys.stdout
+    for line in table_lines(results):
+        print(line, file=file)
+    for d in rows(results):
+        for msg in d.get("diagnostics") or []:
+            print(f"note: {Path(d['model']).name} ({d['runtime']}, {d['threads']} thr): {msg}", file=file)
+
+
+# ------------------------------------------------------------------ plots
+def _pareto(points):
+    """Indices of points not dominated (lower x, higher y)."""
+    best, front = -1.0, []
+    for i in sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1])):
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def plot_all(results, out_dir: Path) -> list[Path]:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ok = [d for d in rows(results) if d["ok"] and d["latency_ms"]]
+    if not ok:
+        return []
+    t0 = min(d["threads"] for d in ok)
+    base = [d for d in ok if d["threads"] == t0 and d["accuracy"] is not None]
+    made = []
+    for key, xlabel, fname, scale in (("p50", f"p50 latency, batch {ok[0]['batch']}, {t0} thread(s) [ms]", "pareto_latency.png", 1),
+                                      ("size", "file size [KB]", "pareto_size.png", 1024)):
+        if not base:
+            break
+        fig, ax = plt.subplots(figsize=(8, 5.5))
+        pts = [((d["latency_ms"]["p50"] if key == "p50" else d["size_bytes"] / scale), 100 * d["accuracy"]) for d in base]
+        front = _pareto(pts)
+        for i, (d, (x, y)) in enumerate(zip(base, pts)):
+            ax.scatter(x, y, s=60, marker="o" if d["runtime"] == "onnxruntime" else "s" if d["runtime"] == "litert" else "^",
+                       color="C3" if i in front else "C0", zorder=3)
+            ax.annotate(label(d["model"]), (x, y), textcoords="offset points", xytext=(5, 4 - 9 * (i % 3)), fontsize=7)
+        fx = sorted((pts[i] for i in front))
+        ax.plot([p[0] for p in fx], [p[1] for p in fx], "--", color="C3", drawstyle="steps-post", label="Pareto front")
+        ax.scatter([], [], marker="o", color="grey", label="ONNX Runtime")
+        ax.scatter([], [], marker="s", color="grey", label="LiteRT")
+        ax.scatter([], [], marker="^", color="grey", label="source framework")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("top-1 accuracy on the full test set [%]")
+        ax.set_title("accuracy vs " + ("latency" if key == "p50" else "size"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / fname, dpi=120)
+        plt.close(fig)
+        made.append(out_dir / fname)
+    with_raw = [d for d in ok if d.get("latencies_ms")]
+    if with_raw:
+        fig, ax = plt.subplots(figsize=(8, max(3, 0.45 * len(with_raw) + 1.5)))
+        ax.boxplot([d["latencies_ms"] for d in with_raw], vert=False, showfliers=True, flierprops={"markersize": 2})
+        ax.set_yticks(range(1, len(with_raw) + 1), [f"{label(d['model'])} [{d['runtime']}, {d['threads']}t]" for d in with_raw], fontsize=7)
+        ax.set_xlabel("latency per inference [ms]")
+        ax.set_title("latency distribution (warm runs)")
+        ax.grid(alpha=0.3, axis="x")
+        fig.tight_layout()
+        fig.savefig(out_dir / "latency_distribution.png", dpi=120)
+        plt.close(fig)
+        made.append(out_dir / "latency_distribution.png")
+    cms = [d for d in ok if d.get("confusion")]
+    seen = set()
+    cms = [d for d in cms if not (d["model"] in seen or seen.add(d["model"]))]
+    if cms:
+        import numpy as np
+        n = len(cms)
+        cols = min(n, 3)
+        fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(4.2 * cols, 4 * ((n + cols - 1) // cols)), squeeze=False)
+        for ax, d in zip(axes.ravel(), cms):
+            cm = np.asarray(d["confusion"])
+            ax.imshow(cm, cmap="Blues")
+            ax.set_title(f"{label(d['model'])}\nacc {100 * d['accuracy']:.2f}%", fontsize=8)
+            ax.set_xlabel("predicted")
+            ax.set_ylabel("true")
+            labels = d.get("classes") or list(range(len(cm)))
+            ax.set_xticks(range(len(cm)), labels, fontsize=6, rotation=90)
+            ax.set_yticks(range(len(cm)), labels, fontsize=6)
+        for ax in axes.ravel()[n:]:
+            ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(out_dir / "confusion_matrices.png", dpi=110)
+        plt.close(fig)
+        made.append(out_dir / "confusion_matrices.png")
+    return made
+
+
+# ------------------------------------------------------------------ Markdown
+def write_markdown(results, path: Path, plots: list[Path], command: str = "") -> None:
+    ds = rows(results)
+    machine = next((d["machine"] for d in ds if d.get("machine")), {})
+    lines = ["# edgepack benchmark report", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += ["## Machine", "", f"- CPU: {machine.get('cpu')} ({machine.get('cores')} cores, {machine.get('usable_cores')} usable)",
+              f"- int8-relevant ISA: {', '.join(machine.get('isa') or []) or 'none detected'}",
+              f"- OS: {machine.get('os')}; Python {machine.get('python')}",
+              f"- runtimes: {', '.join(f'{k} {v}' for k, v in (machine.get('runtimes') or {}).items())}", "",
+              "## Results", "",
+              "| model | runtime | threads | p50 ms | p90 ms | p99 ms | load ms | size B | gzip B | params | non-zero | MACs | peak RSS MB | accuracy | energy mJ |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for d in ds:
+        name = Path(d["model"]).name
+        if not d["ok"]:
+            lines.append(f"| {name} | error: {d['error']} |" + " |" * 13)
+            continue
+        lat, e = d["latency_ms"], d.get("energy_mj") or {}
+        est = "" if "measured" in (e.get("method") or "") else " (est.)"
+        acc = "-" if d["accuracy"] is None else f"{100 * d['accuracy']:.2f}%"
+        lines.append(f"| {name} | {d['runtime']} | {d['threads']} | {lat['p50']:.3f} | {lat['p90']:.3f} | {lat['p99']:.3f} | "
+                     f"{_fmt(d['load_ms'], '.1f')} | {_fmt(d['size_bytes'], ',')} | {_fmt(d['gzip_bytes'], ',')} | "
+                     f"{_fmt(d['params'], ',')} | {_fmt(d['nonzero_params'], ',')} | {_fmt(d['macs'], ',')} | "
+                     f"{_fmt(d['peak_rss_mb'], '.1f')} | {acc} | "
+                     f"{_fmt(e.get('value'), '.3f')}{est} |")
+    first = next((d for d in ds if d.get("test_images")), None)
+    lines += ["", f"Latency: batch {ds[0].get('batch', 1) if ds else 1}, warm runs after warm-up, each model in its own process. "
+              + (f"Accuracy: top-1 on all {first['test_images']:,} test images, in the target runtime." if first else ""), ""]
+    notes = [(d, m) for d in ds for m in d.get("diagnostics") or []]
+    if notes:
+        lines += ["## Diagnostics", ""] + [f"- **{Path(d['model']).name}** ({d['runtime']}, {d['threads']} thr): {m}" for d, m in notes] + [""]
+    prov = [d for d in ds if d.get("record") and d["threads"] == min(x["threads"] for x in ds)]
+    if prov:
+        lines += ["## Provenance", "", "| model | source | steps | verification |", "| --- | --- | --- | --- |"]
+        for d in prov:
+            rec = d["record"]
+            v = rec.get("verification") or {}
+            ver = (f"{'passed' if v.get('passed') else 'FAILED'}: agreement {100 * v['top1_agreement']:.2f}%, max diff "
+                   f"{v['max_abs_diff']:.2g} on {v['images']} images" if v else "-")
+            src = (rec.get("parent") or {}).get("file") or rec.get("framework") or "-"
+            lines.append(f"| {Path(d['model']).name} | {src} | {' -> '.join(s['step'] + ('(' + s['format'] + ')' if s.get('format') else '') for s in rec.get('steps', []))} | {ver} |")
+        lines.append("")
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
+    _atomic_write(path, "\n".join(lines))
+
+
+def load_results(path) -> list[dict]:
+    return json.loads(Path(path).read_text())["results"]
