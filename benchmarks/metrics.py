@@ -17,6 +17,13 @@ SHAPE_INPUT_OPS = {"Reshape", "Pad", "Squeeze", "Unsqueeze", "ReduceMean", "Slic
 
 def file_metrics(path: str | Path) -> dict:
     path = Path(path)
+    try:
+        return _file_metrics(path)
+    except ModelError as e:
+        raise ModelError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
+
+
+def _file_metrics(path: Path) -> dict:
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return onnx_metrics(path.read_bytes())

@@ -56,3 +56,21 @@ def trained(mnist_small, tmp_path_factory):
                     config=TrainConfig(epochs=2, batch_size=32), verbose=False)
         out[fw] = res.checkpoint
     return out
+
+
+@pytest.fixture(scope="session")
+def exported(trained, mnist_small, tmp_path_factory):
+    """Every registered format, from every framework that supports it, exported once per session."""
+    from exporters import list_exporters
+    from exporters.api import export_model
+    from exporters.base import ExportOptions
+    from toolkit.api import load_checkpoint
+    out = {}
+    for fw, ckpt in trained.items():
+        d = tmp_path_factory.mktemp(f"export-{fw}")
+        loaded = load_checkpoint(ckpt)
+        results = export_model(loaded.model, list_exporters(fw), mnist_small, d,
+                               ExportOptions(verify_images=512, calibration_samples=100),
+                               source_record=loaded.record, source_path=ckpt, verbose=False)
+        out[fw] = {r.format: r for r in results}
+    return out

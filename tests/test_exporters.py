@@ -16,21 +16,6 @@ from toolkit.errors import ModelError, OptionError
 OPTS = ExportOptions(verify_images=512, calibration_samples=100)
 
 
-@pytest.fixture(scope="module")
-def exported(trained, mnist_small, tmp_path_factory):
-    """Every registered format, from every framework that supports it, exported once for the module."""
-    out = {}
-    for fw, ckpt in trained.items():
-        formats = list_exporters(fw)
-        d = tmp_path_factory.mktemp(f"export-{fw}")
-        from toolkit.api import load_checkpoint
-        loaded = load_checkpoint(ckpt)
-        results = export_model(loaded.model, formats, mnist_small, d, OPTS, source_record=loaded.record,
-                               source_path=ckpt, verbose=False)
-        out[fw] = {r.format: r for r in results}
-    return out
-
-
 def test_registry_lists_every_format_once():
     names = list_exporters()
     assert len(names) == len(set(names))

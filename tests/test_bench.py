@@ -1,0 +1,197 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks.harness import BenchResult, BenchSettings, benchmark, latency_stats
+from benchmarks.metrics import file_metrics
+from benchmarks.report import plot_all, write_csv, write_json, write_markdown
+from tests.conftest import MNIST_DIR
+from toolkit.errors import OptionError
+
+FAST = BenchSettings(threads=[1], warmup=2, runs=20, min_seconds=0.05)
+JSON_FIELDS = {"model", "format", "runtime", "threads", "latency_ms", "load_ms", "size_bytes", "gzip_bytes", "params",
+               "nonzero_params", "macs", "peak_rss_mb", "accuracy", "energy_mj", "machine"}
+
+
+def _bench(models, settings=FAST, data="mnist", data_dir=MNIST_DIR):
+    return benchmark([str(m) for m in models], data, str(data_dir), settings, progress=lambda m: None)
+
+
+def test_latency_stats_from_raw_samples():
+    s = latency_stats(list(range(1, 101)))
+    assert s["min"] == 1 and s["p50"] == pytest.approx(50.5) and s["p90"] == pytest.approx(90.1)
+    assert s["p99"] == pytest.approx(99.01) and s["runs"] == 100 and s["mean"] == pytest.approx(50.5)
+
+
+@pytest.fixture(scope="module")
+def bench_exports(exported):
+    return {"onnx": exported["torch"]["onnx"].path, "onnx-int8": exported["torch"]["onnx-int8"].path,
+            "tflite": exported["keras"]["tflite"].path, "tflite-int8": exported["keras"]["tflite-int8"].path,
+            "sparse": exported["torch"]["sparse"].path}
+
+
+def test_bench_writes_every_field_for_onnx_and_tflite(bench_exports, tmp_path):
+    from benchmarks.runners import open_runner
+    from toolkit.data import load_dataset
+    files = [bench_exports["onnx-int8"], bench_exports["tflite-int8"], bench_exports["sparse"]]
+    results = _bench(files, BenchSettings(threads=[1, 2], warmup=2, runs=20, min_seconds=0.05))
+    assert len(results) == 6 and all(r.ok for r in results), [r.error for r in results]
+    write_json(results, tmp_path / "r.json")
+    rows = json.loads((tmp_path / "r.json").read_text())["results"]
+    ds = load_dataset("mnist", MNIST_DIR)
+    for row in rows:
+        assert JSON_FIELDS <= set(row)
+        assert set(row["latency_ms"]) == {"min", "p50", "p90", "p99", "mean", "std", "runs"}
+        assert row["latency_ms"]["runs"] >= 20 and row["latency_ms"]["min"] <= row["latency_ms"]["p50"] <= row["latency_ms"]["p99"]
+        assert row["energy_mj"]["method"].startswith(("estimated", "measured"))
+        assert row["test_images"] == 10000 and row["macs"] == 93288 and row["params"] == 20410
+        assert row["machine"]["cores"] >= 1 and "onnxruntime" in row["machine"]["runtimes"]
+    # accuracy equals an independent in-process run over the full test set in the same runtime
+    for path in files:
+        r = open_runner(path)
+        acc = float((r.predict(ds.normalize(ds.x_test)).argmax(1) == ds.y_test).mean())
+        assert next(row for row in rows if row["model"] == str(path))["accuracy"] == pytest.approx(acc, abs=1e-12)
+
+
+def test_accuracy_matches_exporter_verification_on_full_test_set(trained, tmp_path):
+    from exporters.api import export_checkpoint
+    from exporters.base import ExportOptions
+    res = export_checkpoint(trained["keras"], ["tflite-int8"], tmp_path, data_dir=MNIST_DIR,
+                            options=ExportOptions(verify_images=10000, calibration_samples=50), verbose=False)
+    assert res[0].ok
+    (row,) = _bench([res[0].path])
+    assert row.accuracy == pytest.approx(res[0].verification.export_accuracy, abs=1e-12)
+
+
+def test_files_not_written_by_edgepack(tmp_path, mnist_small):
+    import torch
+    from toolkit.tf_import import import_tensorflow
+    tf = import_tensorflow()
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 26 * 26, 10))
+    torch.onnx.export(net, (torch.zeros(1, 1, 28, 28),), str(tmp_path / "plain.onnx"), dynamo=False, input_names=["x"])
+    km = tf.keras.Sequential([tf.keras.Input((28, 28, 1)), tf.keras.layers.Conv2D(4, 3, activation="relu"),
+                              tf.keras.layers.Flatten(), tf.keras.layers.Dense(10)])
+    km.layers[-1].bias.assign(np.full(10, 0.1, np.float32))   # the converter drops an all-zero bias
+    (tmp_path / "plain.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(km).convert())
+    results = _bench([tmp_path / "plain.onnx", tmp_path / "plain.tflite"])
+    assert all(r.ok for r in results), [r.error for r in results]
+    for r in results:
+        assert r.params == 4 * 9 + 4 + 4 * 26 * 26 * 10 + 10
+        assert r.macs == 4 * 9 * 26 * 26 + 4 * 26 * 26 * 10
+        assert 0 <= r.accuracy <= 1 and r.record is None
+
+
+def test_bad_inputs_are_reported_and_the_rest_still_run(bench_exports, tmp_path):
+    text = tmp_path / "notes.onnx"
+    text.write_text("this is not a model")
+    trunc = tmp_path / "trunc.tflite"
+    trunc.write_bytes(bench_exports["tflite"].read_bytes()[:3000])
+    trunc_onnx = tmp_path / "trunc.onnx"
+    trunc_onnx.write_bytes(bench_exports["onnx"].read_bytes()[:5000])
+    weird = tmp_path / "model.bin"
+    weird.write_bytes(b"\0" * 10)
+    models = [tmp_path / "missing.onnx", text, trunc, trunc_onnx, weird, bench_exports["onnx"]]
+    results = _bench(models)
+    by = {r.model: r for r in results}
+    assert "file not found" in by[str(tmp_path / "missing.onnx")].error
+    for bad in (text, trunc, trunc_onnx, weird):
+        r = by[str(bad)]
+        assert not r.ok and str(bad) in r.error and "\n" not in r.error
+    assert by[str(bench_exports["onnx"])].ok
+
+
+def test_input_shape_that_does_not_fit_the_dataset(tmp_path):
+    import torch
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))
+    net(torch.zeros(1, 3, 32, 32))
+    torch.onnx.export(net, (torch.zeros(1, 3, 32, 32),), str(tmp_path / "rgb.onnx"), dynamo=False)
+    (r,) = _bench([tmp_path / "rgb.onnx"])
+    assert not r.ok and "does not fit images of shape (28, 28, 1)" in r.error
+
+
+def test_unknown_runtime_option_is_rejected():
+    with pytest.raises(OptionError, match="graph_optimization"):
+        BenchSettings(runtime_options={"graph_optimization": "fancy"})
+    with pytest.raises(OptionError, match="unknown runtime option"):
+        BenchSettings(runtime_options={"arena": "off"})
+
+
+def test_runtime_path_imports_neither_torch_nor_tensorflow(bench_exports):
+    script = f"""
+import sys, json
+sys.argv = ['x']
+from benchmarks.child import main
+for m in [{str(bench_exports['onnx'])!r}, {str(bench_exports['tflite-int8'])!r}, {str(bench_exports['sparse'])!r}]:
+    out = main({{"model": m, "data": "mnist", "data_dir": {str(MNIST_DIR)!r}, "threads": 1, "batch": 1, "warmup": 1,
+                "runs": 5, "min_seconds": 0, "accuracy": True}})
+    assert out["accuracy"] > 0.5
+from benchmarks.metrics import file_metrics
+file_metrics({str(bench_exports['onnx'])!r}); file_metrics({str(bench_exports['tflite-int8'])!r})
+from benchmarks.report import write_markdown
+bad = [m for m in ('torch', 'tensorflow', 'keras', 'tf_keras', 'onnx') if m in sys.modules]
+print(json.dumps(bad))
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == []
+
+
+def test_metrics_from_file_match_the_architecture(tmp_path, mnist_small):
+    """MACs/params read back from exported resnet8 (pads, residual adds, global pooling) equal the spec's."""
+    from toolkit.arch import get_arch
+    from toolkit.backends import get_backend
+    from toolkit.backends.torch.export import to_onnx
+    spec = get_arch("resnet8")
+    to_onnx(get_backend("torch").build(spec), tmp_path / "r8.onnx", spec.input_shape)
+    m = file_metrics(tmp_path / "r8.onnx")
+    c = spec.count_params()
+    assert m["macs"] == c["macs"]
+    folded = c["trainable"] - c["non_trainable"]         # BatchNorm folded into the convs: gamma/beta/mean/var gone
+    assert m["params"] in (c["trainable"], c["total"], folded)
+
+
+def test_reports_render_from_records(bench_exports, tmp_path):
+    results = _bench([bench_exports["onnx"], bench_exports["tflite"]])
+    plots = plot_all([r.to_dict(raw=True) for r in results], tmp_path)
+    assert {p.name for p in plots} == {"pareto_latency.png", "pareto_size.png", "latency_distribution.png", "confusion_matrices.png"}
+    assert all(p.stat().st_size > 10_000 for p in plots)
+    write_csv(results, tmp_path / "r.csv")
+    header = (tmp_path / "r.csv").read_text().splitlines()[0]
+    assert "latency_p50_ms" in header and "gzip_bytes" in header
+    write_markdown(results, tmp_path / "report.md", plots, "edgepack bench ...")
+    md = (tmp_path / "report.md").read_text()
+    assert "## Machine" in md and "![pareto_latency](pareto_latency.png)" in md and "## Provenance" in md
+    assert md.count("| onnxruntime |") == 1 and md.count("| litert |") == 1
+
+
+def _fake(model, fmt, runtime, p50, params=1000, nnz=1000, int8=False, macs=10_000_000):
+    return BenchResult(model, fmt, runtime, 1, latency_ms={"p50": p50}, params=params, nonzero_params=nnz, macs=macs,
+                       input={"quantized": int8}, ops={"QuantizeLinear": 2} if int8 and fmt == "onnx" else {},
+                       machine={"int8_dot_product": False}, record={"format": "tflite-int8" if int8 else "tflite"})
+
+
+def test_diagnostics_explain_slow_int8_and_unhelpful_pruning():
+    from benchmarks.diagnostics import diagnose
+    res = [_fake("/r/model.tflite", "tflite", "litert", 1.0), _fake("/r/model.int8.tflite", "tflite", "litert", 1.5, int8=True),
+           _fake("/r/model.pruned.tflite", "tflite", "litert", 1.02, nnz=200)]
+    res[2].record = {"format": "tflite"}
+    diagnose(res)
+    assert "slower than its fp32 sibling model.tflite" in res[1].diagnostics[0]
+    assert "no int8 dot-product" in res[1].diagnostics[0]
+    assert "dense kernels ignore unstructured zeros" in res[2].diagnostics[0]
+    assert res[0].diagnostics == []
+
+
+def test_cli_bench_end_to_end(bench_exports, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "toolkit.cli", "bench", str(bench_exports["onnx"]), str(bench_exports["tflite"]),
+                        str(tmp_path / "nope.tflite"), "--data", "mnist", "--data-dir", str(MNIST_DIR), "--runs", "10",
+                        "--min-seconds", "0", "--json", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv"),
+                        "--report", str(tmp_path / "rep")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1                                  # one model failed ...
+    assert "nope.tflite: file not found" in r.stderr and "Traceback" not in r.stderr
+    rows = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert [x["ok"] for x in rows] == [True, True, False]      # ... the others were benchmarked and reported
+    assert (tmp_path / "rep" / "report.md").is_file() and (tmp_path / "r.csv").is_file()
