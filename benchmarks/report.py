@@ -140,7 +140,7 @@ def plot_all(results, out_dir: Path) -> list[Path]:
     with_raw = [d for d in ok if d.get("latencies_ms")]
     if with_raw:
         fig, ax = plt.subplots(figsize=(8, max(3, 0.45 * len(with_raw) + 1.5)))
-        ax.boxplot([d["latencies_ms"] for d in with_raw], vert=False, showfliers=True, flierprops={"markersize": 2})
+        ax.boxplot([d["latencies_ms"] for d in with_raw], orientation="horizontal", showfliers=True, flierprops={"markersize": 2})
         ax.set_yticks(range(1, len(with_raw) + 1), [f"{label(d['model'])} [{d['runtime']}, {d['threads']}t]" for d in with_raw], fontsize=7)
         ax.set_xlabel("latency per inference [ms]")
         ax.set_title("latency distribution (warm runs)")

@@ -1,0 +1,46 @@
+"""The Raspberry Pi path: a venv with only `edgepack[runtime]` (numpy, onnxruntime, ai-edge-litert, pillow)
+benchmarks .onnx, .tflite and .epk files without torch or TensorFlow installed at all."""
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MNIST_DIR, ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def runtime_venv(tmp_path_factory):
+    d = tmp_path_factory.mktemp("runtime-venv")
+    venv.EnvBuilder(with_pip=True).create(d)
+    py = d / "bin" / "python"
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-c", str(ROOT / "requirements" / "lock.txt"),
+                        "--no-build-isolation", f"{ROOT}[runtime]"], capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:   # older bundled setuptools cannot build the project: install its pins, run from the tree
+        r2 = subprocess.run([str(py), "-m", "pip", "install", "-q", "-c", str(ROOT / "requirements" / "lock.txt"),
+                             "numpy", "onnxruntime", "ai-edge-litert", "pillow"], capture_output=True, text=True, timeout=900)
+        assert r2.returncode == 0, r2.stderr[-2000:]
+    return py
+
+
+def test_bench_in_runtime_only_venv(runtime_venv, exported, tmp_path):
+    py = runtime_venv
+    freeze = subprocess.run([str(py), "-m", "pip", "freeze"], capture_output=True, text=True).stdout.lower()
+    assert "onnxruntime==" in freeze and "ai-edge-litert==" in freeze
+    for heavy in ("torch==", "tensorflow==", "onnx==", "tf-keras=="):
+        assert heavy not in freeze
+    files = [exported["torch"]["onnx-int8"].path, exported["keras"]["tflite-int8"].path, exported["torch"]["sparse"].path]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([str(py), "-m", "toolkit.cli", "bench", *map(str, files), "--data", "mnist", "--data-dir", str(MNIST_DIR),
+                        "--runs", "10", "--min-seconds", "0", "--json", str(tmp_path / "r.json"), "--report", str(tmp_path / "rep")],
+                       capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert [x["ok"] for x in rows] == [True, True, True]
+    assert all(x["accuracy"] > 0.5 and x["macs"] == 93288 for x in rows)
+    assert (tmp_path / "rep" / "report.md").is_file()       # plots are skipped without matplotlib, the report is not
