@@ -51,6 +51,15 @@ class TrainConfig:
         return cls(**d)
 
 
+def call_hooks(callbacks, hook: str, arg) -> None:
+    """Training callbacks: any object with some of on_train_begin(model), on_step_begin(step),
+    on_step_end(step), on_epoch_end(epoch), on_train_end(model)."""
+    for cb in callbacks or ():
+        fn = getattr(cb, hook, None)
+        if fn is not None:
+            fn(arg)
+
+
 def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
     """Learning rate for a 0-based optimizer step; the same function drives torch and Keras."""
     t = min(step / max(total_steps, 1), 1.0)

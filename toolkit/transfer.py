@@ -27,42 +27,38 @@ def _flatten_sources(nodes: list[S.Node]) -> dict[str, tuple]:
     return out
 
 
-def _torch_arrays(tmodel, name: str) -> dict[str, np.ndarray]:
-    sd = tmodel.state_dict()
-    return {k[len(name) + 1:]: v.detach().cpu().numpy() for k, v in sd.items() if k.startswith(name + ".")}
-
-
-def torch_to_keras(tmodel, kmodel, spec: S.ArchSpec) -> None:
+def set_keras_weights(kmodel, spec: S.ArchSpec, t: dict[str, np.ndarray]) -> None:
+    """Load a torch-layout weight dict ({'conv0.weight': (O, I, kh, kw), ...}) into the Keras twin."""
     from toolkit.backends.keras.model import kname
     nodes = spec.walk()
     flat = _flatten_sources(nodes)
     for n in S.iter_weighted(nodes):
-        t, layer, L = _torch_arrays(tmodel, n.name), kmodel.get_layer(kname(n.name)), n.layer
+        layer, L = kmodel.get_layer(kname(n.name)), n.layer
+        g = lambda k: t[f"{n.name}.{k}"]  # noqa: E731
         if isinstance(L, S.Conv):
-            ws = [t["weight"].transpose(2, 3, 1, 0)] + ([t["bias"]] if L.bias else [])
+            ws = [g("weight").transpose(2, 3, 1, 0)] + ([g("bias")] if L.bias else [])
         elif isinstance(L, S.DepthwiseConv):
             c, m = n.in_shape[2], L.multiplier
-            w = t["weight"].reshape(c, m, L.kernel, L.kernel).transpose(2, 3, 0, 1)
-            ws = [w] + ([t["bias"]] if L.bias else [])
+            ws = [g("weight").reshape(c, m, L.kernel, L.kernel).transpose(2, 3, 0, 1)] + ([g("bias")] if L.bias else [])
         elif isinstance(L, S.SeparableConv):
-            ws = [t["dw.weight"].transpose(2, 3, 0, 1), t["pw.weight"].transpose(2, 3, 1, 0)] + ([t["pw.bias"]] if L.bias else [])
+            ws = [g("dw.weight").transpose(2, 3, 0, 1), g("pw.weight").transpose(2, 3, 1, 0)] + ([g("pw.bias")] if L.bias else [])
         elif isinstance(L, S.BatchNorm):
-            ws = [t["weight"], t["bias"], t["running_mean"], t["running_var"]]
+            ws = [g("weight"), g("bias"), g("running_mean"), g("running_var")]
         else:  # Dense
-            w = t["weight"]
+            w = g("weight")
             if n.name in flat:
                 h, wd, c = flat[n.name]
                 w = w.reshape(L.units, c, h, wd).transpose(0, 2, 3, 1).reshape(L.units, -1)
-            ws = [w.T] + ([t["bias"]] if L.bias else [])
+            ws = [w.T] + ([g("bias")] if L.bias else [])
         layer.set_weights([np.ascontiguousarray(a) for a in ws])
 
 
-def keras_to_torch(kmodel, tmodel, spec: S.ArchSpec) -> None:
-    import torch
+def get_keras_weights(kmodel, spec: S.ArchSpec) -> dict[str, np.ndarray]:
+    """The Keras twin's weights as a torch-layout dict (the framework-free form used by spec surgery)."""
     from toolkit.backends.keras.model import kname
     nodes = spec.walk()
     flat = _flatten_sources(nodes)
-    new = {}
+    out = {}
     for n in S.iter_weighted(nodes):
         ws, L = kmodel.get_layer(kname(n.name)).get_weights(), n.layer
         if isinstance(L, S.Conv):
@@ -88,8 +84,17 @@ def keras_to_torch(kmodel, tmodel, spec: S.ArchSpec) -> None:
             d = {"weight": w}
             if L.bias:
                 d["bias"] = ws[1]
-        for k, v in d.items():
-            new[f"{n.name}.{k}"] = torch.from_numpy(np.ascontiguousarray(v))
+        out.update({f"{n.name}.{k}": np.ascontiguousarray(v) for k, v in d.items()})
+    return out
+
+
+def torch_to_keras(tmodel, kmodel, spec: S.ArchSpec) -> None:
+    set_keras_weights(kmodel, spec, {k: v.detach().cpu().numpy() for k, v in tmodel.state_dict().items()})
+
+
+def keras_to_torch(kmodel, tmodel, spec: S.ArchSpec) -> None:
+    import torch
+    new = {k: torch.from_numpy(v) for k, v in get_keras_weights(kmodel, spec).items()}
     missing = tmodel.load_state_dict(new, strict=False)
     unexpected = [k for k in missing.missing_keys if not k.endswith("num_batches_tracked")]
     if unexpected or missing.unexpected_keys:

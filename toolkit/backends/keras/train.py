@@ -9,7 +9,7 @@ import numpy as np
 from toolkit.backends.keras.model import keras, predict, tf
 from toolkit.data import Dataset, iterate_batches
 from toolkit.progress import progress
-from toolkit.train import EarlyStopper, History, TrainConfig, lr_at
+from toolkit.train import EarlyStopper, History, TrainConfig, call_hooks as _call, lr_at
 
 # loss_fn(logits, labels, inputs) -> scalar tensor; distillation plugs in here
 LossFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
@@ -23,7 +23,7 @@ def _optimizer(cfg: TrainConfig):
 
 
 def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, verbose: bool = True,
-        on_step: Callable[[int], None] | None = None) -> History:
+        callbacks: list | None = None) -> History:
     if cfg.threads:
         tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
     keras.utils.set_random_seed(cfg.seed)
@@ -45,6 +45,7 @@ def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, 
 
     steps_per_epoch = -(-len(train_idx) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
+    _call(callbacks, "on_train_begin", model)
     stopper, hist, best_weights, step = EarlyStopper(cfg.patience), History(), None, 0
     for epoch in range(cfg.epochs):
         t0, seen, loss_sum, correct = time.time(), 0, 0.0, 0
@@ -54,9 +55,9 @@ def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, 
         for xb, yb in bar:
             lr = lr_at(cfg, step, total)
             opt.learning_rate.assign(lr)
+            _call(callbacks, "on_step_begin", step)
             loss, corr = train_step(tf.constant(xb), tf.constant(yb))
-            if on_step:
-                on_step(step)
+            _call(callbacks, "on_step_end", step)
             step += 1
             n = len(yb)
             seen += n
@@ -64,6 +65,7 @@ def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, 
             correct += int(corr)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
+        _call(callbacks, "on_epoch_end", epoch)
         val_loss, val_acc = evaluate(model, ds, val_idx, split="train") if len(val_idx) else (None, None)
         hist.add(epoch=epoch + 1, loss=loss_sum / seen, accuracy=correct / seen, val_loss=val_loss,
                  val_accuracy=val_acc, lr=lr, seconds=time.time() - t0)
@@ -76,6 +78,7 @@ def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, 
             if stopper.stop:
                 hist.stopped_early = True
                 break
+    _call(callbacks, "on_train_end", model)
     if best_weights is not None:
         model.set_weights(best_weights)
         hist.best_epoch = stopper.best_epoch

@@ -13,7 +13,7 @@ from torch import nn
 from toolkit.backends.torch.model import predict, to_input
 from toolkit.data import Dataset, iterate_batches
 from toolkit.progress import progress
-from toolkit.train import EarlyStopper, History, TrainConfig, lr_at
+from toolkit.train import EarlyStopper, History, TrainConfig, call_hooks as _call, lr_at
 
 # loss_fn(logits, labels, inputs) -> scalar tensor; distillation plugs in here
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -27,7 +27,7 @@ def _optimizer(model: nn.Module, cfg: TrainConfig):
 
 
 def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, verbose: bool = True,
-        on_step: Callable[[int], None] | None = None) -> History:
+        callbacks: list | None = None) -> History:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -37,6 +37,7 @@ def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | No
     steps_per_epoch = -(-len(train_idx) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     loss_fn = loss_fn or (lambda logits, y, x: F.cross_entropy(logits, y))
+    _call(callbacks, "on_train_begin", model)
     stopper, hist, best_state, step = EarlyStopper(cfg.patience), History(), None, 0
     for epoch in range(cfg.epochs):
         model.train()
@@ -48,14 +49,14 @@ def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | No
             lr = lr_at(cfg, step, total)
             for g in opt.param_groups:
                 g["lr"] = lr
+            _call(callbacks, "on_step_begin", step)
             x, y = to_input(xb), torch.from_numpy(yb)
             logits = model(x)
             loss = loss_fn(logits, y, x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if on_step:
-                on_step(step)
+            _call(callbacks, "on_step_end", step)
             step += 1
             n = len(yb)
             seen += n
@@ -63,6 +64,7 @@ def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | No
             correct += int((logits.argmax(1) == y).sum())
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
+        _call(callbacks, "on_epoch_end", epoch)
         val_loss, val_acc = evaluate(model, ds, val_idx, split="train") if len(val_idx) else (None, None)
         hist.add(epoch=epoch + 1, loss=loss_sum / seen, accuracy=correct / seen, val_loss=val_loss,
                  val_accuracy=val_acc, lr=lr, seconds=time.time() - t0)
@@ -75,6 +77,7 @@ def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | No
             if stopper.stop:
                 hist.stopped_early = True
                 break
+    _call(callbacks, "on_train_end", model)
     if best_state is not None:
         model.load_state_dict(best_state)
         hist.best_epoch = stopper.best_epoch

@@ -1,0 +1,125 @@
+"""Keras implementations behind toolkit.compress (mirrors torch/compress.py): TFMOT pruning and QAT,
+distillation loss, and spec-level structured pruning (TFMOT has none)."""
+from __future__ import annotations
+
+import numpy as np
+
+from toolkit.backends.keras.model import build, keras, tf
+from toolkit.errors import OptionError
+from toolkit.tf_import import quiet_stderr
+
+with quiet_stderr():
+    import tensorflow_model_optimization as tfmot
+
+
+# ------------------------------------------------------------------ distillation
+def kd_loss(teacher, alpha: float, temperature: float):
+    """alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y); teacher frozen (training=False)."""
+    teacher.trainable = False
+    T = float(temperature)
+    kl = keras.losses.KLDivergence()
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def loss(logits, y, x):
+        t = teacher(x, training=False)
+        return alpha * T * T * kl(tf.nn.softmax(t / T), tf.nn.softmax(logits / T)) + (1 - alpha) * ce(y, logits)
+    return loss
+
+
+# ------------------------------------------------------------------ unstructured pruning (TFMOT)
+def tfmot_schedule(schedule):
+    from toolkit.compress.schedules import ConstantSparsity, PolynomialDecay
+    if isinstance(schedule, ConstantSparsity):
+        return tfmot.sparsity.keras.ConstantSparsity(schedule.target_sparsity, schedule.begin_step, frequency=schedule.frequency)
+    if isinstance(schedule, PolynomialDecay):
+        return tfmot.sparsity.keras.PolynomialDecay(schedule.initial_sparsity, schedule.final_sparsity, schedule.begin_step,
+                                                    schedule.end_step, power=schedule.power, frequency=schedule.frequency)
+    raise OptionError(f"unknown schedule {schedule!r}")
+
+
+class _UpdatePruningStep:
+    """TFMOT's UpdatePruningStep driven by edgepack's training-loop hooks."""
+
+    def __init__(self, model):
+        self.cb = tfmot.sparsity.keras.UpdatePruningStep()
+        self.cb.set_model(model)
+
+    def on_train_begin(self, model):
+        self.cb.on_train_begin()
+
+    def on_step_begin(self, step):
+        self.cb.on_train_batch_begin(step)
+
+    def on_epoch_end(self, epoch):
+        self.cb.on_epoch_end(epoch)
+
+
+def prune_wrap(model, schedule):
+    """prune_low_magnitude on every Conv/Dense; returns (wrapped model, training callbacks)."""
+    spec = getattr(model, "edgepack_spec", None)
+    with quiet_stderr():
+        wrapped = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=tfmot_schedule(schedule))
+    wrapped.edgepack_spec = spec
+    return wrapped, [_UpdatePruningStep(wrapped)]
+
+
+def strip_pruning(model):
+    spec = getattr(model, "edgepack_spec", None)
+    stripped = tfmot.sparsity.keras.strip_pruning(model)
+    stripped.edgepack_spec = spec
+    return stripped
+
+
+def sparsity_report(model) -> dict:
+    per, total, zeros = {}, 0, 0
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None) if not hasattr(layer, "layer") else getattr(layer.layer, "kernel", None)
+        if kernel is None:
+            continue
+        k = kernel.numpy()
+        per[layer.name] = float((k == 0).mean())
+        total += k.size
+        zeros += int((k == 0).sum())
+    return {"layers": per, "total": zeros / max(total, 1)}
+
+
+# ------------------------------------------------------------------ QAT (TFMOT)
+def qat_apply(model, preserve_sparsity: bool = False):
+    """tfmot quantize_model (or pruning-preserving QAT when the model is sparse and preserve_sparsity is set)."""
+    spec = getattr(model, "edgepack_spec", None)
+    with quiet_stderr():
+        if preserve_sparsity:
+            annotated = tfmot.quantization.keras.quantize_annotate_model(model)
+            q = tfmot.quantization.keras.quantize_apply(
+                annotated, tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme())
+        else:
+            q = tfmot.quantization.keras.quantize_model(model)
+    q.edgepack_spec = spec
+    return q
+
+
+def qat_strip(model):
+    """Nothing to strip: the TFLite converter reads the learned fake-quant ranges from the QAT model itself."""
+    return model
+
+
+def load_scope():
+    return tfmot.quantization.keras.quantize_scope()
+
+
+# ------------------------------------------------------------------ weights in the framework-free (torch) layout
+def get_weights(model) -> dict[str, np.ndarray]:
+    from toolkit.transfer import get_keras_weights
+    return get_keras_weights(model, model.edgepack_spec)
+
+
+def set_weights(model, weights) -> None:
+    from toolkit.transfer import set_keras_weights
+    set_keras_weights(model, model.edgepack_spec, weights)
+
+
+def rebuild(spec, weights):
+    model = build(spec, seed=0)
+    model.edgepack_spec = spec
+    set_weights(model, weights)
+    return model

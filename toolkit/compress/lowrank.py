@@ -1,0 +1,84 @@
+"""Low-rank and cheaper layers as architecture surgery on torch-layout weight dicts (framework-free NumPy).
+
+Inserting layers renames the nodes after them (names are positional), so weights are carried over by
+walking the old and the new top-level sequences side by side."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from toolkit.arch import spec as S
+
+
+def _rename(weights: dict, old: str, new: str) -> dict:
+    return {new + k[len(old):]: v for k, v in weights.items() if k == old or k.startswith(old + ".")}
+
+
+def svd_dense(spec: S.ArchSpec, weights: dict, energy: float = 0.9, min_params: int = 10_000):
+    """Dense(out) with weight W (out, in) -> Dense(r, no bias) + Dense(out), W ~ (U_r S_r) V_r^T, where r keeps
+    `energy` of the squared singular values; only where it saves parameters. Returns (spec, weights, ranks)."""
+    nodes = {n.name: n for n in spec.walk()}
+    layers, new_w, ranks = [], {}, {}
+    for i, L in enumerate(spec.layers):
+        old = f"{type(L).__name__.lower()}{i}"
+        if isinstance(L, S.Dense) and nodes[old].in_shape[0] * L.units >= min_params:
+            W = weights[old + ".weight"]
+            U, s, Vt = np.linalg.svd(W.astype(np.float64), full_matrices=False)
+            cum = np.cumsum(s ** 2) / np.sum(s ** 2)
+            r = int(np.searchsorted(cum, energy) + 1)
+            n_in = W.shape[1]
+            if r * (n_in + L.units) < n_in * L.units:
+                a = f"dense{len(layers)}"
+                layers.append(S.Dense(r, bias=False))
+                b = f"dense{len(layers)}"
+                layers.append(L)
+                new_w[a + ".weight"] = Vt[:r].astype(np.float32)
+                new_w[b + ".weight"] = (U[:, :r] * s[:r]).astype(np.float32)
+                if L.bias:
+                    new_w[b + ".bias"] = weights[old + ".bias"]
+                ranks[old] = {"rank": r, "full_rank": int(min(W.shape)), "params_before": int(W.size),
+                              "params_after": int(r * (n_in + L.units))}
+                continue
+        new_name = f"{type(L).__name__.lower()}{len(layers)}"
+        layers.append(L)
+        new_w.update(_rename(weights, old, new_name))
+    new_spec = dataclasses.replace(spec, layers=tuple(layers))
+    new_spec.walk()
+    return new_spec, new_w, ranks
+
+
+def cheaper_convs(spec: S.ArchSpec, weights: dict, kind: str = "depthwise", groups: int = 4):
+    """Replace every top-level standard conv except the first by a depthwise-separable conv (fresh weights) or a
+    grouped conv initialised from the block-diagonal of the original kernel."""
+    if kind not in ("depthwise", "grouped"):
+        from toolkit.errors import OptionError
+        raise OptionError(f"kind must be depthwise or grouped, got {kind!r}")
+    nodes = {n.name: n for n in spec.walk()}
+    layers, new_w, seen_first = [], {}, False
+    for i, L in enumerate(spec.layers):
+        old = f"{type(L).__name__.lower()}{i}"
+        if isinstance(L, S.Conv) and L.groups == 1:
+            if not seen_first:
+                seen_first = True
+            else:
+                cin = nodes[old].in_shape[2]
+                if kind == "depthwise":
+                    layers.append(S.SeparableConv(L.filters, L.kernel, L.stride, L.padding, L.bias, L.activation))
+                    continue
+                if cin % groups == 0 and L.filters % groups == 0:
+                    G = dataclasses.replace(L, groups=groups)
+                    name = f"conv{len(layers)}"
+                    W = weights[old + ".weight"]                  # (O, I, k, k)
+                    o, ig = L.filters // groups, cin // groups
+                    new_w[name + ".weight"] = np.concatenate([W[g * o:(g + 1) * o, g * ig:(g + 1) * ig] for g in range(groups)])
+                    if L.bias:
+                        new_w[name + ".bias"] = weights[old + ".bias"]
+                    layers.append(G)
+                    continue
+        new_name = f"{type(L).__name__.lower()}{len(layers)}"
+        layers.append(L)
+        new_w.update(_rename(weights, old, new_name))
+    new_spec = dataclasses.replace(spec, layers=tuple(layers))
+    new_spec.walk()
+    return new_spec, new_w

@@ -1,0 +1,318 @@
+"""Compression techniques: small validated configs (plain dataclasses, serializable) with one `apply`
+each. The math lives in framework-free modules or the mirrored backend modules
+(toolkit/backends/{torch,keras}/compress.py), so a pipeline reads the same in either framework."""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass, field, fields
+
+from toolkit.errors import OptionError
+
+TECHNIQUES: dict[str, type] = {}
+
+
+def register_technique(cls):
+    TECHNIQUES[cls.name] = cls
+    return cls
+
+
+def get_technique(name: str, **options):
+    cls = TECHNIQUES.get(name)
+    if cls is None:
+        raise OptionError(f"unknown compression step {name!r}; available: {', '.join(TECHNIQUES)}")
+    known = {f.name for f in fields(cls)}
+    unknown = set(options) - known
+    if unknown:
+        raise OptionError(f"step {name!r}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
+    try:
+        return cls(**options)
+    except TypeError as e:
+        raise OptionError(f"step {name!r}: {e}") from None
+
+
+def compress_ops(state):
+    return importlib.import_module(f"toolkit.backends.{state.backend.NAME}.compress")
+
+
+def _train_config(state, epochs, lr, batch_size=None, **extra):
+    from toolkit.train import TrainConfig
+    base = dataclasses.replace(state.train_config, epochs=epochs, lr=lr, **extra)
+    return dataclasses.replace(base, batch_size=batch_size) if batch_size else base
+
+
+class Technique:
+    name = ""
+
+    def to_dict(self) -> dict:
+        return {"technique": self.name, **dataclasses.asdict(self)}
+
+    def apply(self, state) -> None:
+        raise NotImplementedError
+
+
+@register_technique
+@dataclass
+class Train(Technique):
+    """(Re)train or fine-tune the current model."""
+    name = "train"
+    epochs: int = 2
+    lr: float = 1e-3
+    schedule: str = "constant"
+    augment: bool = False
+    batch_size: int | None = None
+
+    def apply(self, state):
+        cfg = _train_config(state, self.epochs, self.lr, self.batch_size, schedule=self.schedule, augment=self.augment)
+        state.backend.fit(state.model, state.dataset, cfg, verbose=state.verbose)
+
+
+KD_PRESETS = {"cifar-torch": (0.8, 2.0), "mnist-keras": (0.1, 10.0)}
+
+
+@register_technique
+@dataclass
+class Distill(Technique):
+    """Offline response-based KD from a frozen teacher (optionally plus a feature hint, PyTorch)."""
+    name = "distill"
+    teacher: str = ""
+    alpha: float | None = None
+    temperature: float | None = None
+    preset: str | None = None                 # cifar-torch (0.8, 2) | mnist-keras (0.1, 10)
+    epochs: int = 2
+    lr: float = 1e-3
+    schedule: str = "constant"
+    augment: bool = False
+    hint_student_layer: str | None = None     # torch module names, e.g. "conv2" / "conv4"
+    hint_teacher_layer: str | None = None
+    hint_weight: float = 1.0
+
+    def __post_init__(self):
+        if self.preset is not None:
+            if self.preset not in KD_PRESETS:
+                raise OptionError(f"unknown distillation preset {self.preset!r}; expected {', '.join(KD_PRESETS)}")
+            a, t = KD_PRESETS[self.preset]
+            self.alpha = a if self.alpha is None else self.alpha
+            self.temperature = t if self.temperature is None else self.temperature
+        self.alpha = 0.8 if self.alpha is None else self.alpha
+        self.temperature = 2.0 if self.temperature is None else self.temperature
+        if not 0 <= self.alpha <= 1 or self.temperature <= 0:
+            raise OptionError("distillation needs 0 <= alpha <= 1 and temperature > 0")
+        if not self.teacher:
+            raise OptionError("distill needs a teacher checkpoint")
+
+    def apply(self, state):
+        from toolkit.api import load_checkpoint
+        teacher = load_checkpoint(self.teacher)
+        if teacher.backend.NAME != state.backend.NAME:
+            raise OptionError(f"teacher is a {teacher.backend.NAME} model, student is {state.backend.NAME}")
+        if teacher.spec is not None and teacher.spec.num_classes != state.dataset.num_classes:
+            raise OptionError(f"teacher predicts {teacher.spec.num_classes} classes, the data set has {state.dataset.num_classes}")
+        ops = compress_ops(state)
+        loss = ops.kd_loss(teacher.model, self.alpha, self.temperature)
+        hint = None
+        if self.hint_student_layer:
+            if state.backend.NAME != "torch":
+                raise OptionError("feature (hint) distillation is implemented for PyTorch models")
+            hint = ops.HintDistillation(state.model, teacher.model, self.hint_student_layer, self.hint_teacher_layer or "",
+                                        self.hint_weight)
+            import torch
+            x = torch.from_numpy(state.dataset.calibration(2, layout="NCHW"))
+            state.model.eval()(x)
+            teacher.model.eval()(x)
+            hint.build_adapter(hint.feats["s"].shape, hint.feats["t"].shape)
+            loss = hint.wrap(loss)
+        cfg = _train_config(state, self.epochs, self.lr, schedule=self.schedule, augment=self.augment)
+        try:
+            state.backend.fit(state.model, state.dataset, cfg, loss_fn=loss, verbose=state.verbose)
+        finally:
+            if hint is not None:
+                hint.detach()
+
+
+@register_technique
+@dataclass
+class Prune(Technique):
+    """Unstructured magnitude (or random) pruning, one-shot or gradual (polynomial), then fine-tuning."""
+    name = "prune"
+    sparsity: float = 0.8
+    method: str = "l1"                        # l1 | random (torch)
+    scope: str = "layer"                      # layer | global (torch)
+    schedule: str = "polynomial"              # oneshot | polynomial
+    epochs: int = 2
+    lr: float = 1e-4                          # fine-tuning at a lower learning rate
+    frequency: int = 100
+
+    def __post_init__(self):
+        if not 0 <= self.sparsity < 1:
+            raise OptionError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        for v, ok, what in ((self.method, ("l1", "random"), "method"), (self.scope, ("layer", "global"), "scope"),
+                            (self.schedule, ("oneshot", "polynomial"), "schedule")):
+            if v not in ok:
+                raise OptionError(f"prune {what} must be one of {ok}, got {v!r}")
+
+    def make_schedule(self, steps_per_epoch):
+        from toolkit.compress.schedules import ConstantSparsity, PolynomialDecay
+        total = max(steps_per_epoch * self.epochs, 2)
+        if self.schedule == "oneshot":
+            return ConstantSparsity(self.sparsity, 0, frequency=max(total, 1))
+        end = max(int(total * 0.7), 1)
+        return PolynomialDecay(0.0, self.sparsity, 0, end, frequency=min(self.frequency, max(end // 4, 1)))
+
+    def apply(self, state):
+        ops = compress_ops(state)
+        cfg = _train_config(state, self.epochs, self.lr)
+        train_idx, _ = state.dataset.split(cfg.val_fraction, cfg.seed)
+        sched = self.make_schedule(-(-len(train_idx) // cfg.batch_size))
+        if state.backend.NAME == "torch":
+            if self.method == "random" and self.schedule != "oneshot":
+                raise OptionError("random pruning is one-shot only")
+            callbacks = [ops.PruningCallback(state.model, sched, self.method, self.scope)]
+            state.backend.fit(state.model, state.dataset, cfg, verbose=state.verbose, callbacks=callbacks)
+            ops.strip_pruning(state.model)
+        else:
+            if self.method != "l1" or self.scope != "layer":
+                raise OptionError("Keras pruning uses TFMOT's per-layer magnitude pruning (method l1, scope layer)")
+            wrapped, callbacks = ops.prune_wrap(state.model, sched)
+            state.backend.fit(wrapped, state.dataset, cfg, verbose=state.verbose, callbacks=callbacks)
+            state.model = ops.strip_pruning(wrapped)
+        state.notes["sparsity"] = ops.sparsity_report(state.model)
+
+
+@register_technique
+@dataclass
+class PruneStructured(Technique):
+    """Channel pruning: filters ranked by a criterion are physically removed, dependent layers rewired."""
+    name = "prune-structured"
+    ratio: float = 0.5                        # fraction of channels removed in each prunable layer
+    criterion: str = "l1"                     # l1 | l2 | bn | taylor (torch)
+    epochs: int = 2
+    lr: float = 1e-4
+    calibration_batches: int = 8
+    layers: list = field(default_factory=list)
+
+    def __post_init__(self):
+        if not 0 < self.ratio < 1:
+            raise OptionError(f"ratio must be in (0, 1), got {self.ratio}")
+        if self.criterion not in ("l1", "l2", "bn", "taylor"):
+            raise OptionError(f"criterion must be l1, l2, bn or taylor, got {self.criterion!r}")
+
+    def apply(self, state):
+        ops = compress_ops(state)
+        if state.backend.NAME == "torch":
+            import torch
+            from toolkit.data import iterate_batches
+            example = torch.from_numpy(state.dataset.calibration(1, layout="NCHW"))
+            calib = None
+            if self.criterion == "taylor":
+                idx = state.dataset.split(0.1, 0)[0][: 64 * self.calibration_batches]
+                calib = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in
+                         iterate_batches(state.dataset, idx, 64, "NCHW", shuffle=False, augment=False, seed=0)]
+            ignored = None
+            if self.layers:
+                mods = dict(state.model.named_modules())
+                missing = [n for n in self.layers if n not in mods]
+                if missing:
+                    raise OptionError(f"layer(s) {missing} do not exist in the model")
+                keep = set(self.layers)
+                ignored = [m for n, m in mods.items() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and n not in keep]
+                ignored += [m for m in state.model.modules() if isinstance(m, torch.nn.Linear)][-1:]
+            state.model = ops.prune_structured(state.model, example, self.ratio, self.criterion, calib, ignored)
+            if state.spec is not None:
+                state.spec = ops.spec_from_pruned(state.model, state.spec)
+                state.model.edgepack_spec = state.spec
+        else:
+            from toolkit.compress.structured_spec import prune_spec
+            if state.spec is None:
+                raise OptionError("Keras structured pruning works on models built from an architecture description")
+            new_spec, weights, changes = prune_spec(state.spec, ops.get_weights(state.model), self.ratio, self.criterion,
+                                                    self.layers or None)
+            state.spec, state.model = new_spec, ops.rebuild(new_spec, weights)
+            state.notes["channels"] = changes
+        if self.epochs:
+            state.backend.fit(state.model, state.dataset, _train_config(state, self.epochs, self.lr), verbose=state.verbose)
+
+
+@register_technique
+@dataclass
+class QAT(Technique):
+    """Quantization-aware training (fake int8 in training); int8 files come from the exporters."""
+    name = "qat"
+    epochs: int = 2
+    lr: float = 1e-4
+    float_epochs: int = 0                     # plain float epochs before fake quantization starts
+    preserve_sparsity: bool = False           # Keras: pruning-preserving QAT
+
+    def apply(self, state):
+        ops = compress_ops(state)
+        if self.float_epochs:
+            state.backend.fit(state.model, state.dataset, _train_config(state, self.float_epochs, self.lr * 10), verbose=state.verbose)
+        if state.backend.NAME == "keras":
+            state.model = ops.qat_apply(state.model, self.preserve_sparsity)
+        else:
+            ops.qat_apply(state.model)
+        state.backend.fit(state.model, state.dataset, _train_config(state, self.epochs, self.lr), verbose=state.verbose)
+        state.model = ops.qat_strip(state.model) or state.model
+        state.notes["qat"] = True
+
+
+@register_technique
+@dataclass
+class LowRank(Technique):
+    """SVD factorisation of Dense layers (rank by an energy threshold), then fine-tuning."""
+    name = "lowrank"
+    energy: float = 0.9
+    min_params: int = 10_000                  # only factorise layers at least this large
+    epochs: int = 1
+    lr: float = 1e-4
+
+    def __post_init__(self):
+        if not 0 < self.energy <= 1:
+            raise OptionError(f"energy must be in (0, 1], got {self.energy}")
+
+    def apply(self, state):
+        from toolkit.compress.lowrank import svd_dense
+        if state.spec is None:
+            raise OptionError("low-rank factorisation works on models built from an architecture description")
+        ops = compress_ops(state)
+        new_spec, weights, ranks = svd_dense(state.spec, ops.get_weights(state.model), self.energy, self.min_params)
+        state.spec = new_spec
+        state.model = rebuild(state, new_spec, weights)
+        state.notes["ranks"] = ranks
+        if self.epochs:
+            state.backend.fit(state.model, state.dataset, _train_config(state, self.epochs, self.lr), verbose=state.verbose)
+
+
+@register_technique
+@dataclass
+class Separable(Technique):
+    """Replace standard convs (all but the first) by depthwise-separable or grouped convs, then fine-tune."""
+    name = "separable"
+    kind: str = "depthwise"                   # depthwise | grouped
+    groups: int = 4
+    epochs: int = 2
+    lr: float = 1e-3
+
+    def apply(self, state):
+        from toolkit.compress.lowrank import cheaper_convs
+        if state.spec is None:
+            raise OptionError("conv replacement works on models built from an architecture description")
+        ops = compress_ops(state)
+        new_spec, weights = cheaper_convs(state.spec, ops.get_weights(state.model), self.kind, self.groups)
+        state.spec = new_spec
+        state.model = rebuild(state, new_spec, weights, strict=False)
+        if self.epochs:
+            state.backend.fit(state.model, state.dataset, _train_config(state, self.epochs, self.lr), verbose=state.verbose)
+
+
+def rebuild(state, spec, weights, strict=True):
+    """A fresh model for `spec` in the state's framework, carrying the given (torch-layout) weights."""
+    model = state.backend.build(spec, seed=0)
+    model.edgepack_spec = spec
+    ops = compress_ops(state)
+    current = ops.get_weights(model)
+    if strict and set(current) != set(weights):
+        raise OptionError(f"weights do not match the new architecture: {sorted(set(current) ^ set(weights))[:4]}")
+    current.update({k: v for k, v in weights.items() if k in current and current[k].shape == v.shape})
+    ops.set_weights(model, current)
+    return model
