@@ -53,6 +53,19 @@ def cmd_bench(args) -> int:
     return run_bench(args)
 
 
+def cmd_compress(args) -> int:
+    from toolkit.compress import compress
+    from toolkit.compress.steps import parse_steps
+    from toolkit.compress.techniques import get_technique
+    from toolkit.train import TrainConfig
+    steps = parse_steps(args.steps)
+    for s in steps:                                   # validate every step before any work starts
+        get_technique(s["technique"], **{k: v for k, v in s.items() if k != "technique"})
+    compress(args.checkpoint, steps, args.out, args.data, args.data_dir,
+             train_config=TrainConfig(batch_size=args.batch_size, seed=args.seed))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from toolkit.demo import run_demo
     return run_demo(args.out)
@@ -88,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--out", required=True, help="output folder")
     s.set_defaults(func=cmd_train)
+
+    from toolkit.compress.techniques import TECHNIQUES
+    s = sub.add_parser("compress", help="distill, prune, quantization-aware train, factorise a checkpoint (steps chain)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="steps:\n" + "\n".join(f"  {n:<17} {(c.__doc__ or '').strip().splitlines()[0]}" for n, c in TECHNIQUES.items())
+                       + "\n\nexample: --steps 'prune-structured(ratio=0.5,criterion=l1,epochs=2),qat(epochs=1)'")
+    s.add_argument("checkpoint")
+    s.add_argument("--steps", required=True, help="e.g. prune(sparsity=0.8,epochs=2),qat(epochs=1), or a JSON list")
+    _add_data_args(s, required=False)
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_compress)
 
     try:
         from exporters.cli import add_export_parser

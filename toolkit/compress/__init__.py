@@ -89,7 +89,7 @@ def compress(checkpoint: str | Path, steps: list[dict], out: str | Path, data: s
     state, records = compress_model(loaded.model, steps, ds, train_config=train_config, verbose=verbose)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = state.backend.save(state.model, out / f"model{state.backend.SUFFIXES[0]}")
+    ckpt = state.backend.save(state.model, out / f"model{state.backend.preferred_suffix(state.model)}")
     rec = ArtifactRecord("checkpoint", ckpt.name, framework=state.backend.NAME, format=state.backend.NAME,
                          arch=state.spec.to_dict() if state.spec is not None else None, dataset=dataset_info(ds),
                          parent={"file": str(checkpoint), "sha256": sha256_file(checkpoint)},

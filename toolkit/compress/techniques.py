@@ -123,8 +123,9 @@ class Distill(Technique):
             hint.build_adapter(hint.feats["s"].shape, hint.feats["t"].shape)
             loss = hint.wrap(loss)
         cfg = _train_config(state, self.epochs, self.lr, schedule=self.schedule, augment=self.augment)
+        extra = list(hint.adapter.parameters()) if hint is not None else None
         try:
-            state.backend.fit(state.model, state.dataset, cfg, loss_fn=loss, verbose=state.verbose)
+            state.backend.fit(state.model, state.dataset, cfg, loss_fn=loss, verbose=state.verbose, extra_parameters=extra)
         finally:
             if hint is not None:
                 hint.detach()

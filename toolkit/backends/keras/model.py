@@ -99,11 +99,19 @@ def predict(model, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
     return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 
+def preferred_suffix(model) -> str:
+    """tf-keras's native format cannot restore TFMOT quantize layers; QAT models go to HDF5 (as TFMOT documents)."""
+    return ".h5" if any("Quantize" in type(layer).__name__ for layer in model.layers) else ".keras"
+
+
 def save(model, path: str | Path) -> Path:
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     if path.suffix == ".h5":
-        model.save(tmp, include_optimizer=False)
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")                      # "HDF5 is legacy": chosen on purpose for QAT models
+            model.save(tmp, include_optimizer=False)
     else:
         model.save(tmp)
     os.replace(tmp, path)
@@ -117,7 +125,18 @@ def load(path: str | Path, spec: S.ArchSpec | None = None, model=None):
     try:
         loaded = keras.models.load_model(path, compile=False)
     except Exception as e:
-        raise ModelError(f"{path}: not a readable Keras model ({str(e).splitlines()[0][:120]})") from None
+        loaded = _load_with_tfmot_scope(path)           # QAT / pruning wrappers need TFMOT's custom objects
+        if loaded is None:
+            raise ModelError(f"{path}: not a readable Keras model ({str(e).splitlines()[0][:120]})") from None
     if spec is not None:
         loaded.edgepack_spec = spec
     return loaded
+
+
+def _load_with_tfmot_scope(path):
+    try:
+        from toolkit.backends.keras.compress import tfmot
+        with tfmot.quantization.keras.quantize_scope(), tfmot.sparsity.keras.prune_scope():
+            return keras.models.load_model(path, compile=False)
+    except Exception:
+        return None

@@ -23,7 +23,9 @@ def _optimizer(cfg: TrainConfig):
 
 
 def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, verbose: bool = True,
-        callbacks: list | None = None) -> History:
+        callbacks: list | None = None, extra_parameters: list | None = None) -> History:
+    """Train in place. `loss_fn(logits, y, x)` replaces cross-entropy; `extra_parameters` (variables) are
+    optimised alongside the model's own."""
     if cfg.threads:
         tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
     keras.utils.set_random_seed(cfg.seed)
@@ -39,8 +41,9 @@ def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, 
             loss = loss_fn(logits, y, x)
             if model.losses:
                 loss = loss + tf.add_n(model.losses)
-        grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
+        variables = model.trainable_variables + list(extra_parameters or [])
+        grads = tape.gradient(loss, variables)
+        opt.apply_gradients(zip(grads, variables))
         return loss, tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int64), y), tf.int64))
 
     steps_per_epoch = -(-len(train_idx) // cfg.batch_size)

@@ -35,7 +35,7 @@ def kd_loss(teacher, alpha: float, temperature: float):
 
 class HintDistillation:
     """Feature-based (FitNets hint) distillation: MSE between an adapter(student feature) and a teacher feature,
-    added to the response-based loss. The 1x1-conv adapter lives on the student while training, then is removed."""
+    added to the response-based loss. The 1x1-conv adapter is trained with the student and then dropped."""
 
     def __init__(self, student, teacher, student_layer: str, teacher_layer: str, weight: float = 1.0):
         self.feats = {}
@@ -48,33 +48,25 @@ class HintDistillation:
         self.student, self.weight = student, weight
         self.student_layer, self.teacher_layer = student_layer, teacher_layer
 
-    def attach(self, example):
-        with torch.no_grad():
-            self.student.eval()(example)
-        s, t = self.feats["s"], self.feats["t"] if "t" in self.feats else None
-        return s
-
     def build_adapter(self, s_shape, t_shape):
         if s_shape[2:] != t_shape[2:]:
             raise OptionError(f"hint layers differ in spatial size: student {tuple(s_shape[1:])} vs teacher {tuple(t_shape[1:])}")
-        self.student.edgepack_adapter = nn.Conv2d(s_shape[1], t_shape[1], 1)
+        self.adapter = nn.Conv2d(s_shape[1], t_shape[1], 1)   # trained alongside, never part of the student
 
     def wrap(self, base_loss):
         def loss(logits, y, x):
-            hint = F.mse_loss(self.student.edgepack_adapter(self.feats["s"]), self.feats["t"])
-            return base_loss(logits, y, x) + self.weight * hint
+            base = base_loss(logits, y, x)                 # runs the teacher: its hooked feature is now this batch's
+            return base + self.weight * F.mse_loss(self.adapter(self.feats["s"]), self.feats["t"])
         return loss
 
     def detach(self):
         for h in self.h:
             h.remove()
-        if hasattr(self.student, "edgepack_adapter"):
-            del self.student.edgepack_adapter
 
 
 # ------------------------------------------------------------------ unstructured pruning
 def prunable_layers(model) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE) and n != "edgepack_adapter"]
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE)]
 
 
 def _apply_sparsity(layers, sparsity: float, method: str, scope: str):

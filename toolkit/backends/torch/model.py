@@ -154,6 +154,10 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 500) -> np.ndarra
     return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 
+def preferred_suffix(model) -> str:
+    return ".pt"
+
+
 def save(model: nn.Module, path: str | Path) -> Path:
     """state_dict only (loaded back with weights_only=True); the architecture lives in the record."""
     path = Path(path)

@@ -19,21 +19,23 @@ from toolkit.train import EarlyStopper, History, TrainConfig, call_hooks as _cal
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _optimizer(model: nn.Module, cfg: TrainConfig):
-    params = [p for p in model.parameters() if p.requires_grad]
+def _optimizer(model: nn.Module, cfg: TrainConfig, extra=()):
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra)
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
 
 
 def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, verbose: bool = True,
-        callbacks: list | None = None) -> History:
+        callbacks: list | None = None, extra_parameters: list | None = None) -> History:
+    """Train in place. `loss_fn(logits, y, x)` replaces cross-entropy; `extra_parameters` (e.g. a distillation
+    adapter) are optimised alongside the model's own."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     model.to(memory_format=torch.channels_last)
     train_idx, val_idx = ds.split(cfg.val_fraction, cfg.seed)
-    opt = _optimizer(model, cfg)
+    opt = _optimizer(model, cfg, extra_parameters or ())
     steps_per_epoch = -(-len(train_idx) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     loss_fn = loss_fn or (lambda logits, y, x: F.cross_entropy(logits, y))
