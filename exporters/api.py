@@ -116,15 +116,19 @@ def _record(ctx: ExportContext, exp, path: Path, details: dict, ver: Verificatio
     return rec
 
 
-def export_checkpoint(checkpoint: str | Path, formats: list[str], out: str | Path, data: str | None = None,
+def export_checkpoint(checkpoint: str | Path, formats: list[str], out: str | Path, data=None,
                       data_dir: str | None = None, options: ExportOptions | None = None, verbose: bool = True):
     from toolkit.api import load_checkpoint
     from toolkit.data import load_dataset
+    from toolkit.data import Dataset
     loaded = load_checkpoint(checkpoint)
-    name = data or (loaded.record.dataset.get("name") if loaded.record else None)
-    if not name:
-        raise OptionError(f"{checkpoint}: no data set recorded; pass --data")
-    ds = load_dataset(name, data_dir)
+    if isinstance(data, Dataset):
+        ds, name = data, data.name
+    else:
+        name = data or (loaded.record.dataset.get("name") if loaded.record else None)
+        if not name:
+            raise OptionError(f"{checkpoint}: no data set recorded; pass --data")
+        ds = load_dataset(name, data_dir)
     if loaded.spec is not None and tuple(loaded.spec.input_shape) != ds.input_shape:
         raise OptionError(f"{checkpoint} expects input {tuple(loaded.spec.input_shape)}, data set {name} has {ds.input_shape}")
     return export_model(loaded.model, formats, ds, out, options, stem=Path(checkpoint).stem,

@@ -38,8 +38,9 @@ class TrainResult:
 
 
 def train(framework: str, arch: str | ArchSpec, data: str | Dataset, data_dir: str | None = None, *,
-          out: str | Path, config: TrainConfig | None = None, verbose: bool = True) -> TrainResult:
-    """Train a built-in (or given) architecture; write checkpoint, record, metrics.json and history."""
+          out: str | Path, config: TrainConfig | None = None, verbose: bool = True, loss_fn=None) -> TrainResult:
+    """Train a built-in (or given) architecture; write checkpoint, record, metrics.json and history.
+    `loss_fn` replaces cross-entropy (e.g. a distillation loss, for a student trained from scratch with a teacher)."""
     backend = get_backend(framework)
     ds = data if isinstance(data, Dataset) else load_dataset(data, data_dir)
     spec = arch if isinstance(arch, ArchSpec) else get_arch(arch, input_shape=ds.input_shape, num_classes=ds.num_classes)
@@ -53,7 +54,7 @@ def train(framework: str, arch: str | ArchSpec, data: str | Dataset, data_dir: s
         print(f"training {spec.name} ({framework}) on {ds.name} [{ds.source}]: {len(ds.y_train)} train / "
               f"{len(ds.y_test)} test images, {cfg.epochs} epochs", flush=True)
     t0 = time.time()
-    hist = backend.fit(model, ds, cfg, verbose=verbose)
+    hist = backend.fit(model, ds, cfg, verbose=verbose, loss_fn=loss_fn)
     train_seconds = time.time() - t0
     test_loss, test_acc = backend.evaluate(model, ds)
     params = backend.count_params(model)

@@ -66,6 +66,12 @@ def cmd_compress(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from toolkit.recipes.runner import run_recipe
+    run_recipe(args.recipe, args.out)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from toolkit.demo import run_demo
     return run_demo(args.out)
@@ -125,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         add_bench_parser(sub, cmd_bench)
     except ImportError:
         pass
+
+    s = sub.add_parser("run", help="run a recipe (TOML): train, compress, export, benchmark, report in one run folder")
+    s.add_argument("recipe", help="recipe file, e.g. examples/quickstart.toml")
+    s.add_argument("--out", default=None, help="run folder (default runs/<recipe name>)")
+    s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("demo", help="the quickstart on the embedded default data (no flags needed)")
     s.add_argument("--out", default="demo")

@@ -1,17 +1,13 @@
-"""`make demo`: the quickstart on the embedded default, offline, no flags."""
+"""`make demo`: the quickstart recipe on the embedded default, offline, no flags."""
 from __future__ import annotations
 
 from pathlib import Path
 
+QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "quickstart.toml"
+
 
 def run_demo(out: str | Path = "demo") -> int:
-    from toolkit.api import train
-    from toolkit.data import load_dataset
-    from toolkit.train import TrainConfig
-
-    out = Path(out)
-    ds = load_dataset("mnist")  # resolution order: $EDGEPACK_DATA -> cache -> download -> bundled fallback (announced)
-    for fw in ("torch", "keras"):
-        train(fw, "mnist-tutorial", ds, out=out / fw, config=TrainConfig(epochs=3 if len(ds.y_train) > 10000 else 15))
-    print(f"demo finished: results under {out}/")
+    from toolkit.recipes.runner import run_recipe
+    run_recipe(QUICKSTART, out)
+    print(f"demo finished: open {Path(out) / 'report.md'}")
     return 0

@@ -51,6 +51,16 @@ def mnist_small(input_shape=(28, 28, 1), num_classes=10) -> ArchSpec:
 
 
 @register
+def mnist_teacher(input_shape=(28, 28, 1), num_classes=10) -> ArchSpec:
+    """A larger MNIST CNN used as the distillation teacher in the Keras MNIST flow."""
+    r = "relu"
+    return ArchSpec("mnist-teacher", tuple(input_shape), num_classes,
+                    (Conv(32, activation=r), MaxPool(2), Conv(64, activation=r), MaxPool(2), Flatten(),
+                     Dense(128, activation=r), Dropout(0.3), Dense(num_classes)),
+                    "MNIST distillation teacher")
+
+
+@register
 def cifar_teacher(input_shape=(32, 32, 3), num_classes=10) -> ArchSpec:
     """7 conv + 2 dense teacher (961,706 parameters)."""
     r = "relu"

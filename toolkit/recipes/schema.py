@@ -1,0 +1,155 @@
+"""Recipe description: a TOML file of [recipe], [data] and an ordered list of [[step]] tables.
+
+Every step is checked before any work starts: its kind must be known, its fields known and of the
+right type, and the steps it reads from must come earlier. Errors name the file, the step (index,
+id and line) and the key, and say what was expected."""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolkit.errors import OptionError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+# kind -> {field: (type or tuple of types, required)}
+NUM = (int, float)
+COMMON = {"id": (str, True), "kind": (str, True)}
+KINDS: dict[str, dict] = {
+    "train": {"framework": (str, True), "arch": (str, True), "epochs": (int, False), "lr": (NUM, False),
+              "batch_size": (int, False), "optimizer": (str, False), "schedule": (str, False), "augment": (bool, False),
+              "patience": (int, False), "weight_decay": (NUM, False), "val_fraction": (NUM, False), "seed": (int, False),
+              "teacher": (str, False), "alpha": (NUM, False), "temperature": (NUM, False)},
+    "compress": {"input": (str, True), "steps": (list, True), "batch_size": (int, False), "seed": (int, False)},
+    "transfer": {"input": (str, True), "to": (str, True)},
+    "export": {"input": (str, True), "formats": (list, True), "calibration": (str, False), "calibration_samples": (int, False),
+               "io_dtype": (str, False), "tflite_route": (str, False), "verify_images": (int, False),
+               "sparse_values": (str, False)},
+    "bench": {"inputs": (list, True), "threads": (list, False), "runs": (int, False), "min_seconds": (NUM, False),
+              "warmup": (int, False), "include_checkpoints": (bool, False)},
+    "prune-curve": {"input": (str, True), "rates": (list, True), "iterations": (int, True), "epochs": (int, False),
+                    "lr": (NUM, False), "structured": (bool, False)},
+}
+READS = {"train": ("teacher",), "compress": ("input",), "transfer": ("input",), "export": ("input",),
+         "prune-curve": ("input",)}
+
+
+@dataclass
+class Step:
+    id: str
+    kind: str
+    options: dict
+    line: int | None = None
+
+    def reads(self) -> list[str]:
+        ids = [self.options[k] for k in READS.get(self.kind, ()) if self.options.get(k)]
+        return ids + list(self.options.get("inputs", []))
+
+
+@dataclass
+class Recipe:
+    path: Path
+    name: str
+    description: str
+    data: dict
+    steps: list[Step] = field(default_factory=list)
+    text: str = ""
+
+
+def _type_name(t) -> str:
+    return " or ".join(x.__name__ for x in t) if isinstance(t, tuple) else t.__name__
+
+
+def _step_lines(text: str) -> list[int]:
+    return [i + 1 for i, line in enumerate(text.splitlines()) if re.match(r"\s*\[\[\s*step\s*\]\]", line)]
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise OptionError(f"{path}: recipe not found")
+    text = path.read_text()
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise OptionError(f"{path}: not valid TOML ({e})") from None
+    unknown_top = set(doc) - {"recipe", "data", "step"}
+    if unknown_top:
+        raise OptionError(f"{path}: unknown table(s) {sorted(unknown_top)}; expected [recipe], [data] and [[step]]")
+    meta = doc.get("recipe", {})
+    data = doc.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        raise OptionError(f"{path}: [data] needs name = \"mnist\" | \"cifar10\" | ... (and optionally dir = \"...\")")
+    extra = set(data) - {"name", "dir"}
+    if extra:
+        raise OptionError(f"{path}: [data] has unknown key(s) {sorted(extra)}; expected name, dir")
+    raw = doc.get("step", [])
+    if not raw:
+        raise OptionError(f"{path}: no [[step]] tables")
+    lines = _step_lines(text)
+    steps, seen = [], set()
+    for i, st in enumerate(raw):
+        line = lines[i] if i < len(lines) else None
+        where = f"{path}:{line}: step {i + 1}" if line else f"{path}: step {i + 1}"
+        kind = st.get("kind")
+        if kind not in KINDS:
+            raise OptionError(f"{where}: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+        schema = {**COMMON, **KINDS[kind]}
+        if "id" in st:
+            where += f" ({st['id']})"
+        for key, value in st.items():
+            if key not in schema:
+                raise OptionError(f"{where}: unknown key {key!r} for a {kind} step; expected one of {', '.join(sorted(schema))}")
+            t, _ = schema[key]
+            if not isinstance(value, t) or (t in (int, NUM) and isinstance(value, bool)):
+                raise OptionError(f"{where}: key {key!r} should be {_type_name(t)}, got {type(value).__name__} {value!r}")
+        for key, (t, required) in schema.items():
+            if required and key not in st:
+                raise OptionError(f"{where}: missing key {key!r} ({_type_name(t)}) for a {kind} step")
+        if st["id"] in seen:
+            raise OptionError(f"{where}: duplicate step id {st['id']!r}")
+        step = Step(st["id"], kind, {k: v for k, v in st.items() if k not in ("id", "kind")}, line)
+        for ref in step.reads():
+            if ref not in seen:
+                raise OptionError(f"{where}: reads from {ref!r}, which is not an earlier step id")
+        _check_semantics(step, where)
+        seen.add(step.id)
+        steps.append(step)
+    return Recipe(path, meta.get("name", path.stem), meta.get("description", ""), data, steps, text)
+
+
+def _check_semantics(step: Step, where: str) -> None:
+    """Deeper checks that need the libraries' own validators (techniques, formats, options)."""
+    o = step.options
+    try:
+        if step.kind == "train":
+            from toolkit.arch import get_arch
+            from toolkit.backends import FRAMEWORKS
+            if o["framework"] not in FRAMEWORKS:
+                raise OptionError(f"framework must be one of {FRAMEWORKS}")
+            get_arch(o["arch"])
+        elif step.kind == "compress":
+            from toolkit.compress.techniques import get_technique
+            for s in o["steps"]:
+                if not isinstance(s, dict) or "technique" not in s:
+                    raise OptionError("each compress step needs technique = \"...\"")
+                opts = {k: v for k, v in s.items() if k != "technique"}
+                if s["technique"] == "distill":
+                    opts.setdefault("teacher", "<resolved at run time>")
+                get_technique(s["technique"], **opts)
+        elif step.kind == "export":
+            from exporters.registry import list_exporters
+            bad = [f for f in o["formats"] if f not in list_exporters()]
+            if bad:
+                raise OptionError(f"unknown format(s) {bad}; available: {', '.join(list_exporters())}")
+        elif step.kind == "transfer" and o["to"] not in ("keras", "torch"):
+            raise OptionError("to must be keras or torch")
+        elif step.kind == "prune-curve" and not all(isinstance(r, NUM) and 0 < r < 1 for r in o["rates"]):
+            raise OptionError("rates must be fractions in (0, 1)")
+    except OptionError as e:
+        raise OptionError(f"{where}: {e}") from None
