@@ -96,6 +96,55 @@ class EarlyStopper:
         return self.patience > 0 and self.bad_epochs >= self.patience
 
 
+def run_epochs(model, ds, cfg: "TrainConfig", layout: str, *, step, validate, snapshot, restore,
+               callbacks=None, verbose: bool = True) -> "History":
+    """The epoch loop both backends share: seeded batches, per-step LR, callbacks, validation, early
+    stopping with best-weights restore. Backends supply `step(x, y, lr) -> (loss, n_correct)`,
+    `validate(val_idx) -> (loss, acc)`, `snapshot() -> state` and `restore(state)`."""
+    import time
+    from toolkit.data import iterate_batches
+    from toolkit.progress import progress
+    train_idx, val_idx = ds.split(cfg.val_fraction, cfg.seed)
+    steps_per_epoch = -(-len(train_idx) // cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    call_hooks(callbacks, "on_train_begin", model)
+    stopper, hist, best, n_step, lr = EarlyStopper(cfg.patience), History(), None, 0, cfg.lr
+    for epoch in range(cfg.epochs):
+        t0, seen, loss_sum, correct = time.time(), 0, 0.0, 0
+        batches = iterate_batches(ds, train_idx, cfg.batch_size, layout, shuffle=True, augment=cfg.augment,
+                                  seed=cfg.seed, epoch=epoch)
+        bar = progress(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=verbose)
+        for xb, yb in bar:
+            lr = lr_at(cfg, n_step, total)
+            call_hooks(callbacks, "on_step_begin", n_step)
+            loss, n_correct = step(xb, yb, lr)
+            call_hooks(callbacks, "on_step_end", n_step)
+            n_step += 1
+            seen += len(yb)
+            loss_sum += loss * len(yb)
+            correct += n_correct
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
+        call_hooks(callbacks, "on_epoch_end", epoch)
+        val_loss, val_acc = validate(val_idx) if len(val_idx) else (None, None)
+        hist.add(epoch=epoch + 1, loss=loss_sum / seen, accuracy=correct / seen, val_loss=val_loss,
+                 val_accuracy=val_acc, lr=lr, seconds=time.time() - t0)
+        if verbose:
+            vl = f" val_loss {val_loss:.4f} val_acc {val_acc:.4f}" if val_loss is not None else ""
+            print(f"epoch {epoch + 1}: loss {loss_sum / seen:.4f} acc {correct / seen:.4f}{vl} ({time.time() - t0:.1f}s)", flush=True)
+        if val_loss is not None:
+            if stopper.update(val_loss, epoch + 1):
+                best = snapshot()
+            if stopper.stop:
+                hist.stopped_early = True
+                break
+    call_hooks(callbacks, "on_train_end", model)
+    if best is not None:
+        restore(best)
+        hist.best_epoch = stopper.best_epoch
+    return hist
+
+
 @dataclass
 class History:
     epochs: list[dict] = field(default_factory=list)   # one dict per epoch: loss, accuracy, val_loss, val_accuracy, lr, seconds

@@ -1,15 +1,13 @@
 """Keras training through a custom loop mirroring the torch one: same batches, schedule and early stopping."""
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import numpy as np
 
 from toolkit.backends.keras.model import keras, predict, tf
-from toolkit.data import Dataset, iterate_batches
-from toolkit.progress import progress
-from toolkit.train import EarlyStopper, History, TrainConfig, call_hooks as _call, lr_at
+from toolkit.data import Dataset
+from toolkit.train import History, TrainConfig, run_epochs
 
 # loss_fn(logits, labels, inputs) -> scalar tensor; distillation plugs in here
 LossFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
@@ -29,7 +27,6 @@ def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, 
     if cfg.threads:
         tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
     keras.utils.set_random_seed(cfg.seed)
-    train_idx, val_idx = ds.split(cfg.val_fraction, cfg.seed)
     opt = _optimizer(cfg)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     loss_fn = loss_fn or (lambda logits, y, x: ce(y, logits))
@@ -46,46 +43,13 @@ def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, 
         opt.apply_gradients(zip(grads, variables))
         return loss, tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int64), y), tf.int64))
 
-    steps_per_epoch = -(-len(train_idx) // cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    _call(callbacks, "on_train_begin", model)
-    stopper, hist, best_weights, step = EarlyStopper(cfg.patience), History(), None, 0
-    for epoch in range(cfg.epochs):
-        t0, seen, loss_sum, correct = time.time(), 0, 0.0, 0
-        batches = iterate_batches(ds, train_idx, cfg.batch_size, "NHWC", shuffle=True, augment=cfg.augment,
-                                  seed=cfg.seed, epoch=epoch)
-        bar = progress(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=verbose)
-        for xb, yb in bar:
-            lr = lr_at(cfg, step, total)
-            opt.learning_rate.assign(lr)
-            _call(callbacks, "on_step_begin", step)
-            loss, corr = train_step(tf.constant(xb), tf.constant(yb))
-            _call(callbacks, "on_step_end", step)
-            step += 1
-            n = len(yb)
-            seen += n
-            loss_sum += float(loss) * n
-            correct += int(corr)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
-        _call(callbacks, "on_epoch_end", epoch)
-        val_loss, val_acc = evaluate(model, ds, val_idx, split="train") if len(val_idx) else (None, None)
-        hist.add(epoch=epoch + 1, loss=loss_sum / seen, accuracy=correct / seen, val_loss=val_loss,
-                 val_accuracy=val_acc, lr=lr, seconds=time.time() - t0)
-        if verbose:
-            vl = f" val_loss {val_loss:.4f} val_acc {val_acc:.4f}" if val_loss is not None else ""
-            print(f"epoch {epoch + 1}: loss {loss_sum / seen:.4f} acc {correct / seen:.4f}{vl} ({time.time() - t0:.1f}s)", flush=True)
-        if val_loss is not None:
-            if stopper.update(val_loss, epoch + 1):
-                best_weights = model.get_weights()
-            if stopper.stop:
-                hist.stopped_early = True
-                break
-    _call(callbacks, "on_train_end", model)
-    if best_weights is not None:
-        model.set_weights(best_weights)
-        hist.best_epoch = stopper.best_epoch
-    return hist
+    def step(xb, yb, lr):
+        opt.learning_rate.assign(lr)
+        loss, corr = train_step(tf.constant(xb), tf.constant(yb))
+        return float(loss), int(corr)
+
+    return run_epochs(model, ds, cfg, "NHWC", step=step, validate=lambda idx: evaluate(model, ds, idx, split="train"),
+                      snapshot=model.get_weights, restore=model.set_weights, callbacks=callbacks, verbose=verbose)
 
 
 def evaluate(model, ds: Dataset, indices: np.ndarray | None = None, split: str = "test",
