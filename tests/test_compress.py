@@ -62,6 +62,19 @@ def test_unstructured_pruning_reaches_target_and_masks_are_permanent(fw, trained
         assert not any("prune_low_magnitude" in l.name for l in state.model.layers)   # strip_pruning ran
 
 
+@pytest.mark.parametrize("fw", ["torch", "keras"])
+def test_pruning_fine_tune_never_restores_an_earlier_epoch(fw, trained, mnist_small, monkeypatch):
+    """Regression: restoring the best-validation epoch brought back an earlier, less sparse mask."""
+    from toolkit.backends import get_backend
+    backend = get_backend(fw)
+    seen = []
+    real_fit = backend.fit
+    monkeypatch.setattr(backend, "fit", lambda *a, **k: seen.append(a[2]) or real_fit(*a, **k))
+    _, (rec,) = _run(trained[fw], [{"technique": "prune", "sparsity": 0.8, "epochs": 2, "frequency": 10}], mnist_small)
+    assert seen and all(cfg.restore_best is False for cfg in seen)
+    assert rec["notes"]["sparsity"]["total"] == pytest.approx(0.8, abs=0.01)
+
+
 def test_random_and_global_pruning_torch(trained, mnist_small):
     from toolkit.backends.torch.compress import prune_oneshot, sparsity_report
     m = load_checkpoint(trained["torch"]).model

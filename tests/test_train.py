@@ -102,3 +102,15 @@ def test_cli_bad_input_is_one_line_no_traceback(tmp_path, args, needle):
     assert r.returncode != 0
     assert "Traceback" not in r.stderr and needle in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_run_epochs_restores_best_only_when_asked(mnist_small, restore):
+    from toolkit.train import run_epochs
+    losses = iter([0.5, 0.7, 0.9])                         # validation gets worse after epoch 1
+    restored = []
+    hist = run_epochs(None, mnist_small, TrainConfig(epochs=3, batch_size=1000, restore_best=restore), "NHWC",
+                      step=lambda x, y, lr: (1.0, 0), validate=lambda idx: (next(losses), 0.5),
+                      snapshot=lambda: "epoch-1-weights", restore=restored.append, verbose=False)
+    assert restored == (["epoch-1-weights"] if restore else [])
+    assert hist.best_epoch == (1 if restore else None)

@@ -24,6 +24,7 @@ class TrainConfig:
     augment: bool = False             # random crop (pad 4) + horizontal flip
     val_fraction: float = 0.1
     patience: int = 0                 # early stopping on validation loss; 0 disables stopping (best weights still restored)
+    restore_best: bool = True         # restore the best-validation weights at the end (off while pruning: masks move on)
     seed: int = 0
     threads: int | None = None
 
@@ -133,7 +134,7 @@ def run_epochs(model, ds, cfg: "TrainConfig", layout: str, *, step, validate, sn
             vl = f" val_loss {val_loss:.4f} val_acc {val_acc:.4f}" if val_loss is not None else ""
             print(f"epoch {epoch + 1}: loss {loss_sum / seen:.4f} acc {correct / seen:.4f}{vl} ({time.time() - t0:.1f}s)", flush=True)
         if val_loss is not None:
-            if stopper.update(val_loss, epoch + 1):
+            if stopper.update(val_loss, epoch + 1) and cfg.restore_best:
                 best = snapshot()
             if stopper.stop:
                 hist.stopped_early = True

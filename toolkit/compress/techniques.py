@@ -143,6 +143,7 @@ class Prune(Technique):
     epochs: int = 2
     lr: float = 1e-4                          # fine-tuning at a lower learning rate
     frequency: int = 100
+    block_size: list | None = None            # Keras/TFMOT block sparsity, e.g. [4, 1]: zeros in runs gzip better
 
     def __post_init__(self):
         if not 0 <= self.sparsity < 1:
@@ -162,10 +163,13 @@ class Prune(Technique):
 
     def apply(self, state):
         ops = compress_ops(state)
-        cfg = _train_config(state, self.epochs, self.lr)
+        # the final weights are the pruned ones: restoring an earlier "best" epoch would bring back a less sparse mask
+        cfg = _train_config(state, self.epochs, self.lr, restore_best=False)
         train_idx, _ = state.dataset.split(cfg.val_fraction, cfg.seed)
         sched = self.make_schedule(-(-len(train_idx) // cfg.batch_size))
         if state.backend.NAME == "torch":
+            if self.block_size:
+                raise OptionError("block sparsity (block_size) is available for Keras models (TFMOT)")
             if self.method == "random" and self.schedule != "oneshot":
                 raise OptionError("random pruning is one-shot only")
             callbacks = [ops.PruningCallback(state.model, sched, self.method, self.scope)]
@@ -174,7 +178,7 @@ class Prune(Technique):
         else:
             if self.method != "l1" or self.scope != "layer":
                 raise OptionError("Keras pruning uses TFMOT's per-layer magnitude pruning (method l1, scope layer)")
-            wrapped, callbacks = ops.prune_wrap(state.model, sched)
+            wrapped, callbacks = ops.prune_wrap(state.model, sched, tuple(self.block_size) if self.block_size else (1, 1))
             state.backend.fit(wrapped, state.dataset, cfg, verbose=state.verbose, callbacks=callbacks)
             state.model = ops.strip_pruning(wrapped)
         state.notes["sparsity"] = ops.sparsity_report(state.model)

@@ -54,11 +54,22 @@ class _UpdatePruningStep:
         self.cb.on_epoch_end(epoch)
 
 
-def prune_wrap(model, schedule):
+def prune_wrap(model, schedule, block_size=(1, 1)):
     """prune_low_magnitude on every Conv/Dense; returns (wrapped model, training callbacks)."""
     spec = getattr(model, "edgepack_spec", None)
+    sched = tfmot_schedule(schedule)
     with quiet_stderr():
-        wrapped = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=tfmot_schedule(schedule))
+        if tuple(block_size) == (1, 1):
+            wrapped = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=sched)
+        else:                    # TFMOT blocks need 2-D kernels: blocks on Dense layers, plain magnitude on convs
+
+            def per_layer(layer):
+                if isinstance(layer, keras.layers.Dense):
+                    return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=sched, block_size=tuple(block_size))
+                if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)):
+                    return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=sched)
+                return layer
+            wrapped = keras.models.clone_model(model, clone_function=per_layer)
     wrapped.edgepack_spec = spec
     return wrapped, [_UpdatePruningStep(wrapped)]
 
