@@ -18,6 +18,7 @@ from pathlib import Path
 from toolkit.recipes.schema import Recipe, Step, load_recipe
 
 STATE_VERSION = 1
+CODE_REVISION = 2          # bump when a step's results would change for the same settings (part of every step hash)
 
 
 def _sha(path: Path) -> str:
@@ -74,7 +75,7 @@ class Runner:
     def step_hash(self, step: Step) -> str:
         h = hashlib.sha256()
         h.update(json.dumps({"kind": step.kind, "options": step.options, "data": self.recipe.data,
-                             "edgepack": "0.1.0"}, sort_keys=True, default=str).encode())
+                             "edgepack": "0.1.0", "revision": CODE_REVISION}, sort_keys=True, default=str).encode())
         for ref in step.reads():
             for f in sorted(self.files(ref)):
                 if f.is_file() and not f.name.endswith(".json"):

@@ -25,7 +25,7 @@ KINDS: dict[str, dict] = {
               "batch_size": (int, False), "optimizer": (str, False), "schedule": (str, False), "augment": (bool, False),
               "patience": (int, False), "weight_decay": (NUM, False), "val_fraction": (NUM, False), "seed": (int, False),
               "teacher": (str, False), "alpha": (NUM, False), "temperature": (NUM, False)},
-    "compress": {"input": (str, True), "steps": (list, True), "batch_size": (int, False), "seed": (int, False)},
+    "compress": {"input": (str, True), "steps": (list, True), "batch_size": (int, False), "seed": (int, False)},  # noqa: E501
     "transfer": {"input": (str, True), "to": (str, True)},
     "export": {"input": (str, True), "formats": (list, True), "calibration": (str, False), "calibration_samples": (int, False),
                "io_dtype": (str, False), "tflite_route": (str, False), "verify_images": (int, False),
