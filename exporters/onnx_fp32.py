@@ -14,6 +14,15 @@ def write_onnx(ctx: ExportContext, path: Path) -> dict:
     return export.to_onnx(ctx.model, path, ctx.dataset.input_shape)
 
 
+def input_layout(onnx_path: Path, hwc) -> tuple[str, str]:
+    """(input name, 'NCHW' | 'NHWC') of an image model: PyTorch exports NCHW, tf2onnx keeps Keras's NHWC."""
+    import onnx
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    inp = m.graph.input[0]
+    dims = tuple(d.dim_value for d in inp.type.tensor_type.shape.dim[1:])
+    return inp.name, ("NCHW" if dims == (hwc[2], hwc[0], hwc[1]) and dims != tuple(hwc) else "NHWC")
+
+
 @register_exporter
 class OnnxExporter(Exporter):
     name = "onnx"

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from exporters.base import ExportContext, Exporter
+from exporters.onnx_fp32 import input_layout
 from exporters.registry import register_exporter
 from toolkit.errors import ModelError
 
@@ -36,14 +37,6 @@ def preprocess(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _input_layout(onnx_path: Path, hwc) -> tuple[str, str]:
-    import onnx
-    m = onnx.load(str(onnx_path), load_external_data=False)
-    inp = m.graph.input[0]
-    dims = tuple(d.dim_value for d in inp.type.tensor_type.shape.dim[1:])
-    return inp.name, ("NCHW" if dims == (hwc[2], hwc[0], hwc[1]) and dims != tuple(hwc) else "NHWC")
-
-
 @register_exporter
 class OnnxInt8StaticExporter(Exporter):
     name = "onnx-int8"
@@ -58,7 +51,7 @@ class OnnxInt8StaticExporter(Exporter):
     def export(self, ctx: ExportContext, path: Path) -> dict:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         src = preprocess(ctx.fp32_onnx(), ctx.work_dir / "pre.onnx")
-        name, layout = _input_layout(src, ctx.dataset.input_shape)
+        name, layout = input_layout(src, ctx.dataset.input_shape)
         opts = ctx.options
         calib = ctx.dataset.calibration(opts.calibration_samples, opts.seed, layout)
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,

@@ -78,8 +78,10 @@ def onnx2tf_convert(ctx: ExportContext) -> Path:
         np.save(work / ONNX2TF_RGB_SAMPLE, sample.astype(np.float32) / 255.0)
     mean = np.asarray(ds.mean, np.float32).reshape(1, 1, 1, c)
     std = np.asarray(ds.std, np.float32).reshape(1, 1, 1, c)
-    import onnx
-    in_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+    from exporters.onnx_fp32 import input_layout
+    in_name, layout = input_layout(src, ds.input_shape)
+    # an NHWC graph (from tf2onnx) must be declared as such, or onnx2tf reads (N, H, W, C) as (N, C, H, W)
+    keep_nhwc = [in_name] if layout == "NHWC" else None
     env_path = os.environ.get("PATH", "")
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env_path}"  # onnx2tf calls `onnxsim` from PATH
     try:
@@ -89,7 +91,8 @@ def onnx2tf_convert(ctx: ExportContext) -> Path:
                             custom_input_op_name_np_data_path=[[in_name, str(work / "calib.npy"), mean, std]],
                             input_quant_dtype=opts.io_dtype, output_quant_dtype=opts.io_dtype,
                             quant_type="per-channel" if opts.per_channel else "per-tensor",
-                            keep_ncw_or_nchw_or_ncdhw_input_names=[in_name] if opts.keep_nchw else None,
+                            keep_ncw_or_nchw_or_ncdhw_input_names=[in_name] if opts.keep_nchw and not keep_nhwc else None,
+                            keep_nwc_or_nhwc_or_ndhwc_input_names=keep_nhwc,
                             non_verbose=True, verbosity="error")
     except Exception as e:
         raise ModelError(f"onnx2tf conversion failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}") from None
@@ -106,7 +109,8 @@ def via_onnx2tf(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
     out = onnx2tf_convert(ctx)
     f = out / f"{ctx.fp32_onnx().stem}{ONNX2TF_SUFFIX[mode]}"
     if not f.is_file():
-        raise ModelError(f"onnx2tf did not produce {f.name}")
+        made = ", ".join(sorted(p.name for p in out.glob("*.tflite"))) or "nothing"
+        raise ModelError(f"onnx2tf did not produce {f.name} (it wrote {made}); its {mode} conversion failed")
     details = {"converter": f"onnx2tf {onnx2tf.__version__}", "mode": mode, "from": "fp32 ONNX",
                "input_layout": "NCHW" if ctx.options.keep_nchw else "NHWC"}
     if mode == "int8":

@@ -203,3 +203,13 @@ def test_cli_export_end_to_end(trained, tmp_path):
     man = json.loads((tmp_path / "model.int8.tflite.json").read_text())
     assert man["steps"][-1]["details"]["io_dtype"] == "uint8" and man["verification"]["passed"]
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".json")) == ["model.int8.tflite", "model.onnx"]
+
+
+def test_onnx2tf_route_from_a_keras_model_keeps_nhwc(trained, mnist_small, tmp_path):
+    """tf2onnx graphs take NHWC input; onnx2tf must be told, or it reads (N, 28, 28, 1) as NCHW and int8 fails."""
+    from toolkit.api import load_checkpoint
+    loaded = load_checkpoint(trained["keras"])
+    res = export_model(loaded.model, ["tflite-int8"], mnist_small, tmp_path,
+                       ExportOptions(tflite_route="onnx2tf", calibration_samples=50), verbose=False)
+    assert res[0].ok, res[0].error
+    assert res[0].record.steps[-1]["details"]["route"] == "onnx2tf"

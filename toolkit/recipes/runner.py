@@ -18,7 +18,7 @@ from pathlib import Path
 from toolkit.recipes.schema import Recipe, Step, load_recipe
 
 STATE_VERSION = 1
-CODE_REVISION = 2          # bump when a step's results would change for the same settings (part of every step hash)
+CODE_REVISION = 3          # bump when a step's results would change for the same settings (part of every step hash)
 
 
 def _sha(path: Path) -> str:
