@@ -25,8 +25,8 @@ def family(r) -> tuple:
     return (parent or str(p.parent / p.name.split(".")[0]),)
 
 
-def unfused_qdq(model_path: str, threads: int) -> int | None:
-    """Q/DQ nodes still present after ONNX Runtime's full graph optimisation (i.e. not fused into int8 kernels)."""
+def unfused_qdq(model_path: str, threads: int) -> tuple[int, int] | None:
+    """(Q/DQ nodes at the model boundary, Q/DQ nodes inside) after ONNX Runtime's full graph optimisation."""
     try:
         import onnxruntime as ort
         from benchmarks.onnx_reader import read_onnx
@@ -36,9 +36,14 @@ def unfused_qdq(model_path: str, threads: int) -> int | None:
             so.optimized_model_filepath = str(Path(d) / "opt.onnx")
             so.intra_op_num_threads = threads
             so.log_severity_level = 3
-            ort.InferenceSession(model_path, so, providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(model_path, so, providers=["CPUExecutionProvider"])
             g = read_onnx((Path(d) / "opt.onnx").read_bytes())
-        return sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in g.nodes)
+        ins = {i.name for i in sess.get_inputs()}
+        outs = {o.name for o in sess.get_outputs()}
+        qdq = [n for n in g.nodes if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+        edge = [n for n in qdq if (n.op_type == "QuantizeLinear" and n.inputs[0] in ins) or
+                (n.op_type == "DequantizeLinear" and n.outputs[0] in outs)]
+        return len(edge), len(qdq) - len(edge)
     except Exception:
         return None
 
@@ -73,9 +78,11 @@ def _int8_slower(r, s) -> str:
                       "so int8 matrix kernels fall back to widening multiplies")
     if r.format == "onnx":
         left = unfused_qdq(r.model, r.threads)
-        if left:
-            causes.append(f"{left} QuantizeLinear/DequantizeLinear nodes remain after ORT graph optimisation "
+        if left and left[1]:
+            causes.append(f"{left[1]} QuantizeLinear/DequantizeLinear nodes inside the graph survive ORT's optimisation "
                           "(QDQ pairs left unfused run as separate float<->int8 conversions)")
+        if left and left[0]:
+            causes.append(f"float input/output: {left[0]} quantize/dequantize nodes at the model boundary run on every call")
     if r.format == "tflite" and r.input and not r.input.get("quantized"):
         causes.append("the file takes float input, so it quantizes at the model boundary on every call")
     if r.macs is not None and r.macs < 5_000_000:
