@@ -80,7 +80,8 @@ def _int8_slower(r, s) -> str:
         left = unfused_qdq(r.model, r.threads)
         if left and left[1]:
             causes.append(f"{left[1]} QuantizeLinear/DequantizeLinear nodes inside the graph survive ORT's optimisation "
-                          "(QDQ pairs left unfused run as separate float<->int8 conversions)")
+                          "(QDQ pairs left unfused run as separate float<->int8 conversions; on x86 ORT's CPU provider fuses "
+                          "QDQ convs with uint8 activations, not int8: export with --onnx-activations uint8)")
         if left and left[0]:
             causes.append(f"float input/output: {left[0]} quantize/dequantize nodes at the model boundary run on every call")
     if r.format == "tflite" and r.input and not r.input.get("quantized"):

@@ -21,6 +21,7 @@ class ExportOptions:
     calibration_method: str = "minmax"        # ORT static quantization calibrator
     calibration_samples: int = 200            # real training images
     per_channel: bool = True
+    onnx_activations: str = "uint8"           # ORT QDQ activations: uint8 (U8S8, fully fused by ORT's x86 CPU kernels) or int8
     io_dtype: str = "int8"                    # full-integer TFLite input/output type
     tflite_route: str = "auto"                # keras converter for Keras sources, onnx2tf otherwise
     keep_nchw: bool = False                   # onnx2tf: keep the NCHW input instead of NHWC
@@ -31,6 +32,7 @@ class ExportOptions:
     def __post_init__(self):
         for value, allowed, what in ((self.calibration_method, CALIBRATION_METHODS, "calibration method"),
                                      (self.io_dtype, IO_DTYPES, "input/output dtype"),
+                                     (self.onnx_activations, IO_DTYPES, "ONNX activation type"),
                                      (self.sparse_values, SPARSE_VALUE_DTYPES, "sparse value type"),
                                      (self.tflite_route, TFLITE_ROUTES, "TFLite route")):
             if value not in allowed:

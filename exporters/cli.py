@@ -17,6 +17,8 @@ def add_export_parser(sub, add_data_args, func):
     p.add_argument("--calibration", default="minmax", choices=CALIBRATION_METHODS, help="ORT static calibration method")
     p.add_argument("--calibration-samples", type=int, default=200, help="training images used for calibration")
     p.add_argument("--io-dtype", default="int8", choices=IO_DTYPES, help="full-integer TFLite input/output type")
+    p.add_argument("--onnx-activations", default="uint8", choices=IO_DTYPES,
+                   help="ONNX int8 activation type: uint8 (ORT's x86 kernels fuse every QDQ conv) or int8")
     p.add_argument("--tflite-route", default="auto", choices=TFLITE_ROUTES, help="keras converter or onnx2tf")
     p.add_argument("--keep-nchw", action="store_true", help="onnx2tf: keep an NCHW input (default NHWC)")
     p.add_argument("--sparse-values", default="fp32", choices=SPARSE_VALUE_DTYPES)
@@ -29,7 +31,7 @@ def run_export(args) -> int:
     from exporters.base import ExportOptions
     formats = [f.strip() for f in args.to.split(",") if f.strip()]
     opts = ExportOptions(calibration_method=args.calibration, calibration_samples=args.calibration_samples,
-                         io_dtype=args.io_dtype, tflite_route=args.tflite_route, keep_nchw=args.keep_nchw,
+                         io_dtype=args.io_dtype, onnx_activations=args.onnx_activations, tflite_route=args.tflite_route, keep_nchw=args.keep_nchw,
                          sparse_values=args.sparse_values, verify_images=args.verify_images)
     results = export_checkpoint(args.checkpoint, formats, args.out, args.data, args.data_dir, opts)
     raise_on_failures(results)

@@ -60,6 +60,17 @@ def test_onnx_int8_is_qdq_with_per_channel_weights(exported):
         assert scales, "expected per-channel weight scales"
 
 
+def test_int8_onnx_names_are_compacted_losslessly(exported):
+    import onnx
+    r = exported["torch"]["onnx-int8"]
+    names = r.record.steps[-1]["details"]["names"]
+    assert names["compacted"] and names["bytes_after"] < names["bytes_before"]
+    m = onnx.load(str(r.path))
+    assert m.graph.input[0].name == "input" and m.graph.output[0].name == "logits"
+    assert max(len(i.name) for i in m.graph.initializer) <= 4 and not any(n.name for n in m.graph.node)
+    assert r.verification.top1_agreement >= 0.98                     # verified after compaction
+
+
 def test_onnx_dynamic_uses_weight_type_ort_runs(exported):
     import onnx
     from onnx import TensorProto

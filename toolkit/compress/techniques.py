@@ -35,6 +35,11 @@ def compress_ops(state):
     return importlib.import_module(f"toolkit.backends.{state.backend.NAME}.compress")
 
 
+def _fine_tune(state, epochs, lr):
+    if epochs:
+        state.backend.fit(state.model, state.dataset, _train_config(state, epochs, lr), verbose=state.verbose)
+
+
 def _train_config(state, epochs, lr, batch_size=None, **extra):
     from toolkit.train import TrainConfig
     base = dataclasses.replace(state.train_config, epochs=epochs, lr=lr, **extra)
@@ -232,10 +237,9 @@ class PruneStructured(Technique):
                 raise OptionError("Keras structured pruning works on models built from an architecture description")
             new_spec, weights, changes = prune_spec(state.spec, ops.get_weights(state.model), self.ratio, self.criterion,
                                                     self.layers or None)
-            state.spec, state.model = new_spec, ops.rebuild(new_spec, weights)
+            state.spec, state.model = new_spec, rebuild(state, new_spec, weights)
             state.notes["channels"] = changes
-        if self.epochs:
-            state.backend.fit(state.model, state.dataset, _train_config(state, self.epochs, self.lr), verbose=state.verbose)
+        _fine_tune(state, self.epochs, self.lr)
 
 
 @register_technique
@@ -250,14 +254,10 @@ class QAT(Technique):
 
     def apply(self, state):
         ops = compress_ops(state)
-        if self.float_epochs:
-            state.backend.fit(state.model, state.dataset, _train_config(state, self.float_epochs, self.lr * 10), verbose=state.verbose)
-        if state.backend.NAME == "keras":
-            state.model = ops.qat_apply(state.model, self.preserve_sparsity)
-        else:
-            ops.qat_apply(state.model)
-        state.backend.fit(state.model, state.dataset, _train_config(state, self.epochs, self.lr), verbose=state.verbose)
-        state.model = ops.qat_strip(state.model) or state.model
+        _fine_tune(state, self.float_epochs, self.lr * 10)
+        state.model = ops.qat_apply(state.model, self.preserve_sparsity)
+        _fine_tune(state, self.epochs, self.lr)
+        state.model = ops.qat_strip(state.model)
         state.notes["qat"] = True
 
 
@@ -284,8 +284,7 @@ class LowRank(Technique):
         state.spec = new_spec
         state.model = rebuild(state, new_spec, weights)
         state.notes["ranks"] = ranks
-        if self.epochs:
-            state.backend.fit(state.model, state.dataset, _train_config(state, self.epochs, self.lr), verbose=state.verbose)
+        _fine_tune(state, self.epochs, self.lr)
 
 
 @register_technique
@@ -306,8 +305,7 @@ class Separable(Technique):
         new_spec, weights = cheaper_convs(state.spec, ops.get_weights(state.model), self.kind, self.groups)
         state.spec = new_spec
         state.model = rebuild(state, new_spec, weights, strict=False)
-        if self.epochs:
-            state.backend.fit(state.model, state.dataset, _train_config(state, self.epochs, self.lr), verbose=state.verbose)
+        _fine_tune(state, self.epochs, self.lr)
 
 
 def rebuild(state, spec, weights, strict=True):

@@ -18,7 +18,7 @@ from pathlib import Path
 from toolkit.recipes.schema import Recipe, Step, load_recipe
 
 STATE_VERSION = 1
-CODE_REVISION = 3          # bump when a step's results would change for the same settings (part of every step hash)
+CODE_REVISION = 4          # bump when a step's results would change for the same settings (part of every step hash)
 
 
 def _sha(path: Path) -> str:
@@ -178,7 +178,7 @@ class Runner:
         from exporters.base import ExportOptions
         o = step.options
         opts = ExportOptions(**{k2: o[k] for k, k2 in (("calibration", "calibration_method"), ("calibration_samples", "calibration_samples"),
-                                                        ("io_dtype", "io_dtype"), ("tflite_route", "tflite_route"),
+                                                        ("io_dtype", "io_dtype"), ("onnx_activations", "onnx_activations"), ("tflite_route", "tflite_route"),
                                                         ("verify_images", "verify_images"), ("sparse_values", "sparse_values")) if k in o})
         results = export_checkpoint(self.primary(o["input"]), o["formats"], d, self.dataset, None, opts,
                                     verbose=self.verbose)

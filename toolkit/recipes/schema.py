@@ -28,7 +28,7 @@ KINDS: dict[str, dict] = {
     "compress": {"input": (str, True), "steps": (list, True), "batch_size": (int, False), "seed": (int, False)},  # noqa: E501
     "transfer": {"input": (str, True), "to": (str, True)},
     "export": {"input": (str, True), "formats": (list, True), "calibration": (str, False), "calibration_samples": (int, False),
-               "io_dtype": (str, False), "tflite_route": (str, False), "verify_images": (int, False),
+               "io_dtype": (str, False), "onnx_activations": (str, False), "tflite_route": (str, False), "verify_images": (int, False),
                "sparse_values": (str, False)},
     "bench": {"inputs": (list, True), "threads": (list, False), "runs": (int, False), "min_seconds": (NUM, False),
               "warmup": (int, False), "include_checkpoints": (bool, False)},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from toolkit.backends.keras.model import build, keras, tf
+from toolkit.backends.keras.model import keras, tf
 from toolkit.errors import OptionError
 from toolkit.tf_import import quiet_stderr
 
@@ -128,9 +128,3 @@ def set_weights(model, weights) -> None:
     from toolkit.transfer import set_keras_weights
     set_keras_weights(model, model.edgepack_spec, weights)
 
-
-def rebuild(spec, weights):
-    model = build(spec, seed=0)
-    model.edgepack_spec = spec
-    set_weights(model, weights)
-    return model

@@ -218,9 +218,10 @@ class _ActObserver:
         return torch.fake_quantize_per_tensor_affine(out, scale, max(-128, min(127, zp)), -128, 127)
 
 
-def qat_apply(model):
+def qat_apply(model, preserve_sparsity: bool = False):
     """Insert fake quantization: int8 per-channel weights (parametrization) and int8 activations (hooks)
-    after every conv/linear/activation output. Uses core torch ops, not the deprecated torch.ao flow."""
+    after every conv/linear/activation output. Uses core torch ops, not the deprecated torch.ao flow.
+    Zeros stay zero under symmetric quantization, so sparsity is preserved without a special scheme."""
     model.edgepack_qat_hooks = []
     for _, m in prunable_layers(model):
         parametrize.register_parametrization(m, "weight", _FakeQuantWeight())
