@@ -25,16 +25,16 @@ RESULTS = Path(__file__).parent / "results"
 
 BARE = r"""
 import json, sys, time, numpy as np
-model, data_dir, runs, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+model, data_dir, runs, threads, data = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 from toolkit.data import load_dataset
-ds = load_dataset("mnist", data_dir)
+ds = load_dataset(data, data_dir)
 x = ds.normalize(ds.x_test[:1])
 if model.endswith(".onnx"):
     import onnxruntime as ort
     so = ort.SessionOptions(); so.intra_op_num_threads = threads; so.inter_op_num_threads = 1
     s = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     i = s.get_inputs()[0]
-    feed = {i.name: (x.transpose(0, 3, 1, 2) if i.shape[1] == 1 else x).astype(np.float32)}
+    feed = {i.name: (x.transpose(0, 3, 1, 2) if i.shape[1] == x.shape[3] else x).astype(np.float32)}
     names = [o.name for o in s.get_outputs()]
     call = lambda: s.run(names, feed)
 else:
@@ -57,15 +57,15 @@ print(json.dumps({"p50": float(np.percentile(lat, 50)), "runs": runs}))
 """
 
 
-def bare_p50(model: Path, data_dir: str, runs: int, threads: int) -> float:
-    out = subprocess.run([sys.executable, "-c", BARE, str(model), data_dir, str(runs), str(threads)],
+def bare_p50(model: Path, data_dir: str, runs: int, threads: int, data: str) -> float:
+    out = subprocess.run([sys.executable, "-c", BARE, str(model), data_dir, str(runs), str(threads), data],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["p50"]
 
 
-def harness_p50(model: Path, data_dir: str, runs: int, threads: int) -> float:
+def harness_p50(model: Path, data_dir: str, runs: int, threads: int, data: str) -> float:
     from benchmarks.harness import BenchSettings, benchmark
-    (r,) = benchmark([model], "mnist", data_dir, BenchSettings(threads=[threads], warmup=5, runs=runs, min_seconds=0,
+    (r,) = benchmark([model], data, data_dir, BenchSettings(threads=[threads], warmup=5, runs=runs, min_seconds=0,
                                                                 accuracy=False), progress=lambda m: None)
     if not r.ok:
         raise SystemExit(r.error)
@@ -85,6 +85,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
     ap.add_argument("--model", nargs="*", default=None)
+    ap.add_argument("--data", default="mnist")
     ap.add_argument("--runs", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=5, help="alternating harness/bare measurements per model")
     ap.add_argument("--threads", type=int, default=1)
@@ -96,8 +97,8 @@ def main(argv=None) -> int:
         for m in models:
             h, b = [], []
             for _ in range(args.rounds):                       # interleaved so drift hits both equally
-                h.append(harness_p50(m, args.data_dir, args.runs, args.threads))
-                b.append(bare_p50(m, args.data_dir, args.runs, args.threads))
+                h.append(harness_p50(m, args.data_dir, args.runs, args.threads, args.data))
+                b.append(bare_p50(m, args.data_dir, args.runs, args.threads, args.data))
             hm, bm = float(np.median(h)), float(np.median(b))
             rows.append({"model": m.name, "harness_p50_ms": h, "bare_p50_ms": b, "harness_median_ms": hm, "bare_median_ms": bm,
                          "harness_vs_bare": hm / bm - 1, "repeat_spread": max(h) / min(h) - 1,
@@ -108,7 +109,8 @@ def main(argv=None) -> int:
     record = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": "python -m benchmarks.honesty " + " ".join(argv or sys.argv[1:]),
               "runs_per_measurement": args.runs, "rounds": args.rounds, "threads": args.threads,
               "machine": machine_record(), "python": platform.python_version(), "rows": rows}
-    (RESULTS / "honesty.json").write_text(json.dumps(record, indent=2))
+    tag = "" if args.data == "mnist" else f"_{args.data}"
+    (RESULTS / f"honesty{tag}.json").write_text(json.dumps(record, indent=2))
     lines = ["# Harness honesty", "", f"Measured {record['date']} on {record['machine']['cpu']} ({record['machine']['cores']} cores), "
              f"{args.threads} thread, batch 1, {args.runs} timed runs per measurement, {args.rounds} interleaved rounds.",
              f"Command: `{record['command']}`", "",
@@ -119,7 +121,7 @@ def main(argv=None) -> int:
                      f"{100 * r['harness_vs_bare']:+.1f}% | {100 * r['repeat_spread']:.1f}% |")
     lines += ["", "Targets: harness within 3% of the bare loop; repeated harness p50s within 5% of each other.",
               "The machine is a shared 2-core VM, so it is not a quiet machine: spreads include neighbours' noise.", ""]
-    (RESULTS / "honesty.md").write_text("\n".join(lines))
+    (RESULTS / f"honesty{tag}.md").write_text("\n".join(lines))
     return 0
 
 

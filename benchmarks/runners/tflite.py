@@ -34,6 +34,7 @@ class LiteRTRunner(Runner):
         self.outputs = [_spec(d) for d in self.interp.get_output_details()]
         self._in_idx = self.interp.get_input_details()[0]["index"]
         self._out_idx = [d["index"] for d in self.interp.get_output_details()]
+        self._batch = int(self.interp.get_input_details()[0]["shape"][0])
 
     def fixed_batch(self):
         """LiteRT tensors have a concrete batch; resize to the requested one when the signature allows."""
@@ -49,7 +50,7 @@ class LiteRTRunner(Runner):
             self._allocate()
 
     def _run(self, feed: np.ndarray):
-        if feed.shape[0] != self.interp.get_input_details()[0]["shape"][0]:
+        if feed.shape[0] != self._batch:              # cached: querying tensor details costs microseconds per call
             self._ensure_batch(feed.shape[0])
         self.interp.set_tensor(self._in_idx, feed)
         self.interp.invoke()
