@@ -155,7 +155,6 @@ def test_distill_rejects_mismatched_teacher(trained, mnist_small, tmp_path):
     from toolkit.api import train
     from toolkit.arch import get_arch
     spec = get_arch("mnist-tutorial", num_classes=5)
-    import dataclasses
     from toolkit.data import Dataset
     ds5 = Dataset("five", "x", mnist_small.x_train[:200], mnist_small.y_train[:200] % 5, mnist_small.x_test[:50],
                   mnist_small.y_test[:50] % 5, [str(i) for i in range(5)], mnist_small.mean, mnist_small.std)

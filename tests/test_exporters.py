@@ -11,7 +11,7 @@ from exporters.api import export_checkpoint, export_model, raise_on_failures
 from exporters.base import ExportOptions
 from exporters.verify import VerificationError
 from tests.conftest import MNIST_DIR
-from toolkit.errors import ModelError, OptionError
+from toolkit.errors import OptionError
 
 OPTS = ExportOptions(verify_images=512, calibration_samples=100)
 

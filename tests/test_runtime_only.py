@@ -3,9 +3,7 @@ benchmarks .onnx, .tflite and .epk files without torch or TensorFlow installed a
 import json
 import os
 import subprocess
-import sys
 import venv
-from pathlib import Path
 
 import pytest
 

@@ -3,7 +3,6 @@ composable in either framework. `compress(checkpoint, steps, ...)` runs a list o
 each changed (params, non-zeros, MACs, accuracy before/after) in the artifact record."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass, field

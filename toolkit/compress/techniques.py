@@ -41,7 +41,6 @@ def _fine_tune(state, epochs, lr):
 
 
 def _train_config(state, epochs, lr, batch_size=None, **extra):
-    from toolkit.train import TrainConfig
     base = dataclasses.replace(state.train_config, epochs=epochs, lr=lr, **extra)
     return dataclasses.replace(base, batch_size=batch_size) if batch_size else base
 

@@ -12,7 +12,7 @@ def _pct(v):
 
 def write_run_report(runner, seconds: float) -> None:
     from benchmarks.machine import machine_record
-    from benchmarks.report import CSV_FIELDS, flat, label
+    from benchmarks.report import label
     out, recipe, st = runner.out, runner.recipe, runner.state["steps"]
     lines = [f"# {recipe.name}", "", recipe.description or "", "",
              f"Data: `{recipe.data['name']}`" + (f" from `{recipe.data.get('dir')}`" if recipe.data.get("dir") else "")

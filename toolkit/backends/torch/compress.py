@@ -1,7 +1,6 @@
 """PyTorch implementations behind the framework-free techniques in toolkit.compress (mirrors keras/compress.py)."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import numpy as np
