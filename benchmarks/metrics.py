@@ -217,7 +217,7 @@ def tflite_metrics(path: Path) -> dict:
                 idx = op["inputs"][pos]
                 if idx >= 0 and idx not in produced:
                     weights[idx] = None
-        if name == "DEQUANTIZE":                      # fp16 / dynamic weights stored for dequantization
+        if name in ("DEQUANTIZE", "DENSIFY"):         # fp16 weights, or sparse-encoded weights (stored non-zeros only)
             idx = op["inputs"][0]
             if idx not in produced:
                 weights[idx] = None

@@ -195,3 +195,18 @@ def test_cli_bench_end_to_end(bench_exports, tmp_path):
     rows = json.loads((tmp_path / "r.json").read_text())["results"]
     assert [x["ok"] for x in rows] == [True, True, False]      # ... the others were benchmarked and reported
     assert (tmp_path / "rep" / "report.md").is_file() and (tmp_path / "r.csv").is_file()
+
+
+def test_metrics_of_sparse_encoded_tflite(exported, trained, mnist_small, tmp_path):
+    """EXPERIMENTAL_SPARSITY stores weights behind DENSIFY ops: still counted, non-zeros from the stored values."""
+    from exporters.api import export_model
+    from exporters.base import ExportOptions
+    from toolkit.compress import compress_model
+    from toolkit.api import load_checkpoint
+    from toolkit.train import TrainConfig
+    state, _ = compress_model(load_checkpoint(trained["keras"]).model, [{"technique": "prune", "sparsity": 0.8, "epochs": 1}],
+                              mnist_small, train_config=TrainConfig(batch_size=256), verbose=False)
+    (r,) = export_model(state.model, ["tflite-sparse"], mnist_small, tmp_path, ExportOptions(), verbose=False)
+    m = file_metrics(r.path)
+    assert "DENSIFY" in m["ops"] and m["params"] == 20410
+    assert m["nonzero_params"] == pytest.approx(0.2 * 20410, rel=0.05)
