@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def pruning_curves(checkpoint: Path, dataset, rates: list[float], iterations: int, epochs: int, lr: float,
-                   structured: bool, out: Path, verbose: bool = True) -> dict:
+                   structured: bool, out: Path, verbose: bool = True, batch_size: int = 32) -> dict:
     from toolkit.api import load_checkpoint
     from toolkit.compress import compress_model, measure, CompressState
     from toolkit.train import TrainConfig
@@ -21,7 +21,8 @@ def pruning_curves(checkpoint: Path, dataset, rates: list[float], iterations: in
                 steps = [{"technique": "prune-structured", "ratio": rate, "epochs": epochs, "lr": lr}]
             else:
                 steps = [{"technique": "prune", "sparsity": 1 - (1 - rate) ** k, "schedule": "oneshot", "epochs": epochs, "lr": lr}]
-            state, (rec,) = compress_model(model, steps, dataset, train_config=TrainConfig(epochs=epochs), verbose=False)
+            state, (rec,) = compress_model(model, steps, dataset, train_config=TrainConfig(epochs=epochs, batch_size=batch_size),
+                                           verbose=False)
             model = state.model
             points.append({"iteration": k, **rec["after"]})
             if verbose:

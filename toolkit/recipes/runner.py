@@ -220,7 +220,8 @@ class Runner:
         from toolkit.recipes.curves import pruning_curves
         o = step.options
         data = pruning_curves(self.primary(o["input"]), self.dataset, o["rates"], o["iterations"], o.get("epochs", 1),
-                              o.get("lr", 1e-4), o.get("structured", True), d, verbose=self.verbose)
+                              o.get("lr", 1e-4), o.get("structured", True), d, verbose=self.verbose,
+                              batch_size=o.get("batch_size", 32))
         return {"primary": d / "curves.json", "outputs": [d / "curves.json", d / "pruning_curves.png"], "summary": data}
 
 

@@ -33,7 +33,7 @@ KINDS: dict[str, dict] = {
     "bench": {"inputs": (list, True), "threads": (list, False), "runs": (int, False), "min_seconds": (NUM, False),
               "warmup": (int, False), "include_checkpoints": (bool, False)},
     "prune-curve": {"input": (str, True), "rates": (list, True), "iterations": (int, True), "epochs": (int, False),
-                    "lr": (NUM, False), "structured": (bool, False)},
+                    "lr": (NUM, False), "structured": (bool, False), "batch_size": (int, False)},
 }
 READS = {"train": ("teacher",), "compress": ("input",), "transfer": ("input",), "export": ("input",),
          "prune-curve": ("input",)}
