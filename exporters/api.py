@@ -118,17 +118,10 @@ def _record(ctx: ExportContext, exp, path: Path, details: dict, ver: Verificatio
 
 def export_checkpoint(checkpoint: str | Path, formats: list[str], out: str | Path, data=None,
                       data_dir: str | None = None, options: ExportOptions | None = None, verbose: bool = True):
-    from toolkit.api import load_checkpoint
-    from toolkit.data import load_dataset
-    from toolkit.data import Dataset
+    from toolkit.api import dataset_for, load_checkpoint
     loaded = load_checkpoint(checkpoint)
-    if isinstance(data, Dataset):
-        ds, name = data, data.name
-    else:
-        name = data or (loaded.record.dataset.get("name") if loaded.record else None)
-        if not name:
-            raise OptionError(f"{checkpoint}: no data set recorded; pass --data")
-        ds = load_dataset(name, data_dir)
+    ds = dataset_for(loaded, data, data_dir)
+    name = ds.name
     if loaded.spec is not None and tuple(loaded.spec.input_shape) != ds.input_shape:
         raise OptionError(f"{checkpoint} expects input {tuple(loaded.spec.input_shape)}, data set {name} has {ds.input_shape}")
     return export_model(loaded.model, formats, ds, out, options, stem=Path(checkpoint).stem,

@@ -224,3 +224,12 @@ def test_onnx2tf_route_from_a_keras_model_keeps_nhwc(trained, mnist_small, tmp_p
                        ExportOptions(tflite_route="onnx2tf", calibration_samples=50), verbose=False)
     assert res[0].ok, res[0].error
     assert res[0].record.steps[-1]["details"]["route"] == "onnx2tf"
+
+
+def test_export_uses_the_data_folder_recorded_at_training(tmp_path):
+    from toolkit.api import train
+    from toolkit.train import TrainConfig
+    res = train("torch", "mnist-tutorial", "mnist", str(MNIST_DIR), out=tmp_path / "ckpt",
+                config=TrainConfig(epochs=1, batch_size=512, val_fraction=0.0), verbose=False)
+    (r,) = export_checkpoint(res.checkpoint, ["onnx"], tmp_path / "out", verbose=False)     # no --data, no --data-dir
+    assert r.ok and r.record.dataset["source"] == str(MNIST_DIR)

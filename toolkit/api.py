@@ -103,3 +103,17 @@ def load_checkpoint(path: str | Path, arch: str | None = None) -> Loaded:
     if spec is not None:
         model.edgepack_spec = spec
     return Loaded(model, backend, rec, spec, path)
+
+
+def dataset_for(loaded: Loaded, data=None, data_dir: str | None = None) -> Dataset:
+    """The data set for work on a loaded checkpoint: an explicit Dataset, or a name (default: the one recorded
+    at training) read from `data_dir` (default: the folder recorded at training, when it still exists)."""
+    if isinstance(data, Dataset):
+        return data
+    rec = loaded.record.dataset if loaded.record else {}
+    name = data or rec.get("name")
+    if not name:
+        raise ModelError(f"{loaded.path}: no data set recorded; pass --data")
+    if data_dir is None and name == rec.get("name") and rec.get("source") and Path(rec["source"]).exists():
+        data_dir = rec["source"]
+    return load_dataset(name, data_dir)

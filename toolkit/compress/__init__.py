@@ -75,20 +75,12 @@ def _jsonable(d):
 def compress(checkpoint: str | Path, steps: list[dict], out: str | Path, data=None, data_dir: str | None = None,
              *, train_config=None, verbose: bool = True) -> Path:
     """Load a checkpoint, run the steps, write the compressed checkpoint + record (+ metrics.json) into `out`."""
-    from toolkit.api import dataset_info, load_checkpoint
-    from toolkit.data import load_dataset
+    from toolkit.api import dataset_for, dataset_info, load_checkpoint
     from toolkit.record import ArtifactRecord, sha256_file
     if not steps:
         raise OptionError("no compression steps given")
-    from toolkit.data import Dataset
     loaded = load_checkpoint(checkpoint)
-    if isinstance(data, Dataset):
-        ds = data
-    else:
-        name = data or (loaded.record.dataset.get("name") if loaded.record else None)
-        if not name:
-            raise OptionError(f"{checkpoint}: no data set recorded; pass --data")
-        ds = load_dataset(name, data_dir)
+    ds = dataset_for(loaded, data, data_dir)
     state, records = compress_model(loaded.model, steps, ds, train_config=train_config, verbose=verbose)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
