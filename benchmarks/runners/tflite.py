@@ -52,9 +52,10 @@ class LiteRTRunner(Runner):
     def _run(self, feed: np.ndarray):
         if feed.shape[0] != self._batch:              # cached: querying tensor details costs microseconds per call
             self._ensure_batch(feed.shape[0])
-        self.interp.set_tensor(self._in_idx, feed)
-        self.interp.invoke()
-        return [self.interp.get_tensor(i) for i in self._out_idx]
+        interp = self.interp
+        interp.set_tensor(self._in_idx, feed)
+        interp.invoke()
+        return [interp.get_tensor(i) for i in self._out_idx]
 
     def info(self) -> RunnerInfo:
         import ai_edge_litert
