@@ -55,6 +55,8 @@ class LiteRTRunner(Runner):
         interp = self.interp
         interp.set_tensor(self._in_idx, feed)
         interp.invoke()
+        if len(self._out_idx) == 1:                   # the common case, without a comprehension in the timed call
+            return [interp.get_tensor(self._out_idx[0])]
         return [interp.get_tensor(i) for i in self._out_idx]
 
     def info(self) -> RunnerInfo:
