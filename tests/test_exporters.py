@@ -56,8 +56,10 @@ def test_onnx_int8_is_qdq_with_per_channel_weights(exported):
         assert ops.count("QuantizeLinear") >= 2 and ops.count("DequantizeLinear") >= 3
         calib = r.record.steps[-1]["details"]["calibration"]
         assert calib["split"] == "train" and calib["samples"] == 100
-        scales = [i for i in m.graph.initializer if "scale" in i.name and len(i.dims) == 1 and i.dims[0] > 1]
-        assert scales, "expected per-channel weight scales"
+        inits = {i.name: i for i in m.graph.initializer}
+        weight_dq = [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                     and len(inits[n.input[0]].dims) == 4]                       # conv weights
+        assert weight_dq and all(inits[n.input[1]].dims[0] > 1 for n in weight_dq), "expected per-channel weight scales"
 
 
 def test_int8_onnx_names_are_compacted_losslessly(exported):
@@ -77,8 +79,9 @@ def test_onnx_dynamic_uses_weight_type_ort_runs(exported):
     m = onnx.load(str(exported["torch"]["onnx-int8-dynamic"].path))
     ops = {n.op_type for n in m.graph.node}
     assert "ConvInteger" in ops or "MatMulInteger" in ops or "DynamicQuantizeLinear" in ops
-    quantized = [i for i in m.graph.initializer if i.name.endswith("_quantized")]
-    assert quantized and all(i.data_type == TensorProto.UINT8 for i in quantized)
+    inits = {i.name: i for i in m.graph.initializer}
+    weights = [inits[n.input[1]] for n in m.graph.node if n.op_type in ("ConvInteger", "MatMulInteger") and n.input[1] in inits]
+    assert weights and all(w.data_type == TensorProto.UINT8 for w in weights)
 
 
 @pytest.mark.parametrize("fw", ["torch", "keras"])
