@@ -15,6 +15,18 @@ def _rename(weights: dict, old: str, new: str) -> dict:
     return {new + k[len(old):]: v for k, v in weights.items() if k == old or k.startswith(old + ".")}
 
 
+def _keep(layer, old: str, layers: list, weights: dict, new_w: dict) -> None:
+    """Carry an unchanged layer over, renaming its weights to its new position."""
+    new_w.update(_rename(weights, old, f"{type(layer).__name__.lower()}{len(layers)}"))
+    layers.append(layer)
+
+
+def _finish(spec: S.ArchSpec, layers: list) -> S.ArchSpec:
+    new_spec = dataclasses.replace(spec, layers=tuple(layers))
+    new_spec.walk()
+    return new_spec
+
+
 def svd_dense(spec: S.ArchSpec, weights: dict, energy: float = 0.9, min_params: int = 10_000):
     """Dense(out) with weight W (out, in) -> Dense(r, no bias) + Dense(out), W ~ (U_r S_r) V_r^T, where r keeps
     `energy` of the squared singular values; only where it saves parameters. Returns (spec, weights, ranks)."""
@@ -40,12 +52,8 @@ def svd_dense(spec: S.ArchSpec, weights: dict, energy: float = 0.9, min_params: 
                 ranks[old] = {"rank": r, "full_rank": int(min(W.shape)), "params_before": int(W.size),
                               "params_after": int(r * (n_in + L.units))}
                 continue
-        new_name = f"{type(L).__name__.lower()}{len(layers)}"
-        layers.append(L)
-        new_w.update(_rename(weights, old, new_name))
-    new_spec = dataclasses.replace(spec, layers=tuple(layers))
-    new_spec.walk()
-    return new_spec, new_w, ranks
+        _keep(L, old, layers, weights, new_w)
+    return _finish(spec, layers), new_w, ranks
 
 
 def cheaper_convs(spec: S.ArchSpec, weights: dict, kind: str = "depthwise", groups: int = 4):
@@ -76,9 +84,5 @@ def cheaper_convs(spec: S.ArchSpec, weights: dict, kind: str = "depthwise", grou
                         new_w[name + ".bias"] = weights[old + ".bias"]
                     layers.append(G)
                     continue
-        new_name = f"{type(L).__name__.lower()}{len(layers)}"
-        layers.append(L)
-        new_w.update(_rename(weights, old, new_name))
-    new_spec = dataclasses.replace(spec, layers=tuple(layers))
-    new_spec.walk()
-    return new_spec, new_w
+        _keep(L, old, layers, weights, new_w)
+    return _finish(spec, layers), new_w
