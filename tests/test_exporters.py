@@ -236,3 +236,23 @@ def test_export_uses_the_data_folder_recorded_at_training(tmp_path):
                 config=TrainConfig(epochs=1, batch_size=512, val_fraction=0.0), verbose=False)
     (r,) = export_checkpoint(res.checkpoint, ["onnx"], tmp_path / "out", verbose=False)     # no --data, no --data-dir
     assert r.ok and r.record.dataset["source"] == str(MNIST_DIR)
+
+
+def test_users_own_models_export_and_verify(tmp_path):
+    """Models not built from an edgepack description: a torchvision network and a plain Keras Sequential."""
+    import torchvision
+    from toolkit.data import Dataset
+    from toolkit.tf_import import import_tensorflow
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (600, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, 600)
+    ds = Dataset("synthetic", "random pixels", x[:512], y[:512], x, y, [str(i) for i in range(10)], (0.5,) * 3, (0.25,) * 3)
+    tv = torchvision.models.mobilenet_v2(num_classes=10).eval()
+    res = export_model(tv, ["onnx", "sparse"], ds, tmp_path / "tv", ExportOptions(verify_images=600), verbose=False)
+    assert all(r.ok for r in res), [r.error for r in res]
+    assert res[0].record.arch is None and res[0].verification.max_abs_diff <= 1e-4
+    tf = import_tensorflow()
+    km = tf.keras.Sequential([tf.keras.Input((32, 32, 3)), tf.keras.layers.Conv2D(8, 3, activation="relu"),
+                              tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(10)])
+    res = export_model(km, ["tflite", "onnx"], ds, tmp_path / "keras", ExportOptions(verify_images=600), verbose=False)
+    assert all(r.ok for r in res), [r.error for r in res]
