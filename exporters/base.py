@@ -82,7 +82,7 @@ class ExportContext:
         from exporters.onnx_fp32 import write_onnx
         path = self.work_dir / f"{self.stem}.fp32.onnx"
         if not path.exists():
-            self._onnx_details = write_onnx(self, path)
+            write_onnx(self, path)
         return path
 
 

@@ -122,18 +122,14 @@ def _extracted(tarball: Path) -> Path:
     dest = cache_dir() / "extracted" / f"{tarball.name.split('.')[0]}-{digest}"
     if not (dest / ".done").is_file():
         note(f"extracting {tarball} into {dest}")
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent if dest.parent.exists() else _mk(dest.parent)))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent))       # same file system: the final rename is atomic
         safe_extract(tarball, tmp)
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
         (dest / ".done").touch()
     return dest
-
-
-def _mk(p: Path) -> Path:
-    p.mkdir(parents=True, exist_ok=True)
-    return p
 
 
 def _find_layout(folder: Path) -> tuple[str, Path] | None:
