@@ -183,6 +183,17 @@ def test_qat_then_int8_exports_pass_verification(fw, trained, mnist_small, tmp_p
     assert all(r.ok for r in res), [r.error for r in res]
 
 
+@pytest.mark.parametrize("fw", ["torch", "keras"])
+def test_qat_after_pruning_keeps_the_zeros(fw, trained, mnist_small):
+    """prune -> qat is the common chain: QAT must not bring pruned weights back (pruning-preserving QAT)."""
+    state, (prune, qat) = _run(trained[fw], [{"technique": "prune", "sparsity": 0.8, "epochs": 1},
+                                             {"technique": "qat", "epochs": 1, "lr": 1e-3}], mnist_small)
+    assert qat["notes"]["preserve_sparsity"] is True
+    import importlib
+    ops = importlib.import_module(f"toolkit.backends.{fw}.compress")
+    assert ops.sparsity_report(state.model)["total"] >= 0.79          # conv/dense kernels still 80% zeros
+
+
 def test_lowrank_and_separable_rewrite_the_architecture(trained, mnist_small):
     state, (rec,) = _run(trained["torch"], [{"technique": "lowrank", "energy": 0.5, "epochs": 0}], mnist_small)
     r = rec["notes"]["ranks"]["dense3"]

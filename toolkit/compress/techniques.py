@@ -249,12 +249,17 @@ class QAT(Technique):
     epochs: int = 2
     lr: float = 1e-4
     float_epochs: int = 0                     # plain float epochs before fake quantization starts
-    preserve_sparsity: bool = False           # Keras: pruning-preserving QAT
+    preserve_sparsity: bool | None = None     # keep pruned zeros at zero; default: yes when >= 30% of weights are zero
 
     def apply(self, state):
         ops = compress_ops(state)
         _fine_tune(state, self.float_epochs, self.lr * 10)
-        state.model = ops.qat_apply(state.model, self.preserve_sparsity)
+        preserve = self.preserve_sparsity
+        if preserve is None:
+            counts = state.backend.count_params(state.model)
+            preserve = counts["nonzero"] <= 0.7 * counts["total"]
+        state.notes["preserve_sparsity"] = bool(preserve)
+        state.model = ops.qat_apply(state.model, preserve)
         _fine_tune(state, self.epochs, self.lr)
         state.model = ops.qat_strip(state.model)
         state.notes["qat"] = True

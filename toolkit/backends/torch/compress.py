@@ -188,9 +188,16 @@ def spec_from_pruned(model, spec: S.ArchSpec) -> S.ArchSpec:
 
 # ------------------------------------------------------------------ quantization-aware training
 class _FakeQuantWeight(nn.Module):
-    """Per-output-channel symmetric int8 fake quantization of a weight (straight-through gradients)."""
+    """Per-output-channel symmetric int8 fake quantization of a weight (straight-through gradients).
+    With a mask, pruned entries stay zero: they are multiplied out, so they also get no gradient."""
+
+    def __init__(self, mask: torch.Tensor | None = None):
+        super().__init__()
+        self.register_buffer("mask", mask if mask is not None else torch.empty(0), persistent=False)
 
     def forward(self, w):
+        if self.mask.numel():
+            w = w * self.mask
         flat = w.detach().reshape(w.shape[0], -1)
         scale = (flat.abs().amax(1).clamp(min=1e-8) / 127.0).float()
         zp = torch.zeros(w.shape[0], dtype=torch.int32)
@@ -220,10 +227,11 @@ class _ActObserver:
 def qat_apply(model, preserve_sparsity: bool = False):
     """Insert fake quantization: int8 per-channel weights (parametrization) and int8 activations (hooks)
     after every conv/linear/activation output. Uses core torch ops, not the deprecated torch.ao flow.
-    Zeros stay zero under symmetric quantization, so sparsity is preserved without a special scheme."""
+    `preserve_sparsity` keeps today's zero weights at zero through QAT (pruning-preserving QAT)."""
     model.edgepack_qat_hooks = []
     for _, m in prunable_layers(model):
-        parametrize.register_parametrization(m, "weight", _FakeQuantWeight())
+        mask = (m.weight.detach() != 0).to(m.weight.dtype) if preserve_sparsity else None
+        parametrize.register_parametrization(m, "weight", _FakeQuantWeight(mask))
         model.edgepack_qat_hooks.append(m.register_forward_hook(_ActObserver()))
     return model
 
