@@ -76,12 +76,15 @@ def test_files_not_written_by_edgepack(tmp_path, mnist_small):
                               tf.keras.layers.Flatten(), tf.keras.layers.Dense(10)])
     km.layers[-1].bias.assign(np.full(10, 0.1, np.float32))   # the converter drops an all-zero bias
     (tmp_path / "plain.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(km).convert())
-    results = _bench([tmp_path / "plain.onnx", tmp_path / "plain.tflite"])
+    km.save(tmp_path / "plain.keras")                          # a Keras file with no edgepack record beside it
+    results = _bench([tmp_path / "plain.onnx", tmp_path / "plain.tflite", tmp_path / "plain.keras"])
     assert all(r.ok for r in results), [r.error for r in results]
-    for r in results:
+    for r in results[:2]:
         assert r.params == 4 * 9 + 4 + 4 * 26 * 26 * 10 + 10
         assert r.macs == 4 * 9 * 26 * 26 + 4 * 26 * 26 * 10
         assert 0 <= r.accuracy <= 1 and r.record is None
+    assert results[2].runtime == "keras" and results[2].params == results[0].params
+    assert results[2].accuracy == pytest.approx(results[1].accuracy, abs=2e-3)   # same function, same images
 
 
 def test_bad_inputs_are_reported_and_the_rest_still_run(bench_exports, tmp_path):

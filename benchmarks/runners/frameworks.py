@@ -11,19 +11,23 @@ class _CheckpointRunner(Runner):
         from toolkit.api import load_checkpoint
         self.loaded = load_checkpoint(self.path)
         self.backend = self.loaded.backend
+        self.model = self.loaded.model
         spec = self.loaded.spec
         if spec is not None:
             h, w, c = spec.input_shape
             n_out = spec.num_classes
         else:
-            h, w, c, n_out = self._shape_from_model()
+            h, w, c, n_out = self._shapes_from_model()
         shape = (-1, c, h, w) if self.backend.LAYOUT == "NCHW" else (-1, h, w, c)
         self.inputs = [TensorSpec("input", shape, np.dtype(np.float32))]
         self.outputs = [TensorSpec("logits", (-1, n_out), np.dtype(np.float32))]
-        self._set_threads()
+        self._prepare()
 
-    def _shape_from_model(self):  # pragma: no cover - users' own checkpoints always carry a record
+    def _shapes_from_model(self):
         raise NotImplementedError
+
+    def _prepare(self) -> None:
+        pass
 
 
 class TorchRunner(_CheckpointRunner):
@@ -31,11 +35,11 @@ class TorchRunner(_CheckpointRunner):
     formats = (".pt", ".pth")
     needs = ("torch",)
 
-    def _set_threads(self):
+    def _prepare(self):
         import torch
         if self.threads:
             torch.set_num_threads(int(self.threads))
-        self.model = self.loaded.model.eval()
+        self.model.eval()
 
     def _run(self, feed: np.ndarray):
         import torch
@@ -52,9 +56,13 @@ class KerasRunner(_CheckpointRunner):
     formats = (".keras", ".h5")
     needs = ("tensorflow",)
 
-    def _set_threads(self):
-        self.model = self.loaded.model
-        self._fn = None
+    def _shapes_from_model(self):
+        """A Keras file saved outside edgepack: the model itself says its input and output shapes."""
+        from toolkit.errors import ModelError
+        ins, outs = tuple(self.model.input_shape), tuple(self.model.output_shape)
+        if len(ins) != 4 or len(outs) != 2:
+            raise ModelError(f"{self.path}: expected an image classifier (N, H, W, C) -> (N, classes), got {ins} -> {outs}")
+        return ins[1], ins[2], ins[3], outs[1]
 
     def _run(self, feed: np.ndarray):
         return [self.model(feed, training=False).numpy()]

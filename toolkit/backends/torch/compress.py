@@ -44,8 +44,7 @@ class HintDistillation:
                 raise OptionError(f"layer {name!r} not found; known: {', '.join(n for n in mods if n)[:300]}")
         self.h = [mods_s[student_layer].register_forward_hook(lambda m, i, o: self.feats.__setitem__("s", o)),
                   mods_t[teacher_layer].register_forward_hook(lambda m, i, o: self.feats.__setitem__("t", o))]
-        self.student, self.weight = student, weight
-        self.student_layer, self.teacher_layer = student_layer, teacher_layer
+        self.weight = weight
 
     def build_adapter(self, s_shape, t_shape):
         if s_shape[2:] != t_shape[2:]:
