@@ -44,6 +44,12 @@ def test_step_parsing_and_validation():
         get_technique("prune", sparsity=1.5)
     with pytest.raises(OptionError, match="unknown option"):
         get_technique("prune", sparsty=0.5)
+    with pytest.raises(OptionError, match=r"initial_sparsity must be in \[0, sparsity=0.8\]"):
+        get_technique("prune", sparsity=0.8, initial_sparsity=0.9)
+    with pytest.raises(OptionError, match="lr_schedule must be one of"):
+        get_technique("prune", lr_schedule="warmup")
+    sched = get_technique("prune", sparsity=0.8, initial_sparsity=0.5).make_schedule(100)
+    assert sched.sparsity(0) == pytest.approx(0.5) and sched.sparsity(10_000) == pytest.approx(0.8)
     with pytest.raises(OptionError, match="key=value"):
         parse_steps("prune(0.5)")
     assert {"train", "distill", "prune", "prune-structured", "qat", "lowrank", "separable"} <= set(TECHNIQUES)
@@ -63,15 +69,17 @@ def test_unstructured_pruning_reaches_target_and_masks_are_permanent(fw, trained
 
 
 @pytest.mark.parametrize("fw", ["torch", "keras"])
-def test_pruning_fine_tune_never_restores_an_earlier_epoch(fw, trained, mnist_small, monkeypatch):
+def test_pruning_fine_tune_never_restores_an_earlier_epoch_and_uses_its_lr_schedule(fw, trained, mnist_small, monkeypatch):
     """Regression: restoring the best-validation epoch brought back an earlier, less sparse mask."""
     from toolkit.backends import get_backend
     backend = get_backend(fw)
     seen = []
     real_fit = backend.fit
     monkeypatch.setattr(backend, "fit", lambda *a, **k: seen.append(a[2]) or real_fit(*a, **k))
-    _, (rec,) = _run(trained[fw], [{"technique": "prune", "sparsity": 0.8, "epochs": 2, "frequency": 10}], mnist_small)
+    _, (rec,) = _run(trained[fw], [{"technique": "prune", "sparsity": 0.8, "epochs": 2, "frequency": 10,
+                                    "lr_schedule": "cosine"}], mnist_small)
     assert seen and all(cfg.restore_best is False for cfg in seen)
+    assert all(cfg.schedule == "cosine" for cfg in seen)          # the fine-tuning LR schedule reaches the loop
     assert rec["notes"]["sparsity"]["total"] == pytest.approx(0.8, abs=0.01)
 
 

@@ -8,6 +8,7 @@ import importlib
 from dataclasses import dataclass, field, fields
 
 from toolkit.errors import OptionError
+from toolkit.train import SCHEDULES as LR_SCHEDULES
 
 TECHNIQUES: dict[str, type] = {}
 
@@ -148,8 +149,14 @@ class Prune(Technique):
     lr: float = 1e-4                          # fine-tuning at a lower learning rate
     frequency: int = 100
     block_size: list | None = None            # Keras/TFMOT block sparsity, e.g. [4, 1]: zeros in runs gzip better
+    initial_sparsity: float = 0.0             # polynomial schedule start (the TFMOT tutorial starts at 0.5)
+    lr_schedule: str | None = None            # fine-tuning LR schedule; None keeps the checkpoint's own
 
     def __post_init__(self):
+        if not 0 <= self.initial_sparsity <= self.sparsity:
+            raise OptionError(f"initial_sparsity must be in [0, sparsity={self.sparsity}], got {self.initial_sparsity}")
+        if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:
+            raise OptionError(f"prune lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if not 0 <= self.sparsity < 1:
             raise OptionError(f"sparsity must be in [0, 1), got {self.sparsity}")
         for v, ok, what in ((self.method, ("l1", "random"), "method"), (self.scope, ("layer", "global"), "scope"),
@@ -163,12 +170,13 @@ class Prune(Technique):
         if self.schedule == "oneshot":
             return ConstantSparsity(self.sparsity, 0, frequency=max(total, 1))
         end = max(int(total * 0.7), 1)
-        return PolynomialDecay(0.0, self.sparsity, 0, end, frequency=min(self.frequency, max(end // 4, 1)))
+        return PolynomialDecay(self.initial_sparsity, self.sparsity, 0, end, frequency=min(self.frequency, max(end // 4, 1)))
 
     def apply(self, state):
         ops = compress_ops(state)
         # the final weights are the pruned ones: restoring an earlier "best" epoch would bring back a less sparse mask
-        cfg = _train_config(state, self.epochs, self.lr, restore_best=False)
+        extra = {"schedule": self.lr_schedule} if self.lr_schedule else {}
+        cfg = _train_config(state, self.epochs, self.lr, restore_best=False, **extra)
         train_idx, _ = state.dataset.split(cfg.val_fraction, cfg.seed)
         sched = self.make_schedule(-(-len(train_idx) // cfg.batch_size))
         if state.backend.NAME == "torch":
