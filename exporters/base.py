@@ -20,7 +20,9 @@ TFLITE_ROUTES = ("auto", "keras", "onnx2tf")
 class ExportOptions:
     calibration_method: str = "minmax"        # ORT static quantization calibrator
     calibration_samples: int = 200            # real training images
-    per_channel: bool = True
+    per_channel: bool = True                  # int8 weights: one scale per output channel (False: per tensor)
+    dense_per_channel: bool = True            # Keras TFLite route: False gives Dense layers per-tensor weights
+                                              # (fewer distinct values, smaller gzip; the TFLite default before TF 2.x)
     onnx_activations: str = "uint8"           # ORT QDQ activations: uint8 (U8S8, fully fused by ORT's x86 CPU kernels) or int8
     io_dtype: str = "int8"                    # full-integer TFLite input/output type
     tflite_route: str = "auto"                # keras converter for Keras sources, onnx2tf otherwise

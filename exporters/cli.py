@@ -21,6 +21,9 @@ def add_export_parser(sub, add_data_args, func):
                    help="ONNX int8 activation type: uint8 (ORT's x86 kernels fuse every QDQ conv) or int8")
     p.add_argument("--tflite-route", default="auto", choices=TFLITE_ROUTES, help="keras converter or onnx2tf")
     p.add_argument("--keep-nchw", action="store_true", help="onnx2tf: keep an NCHW input (default NHWC)")
+    p.add_argument("--per-tensor", action="store_true", help="int8 weights with one scale per tensor (default per channel)")
+    p.add_argument("--dense-per-tensor", action="store_true",
+                   help="Keras TFLite route: per-tensor weights for Dense layers only (smaller gzip)")
     p.add_argument("--sparse-values", default="fp32", choices=SPARSE_VALUE_DTYPES)
     p.add_argument("--verify-images", type=int, default=512, help="real test images for verification")
     p.set_defaults(func=func)
@@ -32,7 +35,8 @@ def run_export(args) -> int:
     formats = [f.strip() for f in args.to.split(",") if f.strip()]
     opts = ExportOptions(calibration_method=args.calibration, calibration_samples=args.calibration_samples,
                          io_dtype=args.io_dtype, onnx_activations=args.onnx_activations, tflite_route=args.tflite_route, keep_nchw=args.keep_nchw,
-                         sparse_values=args.sparse_values, verify_images=args.verify_images)
+                         sparse_values=args.sparse_values, verify_images=args.verify_images,
+                         per_channel=not args.per_tensor, dense_per_channel=not args.dense_per_tensor)
     results = export_checkpoint(args.checkpoint, formats, args.out, args.data, args.data_dir, opts)
     raise_on_failures(results)
     return 0

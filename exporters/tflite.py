@@ -37,7 +37,8 @@ def route_for(ctx: ExportContext) -> str:
 def via_keras(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
     from toolkit.backends.keras.export import representative_from, to_tflite
     calib = ctx.dataset.calibration(ctx.options.calibration_samples, ctx.options.seed, "NHWC")
-    data, details = to_tflite(ctx.model, mode, representative_from(calib), ctx.options.io_dtype)
+    data, details = to_tflite(ctx.model, mode, representative_from(calib), ctx.options.io_dtype,
+                              ctx.options.per_channel, ctx.options.dense_per_channel)
     if mode in ("int8", "sparse-int8"):
         details["calibration"] = {"samples": len(calib), "split": "train", "seed": ctx.options.seed}
     return data, details
@@ -105,6 +106,9 @@ def onnx2tf_convert(ctx: ExportContext) -> Path:
 def via_onnx2tf(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
     if mode not in ONNX2TF_SUFFIX:
         raise OptionError(f"TFLite mode {mode!r} is not available through onnx2tf (only {', '.join(ONNX2TF_SUFFIX)})")
+    if not ctx.options.dense_per_channel and ctx.options.per_channel and mode in ("dynamic", "int8"):
+        raise OptionError("per-tensor Dense weights (dense_per_channel=false) need the keras TFLite route; "
+                          "onnx2tf quantizes every layer one way (use per_channel=false)")
     import onnx2tf
     out = onnx2tf_convert(ctx)
     f = out / f"{ctx.fp32_onnx().stem}{ONNX2TF_SUFFIX[mode]}"

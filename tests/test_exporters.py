@@ -256,3 +256,26 @@ def test_users_own_models_export_and_verify(tmp_path):
                               tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(10)])
     res = export_model(km, ["tflite", "onnx"], ds, tmp_path / "keras", ExportOptions(verify_images=600), verbose=False)
     assert all(r.ok for r in res), [r.error for r in res]
+
+
+def _weight_scales(path):
+    """{weight tensor shape: number of quantization scales} for the int8 constant tensors of a .tflite file."""
+    from ai_edge_litert.interpreter import Interpreter
+    interp = Interpreter(model_path=str(path))
+    return {tuple(d["shape"]): len(d["quantization_parameters"]["scales"]) for d in interp.get_tensor_details()
+            if d["dtype"] == np.int8 and len(d["shape"]) >= 2 and d["shape"][0] > 1}
+
+
+def test_dense_per_tensor_weights_keep_convs_per_channel(trained, mnist_small, tmp_path):
+    from toolkit.api import load_checkpoint
+    loaded = load_checkpoint(trained["keras"])
+    opts = ExportOptions(verify_images=512, calibration_samples=100, dense_per_channel=False)
+    (res,) = export_model(loaded.model, ["tflite-int8"], mnist_small, tmp_path, opts, verbose=False)
+    assert res.ok, res.error
+    scales = _weight_scales(res.path)
+    assert scales[(10, 2028)] == 1                    # FullyConnected weights: one scale
+    assert scales[(12, 3, 3, 1)] == 12                # conv weights: still one per filter
+    assert res.record.steps[-1]["details"]["weights"] == "int8 per-channel (Dense per-tensor)"
+    # the PyTorch route (onnx2tf) quantizes every layer one way: the option is refused with a clear message
+    (bad,) = export_checkpoint(trained["torch"], ["tflite-int8"], tmp_path / "t", data_dir=MNIST_DIR, options=opts, verbose=False)
+    assert not bad.ok and "keras TFLite route" in bad.error

@@ -109,9 +109,19 @@ def test_run_skip_rerun_and_resume(tmp_path, monkeypatch):
     assert set(state["steps"]) == {"t", "p", "x", "b"}
     assert not (out / ".b.partial").exists()
 
+    calls.clear()
+    orig_bench = Runner.step_bench
+    monkeypatch.setattr(Runner, "step_bench", lambda self, s, d: calls.append(s.id) or orig_bench(self, s, d))
+    monkeypatch.setattr(Runner, "step_export", lambda self, s, d: calls.append(s.id) or orig(self, s, d))
+    run_recipe(recipe2, out, verbose=False, redo=["b"])         # a quieter machine: measure again, keep the models
+    assert calls == ["b"]
+    with pytest.raises(OptionError, match="--redo: no step 'bnch'"):
+        run_recipe(recipe2, out, verbose=False, redo=["bnch"])
+
 
 def test_example_recipes_are_valid():
     names = {p.name for p in (ROOT / "examples").glob("*.toml")}
     assert {"quickstart.toml", "mnist_tflite.toml", "cifar10_torch.toml", "kd_lowrank.toml", "framework_compare.toml"} <= names
     for p in (ROOT / "examples").glob("*.toml"):
         assert load_recipe(p).steps
+

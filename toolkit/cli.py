@@ -68,7 +68,7 @@ def cmd_compress(args) -> int:
 
 def cmd_run(args) -> int:
     from toolkit.recipes.runner import run_recipe
-    run_recipe(args.recipe, args.out)
+    run_recipe(args.recipe, args.out, redo=[s.strip() for s in (args.redo or "").split(",") if s.strip()])
     return 0
 
 
@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="run a recipe (TOML): train, compress, export, benchmark, report in one run folder")
     s.add_argument("recipe", help="recipe file, e.g. examples/quickstart.toml")
     s.add_argument("--out", default=None, help="run folder (default runs/<recipe name>)")
+    s.add_argument("--redo", default=None, metavar="STEP[,STEP]",
+                   help="run these steps again even if unchanged (e.g. bench, to re-measure on a quiet machine)")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("demo", help="the quickstart on the embedded default data (no flags needed)")

@@ -15,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+from toolkit.errors import OptionError
 from toolkit.recipes.schema import Recipe, Step, load_recipe
 
 STATE_VERSION = 1
@@ -27,8 +28,13 @@ def _sha(path: Path) -> str:
 
 
 class Runner:
-    def __init__(self, recipe: Recipe, out: Path, verbose: bool = True):
+    def __init__(self, recipe: Recipe, out: Path, verbose: bool = True, redo: tuple[str, ...] = ()):
         self.recipe, self.out, self.verbose = recipe, Path(out), verbose
+        ids = [s.id for s in recipe.steps]
+        unknown = [r for r in redo if r not in ids]
+        if unknown:
+            raise OptionError(f"--redo: no step {', '.join(map(repr, unknown))} in {recipe.name} (steps: {', '.join(ids)})")
+        self.redo = set(redo)
         self.state_file = self.out / ".edgepack" / "state.json"
         self.state = self._load_state()
         self._dataset = None
@@ -90,7 +96,8 @@ class Runner:
             digest = self.step_hash(step)
             prev = self.state["steps"].get(step.id)
             final = self.out / step.id
-            if prev and prev.get("hash") == digest and all((self.out / f).exists() for f in prev["outputs"]):
+            if (step.id not in self.redo and prev and prev.get("hash") == digest
+                    and all((self.out / f).exists() for f in prev["outputs"])):
                 self.log(f"[{i}/{len(self.recipe.steps)}] {step.id} ({step.kind}): unchanged, skipped")
                 continue
             self.log(f"[{i}/{len(self.recipe.steps)}] {step.id} ({step.kind})")
@@ -179,7 +186,8 @@ class Runner:
         o = step.options
         opts = ExportOptions(**{k2: o[k] for k, k2 in (("calibration", "calibration_method"), ("calibration_samples", "calibration_samples"),
                                                         ("io_dtype", "io_dtype"), ("onnx_activations", "onnx_activations"), ("tflite_route", "tflite_route"),
-                                                        ("verify_images", "verify_images"), ("sparse_values", "sparse_values")) if k in o})
+                                                        ("verify_images", "verify_images"), ("sparse_values", "sparse_values"),
+                                                        ("per_channel", "per_channel"), ("dense_per_channel", "dense_per_channel")) if k in o})
         results = export_checkpoint(self.primary(o["input"]), o["formats"], d, self.dataset, None, opts,
                                     verbose=self.verbose)
         outs, summary = [], {}
@@ -230,8 +238,10 @@ def raise_option(msg: str):
     raise OptionError(msg)
 
 
-def run_recipe(path: str | Path, out: str | Path | None = None, verbose: bool = True) -> Path:
+def run_recipe(path: str | Path, out: str | Path | None = None, verbose: bool = True, redo=()) -> Path:
+    """Run (or resume) a recipe; `redo` names steps to run again even when unchanged (e.g. a benchmark on a quieter
+    machine); steps reading its outputs run again only where those outputs changed."""
     recipe = load_recipe(path)                        # validated before any work starts
     out = Path(out) if out else Path("runs") / recipe.name
-    Runner(recipe, out, verbose).run()
+    Runner(recipe, out, verbose, tuple(redo)).run()
     return out

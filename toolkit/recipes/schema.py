@@ -29,7 +29,7 @@ KINDS: dict[str, dict] = {
     "transfer": {"input": (str, True), "to": (str, True)},
     "export": {"input": (str, True), "formats": (list, True), "calibration": (str, False), "calibration_samples": (int, False),
                "io_dtype": (str, False), "onnx_activations": (str, False), "tflite_route": (str, False), "verify_images": (int, False),
-               "sparse_values": (str, False)},
+               "sparse_values": (str, False), "per_channel": (bool, False), "dense_per_channel": (bool, False)},
     "bench": {"inputs": (list, True), "threads": (list, False), "runs": (int, False), "min_seconds": (NUM, False),
               "warmup": (int, False), "include_checkpoints": (bool, False)},
     "prune-curve": {"input": (str, True), "rates": (list, True), "iterations": (int, True), "epochs": (int, False),

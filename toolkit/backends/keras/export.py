@@ -28,8 +28,10 @@ def to_onnx(model, path: str | Path, input_shape_hwc: tuple[int, int, int], opse
     return {"exporter": f"tf2onnx {tf2onnx.__version__}", "opset": opset, "tensorflow": tf.__version__, "input_layout": "NHWC"}
 
 
-def to_tflite(model, mode: str, representative: Callable[[], Iterable] | None = None, io_dtype: str = "int8") -> tuple[bytes, dict]:
-    """TFLiteConverter from the Keras model. mode: fp32 | dynamic | fp16 | int8 | sparse | sparse-int8."""
+def to_tflite(model, mode: str, representative: Callable[[], Iterable] | None = None, io_dtype: str = "int8",
+              per_channel: bool = True, dense_per_channel: bool = True) -> tuple[bytes, dict]:
+    """TFLiteConverter from the Keras model. mode: fp32 | dynamic | fp16 | int8 | sparse | sparse-int8.
+    `per_channel=False` quantizes every weight per tensor; `dense_per_channel=False` only the Dense layers."""
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     details = {"converter": f"TFLiteConverter (tensorflow {tf.__version__})", "mode": mode}
     if mode in ("dynamic", "fp16", "int8", "sparse-int8"):
@@ -47,6 +49,11 @@ def to_tflite(model, mode: str, representative: Callable[[], Iterable] | None = 
         conv.inference_input_type = {"int8": tf.int8, "uint8": tf.uint8}[io_dtype]
         conv.inference_output_type = {"int8": tf.int8, "uint8": tf.uint8}[io_dtype]
         details["io_dtype"] = io_dtype
+    if mode in ("dynamic", "int8", "sparse-int8"):
+        conv._experimental_disable_per_channel = not per_channel
+        conv._experimental_disable_per_channel_quantization_for_dense_layers = not dense_per_channel
+        details["weights"] = ("int8 per-tensor" if not per_channel else
+                              "int8 per-channel (Dense per-tensor)" if not dense_per_channel else "int8 per-channel")
     try:
         with quiet_stderr():
             data = conv.convert()
