@@ -215,6 +215,22 @@ def test_lowrank_and_separable_rewrite_the_architecture(trained, mnist_small):
     for kind in ("depthwise", "grouped"):
         new, _ = cheaper_convs(spec, w, kind, groups=4)
         assert new.count_params()["trainable"] < spec.count_params()["trainable"]
+    # "at about the same parameter count": the widened variants land within 5% of the original
+    from toolkit.compress.lowrank import width_matched
+    for arch, groups in (("cifar-base", 4), ("mnist-small", 2)):
+        spec = get_arch(arch)
+        target = spec.count_params()["trainable"]
+        for kind in ("depthwise", "grouped"):
+            new, width = width_matched(spec, kind, groups)
+            assert width > 1 and abs(new.count_params()["trainable"] - target) <= 0.05 * target, (arch, kind, width)
+            kinds = {type(L).__name__ for L in new.layers}
+            assert ("SeparableConv" in kinds) == (kind == "depthwise")
+    with pytest.raises(OptionError, match="no standard conv after the first"):        # mnist-tutorial has one conv
+        _run(trained["torch"], [{"technique": "separable", "epochs": 0}], mnist_small)
+    model = get_backend("torch").build(get_arch("mnist-small"))
+    state, (rec,) = compress_model(model, [{"technique": "separable", "kind": "depthwise", "match_params": True, "epochs": 0}],
+                                   mnist_small, train_config=FAST, verbose=False)
+    assert rec["notes"]["width"] > 1 and abs(rec["after"]["params"] - rec["before"]["params"]) <= 0.05 * rec["before"]["params"]
 
 
 def test_composition_records_every_step(trained, tmp_path):

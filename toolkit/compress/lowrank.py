@@ -86,3 +86,40 @@ def cheaper_convs(spec: S.ArchSpec, weights: dict, kind: str = "depthwise", grou
                     continue
         _keep(L, old, layers, weights, new_w)
     return _finish(spec, layers), new_w
+
+
+def _scaled(spec: S.ArchSpec, kind: str, groups: int, width: float) -> S.ArchSpec:
+    """`spec` with every standard conv but the first replaced (like `cheaper_convs`) and its filters scaled by
+    `width` (multiples of `groups` for grouped convs). Architecture only: the caller trains it from scratch."""
+    layers, seen_first = [], False
+    for L in spec.layers:
+        if isinstance(L, S.Conv) and L.groups == 1:
+            if not seen_first:
+                seen_first = True
+            else:
+                q = groups if kind == "grouped" else 1
+                f = max(q, int(round(L.filters * width / q)) * q)
+                layers.append(S.SeparableConv(f, L.kernel, L.stride, L.padding, L.bias, L.activation) if kind == "depthwise"
+                              else dataclasses.replace(L, filters=f, groups=groups))
+                continue
+        layers.append(L)
+    return _finish(spec, layers)
+
+
+def width_matched(spec: S.ArchSpec, kind: str = "depthwise", groups: int = 4, target: int | None = None):
+    """The cheaper-conv variant of `spec` widened until its trainable parameter count is closest to `target`
+    (default: the original's), for comparisons "at about the same parameter count". Returns (spec, width)."""
+    if kind not in ("depthwise", "grouped"):
+        from toolkit.errors import OptionError
+        raise OptionError(f"kind must be depthwise or grouped, got {kind!r}")
+    target = target or spec.count_params()["trainable"]
+    best = None
+    for step in range(100, 1601, 5):                     # width 1.00 .. 16.00
+        width = step / 100
+        cand = _scaled(spec, kind, groups, width)
+        n = cand.count_params()["trainable"]
+        if best is None or abs(n - target) < abs(best[2] - target):
+            best = (cand, width, n)
+        if n > target:
+            break
+    return best[0], best[1]

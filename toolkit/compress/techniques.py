@@ -308,13 +308,21 @@ class Separable(Technique):
     groups: int = 4
     epochs: int = 2
     lr: float = 1e-3
+    match_params: bool = False                # widen the new convs to the original parameter count, train from scratch
 
     def apply(self, state):
-        from toolkit.compress.lowrank import cheaper_convs
+        from toolkit.compress.lowrank import cheaper_convs, width_matched
         if state.spec is None:
             raise OptionError("conv replacement works on models built from an architecture description")
         ops = compress_ops(state)
-        new_spec, weights = cheaper_convs(state.spec, ops.get_weights(state.model), self.kind, self.groups)
+        if self.match_params:
+            new_spec, width = width_matched(state.spec, self.kind, self.groups)
+            state.notes["width"] = width
+            weights = {}                          # a different architecture: fresh weights, trained for `epochs`
+        else:
+            new_spec, weights = cheaper_convs(state.spec, ops.get_weights(state.model), self.kind, self.groups)
+        if new_spec.count_params() == state.spec.count_params():
+            raise OptionError(f"{state.spec.name} has no standard conv after the first one to replace")
         state.spec = new_spec
         state.model = rebuild(state, new_spec, weights, strict=False)
         _fine_tune(state, self.epochs, self.lr)
