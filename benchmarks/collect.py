@@ -18,9 +18,13 @@ RESULTS = Path(__file__).parent / "results"
 def collect(run: Path, name: str | None = None) -> Path:
     run = Path(run)
     dest = RESULTS / (name or run.name)
+    # hand-written notes beside a published run (README.md, SWEEP.md, ...) survive a re-publish
+    notes = {p.name: p.read_text() for p in dest.glob("*.md") if p.name != "report.md"} if dest.exists() else {}
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
+    for fname, text in notes.items():
+        (dest / fname).write_text(text)
     report = (run / "report.md").read_text()
     for rel in re.findall(r"\]\(([^)]+\.png)\)", report):
         src = run / rel

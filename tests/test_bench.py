@@ -213,3 +213,23 @@ def test_metrics_of_sparse_encoded_tflite(exported, trained, mnist_small, tmp_pa
     m = file_metrics(r.path)
     assert "DENSIFY" in m["ops"] and m["params"] == 20410
     assert m["nonzero_params"] == pytest.approx(0.2 * 20410, rel=0.05)
+
+
+def test_collect_publishes_a_run_and_keeps_hand_written_notes(tmp_path, monkeypatch):
+    import benchmarks.collect as collect
+    run = tmp_path / "runs" / "demo"
+    (run / "b").mkdir(parents=True)
+    (run / "b" / "pareto.png").write_bytes(b"\x89PNG fake")
+    (run / "report.md").write_text("# demo\n![pareto](b/pareto.png)\n")
+    (run / "results.json").write_text(json.dumps({"results": [{"file": "m.onnx", "latencies_ms": [0.1, 0.2], "p50_ms": 0.15}]}))
+    (run / "results.csv").write_text("file,p50_ms\nm.onnx,0.15\n")
+    monkeypatch.setattr(collect, "RESULTS", tmp_path / "results")
+    dest = tmp_path / "results" / "demo"
+    dest.mkdir(parents=True)
+    (dest / "README.md").write_text("notes written by hand")
+    (dest / "stale.png").write_bytes(b"old")
+    assert collect.collect(run) == dest
+    assert (dest / "README.md").read_text() == "notes written by hand"
+    assert not (dest / "stale.png").exists() and (dest / "b" / "pareto.png").is_file()
+    row = json.loads((dest / "results.json").read_text())["results"][0]
+    assert "latencies_ms" not in row and row["p50_ms"] == 0.15
