@@ -233,3 +233,15 @@ def test_collect_publishes_a_run_and_keeps_hand_written_notes(tmp_path, monkeypa
     assert not (dest / "stale.png").exists() and (dest / "b" / "pareto.png").is_file()
     row = json.loads((dest / "results.json").read_text())["results"][0]
     assert "latencies_ms" not in row and row["p50_ms"] == 0.15
+
+
+def test_litert_kernel_paths_are_timed_per_file(exported, tmp_path):
+    from benchmarks import litert_kernels
+    out = tmp_path / "k.md"
+    f = str(exported["keras"]["tflite-int8"].path)
+    assert litert_kernels.main([f, "--runs", "20", "--out", str(out)]) == 0
+    row = [l for l in out.read_text().splitlines() if l.startswith(f"| {f} |")][0]
+    times = [float(c) for c in row.strip("|").split("|")[1:]]
+    assert len(times) == 3 and all(t > 0 for t in times)
+    assert times[2] > times[1]                       # reference kernels are slower than the optimized ones
+    assert litert_kernels.main([str(tmp_path / "nope.tflite")]) == 2
