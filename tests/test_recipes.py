@@ -86,6 +86,7 @@ def test_run_skip_rerun_and_resume(tmp_path, monkeypatch):
     assert len(rows) == 2 and all(r["ok"] for r in rows)
     report = (out / "report.md").read_text()
     assert "## Exports" in report and "## Benchmark" in report and "prune" in report
+    assert "every step as last run" in report                   # the time a recipe costs, across resumed invocations
     stamp = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and ".edgepack" not in str(p)}
 
     calls = []

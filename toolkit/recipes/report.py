@@ -14,11 +14,14 @@ def write_run_report(runner, seconds: float) -> None:
     from benchmarks.machine import machine_record
     from benchmarks.report import label
     out, recipe, st = runner.out, runner.recipe, runner.state["steps"]
+    step_min = {k: v.get("seconds", 0) / 60 for k, v in st.items() if k in {s.id for s in recipe.steps}}
     lines = [f"# {recipe.name}", "", recipe.description or "", "",
              f"Data: `{recipe.data['name']}`" + (f" from `{recipe.data.get('dir')}`" if recipe.data.get("dir") else "")
              + (f" ({runner._dataset.source})" if runner._dataset is not None else ""),
              f"Command: `edgepack run {recipe.path}{' --out ' + str(out) if out else ''}`",
-             f"Wall time of this invocation: {seconds / 60:.1f} min (skipped steps cost nothing).", ""]
+             f"Wall time of this invocation: {seconds / 60:.1f} min (skipped steps cost nothing); "
+             f"every step as last run: {sum(step_min.values()):.1f} min "
+             f"({', '.join(f'{k} {v:.1f}' for k, v in step_min.items())}).", ""]
     m = machine_record()
     lines += [f"Machine: {m['cpu']}, {m['cores']} cores; int8 ISA: {', '.join(m['isa']) or 'none'}; "
               f"{', '.join(f'{k} {v}' for k, v in m['runtimes'].items())}.", ""]
