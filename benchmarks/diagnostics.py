@@ -48,6 +48,17 @@ def unfused_qdq(model_path: str, threads: int) -> tuple[int, int] | None:
         return None
 
 
+def litert_kernel_split(int8_path: str, fp32_path: str, threads: int) -> dict | None:
+    """Median invoke time (us) of both files with and without LiteRT's default delegate (XNNPACK)."""
+    try:
+        from benchmarks.litert_kernels import time_path
+        return {f"{name}_{key}": time_path(path, resolver, runs=300, warmup=50, threads=threads)
+                for name, path in (("int8", int8_path), ("fp32", fp32_path))
+                for key, resolver in (("auto", "AUTO"), ("builtin", "BUILTIN_WITHOUT_DEFAULT_DELEGATES"))}
+    except Exception:
+        return None
+
+
 def diagnose(results) -> None:
     ok = [r for r in results if r.ok and r.latency_ms]
     for r in ok:
@@ -84,6 +95,13 @@ def _int8_slower(r, s) -> str:
                           "QDQ convs with uint8 activations, not int8: export with --onnx-activations uint8)")
         if left and left[0]:
             causes.append(f"float input/output: {left[0]} quantize/dequantize nodes at the model boundary run on every call")
+    if r.format == "tflite":
+        k = litert_kernel_split(r.model, s.model, r.threads)
+        if k:
+            causes.append(f"LiteRT's default XNNPACK delegate speeds the fp32 file up x{k['fp32_builtin'] / k['fp32_auto']:.1f} "
+                          f"({k['fp32_builtin']:.1f} -> {k['fp32_auto']:.1f} us) and the int8 file x{k['int8_builtin'] / k['int8_auto']:.1f} "
+                          f"({k['int8_builtin']:.1f} -> {k['int8_auto']:.1f} us); on TFLite's built-in kernels alone int8/fp32 is "
+                          f"x{k['int8_builtin'] / k['fp32_builtin']:.2f} (medians measured now, batch 1)")
     if r.format == "tflite" and r.input and not r.input.get("quantized"):
         causes.append("the file takes float input, so it quantizes at the model boundary on every call")
     if r.macs is not None and r.macs < 5_000_000:

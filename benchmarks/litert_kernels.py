@@ -16,11 +16,11 @@ from pathlib import Path
 PATHS = ("AUTO", "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "BUILTIN_REF")
 
 
-def time_path(path: str, resolver: str, runs: int = 2000, warmup: int = 200) -> float:
+def time_path(path: str, resolver: str, runs: int = 2000, warmup: int = 200, threads: int = 1) -> float:
     """Median invoke time in microseconds on one kernel path."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    it = Interpreter(model_path=path, num_threads=1, experimental_op_resolver_type=getattr(OpResolverType, resolver))
+    it = Interpreter(model_path=path, num_threads=threads, experimental_op_resolver_type=getattr(OpResolverType, resolver))
     it.allocate_tensors()
     d = it.get_input_details()[0]
     it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))

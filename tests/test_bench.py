@@ -245,3 +245,10 @@ def test_litert_kernel_paths_are_timed_per_file(exported, tmp_path):
     assert len(times) == 3 and all(t > 0 for t in times)
     assert times[2] > times[1]                       # reference kernels are slower than the optimized ones
     assert litert_kernels.main([str(tmp_path / "nope.tflite")]) == 2
+    # the slow-int8 diagnostic backs its explanation with these kernel-path timings on the real files
+    from benchmarks.diagnostics import diagnose
+    fp32, int8 = str(exported["keras"]["tflite"].path), str(exported["keras"]["tflite-int8"].path)
+    res = [_fake(fp32, "tflite", "litert", 0.01), _fake(int8, "tflite", "litert", 0.03, int8=True)]
+    diagnose(res)
+    msg = res[1].diagnostics[0]
+    assert "XNNPACK delegate speeds the fp32 file up" in msg and "on TFLite's built-in kernels alone int8/fp32 is x" in msg
