@@ -249,3 +249,19 @@ def test_cli_compress_rejects_bad_options_before_work(trained, tmp_path):
         r = subprocess.run([sys.executable, "-m", "toolkit.cli", "compress", str(trained["torch"]), "--steps", steps,
                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_torch_pruning_works_on_channels_last_weights(scope):
+    """Regression: training runs in channels_last; torch's pruning .view(-1) failed on multi-channel conv weights."""
+    import torch
+    from toolkit.arch import get_arch
+    from toolkit.backends import get_backend
+    from toolkit.backends.torch.compress import prune_oneshot, sparsity_report, strip_pruning
+    model = get_backend("torch").build(get_arch("cifar-student")).to(memory_format=torch.channels_last)
+    params = [p for p in model.parameters()]
+    prune_oneshot(model, 0.5, scope=scope)
+    prune_oneshot(model, 0.7, scope=scope)                       # again, over the earlier mask (as a schedule does)
+    strip_pruning(model)
+    assert sparsity_report(model)["total"] == pytest.approx(0.7, abs=0.01)
+    assert all(any(p is q for q in model.parameters()) for p in params)   # optimizer-held Parameters are still the model's

@@ -71,6 +71,8 @@ def _apply_sparsity(layers, sparsity: float, method: str, scope: str):
     for _, m in layers:                                  # make earlier masks permanent; zeros stay smallest
         if prune.is_pruned(m):
             prune.remove(m, "weight")
+        if not m.weight.is_contiguous():                 # channels_last training: torch's pruning uses .view(-1)
+            m.weight.data = m.weight.data.contiguous()   # same Parameter object, so the optimizer keeps tracking it
     if sparsity <= 0:
         return
     if scope == "global":
