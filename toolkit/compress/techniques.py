@@ -302,7 +302,8 @@ class LowRank(Technique):
 @register_technique
 @dataclass
 class Separable(Technique):
-    """Replace standard convs (all but the first) by depthwise-separable or grouped convs, then fine-tune."""
+    """Replace standard convs (all but the first) by depthwise-separable or grouped convs, then fine-tune; with
+    `match_params`, widen them to the original parameter count and train that architecture from scratch."""
     name = "separable"
     kind: str = "depthwise"                   # depthwise | grouped
     groups: int = 4
