@@ -48,6 +48,8 @@ def test_step_parsing_and_validation():
         get_technique("prune", sparsity=0.8, initial_sparsity=0.9)
     with pytest.raises(OptionError, match="lr_schedule must be one of"):
         get_technique("prune", lr_schedule="warmup")
+    with pytest.raises(OptionError, match="train schedule must be one of"):
+        get_technique("train", schedule="warmup")
     sched = get_technique("prune", sparsity=0.8, initial_sparsity=0.5).make_schedule(100)
     assert sched.sparsity(0) == pytest.approx(0.5) and sched.sparsity(10_000) == pytest.approx(0.8)
     with pytest.raises(OptionError, match="key=value"):

@@ -67,6 +67,10 @@ class Train(Technique):
     augment: bool = False
     batch_size: int | None = None
 
+    def __post_init__(self):
+        if self.schedule not in LR_SCHEDULES:           # before any step runs, like every other option
+            raise OptionError(f"train schedule must be one of {LR_SCHEDULES}, got {self.schedule!r}")
+
     def apply(self, state):
         cfg = _train_config(state, self.epochs, self.lr, self.batch_size, schedule=self.schedule, augment=self.augment)
         state.backend.fit(state.model, state.dataset, cfg, verbose=state.verbose)
