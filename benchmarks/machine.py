@@ -34,6 +34,25 @@ def has_int8_dot(cpu: dict) -> bool:
     return any(f in cpu["flags"] for f in ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"))
 
 
+def onnxruntime_kernel_class(cpu: dict | None = None) -> str:
+    """The class of ONNX Runtime's u8 x s8 int8 kernels on this CPU (see benchmarks.runners.qdq_reference)."""
+    cpu = cpu or cpu_info()
+    flags = set(cpu["flags"])
+    if platform.machine().lower() in ("aarch64", "arm64") or "asimd" in flags:
+        return "exact"
+    if flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+        return "exact"
+    if "avx2" in flags:
+        return "u8s8-sat16"
+    return "unknown"
+
+
+def cpu_label(cpu: dict | None = None) -> str:
+    """'AMD EPYC (AVX2)': the CPU and the int8-relevant ISA, for every figure edgepack prints."""
+    cpu = cpu or cpu_info()
+    return f"{cpu['model']} ({', '.join(cpu['int8_features']) or platform.machine()})"
+
+
 def _v(dist: str) -> str | None:
     try:
         return version(dist)
@@ -48,7 +67,7 @@ def machine_record() -> dict:
     except AttributeError:
         affinity = os.cpu_count()
     return {"cpu": cpu["model"], "cores": os.cpu_count(), "usable_cores": affinity, "isa": cpu["int8_features"],
-            "int8_dot_product": has_int8_dot(cpu), "os": platform.platform(), "python": platform.python_version(),
+            "int8_dot_product": has_int8_dot(cpu), "ort_int8_kernel_class": onnxruntime_kernel_class(cpu), "os": platform.platform(), "python": platform.python_version(),
             "arch": platform.machine(),
             "runtimes": {k: v for k, v in {"onnxruntime": _v("onnxruntime"), "ai-edge-litert": _v("ai-edge-litert"),
                                            "numpy": _v("numpy"), "torch": _v("torch"), "tensorflow": _v("tensorflow")}.items() if v},

@@ -87,6 +87,8 @@ class Graph:
     initializers: dict[str, Tensor]
     inputs: dict[str, tuple]          # name -> shape (-1 for symbolic)
     opset: int | None = None
+    outputs: list[str] = field(default_factory=list)
+    input_types: dict[str, int] = field(default_factory=dict)   # name -> TensorProto.DataType
 
 
 def _tensor(buf: bytes) -> Tensor:
@@ -138,18 +140,28 @@ def _attr(buf: bytes):
             val = v.decode(errors="replace")
         elif num == 8:
             ints += [x if x < (1 << 63) else x - (1 << 64) for x in _packed_ints(v, wt)]
+        elif num == 7:                                   # floats
+            val = list(np.frombuffer(v, "<f4")) if wt == 2 else (val or []) + [struct.unpack("<f", v)[0]]
+        elif num == 5:                                   # a tensor (Constant nodes)
+            val = _tensor(v).array
     return name, (ints if ints else val)
 
 
 def _value_info_shape(buf: bytes) -> tuple[str, tuple]:
-    name, shape = "", ()
+    return _value_info(buf)[:2]
+
+
+def _value_info(buf: bytes) -> tuple[str, tuple, int]:
+    name, shape, elem = "", (), 0
     for num, _, v in fields(buf):
         if num == 1:
             name = v.decode()
         elif num == 2:                                   # TypeProto
             for n2, _, v2 in fields(v):
                 if n2 == 1:                              # tensor_type
-                    for n3, _, v3 in fields(v2):
+                    for n3, w3, v3 in fields(v2):
+                        if n3 == 1 and w3 == 0:
+                            elem = v3
                         if n3 == 2:                      # TensorShapeProto
                             dims = []
                             for n4, _, v4 in fields(v3):
@@ -160,7 +172,7 @@ def _value_info_shape(buf: bytes) -> tuple[str, tuple]:
                                             d = v5
                                     dims.append(d)
                             shape = tuple(dims)
-    return name, shape
+    return name, shape, elem
 
 
 def read_onnx(data: bytes) -> Graph:
@@ -182,7 +194,7 @@ def read_onnx(data: bytes) -> Graph:
         raise ModelError(f"not a valid ONNX model ({e})") from None
     if graph_buf is None:
         raise ModelError("not a valid ONNX model (no graph)")
-    nodes, inits, inputs = [], {}, {}
+    nodes, inits, inputs, types, outputs = [], {}, {}, {}, []
     for num, wt, v in fields(graph_buf):
         if num == 1:
             ins, outs, op, attrs = [], [], "", {}
@@ -201,7 +213,9 @@ def read_onnx(data: bytes) -> Graph:
             t = _tensor(v)
             inits[t.name] = t
         elif num == 11:
-            name, shape = _value_info_shape(v)
-            inputs[name] = shape
+            name, shape, elem = _value_info(v)
+            inputs[name], types[name] = shape, elem
+        elif num == 12:
+            outputs.append(_value_info(v)[0])
     inputs = {k: s for k, s in inputs.items() if k not in inits}
-    return Graph(nodes, inits, inputs, opset)
+    return Graph(nodes, inits, inputs, opset, outputs, {k: t for k, t in types.items() if k in inputs})
