@@ -92,11 +92,22 @@ def _export_one(ctx: ExportContext, fmt: str, verbose: bool) -> ExportResult:
     rec = _record(ctx, exp, final, details, ver)
     rec.save(final)
     if verbose:
-        status = "ok" if ver.passed else "FAILED: " + "; ".join(ver.failures)
-        print(f"[{fmt}] {rec.sizes['bytes']:,} B (gzip {rec.sizes['gzip_bytes']:,} B), accuracy "
-              f"{ver.export_accuracy:.4f} vs source {ver.source_accuracy:.4f} on {ver.images} images, "
-              f"agreement {ver.top1_agreement:.2%}, max |diff| {ver.max_abs_diff:.2g}: {status}", flush=True)
+        print(f"[{fmt}] {verification_line(rec.sizes, ver)}", flush=True)
     return ExportResult(fmt, final, rec, ver, None if ver.passed else f"verification failed: {'; '.join(ver.failures)}")
+
+
+def verification_line(sizes: dict, ver: Verification) -> str:
+    """One line: size, accuracy change with its margin, agreement, per-kernel-class proof, verdict."""
+    status = "ok" if ver.passed else "FAILED: " + "; ".join(ver.failures)
+    line = (f"{sizes['bytes']:,} B (gzip {sizes['gzip_bytes']:,} B), accuracy {ver.export_accuracy:.2%} vs source "
+            f"{ver.source_accuracy:.2%} ({ver.accuracy_delta_pp:+.2f} +- {ver.accuracy_delta_se_pp:.2f} pp) on {ver.images} "
+            f"images of {ver.classes_covered} classes, agreement {ver.top1_agreement:.2%}")
+    if ver.confident_agreement is not None and ver.atol is None:
+        line += f" ({ver.confident_agreement:.2%} on {ver.confident_images} clear-margin inputs)"
+    if ver.kernel_classes:
+        line += ", kernel classes " + ", ".join(f"{k} {v['accuracy']:.2%}" for k, v in ver.kernel_classes.items()
+                                                 if not k.startswith("_") and v.get("accuracy") is not None)
+    return f"{line}, on {ver.machine}: {status}"
 
 
 def _record(ctx: ExportContext, exp, path: Path, details: dict, ver: Verification) -> ArtifactRecord:

@@ -28,7 +28,9 @@ class ExportOptions:
     tflite_route: str = "auto"                # keras converter for Keras sources, onnx2tf otherwise
     keep_nchw: bool = False                   # onnx2tf: keep the NCHW input instead of NHWC
     sparse_values: str = "fp32"               # value storage in the sparse archive
-    verify_images: int = 512                  # real test images for verification (>= 512)
+    verify_images: int = 1000                 # real test images for verification, stratified by class
+    max_accuracy_drop: float = 1.0            # quantized files: allowed accuracy drop (pp), beyond 2 standard errors
+    target: str = "any"                       # CPUs the file must keep its accuracy on (exporters.verify.TARGETS)
     seed: int = 0
 
     def __post_init__(self):
@@ -43,6 +45,11 @@ class ExportOptions:
             raise OptionError("calibration samples must be >= 1")
         if self.verify_images < 1:
             raise OptionError("verification needs at least one image")
+        from exporters.verify import TARGETS
+        if self.target not in TARGETS:
+            raise OptionError(f"unknown target {self.target!r}; expected one of {', '.join(TARGETS)}")
+        if not 0 <= self.max_accuracy_drop <= 100:
+            raise OptionError(f"max accuracy drop must be in [0, 100] percentage points, got {self.max_accuracy_drop}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,6 +105,7 @@ class Exporter:
     atol: float | None = 1e-4                 # max abs logit difference allowed (None: not checked)
     min_agreement: float = 1.0                # top-1 agreement with the source
     runtime: str = ""                         # the runtime that verifies it
+    kernel_sensitive: bool = False            # results depend on the CPU's int8 kernel class: proven per class
 
     tag: str = ""                             # file name part: model.<tag>.<suffix>
 

@@ -7,6 +7,7 @@ import argparse
 def add_export_parser(sub, add_data_args, func):
     from exporters.base import CALIBRATION_METHODS, IO_DTYPES, SPARSE_VALUE_DTYPES, TFLITE_ROUTES
     from exporters.registry import get_exporter, list_exporters
+    from exporters.verify import TARGET_HELP, TARGETS
     lines = "\n".join(f"  {n:<18} {get_exporter(n).description}" for n in list_exporters())
     p = sub.add_parser("export", help="export a checkpoint to TFLite / ONNX / sparse formats, each verified",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=f"formats:\n{lines}")
@@ -25,7 +26,11 @@ def add_export_parser(sub, add_data_args, func):
     p.add_argument("--dense-per-tensor", action="store_true",
                    help="Keras TFLite route: per-tensor weights for Dense layers only (smaller gzip)")
     p.add_argument("--sparse-values", default="fp32", choices=SPARSE_VALUE_DTYPES)
-    p.add_argument("--verify-images", type=int, default=512, help="real test images for verification")
+    p.add_argument("--verify-images", type=int, default=1000,
+                   help="test images for verification, stratified by class and seeded (default 1000)")
+    p.add_argument("--target", default="any", choices=TARGETS, help=f"CPUs the files must keep their accuracy on (default any). {TARGET_HELP}")
+    p.add_argument("--max-accuracy-drop", type=float, default=1.0,
+                   help="quantized files: allowed accuracy drop in percentage points, beyond two standard errors (default 1)")
     p.set_defaults(func=func)
 
 
@@ -36,7 +41,8 @@ def run_export(args) -> int:
     opts = ExportOptions(calibration_method=args.calibration, calibration_samples=args.calibration_samples,
                          io_dtype=args.io_dtype, onnx_activations=args.onnx_activations, tflite_route=args.tflite_route, keep_nchw=args.keep_nchw,
                          sparse_values=args.sparse_values, verify_images=args.verify_images,
-                         per_channel=not args.per_tensor, dense_per_channel=not args.dense_per_tensor)
+                         per_channel=not args.per_tensor, dense_per_channel=not args.dense_per_tensor,
+                         target=args.target, max_accuracy_drop=args.max_accuracy_drop)
     results = export_checkpoint(args.checkpoint, formats, args.out, args.data, args.data_dir, opts)
     raise_on_failures(results)
     return 0

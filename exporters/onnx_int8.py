@@ -8,7 +8,8 @@ import numpy as np
 from exporters.base import ExportContext, Exporter
 from exporters.onnx_fp32 import input_layout
 from exporters.registry import register_exporter
-from toolkit.errors import ModelError
+from exporters.verify import TARGETS
+from toolkit.errors import ModelError, first_line
 
 
 class ArrayCalibrationReader:
@@ -77,6 +78,7 @@ class OnnxInt8StaticExporter(Exporter):
     atol = None
     min_agreement = 0.98
     runtime = "onnxruntime"
+    kernel_sensitive = True
 
     def export(self, ctx: ExportContext, path: Path) -> dict:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -86,18 +88,33 @@ class OnnxInt8StaticExporter(Exporter):
         calib = ctx.dataset.calibration(opts.calibration_samples, opts.seed, layout)
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                   "percentile": CalibrationMethod.Percentile}[opts.calibration_method]
+        # Portable by default: x86 CPUs without VNNI add pairs of u8 x s8 products in int16 with saturation
+        # (vpmaddubsw); 7-bit weights (ORT's reduce_range) keep every pair sum in range, so the file computes
+        # the same integers on every CPU class. Full-range weights only for a target known to accumulate in int32.
+        seven_bit = "u8s8-sat16" in TARGETS[opts.target]
         try:
-            quantize_static(str(src), str(path), ArrayCalibrationReader(name, calib), quant_format=QuantFormat.QDQ,
-                            per_channel=opts.per_channel, weight_type=QuantType.QInt8,
-                            activation_type=QuantType.QUInt8 if opts.onnx_activations == "uint8" else QuantType.QInt8,
-                            calibrate_method=method, extra_options={"CalibTensorRangeSymmetric": False})
+            def quantize(out: Path, calibrate_method) -> None:
+                quantize_static(str(src), str(out), ArrayCalibrationReader(name, calib), quant_format=QuantFormat.QDQ,
+                                per_channel=opts.per_channel, weight_type=QuantType.QInt8, reduce_range=seven_bit,
+                                activation_type=QuantType.QUInt8 if opts.onnx_activations == "uint8" else QuantType.QInt8,
+                                calibrate_method=calibrate_method, extra_options={"CalibTensorRangeSymmetric": False})
+            quantize(path, method)
+            same_as_minmax = None
+            if opts.calibration_method != "minmax":         # say when a calibrator produced MinMax's ranges
+                quantize(ctx.work_dir / "minmax.onnx", CalibrationMethod.MinMax)
+                same_as_minmax = _activation_ranges(path) == _activation_ranges(ctx.work_dir / "minmax.onnx")
+                if same_as_minmax:
+                    print(f"note: {opts.calibration_method} calibration produced the same activation ranges as minmax "
+                          f"(onnxruntime {_ort_version()})", flush=True)
         except Exception as e:
-            raise ModelError(f"ORT static quantization failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+            raise ModelError(f"ORT static quantization failed: {first_line(e)}") from None
         compact = compact_names(path)
+        bits = "7-bit" if seven_bit else "8-bit"
         return {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ", "activations": opts.onnx_activations, "names": compact,
-                "weights": "int8 per-channel" if opts.per_channel else "int8 per-tensor",
-                "calibration": {"method": opts.calibration_method, "samples": len(calib), "split": "train",
-                                "seed": opts.seed}, "qdq_nodes": _count_qdq(path)}
+                "weights": f"int8 {'per-channel' if opts.per_channel else 'per-tensor'}, {bits} range",
+                "target": opts.target, "reduce_range": seven_bit,
+                "calibration": {"method": opts.calibration_method, "samples": len(calib), "split": "train, stratified",
+                                "seed": opts.seed, "same_ranges_as_minmax": same_as_minmax}, "qdq_nodes": _count_qdq(path)}
 
 
 @register_exporter
@@ -119,6 +136,21 @@ class OnnxInt8DynamicExporter(Exporter):
         return {"quantizer": "onnxruntime.quantization.quantize_dynamic", "weights": "uint8 per-tensor",
                 "names": compact_names(path),
                 "why_uint8": "ConvInteger with int8 weights is not implemented in ORT's CPU provider"}
+
+
+def _activation_ranges(path: Path) -> list:
+    """(scale, zero point) of every activation QuantizeLinear, in graph order."""
+    import onnx
+    from onnx import numpy_helper
+    m = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    return [tuple(float(np.asarray(inits[i]).reshape(-1)[0]) for i in n.input[1:3] if i in inits)
+            for n in m.graph.node if n.op_type == "QuantizeLinear"]
+
+
+def _ort_version() -> str:
+    import onnxruntime
+    return onnxruntime.__version__
 
 
 def _count_qdq(path: Path) -> dict:

@@ -35,10 +35,12 @@ def test_every_format_exports_and_verifies(exported, fw, fmt):
     assert r.ok, r.error
     assert r.path.is_file() and r.path.suffix == exp.suffix
     v = r.verification
-    assert v.images >= 512
-    if exp.atol is not None:
-        assert v.max_abs_diff <= exp.atol
-    assert v.top1_agreement >= exp.min_agreement
+    assert v.images >= 512 and v.classes_covered == 10
+    if exp.atol is not None:                                  # exact formats: same numbers, same decisions
+        assert v.max_abs_diff <= exp.atol and v.top1_agreement >= exp.min_agreement
+    else:                                                     # quantized: accuracy kept within its margin
+        assert -v.accuracy_delta_pp <= v.max_accuracy_drop_pp + 2 * v.accuracy_delta_se_pp
+        assert v.confident_agreement is None or v.confident_agreement >= v.min_confident_agreement
     man = json.loads(r.path.with_name(r.path.name + ".json").read_text())
     assert man["format"] == fmt and man["verification"]["passed"] is True
     assert man["sizes"]["bytes"] == r.path.stat().st_size
@@ -55,7 +57,7 @@ def test_onnx_int8_is_qdq_with_per_channel_weights(exported):
         ops = [n.op_type for n in m.graph.node]
         assert ops.count("QuantizeLinear") >= 2 and ops.count("DequantizeLinear") >= 3
         calib = r.record.steps[-1]["details"]["calibration"]
-        assert calib["split"] == "train" and calib["samples"] == 100
+        assert calib["split"].startswith("train") and calib["samples"] == 100
         inits = {i.name: i for i in m.graph.initializer}
         weight_dq = [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
                      and len(inits[n.input[0]].dims) == 4]                       # conv weights
@@ -70,7 +72,7 @@ def test_int8_onnx_names_are_compacted_losslessly(exported):
     m = onnx.load(str(r.path))
     assert m.graph.input[0].name == "input" and m.graph.output[0].name == "logits"
     assert max(len(i.name) for i in m.graph.initializer) <= 4 and not any(n.name for n in m.graph.node)
-    assert r.verification.top1_agreement >= 0.98                     # verified after compaction
+    assert r.ok and r.verification.passed                             # verified after compaction
 
 
 def test_onnx_dynamic_uses_weight_type_ort_runs(exported):

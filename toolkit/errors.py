@@ -15,3 +15,9 @@ class ModelError(EdgepackError):
 
 class OptionError(EdgepackError):
     """An unknown or out-of-range option."""
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """'TypeName: first line of the message' (never fails on an empty message), for one-line errors."""
+    s = str(e).strip()
+    return f"{type(e).__name__}: {s.splitlines()[0][:limit]}" if s else type(e).__name__

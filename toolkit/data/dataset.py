@@ -53,15 +53,36 @@ class Dataset:
         return np.sort(idx[n_val:]), np.sort(idx[:n_val])
 
     def calibration(self, n: int = 200, seed: int = 0, layout: str = "NHWC") -> np.ndarray:
-        """N real training images, normalized, for quantization calibration."""
-        n = min(int(n), len(self.y_train))
-        idx = np.random.default_rng(seed + 1).choice(len(self.y_train), size=n, replace=False)
-        return self.normalize(self.x_train[np.sort(idx)], layout)
+        """N real training images, stratified by class and seeded, normalized, for quantization calibration."""
+        return self.normalize(self.x_train[stratified_indices(self.y_train, n, seed + 1)], layout)
 
-    def test_subset(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The first n test images (all when n is None), uint8, and labels."""
-        n = len(self.y_test) if n is None else min(int(n), len(self.y_test))
-        return self.x_test[:n], self.y_test[:n]
+    def test_subset(self, n: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """n test images stratified by class (seeded; all when n is None or >= the test set), uint8, and labels.
+
+        Never "the first n": image-folder copies are ordered by class, so the first images are one class."""
+        idx = stratified_indices(self.y_test, n, seed)
+        return self.x_test[idx], self.y_test[idx]
+
+
+def stratified_indices(y: np.ndarray, n: int | None, seed: int = 0) -> np.ndarray:
+    """Sorted indices of n labels drawn per class in proportion to the class sizes (largest remainder), seeded."""
+    total = len(y)
+    if n is None or int(n) >= total:
+        return np.arange(total)
+    n = int(n)
+    classes, counts = np.unique(y, return_counts=True)
+    exact = counts * n / total
+    take = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - take), kind="stable")[:n - take.sum()]:
+        take[i] += 1
+    if n >= len(classes):                                 # every class represented when there is room
+        short = take == 0
+        take[short] = 1
+        while take.sum() > n:
+            take[np.argmax(take)] -= 1
+    rng = np.random.default_rng(seed)
+    picked = [rng.choice(np.flatnonzero(y == c), size=k, replace=False) for c, k in zip(classes, take) if k]
+    return np.sort(np.concatenate(picked)) if picked else np.arange(0)
 
 
 def normalize(x: np.ndarray, mean, std, layout: str = "NHWC") -> np.ndarray:

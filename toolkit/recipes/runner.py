@@ -187,7 +187,9 @@ class Runner:
         opts = ExportOptions(**{k2: o[k] for k, k2 in (("calibration", "calibration_method"), ("calibration_samples", "calibration_samples"),
                                                         ("io_dtype", "io_dtype"), ("onnx_activations", "onnx_activations"), ("tflite_route", "tflite_route"),
                                                         ("verify_images", "verify_images"), ("sparse_values", "sparse_values"),
-                                                        ("per_channel", "per_channel"), ("dense_per_channel", "dense_per_channel")) if k in o})
+                                                        ("per_channel", "per_channel"), ("dense_per_channel", "dense_per_channel"),
+                                                        ("keep_nchw", "keep_nchw"), ("target", "target"),
+                                                        ("max_accuracy_drop", "max_accuracy_drop")) if k in o})
         results = export_checkpoint(self.primary(o["input"]), o["formats"], d, self.dataset, None, opts,
                                     verbose=self.verbose)
         outs, summary = [], {}
