@@ -16,7 +16,9 @@ def _int_list(text: str) -> list[int]:
 def add_bench_parser(sub, func):
     p = sub.add_parser("bench", help="benchmark .tflite/.onnx/.epk files and source checkpoints in one table")
     p.add_argument("models", nargs="+", help="model files (.tflite, .onnx, .epk, .pt, .keras)")
-    p.add_argument("--data", default="mnist", help="data set for inputs and accuracy (default: mnist)")
+    p.add_argument("--data", default="mnist",
+                   help="data set for inputs and accuracy (default: mnist); 'synthetic': random input of each model's own "
+                        "shape and dtype, latency/memory/size only (a model no data set fits is timed that way too, and said so)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
     p.add_argument("--warmup", type=int, default=5)

@@ -79,6 +79,7 @@ class BenchResult:
     runtime_info: dict | None = None
     latencies_ms: list | None = None        # raw samples
     diagnostics: list[str] = field(default_factory=list)
+    accuracy_note: str | None = None        # why accuracy was not measured (random input), if so
 
     def to_dict(self, raw: bool = False) -> dict:
         d = asdict(self)
@@ -155,7 +156,9 @@ def benchmark(models: list[str | Path], data: str, data_dir: str | None = None, 
                 test_images=accuracy.get("test_images") if accuracy else None,
                 confusion=accuracy.get("confusion") if accuracy else None, classes=accuracy.get("classes") if accuracy else None,
                 energy_mj=energy, machine=machine, input=out["input"], runtime_info=info,
-                latencies_ms=out["latencies_ms"], **static))
+                latencies_ms=out["latencies_ms"], accuracy_note=out.get("accuracy_note"), **static))
+            if out.get("accuracy_note") and threads == settings.threads[0]:
+                progress(f"{path.name}: {out['accuracy_note']}")
     from benchmarks.diagnostics import diagnose
     diagnose(results)
     return results

@@ -60,7 +60,7 @@ def _fmt(v, spec):
 
 
 def table_lines(results) -> list[str]:
-    head = f"{'model':<34}{'runtime':<12}{'thr':>4}{'p50 ms':>9}{'p90 ms':>9}{'load ms':>9}{'size B':>10}{'gzip B':>10}{'params':>9}{'nnz':>9}{'MACs':>11}{'RSS MB':>8}{'acc':>8}"
+    head = f"{'model':<34}{'runtime':<12}{'thr':>4}{'p50 ms':>9}{'p90 ms':>9}{'load ms':>9}{'size B':>12}{'gzip B':>12}{'params':>12}{'nnz':>12}{'MACs':>15}{'RSS MB':>8}{'acc':>8}"
     lines = [head, "-" * len(head)]
     for d in rows(results):
         name = Path(d["model"]).name
@@ -70,8 +70,8 @@ def table_lines(results) -> list[str]:
             continue
         lat = d["latency_ms"]
         lines.append(f"{name:<34}{d['runtime'] or '-':<12}{d['threads']:>4}{lat['p50']:>9.3f}{lat['p90']:>9.3f}"
-                     f"{_fmt(d['load_ms'], '.1f'):>9}{_fmt(d['size_bytes'], ','):>10}{_fmt(d['gzip_bytes'], ','):>10}"
-                     f"{_fmt(d['params'], ','):>9}{_fmt(d['nonzero_params'], ','):>9}{_fmt(d['macs'], ','):>11}"
+                     f"{_fmt(d['load_ms'], '.1f'):>9}{_fmt(d['size_bytes'], ','):>12}{_fmt(d['gzip_bytes'], ','):>12}"
+                     f"{_fmt(d['params'], ','):>12}{_fmt(d['nonzero_params'], ','):>12}{_fmt(d['macs'], ','):>15}"
                      f"{_fmt(d['peak_rss_mb'], '.1f'):>8}{_fmt(d['accuracy'], '.4f'):>8}")
     return lines
 
@@ -180,10 +180,12 @@ def write_markdown(results, path: Path, plots: list[Path], command: str = "") ->
     ds = rows(results)
     machine = next((d["machine"] for d in ds if d.get("machine")), {})
     lines = ["# edgepack benchmark report", ""]
+    kc = machine.get("ort_int8_kernel_class")
     if command:
         lines += [f"Command: `{command}`", ""]
     lines += ["## Machine", "", f"- CPU: {machine.get('cpu')} ({machine.get('cores')} cores, {machine.get('usable_cores')} usable)",
-              f"- int8-relevant ISA: {', '.join(machine.get('isa') or []) or 'none detected'}",
+              f"- int8-relevant ISA: {', '.join(machine.get('isa') or []) or 'none detected'}"
+              + (f"; ONNX Runtime int8 kernel class: {kc}" if kc else ""),
               f"- OS: {machine.get('os')}; Python {machine.get('python')}",
               f"- runtimes: {', '.join(f'{k} {v}' for k, v in (machine.get('runtimes') or {}).items())}", "",
               "## Results", "",
@@ -196,7 +198,7 @@ def write_markdown(results, path: Path, plots: list[Path], command: str = "") ->
             continue
         lat, e = d["latency_ms"], d.get("energy_mj") or {}
         est = "" if "measured" in (e.get("method") or "") else " (est.)"
-        acc = "-" if d["accuracy"] is None else f"{100 * d['accuracy']:.2f}%"
+        acc = ("not measured" if d.get("accuracy_note") else "-") if d["accuracy"] is None else f"{100 * d['accuracy']:.2f}%"
         lines.append(f"| {name} | {d['runtime']} | {d['threads']} | {lat['p50']:.3f} | {lat['p90']:.3f} | {lat['p99']:.3f} | "
                      f"{_fmt(d['load_ms'], '.1f')} | {_fmt(d['size_bytes'], ',')} | {_fmt(d['gzip_bytes'], ',')} | "
                      f"{_fmt(d['params'], ',')} | {_fmt(d['nonzero_params'], ',')} | {_fmt(d['macs'], ',')} | "
@@ -205,6 +207,9 @@ def write_markdown(results, path: Path, plots: list[Path], command: str = "") ->
     first = next((d for d in ds if d.get("test_images")), None)
     lines += ["", f"Latency: batch {ds[0].get('batch', 1) if ds else 1}, warm runs after warm-up, each model in its own process. "
               + (f"Accuracy: top-1 on all {first['test_images']:,} test images, in the target runtime." if first else ""), ""]
+    unmeasured = {Path(d["model"]).name: d["accuracy_note"] for d in ds if d.get("accuracy_note")}
+    if unmeasured:
+        lines += ["Not measured: " + "; ".join(f"**{k}**: {v}" for k, v in unmeasured.items()) + ".", ""]
     notes = [(d, m) for d in ds for m in d.get("diagnostics") or []]
     if notes:
         lines += ["## Diagnostics", ""] + [f"- **{Path(d['model']).name}** ({d['runtime']}, {d['threads']} thr): {m}" for d, m in notes] + [""]
@@ -216,6 +221,10 @@ def write_markdown(results, path: Path, plots: list[Path], command: str = "") ->
             v = rec.get("verification") or {}
             ver = (f"{'passed' if v.get('passed') else 'FAILED'}: agreement {100 * v['top1_agreement']:.2f}%, max diff "
                    f"{v['max_abs_diff']:.2g} on {v['images']} images" if v else "-")
+            if v.get("kernel_classes"):
+                ver += "; target " + str(v.get("target")) + ", " + ", ".join(
+                    f"{k} {100 * c['accuracy']:.2f}% ({c['how'].split(':')[0]})" for k, c in v["kernel_classes"].items()
+                    if not k.startswith("_") and c.get("accuracy") is not None)
             src = (rec.get("parent") or {}).get("file") or rec.get("framework") or "-"
             lines.append(f"| {Path(d['model']).name} | {src} | {' -> '.join(s['step'] + ('(' + s['format'] + ')' if s.get('format') else '') for s in rec.get('steps', []))} | {ver} |")
         lines.append("")

@@ -42,3 +42,36 @@ def test_bench_in_runtime_only_venv(runtime_venv, exported, tmp_path):
     assert [x["ok"] for x in rows] == [True, True, True]
     assert all(x["accuracy"] > 0.5 and x["macs"] == 93288 for x in rows)
     assert (tmp_path / "rep" / "report.md").is_file()       # plots are skipped without matplotlib, the report is not
+
+
+def _foreign_models(tmp_path):
+    """A 1x3x64x64 .onnx (torch) and a 64x64x3 .tflite (Keras): models no built-in data set fits."""
+    import torch
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(8, 5)).eval()
+    onnx_path = tmp_path / "foreign.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 3, 64, 64),), str(onnx_path), dynamo=False, input_names=["x"])
+    from toolkit.tf_import import import_tensorflow
+    tf = import_tensorflow()
+    m = tf.keras.Sequential([tf.keras.Input((64, 64, 3)), tf.keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+                             tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(5)])
+    tfl_path = tmp_path / "foreign.tflite"
+    tfl_path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(m).convert())
+    return [onnx_path, tfl_path]
+
+
+def test_synthetic_bench_times_models_no_data_set_fits(runtime_venv, tmp_path):
+    files = _foreign_models(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for data in (["--data", "synthetic"], ["--data", "mnist", "--data-dir", str(MNIST_DIR)]):
+        r = subprocess.run([str(runtime_venv), "-m", "toolkit.cli", "bench", *map(str, files), *data, "--runs", "10",
+                            "--min-seconds", "0", "--json", str(tmp_path / "r.json"), "--report", str(tmp_path / "rep")],
+                           capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+        rows = json.loads((tmp_path / "r.json").read_text())["results"]
+        assert [x["ok"] for x in rows] == [True, True]
+        assert all(x["accuracy"] is None and "accuracy not measured" in x["accuracy_note"] for x in rows)
+        assert all(x["latency_ms"]["p50"] > 0 and x["input"]["source"] == "random" for x in rows)
+        assert [x["input"]["shape"][1:] for x in rows] == [[3, 64, 64], [64, 64, 3]]
+        assert "accuracy not measured" in r.stderr
+        assert "not measured" in (tmp_path / "rep" / "report.md").read_text()

@@ -108,6 +108,22 @@ class Runner:
             x = np.clip(np.round(x / spec.scale + spec.zero_point), info.min, info.max)
         return np.ascontiguousarray(x.astype(spec.dtype))
 
+    def random_feed(self, batch: int = 1, seed: int = 0) -> np.ndarray:
+        """Random input of the model's own shape and dtype (latency without a data set, like benchmark_model)."""
+        shape = list(self.input.shape)
+        if not shape:
+            raise ModelError(f"{self.path}: the model's input has no shape; cannot make random input for it")
+        if shape[0] in (-1, 0, None):
+            shape[0] = batch
+        if any(d is None or d < 1 for d in shape[1:]):
+            raise ModelError(f"{self.path}: input shape {tuple(self.input.shape)} has dynamic dimensions besides the batch; "
+                             "random input needs a fixed shape")
+        rng = np.random.default_rng(seed)
+        if np.issubdtype(self.input.dtype, np.integer):
+            info = np.iinfo(self.input.dtype)
+            return rng.integers(info.min, int(info.max) + 1, size=shape).astype(self.input.dtype)
+        return rng.standard_normal(shape).astype(self.input.dtype)
+
     def decode(self, outs: list[np.ndarray]) -> np.ndarray:
         out, spec = outs[0], self.outputs[0]
         if spec.quantized:
