@@ -9,6 +9,7 @@ import resource
 import sys
 import time
 import traceback
+from pathlib import Path
 
 import numpy as np
 
@@ -42,12 +43,15 @@ SYNTHETIC = "synthetic"
 
 
 def main(req: dict) -> dict:
+    if req.get("static"):                              # file-level figures: opening a bad file may crash a runtime
+        from benchmarks.harness import static_metrics
+        return {"static": static_metrics(Path(req["model"]))}
     from benchmarks.machine import rapl_path
     from benchmarks.runners import open_runner
     from toolkit.data import load_dataset
     from toolkit.errors import ModelError
 
-    ds = None if req["data"] == SYNTHETIC else load_dataset(req["data"], req.get("data_dir"))
+    ds = None if req["data"] == SYNTHETIC else load_dataset(req["data"], req.get("data_dir"), allow_fallback=False, quiet=True)
     rapl = rapl_path()
     try:                                               # reset the high-water mark: data loading is not the model's
         with open("/proc/self/clear_refs", "w") as f:
@@ -96,8 +100,14 @@ def main(req: dict) -> dict:
     if e0 is not None and e1 is not None and e1 >= e0:
         result["energy_mj"] = {"value": (e1 - e0) / 1e3 / len(lat), "method": "measured (RAPL package counter)"}
     result["peak_rss_mb"] = max(_peak_mb() - base_rss, 0.0)   # the timed part only, before the accuracy pass
+    if ds is not None:
+        result["data"] = {"name": ds.name, "source": ds.source, "fallback": ds.fallback, "test_images": int(len(ds.y_test)),
+                          "classes": ds.num_classes, "test_sha256": ds.test_sha256(), "line": ds.describe()}
     if req.get("accuracy", True) and ds is not None:
         logits = runner.predict(x_all, batch_size=req.get("accuracy_batch", 256))
+        if logits.ndim != 2 or logits.shape[1] != ds.num_classes:
+            raise ModelError(f"{req['model']}: the model has {logits.shape[-1]} outputs but {ds.name} has {ds.num_classes} "
+                             "classes; benchmark it on the data set it was made for")
         pred = logits.argmax(1)
         n = ds.num_classes
         cm = np.zeros((n, n), np.int64)

@@ -16,10 +16,12 @@ def _int_list(text: str) -> list[int]:
 def add_bench_parser(sub, func):
     p = sub.add_parser("bench", help="benchmark .tflite/.onnx/.epk files and source checkpoints in one table")
     p.add_argument("models", nargs="+", help="model files (.tflite, .onnx, .epk, .pt, .keras)")
-    p.add_argument("--data", default="mnist",
-                   help="data set for inputs and accuracy (default: mnist); 'synthetic': random input of each model's own "
-                        "shape and dtype, latency/memory/size only (a model no data set fits is timed that way too, and said so)")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data", default=None,
+                   help="data set for inputs and accuracy: mnist, cifar10, digits (the offline stand-in for mnist, only "
+                        "when named), a name with --data-dir, or 'synthetic' (random input of each model's own shape and "
+                        "dtype: latency, memory, size only). Default: the data set each file's edgepack record names, "
+                        "else synthetic. A model no data set fits is timed on random input, and said so")
+    p.add_argument("--data-dir", default=None, help="folder or tarball holding the data set (default: $EDGEPACK_DATA, the cache, a download)")
     p.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--runs", type=int, default=50, help="minimum timed runs (default 50)")

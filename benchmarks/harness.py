@@ -80,6 +80,8 @@ class BenchResult:
     latencies_ms: list | None = None        # raw samples
     diagnostics: list[str] = field(default_factory=list)
     accuracy_note: str | None = None        # why accuracy was not measured (random input), if so
+    data: dict | None = None                # the data actually used: name, source, test-set sha256, stand-in or not
+    data_warning: str | None = None         # the file's record names other data than it was benchmarked on
 
     def to_dict(self, raw: bool = False) -> dict:
         d = asdict(self)
@@ -106,16 +108,52 @@ def _child(request: dict, timeout: float) -> dict:
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_TAG):
             return json.loads(line[len(RESULT_TAG):])
+    if proc.returncode < 0:                       # killed by a signal: a runtime crashed on this file
+        import signal
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        return {"ok": False, "error": f"{request['model']}: the runtime crashed with {name} on this file "
+                                      "(truncated or corrupt?); the other models' results are kept", "signal": name}
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
     return {"ok": False, "error": f"child process exited with {proc.returncode} ({tail[:200]})"}
 
 
-def benchmark(models: list[str | Path], data: str, data_dir: str | None = None, settings: BenchSettings | None = None,
+def recorded_data(record: dict | None) -> str | None:
+    """The data set a file's edgepack record names (the explicit stand-in name when it was trained on one)."""
+    ds = (record or {}).get("dataset") or {}
+    name = ds.get("name")
+    if name and (ds.get("fallback") or "offline fallback" in " ".join(ds.get("notes") or [])):
+        from toolkit.data.sources import STAND_INS
+        name = next((k for k, v in STAND_INS.items() if v == name), name)
+    return name
+
+
+def data_mismatch(record: dict | None, used: dict | None) -> str | None:
+    """A warning when a file is benchmarked on other data than its record says it was made and verified with."""
+    rec = (record or {}).get("dataset") or {}
+    if not rec or not used:
+        return None
+    rec_fallback = bool(rec.get("fallback") or "offline fallback" in " ".join(rec.get("notes") or []))
+    if rec.get("test_sha256"):
+        same = rec["test_sha256"] == used["test_sha256"]
+    else:                                   # records written before the content hash: name and stand-in-ness
+        same = rec.get("name") == used["name"] and rec_fallback == used["fallback"]
+    if same:
+        return None
+    what = f"{rec.get('name')} ({'offline stand-in' if rec_fallback else rec.get('source')})"
+    return f"made and verified on {what}, benchmarked on {used['name']} ({used['source']}): its accuracy here is not its accuracy there"
+
+
+def benchmark(models: list[str | Path], data: str | None, data_dir: str | None = None, settings: BenchSettings | None = None,
               progress=print) -> list[BenchResult]:
-    """Benchmark each model at each thread count; failures become records with `ok=False` (others go on)."""
+    """Benchmark each model at each thread count; failures become records with `ok=False` (others go on).
+    `data=None`: each file's recorded data set, or random input (no accuracy) for files without a record."""
     settings = settings or BenchSettings()
     machine = machine_record()
     results: list[BenchResult] = []
+    announced: dict = {}
     for model in models:
         path = Path(model)
         fmt = FORMATS.get(path.suffix.lower(), path.suffix.lstrip(".") or "?")
@@ -125,15 +163,19 @@ def benchmark(models: list[str | Path], data: str, data_dir: str | None = None, 
                 raise ModelError(f"{path}: file not found")
             if path.suffix.lower() not in FORMATS:
                 raise ModelError(f"{path}: not a model file edgepack can run ({', '.join(sorted(FORMATS))})")
-            static = _static(path)
+            out = _child({"static": True, "model": str(path)}, settings.timeout_s)   # a crash here is one row
+            if not out.get("ok"):
+                raise ModelError(out.get("error") or f"{path}: cannot be read")
+            static = out["static"]
         except EdgepackError as e:
             results.append(BenchResult(str(path), fmt, None, settings.threads[0], ok=False, error=str(e), machine=machine))
             progress(f"{path}: error: {e}")
             continue
         accuracy = None
+        model_data = data or recorded_data(static.get("record")) or "synthetic"
         for threads in settings.threads:
             progress(f"benchmarking {path.name} ({fmt}, {threads} thread{'s' if threads > 1 else ''})")
-            req = {"model": str(path), "data": data, "data_dir": data_dir, "threads": threads, "batch": settings.batch,
+            req = {"model": str(path), "data": model_data, "data_dir": data_dir, "threads": threads, "batch": settings.batch,
                    "warmup": settings.warmup, "runs": settings.runs, "min_seconds": settings.min_seconds,
                    "accuracy": settings.accuracy and accuracy is None, "runtime_options": settings.runtime_options}
             out = _child(req, settings.timeout_s)
@@ -156,7 +198,14 @@ def benchmark(models: list[str | Path], data: str, data_dir: str | None = None, 
                 test_images=accuracy.get("test_images") if accuracy else None,
                 confusion=accuracy.get("confusion") if accuracy else None, classes=accuracy.get("classes") if accuracy else None,
                 energy_mj=energy, machine=machine, input=out["input"], runtime_info=info,
-                latencies_ms=out["latencies_ms"], accuracy_note=out.get("accuracy_note"), **static))
+                latencies_ms=out["latencies_ms"], accuracy_note=out.get("accuracy_note"), data=out.get("data"),
+                data_warning=data_mismatch(static.get("record"), out.get("data")), **static))
+            used = out.get("data") or {}
+            if used.get("line") and used["line"] != announced.get("line"):
+                progress(used["line"])
+                announced.update(used)
+            if results[-1].data_warning and threads == settings.threads[0]:
+                progress(f"warning: {path.name}: {results[-1].data_warning}")
             if out.get("accuracy_note") and threads == settings.threads[0]:
                 progress(f"{path.name}: {out['accuracy_note']}")
     from benchmarks.diagnostics import diagnose
@@ -164,7 +213,7 @@ def benchmark(models: list[str | Path], data: str, data_dir: str | None = None, 
     return results
 
 
-def _static(path: Path) -> dict:
+def static_metrics(path: Path) -> dict:
     """File-level figures, measured from the file (and its edgepack record, if one lies beside it)."""
     m = file_metrics(path)
     rec = ArtifactRecord.load(path)

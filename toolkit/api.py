@@ -18,6 +18,7 @@ from types import ModuleType
 from toolkit.arch import ArchSpec, get_arch
 from toolkit.backends import backend_for_file, get_backend
 from toolkit.data import Dataset, load_dataset
+from toolkit.data.sources import STAND_INS
 from toolkit.errors import ModelError
 from toolkit.record import ArtifactRecord
 from toolkit.train import TrainConfig
@@ -25,7 +26,8 @@ from toolkit.train import TrainConfig
 
 def dataset_info(ds: Dataset) -> dict:
     return {"name": ds.name, "source": ds.source, "input_shape": list(ds.input_shape), "classes": ds.classes,
-            "preprocessing": ds.preprocessing(), "notes": ds.notes}
+            "preprocessing": ds.preprocessing(), "notes": ds.notes, "fallback": ds.fallback,
+            "test_sha256": ds.test_sha256()}
 
 
 @dataclass
@@ -114,6 +116,9 @@ def dataset_for(loaded: Loaded, data=None, data_dir: str | None = None) -> Datas
     name = data or rec.get("name")
     if not name:
         raise ModelError(f"{loaded.path}: no data set recorded; pass --data")
+    recorded_fallback = rec.get("fallback") or "offline fallback" in " ".join(rec.get("notes") or [])
+    if data is None and data_dir is None and recorded_fallback:
+        name = next(k for k, v in STAND_INS.items() if v == name)          # trained on the stand-in: use it again
     if data_dir is None and name == rec.get("name") and rec.get("source") and Path(rec["source"]).exists():
         data_dir = rec["source"]
-    return load_dataset(name, data_dir)
+    return load_dataset(name, data_dir, allow_fallback=False)

@@ -27,6 +27,7 @@ class Dataset:
     mean: tuple[float, ...]          # per channel, on the [0, 1] scale
     std: tuple[float, ...]
     notes: list[str] = field(default_factory=list)
+    fallback: bool = False           # an offline stand-in (scikit-learn's digits), never the named data set itself
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -36,6 +37,33 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def test_sha256(self) -> str:
+        """Content hash of the test images and labels: which data a figure was measured on, wherever it lies."""
+        if getattr(self, "_test_sha", None) is None:
+            import hashlib
+            h = hashlib.sha256(np.ascontiguousarray(self.x_test).tobytes())
+            h.update(np.ascontiguousarray(self.y_test).astype(np.int64).tobytes())
+            self._test_sha = h.hexdigest()
+        return self._test_sha
+
+    def sha256(self) -> str:
+        """Content hash of the whole data set (train and test): recipe steps recompute when it changes."""
+        if getattr(self, "_sha", None) is None:
+            import hashlib
+            h = hashlib.sha256(self.test_sha256().encode())
+            h.update(np.ascontiguousarray(self.x_train).tobytes())
+            h.update(np.ascontiguousarray(self.y_train).astype(np.int64).tobytes())
+            self._sha = h.hexdigest()
+        return self._sha
+
+    def describe(self) -> str:
+        """One line for stderr: which data a command used."""
+        what = f"{self.name} from {self.source}"
+        if self.fallback:
+            what += " (OFFLINE STAND-IN, not the real data set)"
+        return (f"data: {what}: {len(self.y_train):,} train / {len(self.y_test):,} test images, "
+                f"{self.num_classes} classes, test sha256 {self.test_sha256()[:12]}")
 
     def preprocessing(self) -> dict:
         """How raw uint8 pixels become model input; stored in every artifact record."""

@@ -225,7 +225,7 @@ def sklearn_digits_as_mnist() -> Dataset:
     te, tr = np.sort(idx[:360]), np.sort(idx[360:])
     return Dataset("mnist", "scikit-learn bundled 8x8 digits (offline fallback, upsampled to 28x28)",
                    x[tr], y[tr], x[te], y[te], [str(i) for i in range(10)], (0.1307,), (0.3081,),
-                   notes=["offline fallback: not real MNIST"])
+                   notes=["offline fallback: not real MNIST"], fallback=True)
 
 
 # ---------------------------------------------------------------- registry of named data sets
@@ -271,9 +271,27 @@ def _looks_like_idx(p: Path) -> bool:
     return find_idx(p, MNIST_FILES[0]) is not None
 
 
+STAND_INS = {"digits": "mnist"}     # explicit names for the offline stand-ins: `--data digits`
+
+
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, allow_download: bool = True,
-                 allow_fallback: bool = True) -> Dataset:
-    """Load a named data set (or a folder of IDX files / an image-folder tree under any name)."""
+                 allow_fallback: bool = True, quiet: bool = False) -> Dataset:
+    """Load a named data set (or a folder of IDX files / an image-folder tree under any name), say on stderr
+    which data it is, and refuse data no classifier can use. `allow_fallback=False` (bench, export) never
+    substitutes the offline stand-in for a missing data set: it must be asked for by name (`digits`)."""
+    if name in STAND_INS:
+        ds = DATASETS[STAND_INS[name]].fallback()
+    else:
+        ds = _load_dataset(name, data_dir, allow_download=allow_download, allow_fallback=allow_fallback)
+    present = np.unique(np.concatenate([ds.y_train, ds.y_test]))
+    if ds.num_classes < 2 or len(present) < 2:
+        raise DataError(f"{ds.source}: {len(present)} class found; a classifier needs at least two")
+    if not quiet:
+        note(ds.describe())
+    return ds
+
+
+def _load_dataset(name: str, data_dir, *, allow_download: bool, allow_fallback: bool) -> Dataset:
     spec = DATASETS.get(name)
     if data_dir is not None:
         d = Path(data_dir)
@@ -302,6 +320,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, allow_
         except DataError as e:
             note(f"cached copy unusable ({e}); trying download")
     errors = []
+    allow_download = allow_download and os.environ.get("EDGEPACK_OFFLINE", "") in ("", "0")
     if allow_download and spec.download is not None:
         try:
             note(f"{name}: not found locally, downloading into {cached}")
@@ -313,4 +332,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, allow_
         note(f"{name}: no local copy ({'; '.join(errors) or 'download disabled'}); "
              f"USING OFFLINE FALLBACK: {ds.source}. Pass --data-dir or set EDGEPACK_DATA for the real data set.")
         return ds
-    raise DataError(f"{name}: no local copy found ({'; '.join(errors) or 'download disabled'}); pass --data-dir DIR or set EDGEPACK_DATA")
+    stand_in = next((k for k, v in STAND_INS.items() if v == name), None)
+    hint = f", or --data {stand_in} for the offline stand-in ({spec.fallback_text})" if stand_in else ""
+    raise DataError(f"{name}: no local copy found ({'; '.join(errors) or 'download disabled: EDGEPACK_OFFLINE'}); "
+                    f"pass --data-dir DIR or set EDGEPACK_DATA{hint}")

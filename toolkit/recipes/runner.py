@@ -19,7 +19,7 @@ from toolkit.errors import OptionError
 from toolkit.recipes.schema import Recipe, Step, load_recipe
 
 STATE_VERSION = 1
-CODE_REVISION = 4          # bump when a step's results would change for the same settings (part of every step hash)
+CODE_REVISION = 5          # bump when a step's results would change for the same settings (part of every step hash)
 
 
 def _sha(path: Path) -> str:
@@ -80,7 +80,10 @@ class Runner:
     # ------------------------------------------------------------ hashing
     def step_hash(self, step: Step) -> str:
         h = hashlib.sha256()
+        # the data's content, not its name: a re-run with other data (real MNIST after the offline stand-in,
+        # images moved between class folders) recomputes every step
         h.update(json.dumps({"kind": step.kind, "options": step.options, "data": self.recipe.data,
+                             "data_sha256": self.dataset.sha256(), "fallback": self.dataset.fallback,
                              "edgepack": "0.1.0", "revision": CODE_REVISION}, sort_keys=True, default=str).encode())
         for ref in step.reads():
             for f in sorted(self.files(ref)):
@@ -218,7 +221,11 @@ class Runner:
                     models.append(f)
         settings = BenchSettings(threads=o.get("threads", [1]), runs=o.get("runs", 50), min_seconds=o.get("min_seconds", 1.0),
                                  warmup=o.get("warmup", 5))
-        results = benchmark(models, self.recipe.data["name"], self._data_dir(), settings, progress=self.log)
+        from toolkit.data.sources import STAND_INS
+        name = self.recipe.data["name"]
+        if self.dataset.fallback:                  # the models were trained on the stand-in: bench on it, by name
+            name = next(k for k, v in STAND_INS.items() if v == name)
+        results = benchmark(models, name, self._data_dir(), settings, progress=self.log)
         raw = [r.to_dict(raw=True) for r in results]
         write_json(raw, d / "results.json", {"settings": settings.__dict__})
         write_csv(results, d / "results.csv")
