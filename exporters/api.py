@@ -105,8 +105,9 @@ def verification_line(sizes: dict, ver: Verification) -> str:
     if ver.confident_agreement is not None and ver.atol is None:
         line += f" ({ver.confident_agreement:.2%} on {ver.confident_images} clear-margin inputs)"
     if ver.kernel_classes:
-        line += ", kernel classes " + ", ".join(f"{k} {v['accuracy']:.2%}" for k, v in ver.kernel_classes.items()
-                                                 if not k.startswith("_") and v.get("accuracy") is not None)
+        line += f", target {ver.target}: kernel classes " + ", ".join(
+            f"{k} {v['accuracy']:.2%}{'' if v['required_by_target'] else ' (not in target)'}"
+            for k, v in ver.kernel_classes.items() if not k.startswith("_") and v.get("accuracy") is not None)
     return f"{line}, on {ver.machine}: {status}"
 
 

@@ -261,6 +261,26 @@ class QdqGraph:
                 out = self._pool(get(0), at, "max" if op == "MaxPool" else "avg")
             elif op == "GlobalAveragePool":
                 out = get(0).mean(axis=(2, 3), keepdims=True)
+            elif op == "GlobalMaxPool":
+                out = get(0).max(axis=(2, 3), keepdims=True)
+            elif op in ("ReduceMean", "ReduceMax", "ReduceSum"):
+                x = get(0)
+                axes = get(1) if get(1) is not None else at.get("axes")
+                axes = None if axes is None or len(np.atleast_1d(axes)) == 0 else tuple(int(a) for a in np.atleast_1d(axes))
+                fn = {"ReduceMean": np.mean, "ReduceMax": np.max, "ReduceSum": np.sum}[op]
+                out = fn(x, axis=axes, keepdims=bool(at.get("keepdims", 1)))
+            elif op == "Sigmoid":
+                out = 1.0 / (1.0 + np.exp(-get(0)))
+            elif op == "Tanh":
+                out = np.tanh(get(0))
+            elif op == "HardSigmoid":
+                out = np.clip(float(at.get("alpha", 0.2)) * get(0) + float(at.get("beta", 0.5)), 0, 1)
+            elif op == "HardSwish":
+                x = get(0)
+                out = x * np.clip(x / 6.0 + 0.5, 0, 1)
+            elif op == "LeakyRelu":
+                x = get(0)
+                out = np.where(x >= 0, x, float(at.get("alpha", 0.01)) * x)
             elif op in ("Add", "Sub", "Mul", "Div"):
                 out = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op](get(0), get(1))
             elif op == "Flatten":
