@@ -14,7 +14,7 @@ setup: $(STAMP)
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip==24.3.1" "setuptools==84.2.1" "wheel==0.48.0"
-	$(PY) -m pip install -q -c requirements/lock.txt --no-build-isolation -e ".[all]"
+	$(PY) -m pip install -q -c requirements/lock.txt --no-build-isolation -e ".[all,test]"
 	$(PY) -m pip check
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)

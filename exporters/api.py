@@ -49,10 +49,7 @@ def export_model(model, formats: list[str], dataset, out_dir: str | Path, option
     from toolkit.backends import backend_for_model
     backend = backend_for_model(model)
     options = options or ExportOptions()
-    formats = list(dict.fromkeys(formats))
-    unknown = [f for f in formats if f not in list_exporters()]
-    if unknown:
-        raise OptionError(f"unknown export format(s) {', '.join(unknown)}; available: {', '.join(list_exporters())}")
+    formats = _check_formats(formats)
     bad = [f for f in formats if backend.NAME not in get_exporter(f).sources]
     if bad:
         raise OptionError(f"format(s) {', '.join(bad)} cannot be produced from a {backend.NAME} model")
@@ -68,6 +65,14 @@ def export_model(model, formats: list[str], dataset, out_dir: str | Path, option
     finally:
         ctx.cleanup()
     return results
+
+
+def _check_formats(formats: list[str]) -> list[str]:
+    formats = list(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in list_exporters()]
+    if unknown:
+        raise OptionError(f"unknown export format(s) {', '.join(unknown)}; available: {', '.join(list_exporters())}")
+    return formats
 
 
 def _export_one(ctx: ExportContext, fmt: str, verbose: bool) -> ExportResult:
@@ -131,6 +136,7 @@ def _record(ctx: ExportContext, exp, path: Path, details: dict, ver: Verificatio
 def export_checkpoint(checkpoint: str | Path, formats: list[str], out: str | Path, data=None,
                       data_dir: str | None = None, options: ExportOptions | None = None, verbose: bool = True):
     from toolkit.api import dataset_for, load_checkpoint
+    _check_formats(formats)                              # option errors before the model and the data are read
     loaded = load_checkpoint(checkpoint)
     ds = dataset_for(loaded, data, data_dir)
     name = ds.name

@@ -75,3 +75,35 @@ def test_synthetic_bench_times_models_no_data_set_fits(runtime_venv, tmp_path):
         assert [x["input"]["shape"][1:] for x in rows] == [[3, 64, 64], [64, 64, 3]]
         assert "accuracy not measured" in r.stderr
         assert "not measured" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def _interpreter(minor: int):
+    from pathlib import Path
+    import shutil
+    found = sorted((Path.home() / ".pyenv" / "versions").glob(f"3.{minor}.*/bin/python3.{minor}"))
+    return str(found[-1]) if found else shutil.which(f"python3.{minor}")
+
+
+@pytest.mark.parametrize("minor", [12, 13])
+def test_runtime_extra_installs_and_benches_on_newer_pythons(minor, exported, tmp_path):
+    """Ubuntu 24.04 (3.12) and Raspberry Pi OS trixie (3.13): `.[runtime]` from wheels, same accuracy as 3.11."""
+    py = _interpreter(minor)
+    if py is None:
+        pytest.skip(f"python3.{minor} is not installed here")
+    d = tmp_path / "venv"
+    subprocess.run([py, "-m", "venv", str(d)], check=True, timeout=300)
+    r = subprocess.run([str(d / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        "--only-binary", "numpy,onnxruntime,ai-edge-litert,pillow", f"{ROOT}[runtime]"],
+                       capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    files = [exported["torch"]["onnx-int8"].path, exported["keras"]["tflite-int8"].path]
+    out = subprocess.run([str(d / "bin" / "edgepack"), "bench", *map(str, files), "--data", "mnist", "--data-dir",
+                          str(MNIST_DIR), "--runs", "5", "--min-seconds", "0", "--json", str(tmp_path / "r.json")],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert all(x["machine"]["python"].startswith(f"3.{minor}.") for x in rows)
+    from benchmarks.harness import BenchSettings, benchmark
+    here = benchmark(files, "mnist", str(MNIST_DIR), BenchSettings(runs=2, min_seconds=0), progress=lambda m: None)
+    assert [x["accuracy"] for x in rows] == [h.accuracy for h in here]          # identical to Python 3.11's
+    assert all(x["accuracy"] > 0.5 for x in rows)

@@ -44,6 +44,8 @@ def train(framework: str, arch: str | ArchSpec, data: str | Dataset, data_dir: s
     """Train a built-in (or given) architecture; write checkpoint, record, metrics.json and history.
     `loss_fn` replaces cross-entropy (e.g. a distillation loss, for a student trained from scratch with a teacher)."""
     backend = get_backend(framework)
+    if isinstance(arch, str):
+        get_arch(arch)                                  # an unknown name fails before any data is read
     ds = data if isinstance(data, Dataset) else load_dataset(data, data_dir)
     spec = arch if isinstance(arch, ArchSpec) else get_arch(arch, input_shape=ds.input_shape, num_classes=ds.num_classes)
     if tuple(spec.input_shape) != ds.input_shape:
