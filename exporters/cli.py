@@ -15,6 +15,7 @@ def add_export_parser(sub, add_data_args, func):
     p.add_argument("--to", required=True, help="comma-separated formats (see below)")
     add_data_args(p, required=False)
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--force", action="store_true", help="write beside exports of another model already in --out")
     p.add_argument("--calibration", default="minmax", choices=CALIBRATION_METHODS, help="ORT static calibration method")
     p.add_argument("--calibration-samples", type=int, default=200, help="training images used for calibration")
     p.add_argument("--io-dtype", default="int8", choices=IO_DTYPES, help="full-integer TFLite input/output type")
@@ -35,8 +36,16 @@ def add_export_parser(sub, add_data_args, func):
 
 
 def run_export(args) -> int:
+    from pathlib import Path
+
     from exporters.api import export_checkpoint, raise_on_failures
     from exporters.base import ExportOptions
+    from toolkit.errors import ModelError
+    from toolkit.outputs import guard_export_folder
+    from toolkit.record import sha256_file
+    if not Path(args.checkpoint).is_file():
+        raise ModelError(f"{args.checkpoint}: checkpoint not found")
+    guard_export_folder(args.out, sha256_file(args.checkpoint), force=args.force)
     formats = [f.strip() for f in args.to.split(",") if f.strip()]
     opts = ExportOptions(calibration_method=args.calibration, calibration_samples=args.calibration_samples,
                          io_dtype=args.io_dtype, onnx_activations=args.onnx_activations, tflite_route=args.tflite_route, keep_nchw=args.keep_nchw,

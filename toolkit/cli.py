@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
-from toolkit.errors import EdgepackError
+from toolkit.errors import EdgepackError, ModelError
 
 
 def _train_config(args):
@@ -39,6 +40,8 @@ def cmd_models(args) -> int:
 
 def cmd_train(args) -> int:
     from toolkit.api import train
+    from toolkit.outputs import guard_checkpoint_folder
+    guard_checkpoint_folder(args.out, force=args.force)
     train(args.framework, args.arch, args.data, args.data_dir, out=args.out, config=_train_config(args))
     return 0
 
@@ -58,9 +61,13 @@ def cmd_compress(args) -> int:
     from toolkit.compress.steps import parse_steps
     from toolkit.compress.techniques import get_technique
     from toolkit.train import TrainConfig
+    from toolkit.outputs import guard_checkpoint_folder
     steps = parse_steps(args.steps)
     for s in steps:                                   # validate every step before any work starts
         get_technique(s["technique"], **{k: v for k, v in s.items() if k != "technique"})
+    if not Path(args.checkpoint).is_file():
+        raise ModelError(f"{args.checkpoint}: checkpoint not found")
+    guard_checkpoint_folder(args.out, inputs=[args.checkpoint], force=args.force)
     compress(args.checkpoint, steps, args.out, args.data, args.data_dir,
              train_config=TrainConfig(batch_size=args.batch_size, seed=args.seed))
     return 0
@@ -106,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=None)
     s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--force", action="store_true", help="replace a checkpoint already in --out")
     s.set_defaults(func=cmd_train)
 
     from toolkit.compress.techniques import TECHNIQUES
@@ -118,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(s, required=False)
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="output folder (not the input checkpoint's own folder)")
+    s.add_argument("--force", action="store_true", help="replace a checkpoint already in --out")
     s.set_defaults(func=cmd_compress)
 
     try:
