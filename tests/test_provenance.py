@@ -109,3 +109,20 @@ def test_resume_recomputes_when_the_data_changes(tmp_path):
     labels.write_bytes(gzip.compress(bytes(raw)))
     changed = run()
     assert changed[0] != first[0] and changed[1] != first[1]  # other data: trained again
+
+
+def test_moving_an_image_between_class_folders_invalidates_the_decode_cache(tmp_path):
+    from PIL import Image
+    from toolkit.data import load_dataset
+    root = tmp_path / "pets"
+    for split in ("train", "test"):
+        for c in ("cats", "dogs"):
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(np.full((8, 8, 3), 40 * i + (c == "dogs") * 100, np.uint8)).save(d / f"{c}{i}.png")
+    first = load_dataset("pets", root)
+    assert first.y_train.tolist().count(1) == 3
+    shutil.move(str(root / "train" / "cats" / "cats0.png"), str(root / "train" / "dogs" / "cats0.png"))
+    second = load_dataset("pets", root)                      # same file count, same train/ mtime
+    assert second.y_train.tolist().count(1) == 4

@@ -88,13 +88,28 @@ def _stats(x: np.ndarray):
     return tuple(float(v) for v in xf.mean(0)), tuple(float(v) for v in np.maximum(xf.std(0), 1e-6))
 
 
+def _tree_stamp(root: Path) -> str:
+    """Cache key of an image tree: every file's path (its class folder included), size and mtime, so moving
+    an image between class folders, or editing one, invalidates the decoded copy."""
+    h = hashlib.sha256(str(root.resolve()).encode())
+    for split in ("train", "test"):
+        base = root / split
+        if not base.is_dir():
+            continue
+        for dirpath, _, files in sorted(os.walk(base)):
+            for f in sorted(files):
+                st = os.stat(os.path.join(dirpath, f))
+                h.update(f"{os.path.relpath(os.path.join(dirpath, f), root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def load_image_tree(name: str, root: Path, mean=None, std=None, channels: int | None = None) -> Dataset:
     """`root/train/<class>/*` and `root/test/<class>/*`, decoded once and cached as .npz."""
     train, test = root / "train", root / "test"
     if not train.is_dir() or not test.is_dir():
         raise DataError(f"{root}: expected train/<class>/ and test/<class>/ folders")
     classes = list_classes(train)
-    stamp = hashlib.sha256(f"{root.resolve()}|{sum(1 for _ in train.rglob('*'))}|{train.stat().st_mtime_ns}".encode()).hexdigest()[:16]
+    stamp = _tree_stamp(root)
     cached = cache_dir() / "decoded" / f"{name}-{stamp}.npz"
     if cached.is_file():
         z = np.load(cached)
