@@ -59,6 +59,6 @@ def run_bench(args) -> int:
         write_markdown(results, out / "report.md", plots, command)
         print(f"report: {out / 'report.md'}", file=sys.stderr)
     failed = [r for r in results if not r.ok]
-    for r in failed:
+    for r in failed:                              # once each, after the table; the other rows are written
         print(f"edgepack: error: {r.error}", file=sys.stderr)
-    return 1 if failed else 0
+    return 2 if failed else 0

@@ -159,6 +159,8 @@ def benchmark(models: list[str | Path], data: str | None, data_dir: str | None =
         fmt = FORMATS.get(path.suffix.lower(), path.suffix.lstrip(".") or "?")
         static = None
         try:
+            if path.is_dir():
+                raise ModelError(f"{path}: is a folder, not a model file")
             if not path.is_file():
                 raise ModelError(f"{path}: file not found")
             if path.suffix.lower() not in FORMATS:
@@ -169,7 +171,6 @@ def benchmark(models: list[str | Path], data: str | None, data_dir: str | None =
             static = out["static"]
         except EdgepackError as e:
             results.append(BenchResult(str(path), fmt, None, settings.threads[0], ok=False, error=str(e), machine=machine))
-            progress(f"{path}: error: {e}")
             continue
         accuracy = None
         model_data = data or recorded_data(static.get("record")) or "synthetic"
@@ -181,7 +182,6 @@ def benchmark(models: list[str | Path], data: str | None, data_dir: str | None =
             out = _child(req, settings.timeout_s)
             if not out.get("ok"):
                 results.append(BenchResult(str(path), fmt, None, threads, ok=False, error=out.get("error"), machine=machine, **static))
-                progress(f"{path}: error: {out.get('error')}")
                 break
             if "accuracy" in out:
                 accuracy = out

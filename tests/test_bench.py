@@ -195,7 +195,7 @@ def test_cli_bench_end_to_end(bench_exports, tmp_path):
                         str(tmp_path / "nope.tflite"), "--data", "mnist", "--data-dir", str(MNIST_DIR), "--runs", "10",
                         "--min-seconds", "0", "--json", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv"),
                         "--report", str(tmp_path / "rep")], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 1                                  # one model failed ...
+    assert r.returncode == 2                                  # one model failed ...
     assert "nope.tflite: file not found" in r.stderr and "Traceback" not in r.stderr
     rows = json.loads((tmp_path / "r.json").read_text())["results"]
     assert [x["ok"] for x in rows] == [True, True, False]      # ... the others were benchmarked and reported

@@ -49,3 +49,38 @@ def test_export_refuses_a_folder_holding_another_models_exports(trained, tmp_pat
     r = _cli("export", trained["torch"], "--to", "onnx", "--data-dir", MNIST_DIR, "--out", out)
     _one_line_error(r, "holds exports of another model (model.onnx); pass --force")
     assert (out / "model.onnx").read_bytes() == b"another model"
+
+
+def test_an_unwritable_out_is_one_line_naming_it(tmp_path):
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    r = _cli("train", "--framework", "torch", "--arch", "mnist-tutorial", "--data", "mnist", "--data-dir", MNIST_DIR,
+             "--out", f / "sub")
+    _one_line_error(r, f"{f / 'sub'}: cannot write there")
+
+
+def test_argument_errors_fail_before_torch_is_imported():
+    code = ("import sys; from toolkit.cli import main; "
+            "rc = main(['train', '--framework', 'torch', '--arch', 'nope', '--data', 'mnist', '--out', 'x']); "
+            "print(rc, 'torch' in sys.modules, 'tensorflow' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["2", "False", "False"], r.stdout + r.stderr
+    assert "unknown architecture 'nope'" in r.stderr
+
+
+def test_help_states_defaults_and_step_parameters():
+    r = _cli("train", "--help")
+    assert "(default: 32)" in r.stdout and "learning-rate schedule" in r.stdout
+    r = _cli("compress", "--help")
+    assert "sparsity=0.8" in r.stdout and "ratio=0.5" in r.stdout and "energy=0.9" in r.stdout
+
+
+def test_bench_states_each_error_once_and_exits_2(tmp_path):
+    r = _cli("bench", tmp_path, "--data", "synthetic")
+    assert r.returncode == 2
+    assert r.stderr.count("is a folder, not a model file") == 1, r.stderr
+
+
+def test_prune_sparsity_out_of_range_is_named_first(trained, tmp_path):
+    r = _cli("compress", trained["torch"], "--steps", "prune(sparsity=-0.1)", "--out", tmp_path / "o")
+    _one_line_error(r, "sparsity must be in [0, 1), got -0.1")

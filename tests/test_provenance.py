@@ -60,7 +60,7 @@ def test_a_truncated_tflite_among_good_files_leaves_the_other_rows_and_the_repor
     other = exported["torch"]["onnx-int8"].path
     r = _cli(["bench", other, bad, good, "--data", "mnist", "--data-dir", MNIST_DIR, "--runs", "3", "--min-seconds", "0",
               "--json", tmp_path / "r.json", "--report", tmp_path / "rep"], tmp_path)
-    assert r.returncode == 1                                  # one row failed ...
+    assert r.returncode == 2                                  # one row failed ...
     rows = json.loads((tmp_path / "r.json").read_text())["results"]
     assert [x["ok"] for x in rows] == [True, False, True]    # ... the others are measured
     assert "cut.tflite" in rows[1]["error"]
@@ -126,3 +126,13 @@ def test_moving_an_image_between_class_folders_invalidates_the_decode_cache(tmp_
     shutil.move(str(root / "train" / "cats" / "cats0.png"), str(root / "train" / "dogs" / "cats0.png"))
     second = load_dataset("pets", root)                      # same file count, same train/ mtime
     assert second.y_train.tolist().count(1) == 4
+
+
+def test_idx_labels_given_as_images_is_a_data_error(tmp_path):
+    from toolkit.data import load_dataset
+    d = tmp_path / "swapped"
+    shutil.copytree(MNIST_DIR, d)
+    (d / "train-images-idx3-ubyte.gz").unlink()
+    shutil.copy(MNIST_DIR / "train-labels-idx1-ubyte.gz", d / "train-images-idx3-ubyte.gz")
+    with pytest.raises(DataError, match="are images and labels swapped"):
+        load_dataset("mnist", d)

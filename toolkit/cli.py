@@ -39,9 +39,11 @@ def cmd_models(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from toolkit.api import train
+    from toolkit.arch import get_arch
     from toolkit.outputs import guard_checkpoint_folder
+    get_arch(args.arch)                               # option errors before torch/TensorFlow are imported
     guard_checkpoint_folder(args.out, force=args.force)
+    from toolkit.api import train
     train(args.framework, args.arch, args.data, args.data_dir, out=args.out, config=_train_config(args))
     return 0
 
@@ -97,35 +99,37 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("models", help="list built-in architectures with parameter counts per framework")
     s.set_defaults(func=cmd_models)
 
-    s = sub.add_parser("train", help="train a built-in architecture in PyTorch or Keras")
-    s.add_argument("--framework", required=True, choices=["torch", "keras"])
+    s = sub.add_parser("train", help="train a built-in architecture in PyTorch or Keras",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--framework", required=True, choices=["torch", "keras"], help="training framework")
     s.add_argument("--arch", required=True, help="built-in architecture (see `edgepack models`)")
     _add_data_args(s)
-    s.add_argument("--epochs", type=int, default=4)
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    s.add_argument("--lr", type=float, default=1e-3)
-    s.add_argument("--weight-decay", type=float, default=0.0)
-    s.add_argument("--schedule", default="constant", choices=["constant", "cosine", "onecycle"])
+    s.add_argument("--epochs", type=int, default=4, help="training epochs")
+    s.add_argument("--batch-size", type=int, default=32, help="batch size (32: the Keras fit() default of the TFMOT tutorials)")
+    s.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="optimizer (SGD with momentum 0.9)")
+    s.add_argument("--lr", type=float, default=1e-3, help="learning rate (the peak of a one-cycle schedule)")
+    s.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay")
+    s.add_argument("--schedule", default="constant", choices=["constant", "cosine", "onecycle"], help="learning-rate schedule")
     s.add_argument("--augment", action="store_true", help="random crop + horizontal flip (CIFAR)")
-    s.add_argument("--val-fraction", type=float, default=0.1)
+    s.add_argument("--val-fraction", type=float, default=0.1, help="training images held out for validation")
     s.add_argument("--patience", type=int, default=0, help="early-stopping patience in epochs (0: off)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--threads", type=int, default=None)
+    s.add_argument("--seed", type=int, default=0, help="seed of data order, augmentation and initialisation")
+    s.add_argument("--threads", type=int, default=None, help="framework threads (default: the framework's own choice)")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--force", action="store_true", help="replace a checkpoint already in --out")
     s.set_defaults(func=cmd_train)
 
-    from toolkit.compress.techniques import TECHNIQUES
+    from toolkit.compress.techniques import TECHNIQUES, describe_parameters
     s = sub.add_parser("compress", help="distill, prune, quantization-aware train, factorise a checkpoint (steps chain)",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="steps:\n" + "\n".join(f"  {n:<17} {(c.__doc__ or '').strip().splitlines()[0]}" for n, c in TECHNIQUES.items())
+                       epilog="steps (parameters with their defaults):\n" + "\n".join(
+                           f"  {n}: {' '.join((c.__doc__ or '').split())}\n      {describe_parameters(c)}" for n, c in TECHNIQUES.items())
                        + "\n\nexample: --steps 'prune-structured(ratio=0.5,criterion=l1,epochs=2),qat(epochs=1)'")
     s.add_argument("checkpoint")
     s.add_argument("--steps", required=True, help="e.g. prune(sparsity=0.8,epochs=2),qat(epochs=1), or a JSON list")
     _add_data_args(s, required=False)
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch-size", type=int, default=32, help="batch size of every fine-tuning step (default 32)")
+    s.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     s.add_argument("--out", required=True, help="output folder (not the input checkpoint's own folder)")
     s.add_argument("--force", action="store_true", help="replace a checkpoint already in --out")
     s.set_defaults(func=cmd_compress)
@@ -168,6 +172,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("edgepack: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:                          # exists, permission, no space: the user's to fix, one line
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"edgepack: error: cannot use{where}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except Exception as e:  # unexpected: still one line unless debugging
         if os.environ.get("EDGEPACK_DEBUG"):
             raise

@@ -16,9 +16,16 @@ CHECKPOINTS = ("model.pt", "model.pth", "model.keras", "model.h5")
 
 
 def _out_folder(out) -> Path:
+    import tempfile
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OptionError(f"{out}: exists and is not a folder; --out names the folder to write into")
+    try:                                          # read-only or full: say so now, not as a failed verification later
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".edgepack-write-test-"):
+            pass
+    except OSError as e:
+        raise OptionError(f"{out}: cannot write there ({e.strerror or e})") from None
     return out
 
 

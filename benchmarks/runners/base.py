@@ -52,6 +52,8 @@ class Runner:
 
     # ------------------------------------------------------------ lifecycle
     def load(self) -> "Runner":
+        if self.path.is_dir():
+            raise ModelError(f"{self.path}: is a folder, not a model file")
         if not self.path.is_file():
             raise ModelError(f"{self.path}: file not found")
         t0 = time.perf_counter()

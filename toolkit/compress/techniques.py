@@ -32,6 +32,16 @@ def get_technique(name: str, **options):
         raise OptionError(f"step {name!r}: {e}") from None
 
 
+def describe_parameters(cls) -> str:
+    """'epochs=2, lr=0.0001, ...': a step's parameters with their defaults, for `compress --help`."""
+    out = []
+    for f in fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
+        out.append(f"{f.name}={default!r}" if isinstance(default, str) and default != "required" else f"{f.name}={default}")
+    return ", ".join(out)
+
+
 def compress_ops(state):
     return importlib.import_module(f"toolkit.backends.{state.backend.NAME}.compress")
 
@@ -157,12 +167,12 @@ class Prune(Technique):
     lr_schedule: str | None = None            # fine-tuning LR schedule; None keeps the checkpoint's own
 
     def __post_init__(self):
+        if not 0 <= self.sparsity < 1:
+            raise OptionError(f"sparsity must be in [0, 1), got {self.sparsity}")
         if not 0 <= self.initial_sparsity <= self.sparsity:
             raise OptionError(f"initial_sparsity must be in [0, sparsity={self.sparsity}], got {self.initial_sparsity}")
         if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:
             raise OptionError(f"prune lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if not 0 <= self.sparsity < 1:
-            raise OptionError(f"sparsity must be in [0, 1), got {self.sparsity}")
         for v, ok, what in ((self.method, ("l1", "random"), "method"), (self.scope, ("layer", "global"), "scope"),
                             (self.schedule, ("oneshot", "polynomial"), "schedule")):
             if v not in ok:

@@ -64,6 +64,12 @@ def load_idx_dir(name: str, folder: Path, mean=None, std=None, classes=None, ver
             _check_idx_md5(paths[stem], stem)
     x_tr, y_tr = arrays[MNIST_FILES[0]], arrays[MNIST_FILES[1]]
     x_te, y_te = arrays[MNIST_FILES[2]], arrays[MNIST_FILES[3]]
+    for stem, want in ((MNIST_FILES[0], (3, 4)), (MNIST_FILES[2], (3, 4)), (MNIST_FILES[1], (1,)), (MNIST_FILES[3], (1,))):
+        got = arrays[stem].ndim
+        if got not in want:
+            what = "images (N, H, W[, C])" if want != (1,) else "labels (N,)"
+            raise DataError(f"{paths[stem]}: holds a {got}-D IDX array of shape {arrays[stem].shape}; {stem} must hold "
+                            f"{what} — are images and labels swapped?")
     if x_tr.ndim == 3:
         x_tr, x_te = x_tr[..., None], x_te[..., None]
     if len(x_tr) != len(y_tr) or len(x_te) != len(y_te):

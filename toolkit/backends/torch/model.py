@@ -180,7 +180,8 @@ def load(path: str | Path, spec: S.ArchSpec | None = None, model: nn.Module | No
         return state
     if model is None:
         if spec is None:
-            raise ModelError(f"{path}: a state_dict needs its architecture (record {path.name}.json or --arch)")
+            raise ModelError(f"{path}: a state_dict needs its architecture: keep the record {path.name}.json edgepack wrote beside it, "
+                             "or build the model in Python and pass it to exporters.export_model / benchmarks.benchmark")
         model = build(spec, seed=None)
     try:
         model.load_state_dict(state)
