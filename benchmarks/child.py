@@ -75,7 +75,11 @@ def main(req: dict) -> dict:
     if ds is None:
         feed = runner.random_feed(batch)
     else:
-        x_all, y_all = ds.normalize(ds.x_test, "NHWC"), ds.y_test
+        from toolkit.data.dataset import normalize
+        pre = {"mean": list(ds.mean), "std": list(ds.std), "scale": 1 / 255.0, "from": f"data set {ds.name}"}
+        for k, v in (req.get("preprocessing") or {}).items():
+            pre[k] = v
+        x_all, y_all = normalize(ds.x_test, pre["mean"], pre["std"], "NHWC", pre["scale"]), ds.y_test
         feed = runner.prepare(x_all[:batch])
     t0 = time.perf_counter()
     runner.run(feed)
@@ -95,7 +99,8 @@ def main(req: dict) -> dict:
               "cpu_seconds_per_run": cpu_s / len(lat), "info": runner.info().__dict__,
               "input": {"shape": list(runner.input.shape), "dtype": str(runner.input.dtype),
                         "layout": runner.layout(ds.input_shape) if ds is not None else "as the model declares",
-                        "quantized": runner.input.quantized, "source": "random" if ds is None else ds.source},
+                        "quantized": runner.input.quantized, "source": "random" if ds is None else ds.source,
+                        "preprocessing": None if ds is None else pre},
               "output_quantized": runner.outputs[0].quantized, "accuracy_note": note}
     if e0 is not None and e1 is not None and e1 >= e0:
         result["energy_mj"] = {"value": (e1 - e0) / 1e3 / len(lat), "method": "measured (RAPL package counter)"}

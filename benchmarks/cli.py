@@ -13,6 +13,14 @@ def _int_list(text: str) -> list[int]:
         raise OptionError(f"--threads expects comma-separated integers, got {text!r}") from None
 
 
+def _float_list(text: str, flag: str) -> list[float]:
+    from toolkit.errors import OptionError
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise OptionError(f"{flag} expects comma-separated numbers, got {text!r}") from None
+
+
 def add_bench_parser(sub, func):
     p = sub.add_parser("bench", help="benchmark .tflite/.onnx/.epk files and source checkpoints in one table")
     p.add_argument("models", nargs="+", help="model files (.tflite, .onnx, .epk, .pt, .keras)")
@@ -22,6 +30,10 @@ def add_bench_parser(sub, func):
                         "dtype: latency, memory, size only). Default: the data set each file's edgepack record names, "
                         "else synthetic. A model no data set fits is timed on random input, and said so")
     p.add_argument("--data-dir", default=None, help="folder or tarball holding the data set (default: $EDGEPACK_DATA, the cache, a download)")
+    p.add_argument("--mean", default=None, help="per-channel mean after scaling, e.g. 0.485,0.456,0.406 (default: the file's "
+                   "edgepack record, else the data set's)")
+    p.add_argument("--std", default=None, help="per-channel std after scaling, e.g. 0.229,0.224,0.225")
+    p.add_argument("--scale", type=float, default=None, help="pixel scale before mean/std (default 1/255)")
     p.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--runs", type=int, default=50, help="minimum timed runs (default 50)")
@@ -39,7 +51,17 @@ def add_bench_parser(sub, func):
 def run_bench(args) -> int:
     from benchmarks.harness import BenchSettings, benchmark
     from benchmarks.report import plot_all, print_table, write_csv, write_json, write_markdown
-    settings = BenchSettings(threads=_int_list(args.threads), warmup=args.warmup, runs=args.runs,
+    pre = None
+    if args.mean is not None or args.std is not None or args.scale is not None:
+        from toolkit.errors import OptionError
+        if (args.mean is None) != (args.std is None):
+            raise OptionError("--mean and --std go together")
+        pre = {"scale": args.scale if args.scale is not None else 1 / 255.0}
+        if args.mean is not None:
+            pre["mean"], pre["std"] = _float_list(args.mean, "--mean"), _float_list(args.std, "--std")
+            if any(v <= 0 for v in pre["std"]):
+                raise OptionError("--std values must be > 0")
+    settings = BenchSettings(threads=_int_list(args.threads), preprocessing=pre, warmup=args.warmup, runs=args.runs,
                              min_seconds=args.min_seconds, batch=args.batch, accuracy=not args.no_accuracy,
                              cpu_power_w=args.cpu_power_w,
                              runtime_options={"graph_optimization": args.ort_graph_optimization})

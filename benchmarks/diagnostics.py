@@ -59,12 +59,17 @@ def litert_kernel_split(int8_path: str, fp32_path: str, threads: int) -> dict | 
         return None
 
 
+def _dense(r) -> bool:
+    """A dense sibling: at most 5% zero weights (a trained model may hold a few exact zeros)."""
+    return bool(r.params) and r.nonzero_params is not None and r.nonzero_params >= 0.95 * r.params
+
+
 def diagnose(results) -> None:
     ok = [r for r in results if r.ok and r.latency_ms]
     for r in ok:
         siblings = [s for s in ok if s is not r and family(s) == family(r) and s.runtime == r.runtime and s.threads == r.threads]
         if is_int8(r):
-            fp32 = [s for s in siblings if s.format == r.format and not is_int8(s) and s.nonzero_params == s.params and "fp16" not in s.model
+            fp32 = [s for s in siblings if s.format == r.format and not is_int8(s) and _dense(s) and "fp16" not in s.model
                     and "dynamic" not in s.model]
             for s in fp32:
                 if r.latency_ms["p50"] > s.latency_ms["p50"]:

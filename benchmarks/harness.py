@@ -32,6 +32,7 @@ class BenchSettings:
     cpu_power_w: float = 5.0       # package power assumed for the CPU-time energy estimate
     runtime_options: dict = field(default_factory=dict)
     timeout_s: float = 1800
+    preprocessing: dict | None = None   # {"mean", "std", "scale"} for every model (default: each file's record, else the data set's)
 
     def __post_init__(self):
         if not self.threads or any(t < 1 for t in self.threads):
@@ -130,6 +131,16 @@ def recorded_data(record: dict | None) -> str | None:
     return name
 
 
+def preprocessing_for(record: dict | None, given: dict | None) -> dict | None:
+    """How pixels become the model's input: what the user gave, else what the file's record says it was made with."""
+    if given:
+        return {**given, "from": "command line"}
+    pre = ((record or {}).get("dataset") or {}).get("preprocessing")
+    if pre and pre.get("mean") is not None and pre.get("std") is not None:
+        return {"mean": pre["mean"], "std": pre["std"], "scale": pre.get("scale", 1 / 255.0), "from": "the file's edgepack record"}
+    return None
+
+
 def data_mismatch(record: dict | None, used: dict | None) -> str | None:
     """A warning when a file is benchmarked on other data than its record says it was made and verified with."""
     rec = (record or {}).get("dataset") or {}
@@ -156,6 +167,9 @@ def benchmark(models: list[str | Path], data: str | None, data_dir: str | None =
     announced: dict = {}
     for model in models:
         path = Path(model)
+        if path.suffix.lower() == ".json" and path.with_suffix("").suffix.lower() in FORMATS:
+            progress(f"skipping {path.name}: the edgepack manifest of {path.with_suffix('').name}, not a model")
+            continue
         fmt = FORMATS.get(path.suffix.lower(), path.suffix.lstrip(".") or "?")
         static = None
         try:
@@ -176,7 +190,8 @@ def benchmark(models: list[str | Path], data: str | None, data_dir: str | None =
         model_data = data or recorded_data(static.get("record")) or "synthetic"
         for threads in settings.threads:
             progress(f"benchmarking {path.name} ({fmt}, {threads} thread{'s' if threads > 1 else ''})")
-            req = {"model": str(path), "data": model_data, "data_dir": data_dir, "threads": threads, "batch": settings.batch,
+            req = {"model": str(path), "data": model_data, "data_dir": data_dir,
+                   "preprocessing": preprocessing_for(static.get("record"), settings.preprocessing), "threads": threads, "batch": settings.batch,
                    "warmup": settings.warmup, "runs": settings.runs, "min_seconds": settings.min_seconds,
                    "accuracy": settings.accuracy and accuracy is None, "runtime_options": settings.runtime_options}
             out = _child(req, settings.timeout_s)

@@ -49,6 +49,12 @@ def write_csv(results, path) -> None:
     _atomic_write(path, buf.getvalue())
 
 
+def short_names(ds) -> dict:
+    """model path -> the file name, or folder/file where two rows share a file name (model.int8.onnx twice)."""
+    names = [Path(d["model"]).name for d in ds]
+    return {d["model"]: (label(d["model"]) if names.count(Path(d["model"]).name) > 1 else Path(d["model"]).name) for d in ds}
+
+
 def label(model: str) -> str:
     """folder/file: several runs often hold files with the same name."""
     p = Path(model)
@@ -62,8 +68,10 @@ def _fmt(v, spec):
 def table_lines(results) -> list[str]:
     head = f"{'model':<34}{'runtime':<12}{'thr':>4}{'p50 ms':>9}{'p90 ms':>9}{'load ms':>9}{'size B':>12}{'gzip B':>12}{'params':>12}{'nnz':>12}{'MACs':>15}{'RSS MB':>8}{'acc':>8}"
     lines = [head, "-" * len(head)]
-    for d in rows(results):
-        name = Path(d["model"]).name
+    ds = rows(results)
+    names = short_names(ds)
+    for d in ds:
+        name = names[d["model"]]
         name = name if len(name) <= 33 else "…" + name[-32:]
         if not d["ok"]:
             lines.append(f"{name:<34}ERROR: {d['error']}")
@@ -191,8 +199,9 @@ def write_markdown(results, path: Path, plots: list[Path], command: str = "") ->
               "## Results", "",
               "| model | runtime | threads | p50 ms | p90 ms | p99 ms | load ms | size B | gzip B | params | non-zero | MACs | peak RSS MB | accuracy | energy mJ |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    names = short_names(ds)
     for d in ds:
-        name = Path(d["model"]).name
+        name = names[d["model"]]
         if not d["ok"]:
             lines.append(f"| {name} | error: {d['error']} |" + " |" * 13)
             continue
@@ -207,12 +216,12 @@ def write_markdown(results, path: Path, plots: list[Path], command: str = "") ->
     first = next((d for d in ds if d.get("test_images")), None)
     lines += ["", f"Latency: batch {ds[0].get('batch', 1) if ds else 1}, warm runs after warm-up, each model in its own process. "
               + (f"Accuracy: top-1 on all {first['test_images']:,} test images, in the target runtime." if first else ""), ""]
-    unmeasured = {Path(d["model"]).name: d["accuracy_note"] for d in ds if d.get("accuracy_note")}
+    unmeasured = {names[d["model"]]: d["accuracy_note"] for d in ds if d.get("accuracy_note")}
     if unmeasured:
         lines += ["Not measured: " + "; ".join(f"**{k}**: {v}" for k, v in unmeasured.items()) + ".", ""]
     notes = [(d, m) for d in ds for m in d.get("diagnostics") or []]
     if notes:
-        lines += ["## Diagnostics", ""] + [f"- **{Path(d['model']).name}** ({d['runtime']}, {d['threads']} thr): {m}" for d, m in notes] + [""]
+        lines += ["## Diagnostics", ""] + [f"- **{names[d['model']]}** ({d['runtime']}, {d['threads']} thr): {m}" for d, m in notes] + [""]
     prov = [d for d in ds if d.get("record") and d["threads"] == min(x["threads"] for x in ds)]
     if prov:
         lines += ["## Provenance", "", "| model | source | steps | verification |", "| --- | --- | --- | --- |"]
@@ -226,7 +235,7 @@ def write_markdown(results, path: Path, plots: list[Path], command: str = "") ->
                     f"{k} {100 * c['accuracy']:.2f}% ({c['how'].split(':')[0]})" for k, c in v["kernel_classes"].items()
                     if not k.startswith("_") and c.get("accuracy") is not None)
             src = (rec.get("parent") or {}).get("file") or rec.get("framework") or "-"
-            lines.append(f"| {Path(d['model']).name} | {src} | {' -> '.join(s['step'] + ('(' + s['format'] + ')' if s.get('format') else '') for s in rec.get('steps', []))} | {ver} |")
+            lines.append(f"| {names[d['model']]} | {src} | {' -> '.join(s['step'] + ('(' + s['format'] + ')' if s.get('format') else '') for s in rec.get('steps', []))} | {ver} |")
         lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]

@@ -136,3 +136,44 @@ def test_idx_labels_given_as_images_is_a_data_error(tmp_path):
     shutil.copy(MNIST_DIR / "train-labels-idx1-ubyte.gz", d / "train-images-idx3-ubyte.gz")
     with pytest.raises(DataError, match="are images and labels swapped"):
         load_dataset("mnist", d)
+
+
+def test_preprocessing_comes_from_the_record_or_the_command_line(exported, tmp_path):
+    from benchmarks.harness import BenchSettings, benchmark
+    f = exported["torch"]["onnx-int8"].path
+    s = BenchSettings(runs=2, min_seconds=0)
+    (rec,) = benchmark([f], "mnist", str(MNIST_DIR), s, progress=lambda m: None)
+    assert rec.input["preprocessing"]["from"] == "the file's edgepack record"
+    assert rec.input["preprocessing"]["mean"] == [0.1307]
+    raw = BenchSettings(runs=2, min_seconds=0, preprocessing={"mean": [0.9], "std": [0.1], "scale": 1 / 255})
+    (given,) = benchmark([f], "mnist", str(MNIST_DIR), raw, progress=lambda m: None)
+    assert given.input["preprocessing"]["from"] == "command line"
+    assert given.accuracy < rec.accuracy - 0.05                # a model fed other preprocessing than its own
+
+
+def test_idx_files_that_are_not_mnist_get_their_own_statistics(tmp_path, capsys):
+    from toolkit.data import load_dataset
+    d = tmp_path / "fashion-like"
+    shutil.copytree(MNIST_DIR, d)
+    p = d / "t10k-images-idx3-ubyte.gz"
+    raw = bytearray(gzip.decompress(p.read_bytes()))
+    raw[16:16 + 784 * 100] = bytes(255 - b for b in raw[16:16 + 784 * 100])    # other content, same shape
+    p.write_bytes(gzip.compress(bytes(raw)))
+    ds = load_dataset("mnist", d)
+    assert "not the canonical MNIST" in capsys.readouterr().err
+    assert ds.mean != (0.1307,)
+    assert load_dataset("mnist", MNIST_DIR, quiet=True).mean == (0.1307,)
+
+
+def test_bench_skips_manifests_and_names_colliding_files(exported, tmp_path):
+    from benchmarks.harness import BenchSettings, benchmark
+    from benchmarks.report import short_names
+    a = exported["torch"]["onnx-int8"].path
+    b = exported["keras"]["onnx-int8"].path
+    notes = []
+    rows = benchmark([a, a.with_name(a.name + ".json"), b], "mnist", str(MNIST_DIR), BenchSettings(runs=2, min_seconds=0),
+                     progress=notes.append)
+    assert len(rows) == 2 and all(r.ok for r in rows)
+    assert any("skipping model.int8.onnx.json" in n for n in notes)
+    names = short_names([r.to_dict() for r in rows])
+    assert sorted(names.values()) == sorted([f"{a.parent.name}/{a.name}", f"{b.parent.name}/{b.name}"])

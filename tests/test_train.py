@@ -113,3 +113,13 @@ def test_run_epochs_restores_best_only_when_asked(mnist_small, restore):
                       snapshot=lambda: "epoch-1-weights", restore=restored.append, verbose=False)
     assert restored == (["epoch-1-weights"] if restore else [])
     assert hist.best_epoch == (1 if restore else None)
+
+
+def test_keras_model_with_a_softmax_head_is_trained_on_probabilities(mnist_small):
+    """tf.keras.applications models end in softmax by default: treating that output as logits stalls at ln(10)."""
+    from toolkit.backends import get_backend
+    from toolkit.backends.keras.model import keras
+    from toolkit.train import TrainConfig
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
+    hist = get_backend("keras").fit(model, mnist_small, TrainConfig(epochs=1, batch_size=64), verbose=False)
+    assert hist.epochs[-1]["loss"] < 1.5                      # was stuck at 2.3026 with from_logits=True

@@ -113,10 +113,10 @@ def stratified_indices(y: np.ndarray, n: int | None, seed: int = 0) -> np.ndarra
     return np.sort(np.concatenate(picked)) if picked else np.arange(0)
 
 
-def normalize(x: np.ndarray, mean, std, layout: str = "NHWC") -> np.ndarray:
+def normalize(x: np.ndarray, mean, std, layout: str = "NHWC", scale: float = 1 / 255.0) -> np.ndarray:
     if layout not in LAYOUTS:
         raise OptionError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
-    out = (x.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    out = (x.astype(np.float32) * np.float32(scale) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2)) if layout == "NCHW" else out
 
 

@@ -263,7 +263,21 @@ class DatasetSpec:
 
 
 def _mnist_dir(p: Path) -> Dataset:
-    return load_idx_dir("mnist", p, (0.1307,), (0.3081,))
+    ds = load_idx_dir("mnist", p)
+    if _is_canonical_mnist(ds):
+        ds.mean, ds.std = (0.1307,), (0.3081,)          # the published statistics every MNIST tutorial uses
+    else:
+        ds.notes.append("IDX files named mnist that are not the canonical MNIST: their own mean/std")
+        note(f"{p}: these IDX files are not the canonical MNIST (content differs): normalising with their own "
+             f"mean {ds.mean[0]:.4f} / std {ds.std[0]:.4f}, not MNIST's")
+    return ds
+
+
+MNIST_TEST_SHA256 = "a0863a96c44e5666edbb30c4071ee79ca0514c621e6349c5967fc78e7305c891"  # Dataset.test_sha256() of the canonical MNIST test set
+
+
+def _is_canonical_mnist(ds: Dataset) -> bool:
+    return ds.x_test.shape == (10000, 28, 28, 1) and ds.test_sha256() == MNIST_TEST_SHA256
 
 
 def _cifar_dir(p: Path) -> Dataset:

@@ -13,6 +13,21 @@ from toolkit.train import History, TrainConfig, run_epochs
 LossFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
 
 
+def outputs_probabilities(model) -> bool:
+    """True when the model ends in a softmax (the tf.keras.applications default), i.e. outputs probabilities."""
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    if last is None:
+        return False
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    act = getattr(last, "activation", None)
+    return act is not None and getattr(act, "__name__", "") == "softmax"
+
+
+def _cross_entropy(model):
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model))
+
+
 def _optimizer(cfg: TrainConfig):
     if cfg.optimizer == "adam":
         return keras.optimizers.Adam(cfg.lr, weight_decay=cfg.weight_decay or None)
@@ -28,7 +43,14 @@ def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, 
         tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
     keras.utils.set_random_seed(cfg.seed)
     opt = _optimizer(cfg)
-    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if outputs_probabilities(model):
+        if loss_fn is not None:
+            from toolkit.errors import ModelError
+            raise ModelError(f"{model.name} ends in a softmax (it outputs probabilities); distillation needs logits: "
+                             "rebuild it without the final softmax (tf.keras.applications: classifier_activation=None)")
+        if verbose:
+            print(f"note: {model.name} ends in a softmax: trained with cross-entropy on probabilities", flush=True)
+    ce = _cross_entropy(model)
     loss_fn = loss_fn or (lambda logits, y, x: ce(y, logits))
 
     @tf.function(reduce_retracing=True)
@@ -60,5 +82,5 @@ def evaluate(model, ds: Dataset, indices: np.ndarray | None = None, split: str =
         indices = np.arange(len(y_all))
     logits = predict(model, ds.normalize(x_all[indices], "NHWC"), batch_size)
     y = y_all[indices]
-    loss = float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, logits))
+    loss = float(_cross_entropy(model)(y, logits))
     return loss, float((logits.argmax(1) == y).mean())
