@@ -105,11 +105,29 @@ def _pareto(points):
     return front
 
 
+def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% binomial (Wilson) interval of an accuracy measured on n images: how far it could move by chance."""
+    if not n:
+        return p, p
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / den
+    return mid - half, mid + half
+
+
+def busy_machine(d: dict) -> bool:
+    """The timing spread says the machine was busy: std several times the median, or a p99 far above it."""
+    lat = d.get("latency_ms") or {}
+    return bool(lat) and (lat.get("std", 0) > 3 * lat["p50"] or lat.get("p99", 0) > 10 * lat["p50"])
+
+
 def plot_all(results, out_dir: Path) -> list[Path]:
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
+        import numpy as np
     except ImportError:
         return []
     out_dir = Path(out_dir)
@@ -117,42 +135,83 @@ def plot_all(results, out_dir: Path) -> list[Path]:
     ok = [d for d in rows(results) if d["ok"] and d["latency_ms"]]
     if not ok:
         return []
-    t0 = min(d["threads"] for d in ok)
-    base = [d for d in ok if d["threads"] == t0 and d["accuracy"] is not None]
+    names = short_names(ok)
+    models = list(dict.fromkeys(d["model"] for d in ok))
+    number = {m: i + 1 for i, m in enumerate(models)}
+    acc_of = {d["model"]: d for d in ok if d["accuracy"] is not None}          # accuracy: first thread count
+    threads = sorted({d["threads"] for d in ok})
+    compressible = [d for d in ok if d.get("gzip_bytes") and d.get("size_bytes")]
+    ratios = [d["gzip_bytes"] / d["size_bytes"] for d in compressible]
+    use_gzip = bool(ratios) and (max(ratios) - min(ratios) > 0.15)            # e.g. pruned files: only gzip shows it
     made = []
-    for key, xlabel, fname, scale in (("p50", f"p50 latency, batch {ok[0]['batch']}, {t0} thread(s) [ms]", "pareto_latency.png", 1),
-                                      ("size", "file size [KB]", "pareto_size.png", 1024)):
-        if not base:
-            break
-        fig, ax = plt.subplots(figsize=(8, 5.5))
-        pts = [((d["latency_ms"]["p50"] if key == "p50" else d["size_bytes"] / scale), 100 * d["accuracy"]) for d in base]
-        front = _pareto(pts)
-        for i, (d, (x, y)) in enumerate(zip(base, pts)):
-            ax.scatter(x, y, s=60, marker="o" if d["runtime"] == "onnxruntime" else "s" if d["runtime"] == "litert" else "^",
-                       color="C3" if i in front else "C0", zorder=3)
-            ax.annotate(label(d["model"]), (x, y), textcoords="offset points", xytext=(5, 4 - 9 * (i % 3)), fontsize=7)
-        fx = sorted((pts[i] for i in front))
-        ax.plot([p[0] for p in fx], [p[1] for p in fx], "--", color="C3", drawstyle="steps-post", label="Pareto front")
-        ax.scatter([], [], marker="o", color="grey", label="ONNX Runtime")
-        ax.scatter([], [], marker="s", color="grey", label="LiteRT")
-        ax.scatter([], [], marker="^", color="grey", label="source framework")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("top-1 accuracy on the full test set [%]")
+    for key in ("p50", "size"):
+        pts = []
+        for d in ok:
+            a = acc_of.get(d["model"])
+            if a is None or (key == "size" and d["threads"] != threads[0]):
+                continue
+            lo, hi = wilson_interval(a["accuracy"], a.get("test_images") or 0)
+            if key == "p50":
+                q1, q3 = np.percentile(d["latencies_ms"], [25, 75]) if d.get("latencies_ms") else (d["latency_ms"]["p50"],) * 2
+                x, xerr = d["latency_ms"]["p50"], (d["latency_ms"]["p50"] - q1, q3 - d["latency_ms"]["p50"])
+            else:
+                x, xerr = (d["gzip_bytes"] if use_gzip else d["size_bytes"]) / 1024, (0, 0)
+            pts.append((d, x, xerr, 100 * a["accuracy"], (100 * (a["accuracy"] - lo), 100 * (hi - a["accuracy"]))))
+        if not pts:
+            continue
+        fig, (ax, key_ax) = plt.subplots(1, 2, figsize=(11, 5.5), gridspec_kw={"width_ratios": [3, 1.25]})
+        front = _pareto([(x, y) for _, x, _, y, _ in pts])
+        markers = {"onnxruntime": "o", "litert": "s"}
+        for i, (d, x, xerr, y, yerr) in enumerate(pts):
+            colour = f"C{threads.index(d['threads'])}" if key == "p50" else "C0"
+            ax.errorbar(x, y, xerr=[[xerr[0]], [xerr[1]]], yerr=[[yerr[0]], [yerr[1]]], fmt=markers.get(d["runtime"], "^"),
+                        color=colour, ms=7, mec="C3" if i in front else colour, mew=2 if i in front else 1, elinewidth=0.8,
+                        capsize=2, zorder=3)
+            ax.annotate(str(number[d["model"]]), (x, y), textcoords="offset points", xytext=(6, 5 - 14 * (i % 2)), fontsize=8,
+                        weight="bold")
+        fx = sorted((pts[i][1], pts[i][3]) for i in front)
+        ax.plot([p[0] for p in fx], [p[1] for p in fx], "--", color="C3", drawstyle="steps-post", lw=1, label="Pareto front")
+        for r, m in markers.items():
+            ax.plot([], [], m, color="grey", label={"onnxruntime": "ONNX Runtime", "litert": "LiteRT"}[r])
+        ax.plot([], [], "^", color="grey", label="source framework")
+        if key == "p50" and len(threads) > 1:
+            for t in threads:
+                ax.plot([], [], "o", color=f"C{threads.index(t)}", label=f"{t} thread{'s' if t > 1 else ''}")
+        if key == "p50":
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            ax.set_xlabel(f"p50 latency per inference, batch {ok[0]['batch']} [ms, log]; bars: interquartile range")
+        else:
+            ax.set_xlabel(("gzip -9 size" if use_gzip else "file size") + " [KB]"
+                          + ("; gzip because the files differ in compressibility (pruning)" if use_gzip else ""))
+        ax.set_ylabel("top-1 accuracy on the full test set [%]; bars: 95% interval")
         ax.set_title("accuracy vs " + ("latency" if key == "p50" else "size"))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="lower right")
+        key_ax.axis("off")
+        key_ax.text(0, 1, "\n".join(f"{number[m]}  {names[m]}" for m in models if m in acc_of), va="top", fontsize=7,
+                    family="monospace", transform=key_ax.transAxes)
         fig.tight_layout()
+        fname = "pareto_latency.png" if key == "p50" else "pareto_size.png"
         fig.savefig(out_dir / fname, dpi=120)
         plt.close(fig)
         made.append(out_dir / fname)
     with_raw = [d for d in ok if d.get("latencies_ms")]
     if with_raw:
-        fig, ax = plt.subplots(figsize=(8, max(3, 0.45 * len(with_raw) + 1.5)))
-        ax.boxplot([d["latencies_ms"] for d in with_raw], orientation="horizontal", showfliers=True, flierprops={"markersize": 2})
-        ax.set_yticks(range(1, len(with_raw) + 1), [f"{label(d['model'])} [{d['runtime']}, {d['threads']}t]" for d in with_raw], fontsize=7)
-        ax.set_xlabel("latency per inference [ms]")
-        ax.set_title("latency distribution (warm runs)")
-        ax.grid(alpha=0.3, axis="x")
+        fig, ax = plt.subplots(figsize=(9, max(3, 0.45 * len(with_raw) + 1.5)))
+        ax.boxplot([d["latencies_ms"] for d in with_raw], orientation="horizontal", whis=(5, 95), showfliers=True,
+                   flierprops={"markersize": 2, "alpha": 0.5})
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        for i, d in enumerate(with_raw, 1):
+            ax.annotate(f"p50 {d['latency_ms']['p50']:.3g} ms",
+                        (d["latency_ms"]["p50"], i), textcoords="offset points", xytext=(0, 9), fontsize=6, ha="center")
+        ax.set_yticks(range(1, len(with_raw) + 1), [f"{names[d['model']]} [{d['runtime']}, {d['threads']}t]" for d in with_raw], fontsize=7)
+        ax.set_xlabel("latency per inference [ms, log scale]; box: quartiles, whiskers: 5th-95th percentile")
+        ax.set_title("latency distribution (warm runs)" + ("\nthe spread says the machine was busy: compare ratios within this run"
+                                                           if any(busy_machine(d) for d in with_raw) else ""))
+        ax.grid(alpha=0.3, axis="x", which="both")
         fig.tight_layout()
         fig.savefig(out_dir / "latency_distribution.png", dpi=120)
         plt.close(fig)
@@ -161,14 +220,18 @@ def plot_all(results, out_dir: Path) -> list[Path]:
     seen = set()
     cms = [d for d in cms if not (d["model"] in seen or seen.add(d["model"]))]
     if cms:
-        import numpy as np
         n = len(cms)
         cols = min(n, 3)
         fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(4.2 * cols, 4 * ((n + cols - 1) // cols)), squeeze=False)
         for ax, d in zip(axes.ravel(), cms):
             cm = np.asarray(d["confusion"])
-            ax.imshow(cm, cmap="Blues")
-            ax.set_title(f"{label(d['model'])}\nacc {100 * d['accuracy']:.2f}%", fontsize=8)
+            im = ax.imshow(cm, cmap="Blues")
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="images")
+            if len(cm) <= 12:
+                for (r, c), v in np.ndenumerate(cm):
+                    ax.text(c, r, str(v), ha="center", va="center", fontsize=5,
+                            color="white" if v > cm.max() / 2 else "black")
+            ax.set_title(f"{names[d['model']]}\nacc {100 * d['accuracy']:.2f}%", fontsize=8)
             ax.set_xlabel("predicted")
             ax.set_ylabel("true")
             labels = d.get("classes") or list(range(len(cm)))
@@ -216,6 +279,11 @@ def write_markdown(results, path: Path, plots: list[Path], command: str = "") ->
     first = next((d for d in ds if d.get("test_images")), None)
     lines += ["", f"Latency: batch {ds[0].get('batch', 1) if ds else 1}, warm runs after warm-up, each model in its own process. "
               + (f"Accuracy: top-1 on all {first['test_images']:,} test images, in the target runtime." if first else ""), ""]
+    busy = [d for d in ds if d["ok"] and busy_machine(d)]
+    if busy:
+        lines += ["**Machine load warning**: the timing spread of " + ", ".join(f"{names[d['model']]} ({d['threads']}t)" for d in busy)
+                  + " (std or p99 far above the median) says something else was running; compare ratios from one run "
+                  "and re-measure on a quiet machine (`edgepack run --redo bench`).", ""]
     unmeasured = {names[d["model"]]: d["accuracy_note"] for d in ds if d.get("accuracy_note")}
     if unmeasured:
         lines += ["Not measured: " + "; ".join(f"**{k}**: {v}" for k, v in unmeasured.items()) + ".", ""]

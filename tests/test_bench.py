@@ -254,3 +254,19 @@ def test_litert_kernel_paths_are_timed_per_file(exported, tmp_path):
     diagnose(res)
     msg = res[1].diagnostics[0]
     assert "XNNPACK delegate speeds the fp32 file up" in msg and "on TFLite's built-in kernels alone int8/fp32 is x" in msg
+
+
+def test_accuracy_intervals_and_the_machine_load_warning(tmp_path):
+    from benchmarks.report import busy_machine, wilson_interval, write_markdown
+    lo, hi = wilson_interval(0.95, 360)
+    assert 0.92 < lo < 0.95 < hi < 0.97                      # 360 images: about +-2.3 pp
+    lo, hi = wilson_interval(0.95, 10000)
+    assert hi - lo < 0.01
+    row = {"model": "a/m.onnx", "format": "onnx", "runtime": "onnxruntime", "threads": 1, "ok": True, "error": None,
+           "latency_ms": {"p50": 0.02, "p90": 0.03, "p99": 4.0, "std": 0.3, "min": 0.01, "mean": 0.05, "runs": 100},
+           "batch": 1, "accuracy": 0.9, "test_images": 100, "machine": {}, "load_ms": 1.0, "size_bytes": 10, "gzip_bytes": 9,
+           "params": 5, "nonzero_params": 5, "macs": 5, "peak_rss_mb": 1.0, "energy_mj": None}
+    assert busy_machine(row)
+    assert not busy_machine({**row, "latency_ms": {**row["latency_ms"], "p99": 0.05, "std": 0.01}})
+    write_markdown([row], tmp_path / "r.md", [], "edgepack bench m.onnx")
+    assert "Machine load warning" in (tmp_path / "r.md").read_text()
