@@ -109,8 +109,8 @@ def via_onnx2tf(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
     if not ctx.options.dense_per_channel and ctx.options.per_channel and mode in ("dynamic", "int8"):
         raise OptionError("per-tensor Dense weights (dense_per_channel=false) need the keras TFLite route; "
                           "onnx2tf quantizes every layer one way (use per_channel=false)")
+    out = onnx2tf_convert(ctx)                   # imports TensorFlow quietly first: import onnx2tf only after it
     import onnx2tf
-    out = onnx2tf_convert(ctx)
     f = out / f"{ctx.fp32_onnx().stem}{ONNX2TF_SUFFIX[mode]}"
     if not f.is_file():
         made = ", ".join(sorted(p.name for p in out.glob("*.tflite"))) or "nothing"

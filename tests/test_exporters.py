@@ -281,3 +281,14 @@ def test_dense_per_tensor_weights_keep_convs_per_channel(trained, mnist_small, t
     # the PyTorch route (onnx2tf) quantizes every layer one way: the option is refused with a clear message
     (bad,) = export_checkpoint(trained["torch"], ["tflite-int8"], tmp_path / "t", data_dir=MNIST_DIR, options=opts, verbose=False)
     assert not bad.ok and "keras TFLite route" in bad.error
+
+
+def test_tensorflow_start_up_chatter_stays_off_stderr(trained, tmp_path):
+    """The onnx2tf route imports TensorFlow too: its CUDA-plugin registration lines must not reach the terminal."""
+    import os
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "EDGEPACK_DEBUG")}
+    r = subprocess.run([sys.executable, "-m", "toolkit.cli", "export", str(trained["torch"]), "--to", "tflite-int8",
+                        "--data-dir", str(MNIST_DIR), "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-1500:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgepack: data: mnist"), r.stderr[-1500:]
