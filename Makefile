@@ -2,18 +2,22 @@
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat requirements/lock.txt pyproject.toml | sha256sum | cut -c1-12)
+# CPU-only laptops: `make test TORCH_INDEX=https://download.pytorch.org/whl/cpu` takes torch/torchvision (the lock's
+# versions, +cpu builds) from PyTorch's CPU wheel index, so no CUDA libraries are installed. Default: PyPI's wheels.
+TORCH_INDEX ?=
+STAMP  := $(VENV)/.installed-$(shell (cat requirements/lock.txt pyproject.toml; echo "$(TORCH_INDEX)") | sha256sum | cut -c1-12)
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo clean aarch64-check
 
 setup: $(STAMP)
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip==24.3.1" "setuptools==84.2.1" "wheel==0.48.0"
+	$(if $(TORCH_INDEX),$(PY) -m pip install -q --index-url $(TORCH_INDEX) $$(grep -E '^(torch|torchvision)==' requirements/lock.txt))
 	$(PY) -m pip install -q -c requirements/lock.txt --no-build-isolation -e ".[all,test]"
 	$(PY) -m pip check
 	rm -f $(VENV)/.installed-*
@@ -24,6 +28,17 @@ test: setup
 
 demo: setup
 	$(VENV)/bin/edgepack demo
+
+# The Pi path on aarch64 under qemu-user emulation (root; Debian's qemu-user-static and debootstrap, installed if
+# missing): the quickstart on real MNIST, then its .onnx, .tflite and .epk files benched in an arm64 userland that
+# has only `.[runtime]`. Results (accuracies next to x86's, versions, no timings): benchmarks/results/aarch64/.
+DATA ?= ../shared/data
+aarch64-check: setup
+	EDGEPACK_DATA=$(abspath $(DATA)) $(VENV)/bin/edgepack run examples/quickstart.toml --out runs/quickstart-real
+	bash tools/aarch64_check.sh benchmarks/results/aarch64 $(abspath $(DATA))/mnist \
+	  runs/quickstart-real/export-torch/model.onnx runs/quickstart-real/export-torch/model.int8.onnx \
+	  runs/quickstart-real/export-torch/model.int8.tflite runs/quickstart-real/export-keras/model.int8.onnx \
+	  runs/quickstart-real/export-keras/model.int8.tflite runs/quickstart-real/export-pruned/model.sparse.epk
 
 clean:
 	rm -rf $(VENV) demo

@@ -270,3 +270,13 @@ def test_accuracy_intervals_and_the_machine_load_warning(tmp_path):
     assert not busy_machine({**row, "latency_ms": {**row["latency_ms"], "p99": 0.05, "std": 0.01}})
     write_markdown([row], tmp_path / "r.md", [], "edgepack bench m.onnx")
     assert "Machine load warning" in (tmp_path / "r.md").read_text()
+
+
+def test_torchscript_files_bench_and_full_pickles_say_what_would_work(tmp_path):
+    import torch
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
+    torch.jit.script(net).save(str(tmp_path / "scripted.pt"))
+    torch.save(net, tmp_path / "pickled.pt")
+    ts, full = _bench([tmp_path / "scripted.pt", tmp_path / "pickled.pt"])
+    assert ts.ok and ts.runtime == "torch" and ts.accuracy is not None and ts.runtime_info["settings"]["mode"] == "TorchScript"
+    assert not full.ok and "full pickled model" in full.error and "TorchScript" in full.error

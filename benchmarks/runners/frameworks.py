@@ -46,9 +46,19 @@ class TorchRunner(_CheckpointRunner):
         with torch.inference_mode():
             return [self.model(torch.from_numpy(feed)).numpy()]
 
+    def _shapes_from_model(self):
+        """A TorchScript file declares no input shape: PyTorch's NCHW, sizes taken from the data."""
+        return -1, -1, -1, -1
+
+    def layout(self, image_shape):
+        if all(d == -1 for d in self.input.shape[1:]):
+            return "NCHW"
+        return super().layout(image_shape)
+
     def info(self) -> RunnerInfo:
         import torch
-        return RunnerInfo("torch", torch.__version__, self.threads, {"mode": "eager, inference_mode"})
+        mode = "TorchScript" if isinstance(self.model, torch.jit.ScriptModule) else "eager, inference_mode"
+        return RunnerInfo("torch", torch.__version__, self.threads, {"mode": mode})
 
 
 class KerasRunner(_CheckpointRunner):

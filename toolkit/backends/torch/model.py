@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toolkit.arch import spec as S
-from toolkit.errors import ModelError
+from toolkit.errors import ModelError, first_line
 
 NAME = "torch"
 LAYOUT = "NCHW"
@@ -167,15 +167,33 @@ def save(model: nn.Module, path: str | Path) -> Path:
     return path
 
 
+def _is_torchscript(path: Path) -> bool:
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("/constants.pkl") or "/code/" in n for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def load(path: str | Path, spec: S.ArchSpec | None = None, model: nn.Module | None = None) -> nn.Module:
     """Load a state_dict into `model`, or into a fresh build of `spec`."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: checkpoint not found")
+    if _is_torchscript(path):                 # TorchScript runs its own code, no arbitrary pickle: safe to load
+        try:
+            return torch.jit.load(str(path), map_location="cpu")
+        except Exception as e:
+            raise ModelError(f"{path}: not a loadable TorchScript file ({first_line(e)})") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0][:120]})") from None
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise ModelError(f"{path}: a full pickled model; loading it would run code from the file. Save it as TorchScript "
+                             "(torch.jit.script(model).save(...)), or as a state_dict beside an edgepack record, or export it "
+                             "to ONNX, and use that") from None
+        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({first_line(e, 120)})") from None
     if isinstance(state, nn.Module):  # pragma: no cover - weights_only forbids it
         return state
     if model is None:
