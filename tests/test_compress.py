@@ -267,3 +267,12 @@ def test_torch_pruning_works_on_channels_last_weights(scope):
     strip_pruning(model)
     assert sparsity_report(model)["total"] == pytest.approx(0.7, abs=0.01)
     assert all(any(p is q for q in model.parameters()) for p in params)   # optimizer-held Parameters are still the model's
+
+
+def test_users_own_model_gets_macs_counted(mnist_small):
+    """A model without an edgepack description: MACs counted on its ONNX, as bench counts files (was None)."""
+    import torch
+    from toolkit.compress import compress_model
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 26 * 26, 10))
+    state, (rec,) = compress_model(net, [{"technique": "prune", "sparsity": 0.5, "epochs": 1}], mnist_small, verbose=False)
+    assert rec["before"]["macs"] == rec["after"]["macs"] == 4 * 26 * 26 * 9 + 4 * 26 * 26 * 10

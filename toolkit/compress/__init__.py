@@ -32,8 +32,24 @@ def measure(state) -> dict:
     ops = __import__(f"toolkit.backends.{state.backend.NAME}.compress", fromlist=["x"])
     nonzero = _nonzero(state, ops)
     _, acc = state.backend.evaluate(state.model, state.dataset)
-    macs = state.spec.count_params()["macs"] if state.spec is not None else None
-    return {"params": counts["trainable"], "nonzero_params": nonzero, "macs": macs, "accuracy": acc}
+    return {"params": counts["trainable"], "nonzero_params": nonzero, "macs": _macs(state), "accuracy": acc}
+
+
+def _macs(state) -> int | None:
+    """From the description when there is one; otherwise counted as `bench` counts files: on the model's ONNX."""
+    if state.spec is not None:
+        return state.spec.count_params()["macs"]
+    import importlib
+    import tempfile
+    from pathlib import Path
+    from benchmarks.metrics import onnx_metrics
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "m.onnx"
+            importlib.import_module(f"toolkit.backends.{state.backend.NAME}.export").to_onnx(state.model, path, state.dataset.input_shape)
+            return onnx_metrics(path.read_bytes())["macs"]
+    except Exception:                         # a model ONNX cannot express: the figure stays unknown, not guessed
+        return None
 
 
 def _nonzero(state, ops) -> int:
