@@ -280,3 +280,32 @@ def test_torchscript_files_bench_and_full_pickles_say_what_would_work(tmp_path):
     ts, full = _bench([tmp_path / "scripted.pt", tmp_path / "pickled.pt"])
     assert ts.ok and ts.runtime == "torch" and ts.accuracy is not None and ts.runtime_info["settings"]["mode"] == "TorchScript"
     assert not full.ok and "full pickled model" in full.error and "TorchScript" in full.error
+
+
+def test_int8_slower_note_does_not_depend_on_exact_nonzero_counts():
+    """A trained fp32 model may hold a single exact zero: it is still the dense sibling of its int8 file."""
+    from benchmarks.diagnostics import diagnose
+    from benchmarks.harness import BenchResult
+    common = {"machine": {"int8_dot_product": False}, "params": 20410}
+    fp32 = BenchResult("d/model.onnx", "onnx", "onnxruntime", 1, latency_ms={"p50": 0.02}, nonzero_params=20409,
+                       record={"format": "onnx", "parent": {"sha256": "x"}}, **common)
+    int8 = BenchResult("d/model.int8.onnx", "onnx", "onnxruntime", 1, latency_ms={"p50": 0.04}, nonzero_params=20300,
+                       record={"format": "onnx-int8", "parent": {"sha256": "x"}}, **common)
+    diagnose([fp32, int8])
+    assert any("slower" in d or "int8" in d for d in int8.diagnostics), int8.diagnostics
+
+
+def test_text_table_keeps_large_numbers_apart():
+    from benchmarks.report import table_lines
+    row = {"model": "m.onnx", "runtime": "onnxruntime", "threads": 1, "ok": True, "latency_ms": {"p50": 9.3, "p90": 9.7},
+           "load_ms": 56.4, "size_bytes": 13960647, "gzip_bytes": 12877757, "params": 3475008, "nonzero_params": 3469760,
+           "macs": 300774272, "peak_rss_mb": 63.1, "accuracy": None}
+    cells = table_lines([row])[-1].split()
+    assert ["13,960,647", "12,877,757", "3,475,008", "3,469,760", "300,774,272"] == cells[6:11]
+
+
+def test_a_bare_state_dict_says_what_would_work(tmp_path):
+    import torch
+    torch.save(torch.nn.Linear(4, 2).state_dict(), tmp_path / "weights.pt")
+    (r,) = _bench([tmp_path / "weights.pt"])
+    assert not r.ok and "keep the record weights.pt.json" in r.error and "--arch" not in r.error

@@ -189,7 +189,7 @@ def load(path: str | Path, spec: S.ArchSpec | None = None, model: nn.Module | No
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        if "Unsupported global" in str(e):                 # a pickled object graph, not a state_dict
             raise ModelError(f"{path}: a full pickled model; loading it would run code from the file. Save it as TorchScript "
                              "(torch.jit.script(model).save(...)), or as a state_dict beside an edgepack record, or export it "
                              "to ONNX, and use that") from None
