@@ -59,7 +59,7 @@ def main(req: dict) -> dict:
     except OSError:
         pass
     base_rss = _rss_mb()
-    runner = open_runner(req["model"], threads=req["threads"], **req.get("runtime_options", {}))
+    runner = open_runner(req["model"], threads=req["threads"], runtime=req.get("runtime"), **req.get("runtime_options", {}))
     note = "synthetic input requested: accuracy not measured" if ds is None else None
     if ds is not None:
         try:
@@ -118,6 +118,7 @@ def main(req: dict) -> dict:
         cm = np.zeros((n, n), np.int64)
         np.add.at(cm, (y_all, pred), 1)
         result.update(accuracy=float((pred == y_all).mean()), confusion=cm.tolist(), test_images=int(len(y_all)),
+                      predictions=pred.astype(int).tolist(),
                       classes=ds.classes, data_source=ds.source)
     runner.close()
     return result

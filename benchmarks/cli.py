@@ -34,6 +34,9 @@ def add_bench_parser(sub, func):
                    "edgepack record, else the data set's)")
     p.add_argument("--std", default=None, help="per-channel std after scaling, e.g. 0.229,0.224,0.225")
     p.add_argument("--scale", type=float, default=None, help="pixel scale before mean/std (default 1/255)")
+    p.add_argument("--runtime", default=None,
+                   help="runtimes to run each file on: comma-separated (onnxruntime, openvino, openvino-f32, litert, ...) "
+                        "or 'all' (every runtime that runs the file); default: each format's default runtime")
     p.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--runs", type=int, default=50, help="minimum timed runs (default 50)")
@@ -61,7 +64,8 @@ def run_bench(args) -> int:
             pre["mean"], pre["std"] = _float_list(args.mean, "--mean"), _float_list(args.std, "--std")
             if any(v <= 0 for v in pre["std"]):
                 raise OptionError("--std values must be > 0")
-    settings = BenchSettings(threads=_int_list(args.threads), preprocessing=pre, warmup=args.warmup, runs=args.runs,
+    runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()] if args.runtime else None
+    settings = BenchSettings(threads=_int_list(args.threads), preprocessing=pre, runtimes=runtimes, warmup=args.warmup, runs=args.runs,
                              min_seconds=args.min_seconds, batch=args.batch, accuracy=not args.no_accuracy,
                              cpu_power_w=args.cpu_power_w,
                              runtime_options={"graph_optimization": args.ort_graph_optimization})

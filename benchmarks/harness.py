@@ -16,8 +16,6 @@ from benchmarks.metrics import file_metrics
 from toolkit.errors import EdgepackError, ModelError, OptionError
 from toolkit.record import ArtifactRecord, gzip_size
 
-FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".epk": "edgepack-archive", ".pt": "torch", ".pth": "torch",
-           ".keras": "keras", ".h5": "keras"}
 RESULT_TAG = "@@EDGEPACK_RESULT@@"
 
 
@@ -33,12 +31,17 @@ class BenchSettings:
     runtime_options: dict = field(default_factory=dict)
     timeout_s: float = 1800
     preprocessing: dict | None = None   # {"mean", "std", "scale"} for every model (default: each file's record, else the data set's)
+    runtimes: list[str] | None = None   # None: each format's default runtime; ["all"]: every runtime that runs the file
 
     def __post_init__(self):
         if not self.threads or any(t < 1 for t in self.threads):
             raise OptionError("thread counts must be >= 1")
         if self.runs < 1 or self.warmup < 0 or self.batch < 1 or self.min_seconds < 0:
             raise OptionError("runs and batch must be >= 1, warm-up and min seconds >= 0")
+        from benchmarks.runners import all_runtimes
+        bad = [r for r in (self.runtimes or []) if r not in all_runtimes() + ["all"]]
+        if bad:
+            raise OptionError(f"unknown runtime(s) {', '.join(bad)}; known: {', '.join(all_runtimes())}, or all")
         unknown = set(self.runtime_options) - {"graph_optimization"}
         if unknown:
             raise OptionError(f"unknown runtime option(s) {sorted(unknown)}; known: graph_optimization")
@@ -83,11 +86,13 @@ class BenchResult:
     accuracy_note: str | None = None        # why accuracy was not measured (random input), if so
     data: dict | None = None                # the data actually used: name, source, test-set sha256, stand-in or not
     data_warning: str | None = None         # the file's record names other data than it was benchmarked on
+    predictions: list | None = None         # top-1 class per test image (raw results only): runtimes compared per file
 
     def to_dict(self, raw: bool = False) -> dict:
         d = asdict(self)
         if not raw:
             d.pop("latencies_ms")
+            d.pop("predictions")
         return d
 
 
@@ -119,6 +124,20 @@ def _child(request: dict, timeout: float) -> dict:
                                       "(truncated or corrupt?); the other models' results are kept", "signal": name}
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
     return {"ok": False, "error": f"child process exited with {proc.returncode} ({tail[:200]})"}
+
+
+def _runtimes_for(path: Path, wanted: list[str] | None) -> list[str]:
+    """The runtimes that run this file: its format's default, every one ('all'), or those named that run it."""
+    from benchmarks.runners import runtimes_for
+    able = runtimes_for(path)
+    if not wanted:
+        return able[:1]
+    if wanted == ["all"]:
+        return able
+    chosen = [rt for rt in wanted if rt in able]
+    if not chosen:
+        raise ModelError(f"{path}: none of the runtimes {', '.join(wanted)} runs {path.suffix} files (those that do: {', '.join(able)})")
+    return chosen
 
 
 def recorded_data(record: dict | None) -> str | None:
@@ -162,6 +181,8 @@ def benchmark(models: list[str | Path], data: str | None, data_dir: str | None =
     """Benchmark each model at each thread count; failures become records with `ok=False` (others go on).
     `data=None`: each file's recorded data set, or random input (no accuracy) for files without a record."""
     settings = settings or BenchSettings()
+    from benchmarks.runners import formats_by_suffix
+    FORMATS = formats_by_suffix()                        # noqa: N806 - every suffix a registered runtime runs
     machine = machine_record()
     results: list[BenchResult] = []
     announced: dict = {}
@@ -186,43 +207,51 @@ def benchmark(models: list[str | Path], data: str | None, data_dir: str | None =
         except EdgepackError as e:
             results.append(BenchResult(str(path), fmt, None, settings.threads[0], ok=False, error=str(e), machine=machine))
             continue
-        accuracy = None
         model_data = data or recorded_data(static.get("record")) or "synthetic"
-        for threads in settings.threads:
-            progress(f"benchmarking {path.name} ({fmt}, {threads} thread{'s' if threads > 1 else ''})")
-            req = {"model": str(path), "data": model_data, "data_dir": data_dir,
-                   "preprocessing": preprocessing_for(static.get("record"), settings.preprocessing), "threads": threads, "batch": settings.batch,
-                   "warmup": settings.warmup, "runs": settings.runs, "min_seconds": settings.min_seconds,
-                   "accuracy": settings.accuracy and accuracy is None, "runtime_options": settings.runtime_options}
-            out = _child(req, settings.timeout_s)
-            if not out.get("ok"):
-                results.append(BenchResult(str(path), fmt, None, threads, ok=False, error=out.get("error"), machine=machine, **static))
-                break
-            if "accuracy" in out:
-                accuracy = out
-            lat = latency_stats(out["latencies_ms"])
-            info = out["info"]
-            energy = out.get("energy_mj") or {
-                "value": out["cpu_seconds_per_run"] * settings.cpu_power_w * 1e3,
-                "method": f"estimated (CPU time x {settings.cpu_power_w:g} W package power)"}
-            results.append(BenchResult(
-                str(path), fmt, info["runtime"], threads, latency_ms=lat,
-                throughput_ips=out["batch"] * 1e3 / lat["p50"], batch=out["batch"], load_ms=out["load_ms"],
-                first_inference_ms=out["first_ms"], peak_rss_mb=out["peak_rss_mb"],
-                accuracy=accuracy.get("accuracy") if accuracy else None,
-                test_images=accuracy.get("test_images") if accuracy else None,
-                confusion=accuracy.get("confusion") if accuracy else None, classes=accuracy.get("classes") if accuracy else None,
-                energy_mj=energy, machine=machine, input=out["input"], runtime_info=info,
-                latencies_ms=out["latencies_ms"], accuracy_note=out.get("accuracy_note"), data=out.get("data"),
-                data_warning=data_mismatch(static.get("record"), out.get("data")), **static))
-            used = out.get("data") or {}
-            if used.get("line") and used["line"] != announced.get("line"):
-                progress(used["line"])
-                announced.update(used)
-            if results[-1].data_warning and threads == settings.threads[0]:
-                progress(f"warning: {path.name}: {results[-1].data_warning}")
-            if out.get("accuracy_note") and threads == settings.threads[0]:
-                progress(f"{path.name}: {out['accuracy_note']}")
+        try:
+            runtimes = _runtimes_for(path, settings.runtimes)
+        except EdgepackError as e:
+            results.append(BenchResult(str(path), fmt, None, settings.threads[0], ok=False, error=str(e), machine=machine, **static))
+            continue
+        for runtime in runtimes:
+            accuracy = None
+            for threads in settings.threads:
+                progress(f"benchmarking {path.name} ({fmt} on {runtime}, {threads} thread{'s' if threads > 1 else ''})")
+                req = {"model": str(path), "data": model_data, "data_dir": data_dir,
+                       "preprocessing": preprocessing_for(static.get("record"), settings.preprocessing), "threads": threads, "batch": settings.batch,
+                       "warmup": settings.warmup, "runs": settings.runs, "min_seconds": settings.min_seconds,
+                       "accuracy": settings.accuracy and accuracy is None, "runtime_options": settings.runtime_options,
+                       "runtime": runtime}
+                out = _child(req, settings.timeout_s)
+                if not out.get("ok"):
+                    results.append(BenchResult(str(path), fmt, runtime, threads, ok=False, error=out.get("error"), machine=machine, **static))
+                    break
+                if "accuracy" in out:
+                    accuracy = out
+                lat = latency_stats(out["latencies_ms"])
+                info = out["info"]
+                energy = out.get("energy_mj") or {
+                    "value": out["cpu_seconds_per_run"] * settings.cpu_power_w * 1e3,
+                    "method": f"estimated (CPU time x {settings.cpu_power_w:g} W package power)"}
+                results.append(BenchResult(
+                    str(path), fmt, info["runtime"], threads, latency_ms=lat,
+                    throughput_ips=out["batch"] * 1e3 / lat["p50"], batch=out["batch"], load_ms=out["load_ms"],
+                    first_inference_ms=out["first_ms"], peak_rss_mb=out["peak_rss_mb"],
+                    accuracy=accuracy.get("accuracy") if accuracy else None,
+                    test_images=accuracy.get("test_images") if accuracy else None,
+                    confusion=accuracy.get("confusion") if accuracy else None, classes=accuracy.get("classes") if accuracy else None,
+                    energy_mj=energy, machine=machine, input=out["input"], runtime_info=info,
+                    latencies_ms=out["latencies_ms"], accuracy_note=out.get("accuracy_note"), data=out.get("data"),
+                    predictions=accuracy.get("predictions") if accuracy else None,
+                    data_warning=data_mismatch(static.get("record"), out.get("data")), **static))
+                used = out.get("data") or {}
+                if used.get("line") and used["line"] != announced.get("line"):
+                    progress(used["line"])
+                    announced.update(used)
+                if results[-1].data_warning and threads == settings.threads[0]:
+                    progress(f"warning: {path.name}: {results[-1].data_warning}")
+                if out.get("accuracy_note") and threads == settings.threads[0]:
+                    progress(f"{path.name}: {out['accuracy_note']}")
     from benchmarks.diagnostics import diagnose
     diagnose(results)
     return results

@@ -25,6 +25,39 @@ def rows(results) -> list[dict]:
     return [r.to_dict() if hasattr(r, "to_dict") else r for r in results]
 
 
+def runtime_label(runtime: str) -> str:
+    """The registered runner's label (plots, tables); the name itself for a runtime not registered here."""
+    try:
+        from benchmarks.runners import _load
+        return next((c.label for (_, rt), c in _load().items() if rt == runtime), runtime)
+    except Exception:
+        return runtime
+
+
+def cross_runtime_rows(results) -> list[dict]:
+    """Files run on more than one runtime: accuracy, p50 and top-1 agreement with the file's first runtime, side by
+    side (first thread count). A runtime that could not load the file is a row with its error."""
+    ds = [r.to_dict(raw=True) if hasattr(r, "to_dict") else r for r in results]
+    t0 = min((d["threads"] for d in ds), default=1)
+    by_file: dict[str, list[dict]] = {}
+    for d in ds:
+        if d["threads"] == t0 and d.get("runtime"):
+            by_file.setdefault(d["model"], []).append(d)
+    out = []
+    for model, group in by_file.items():
+        if len({d["runtime"] for d in group}) < 2:
+            continue
+        ref = next((d for d in group if d.get("predictions")), None)
+        for d in group:
+            agree = None
+            if ref is not None and d.get("predictions") and len(d["predictions"]) == len(ref["predictions"]):
+                agree = sum(a == b for a, b in zip(d["predictions"], ref["predictions"])) / len(ref["predictions"])
+            out.append({"model": model, "runtime": d["runtime"], "ok": d["ok"], "error": d.get("error"),
+                        "accuracy": d.get("accuracy"), "p50": (d.get("latency_ms") or {}).get("p50"),
+                        "agreement": agree, "versus": ref["runtime"] if ref is not None else None})
+    return out
+
+
 def write_json(results, path, extra: dict | None = None) -> None:
     _atomic_write(path, json.dumps({"edgepack_bench_version": JSON_VERSION, **(extra or {}), "results": rows(results)}, indent=2))
 
@@ -59,6 +92,10 @@ def label(model: str) -> str:
     """folder/file: several runs often hold files with the same name."""
     p = Path(model)
     return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
+def _pct_or_dash(v):
+    return "-" if v is None else f"{100 * v:.2f}%"
 
 
 def _fmt(v, spec):
@@ -161,7 +198,8 @@ def plot_all(results, out_dir: Path) -> list[Path]:
             continue
         fig, (ax, key_ax) = plt.subplots(1, 2, figsize=(11, 5.5), gridspec_kw={"width_ratios": [3, 1.25]})
         front = _pareto([(x, y) for _, x, _, y, _ in pts])
-        markers = {"onnxruntime": "o", "litert": "s"}
+        present = list(dict.fromkeys(d["runtime"] for d, *_ in pts))
+        markers = dict(zip(present, "osDvPX^<>"))
         for i, (d, x, xerr, y, yerr) in enumerate(pts):
             colour = f"C{threads.index(d['threads'])}" if key == "p50" else "C0"
             ax.errorbar(x, y, xerr=[[xerr[0]], [xerr[1]]], yerr=[[yerr[0]], [yerr[1]]], fmt=markers.get(d["runtime"], "^"),
@@ -172,8 +210,7 @@ def plot_all(results, out_dir: Path) -> list[Path]:
         fx = sorted((pts[i][1], pts[i][3]) for i in front)
         ax.plot([p[0] for p in fx], [p[1] for p in fx], "--", color="C3", drawstyle="steps-post", lw=1, label="Pareto front")
         for r, m in markers.items():
-            ax.plot([], [], m, color="grey", label={"onnxruntime": "ONNX Runtime", "litert": "LiteRT"}[r])
-        ax.plot([], [], "^", color="grey", label="source framework")
+            ax.plot([], [], m, color="grey", label=runtime_label(r))
         if key == "p50" and len(threads) > 1:
             for t in threads:
                 ax.plot([], [], "o", color=f"C{threads.index(t)}", label=f"{t} thread{'s' if t > 1 else ''}")
@@ -279,6 +316,19 @@ def write_markdown(results, path: Path, plots: list[Path], command: str = "") ->
     first = next((d for d in ds if d.get("test_images")), None)
     lines += ["", f"Latency: batch {ds[0].get('batch', 1) if ds else 1}, warm runs after warm-up, each model in its own process. "
               + (f"Accuracy: top-1 on all {first['test_images']:,} test images, in the target runtime." if first else ""), ""]
+    cross = cross_runtime_rows(results)
+    if cross:
+        lines += ["## Same file, several runtimes", "",
+                  "Top-1 agreement with the file's first runtime on every test image; an int8 `.onnx` runs each consumer's "
+                  "own int8 kernels.", "", "| file | runtime | accuracy | top-1 agreement | p50 ms |", "| --- | --- | ---: | ---: | ---: |"]
+        for c in cross:
+            if not c["ok"]:
+                lines.append(f"| {names.get(c['model'], c['model'])} | {c['runtime']} | error: {c['error']} | | |")
+                continue
+            agree = "-" if c["agreement"] is None else f"{100 * c['agreement']:.2f}% vs {c['versus']}"
+            lines.append(f"| {names.get(c['model'], c['model'])} | {c['runtime']} | {_pct_or_dash(c['accuracy'])} | {agree} | "
+                         f"{_fmt(c['p50'], '.3f')} |")
+        lines.append("")
     busy = [d for d in ds if d["ok"] and busy_machine(d)]
     if busy:
         lines += ["**Machine load warning**: the timing spread of " + ", ".join(f"{names[d['model']]} ({d['threads']}t)" for d in busy)

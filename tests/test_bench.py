@@ -9,7 +9,7 @@ from benchmarks.harness import BenchResult, BenchSettings, benchmark, latency_st
 from benchmarks.metrics import file_metrics
 from benchmarks.report import plot_all, write_csv, write_json, write_markdown
 from tests.conftest import MNIST_DIR
-from toolkit.errors import OptionError
+from toolkit.errors import ModelError, OptionError
 
 FAST = BenchSettings(threads=[1], warmup=2, runs=20, min_seconds=0.05)
 JSON_FIELDS = {"model", "format", "runtime", "threads", "latency_ms", "load_ms", "size_bytes", "gzip_bytes", "params",
@@ -309,3 +309,34 @@ def test_a_bare_state_dict_says_what_would_work(tmp_path):
     torch.save(torch.nn.Linear(4, 2).state_dict(), tmp_path / "weights.pt")
     (r,) = _bench([tmp_path / "weights.pt"])
     assert not r.ok and "keep the record weights.pt.json" in r.error and "--arch" not in r.error
+
+
+def test_runtime_registry_is_keyed_by_format_and_runtime():
+    from benchmarks.runners import all_runtimes, format_of, runner_class, runtimes_for
+    assert runtimes_for("m.onnx")[0] == "onnxruntime" and {"openvino", "openvino-f32"} <= set(runtimes_for("m.onnx"))
+    assert runtimes_for("m.tflite") == ["litert"] and format_of("m.epk") == "edgepack-archive"
+    assert runner_class("m.onnx", "openvino").extra == "openvino"
+    with pytest.raises(OptionError, match="unknown runtime 'tvm'"):
+        runner_class("m.onnx", "tvm")
+    with pytest.raises(ModelError, match="openvino does not run tflite files"):
+        runner_class("m.tflite", "openvino")
+    with pytest.raises(OptionError, match="unknown runtime"):
+        BenchSettings(runtimes=["tvm"])
+    assert "litert" in all_runtimes()
+
+
+def test_one_onnx_file_on_every_runtime_side_by_side(exported, tmp_path):
+    """The cross-consumer table: each runtime's accuracy and its top-1 agreement with the first, per file."""
+    from benchmarks.report import cross_runtime_rows, write_markdown
+    onnx, tfl = exported["torch"]["onnx-int8"].path, exported["keras"]["tflite-int8"].path
+    res = _bench([onnx, tfl], BenchSettings(runs=3, min_seconds=0, runtimes=["all"]))
+    assert [(r.runtime, r.ok) for r in res] == [("onnxruntime", True), ("openvino", True), ("openvino-f32", True), ("litert", True)]
+    cross = cross_runtime_rows(res)
+    assert [c["runtime"] for c in cross] == ["onnxruntime", "openvino", "openvino-f32"]
+    assert cross[0]["agreement"] == 1.0 and all(c["agreement"] > 0.98 for c in cross)
+    # the default file has 7-bit weights: every consumer computes the same integers, to within requantization rounding
+    assert abs(cross[1]["accuracy"] - cross[0]["accuracy"]) < 0.01
+    write_markdown(res, tmp_path / "r.md", [], "edgepack bench --runtime all")
+    assert "## Same file, several runtimes" in (tmp_path / "r.md").read_text()
+    only = _bench([tfl], BenchSettings(runs=3, min_seconds=0, runtimes=["openvino"]))
+    assert not only[0].ok and "none of the runtimes openvino runs .tflite files" in only[0].error

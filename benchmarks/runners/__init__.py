@@ -1,4 +1,8 @@
-"""Runner registry: one module per runtime, registered here by file suffix (the one place to add one)."""
+"""Runtime registry, keyed by (file format, runtime). Each runtime is one module whose runner classes declare what
+they run (`format`, `suffixes`), what they need (`needs`, `extra`) and their label, and register themselves with
+`@register_runner`; `RUNNER_MODULES` is the one list of those modules (a new runtime = a new module + one line).
+A format's default runtime is the first registered for it; others run a file when asked (`bench --runtime`).
+Modules are imported without their runtimes: a runtime-only install never loads torch or TensorFlow."""
 from __future__ import annotations
 
 import importlib
@@ -6,33 +10,72 @@ from pathlib import Path
 
 from toolkit.errors import ModelError, OptionError
 
-# suffix -> "module:Class"; modules are imported lazily so a runtime-only install never loads torch/TF.
-RUNNERS = {
-    ".onnx": "benchmarks.runners.onnxruntime:OnnxRuntimeRunner",
-    ".tflite": "benchmarks.runners.tflite:LiteRTRunner",
-    ".epk": "benchmarks.runners.archive:ArchiveRunner",
-    ".pt": "benchmarks.runners.frameworks:TorchRunner",
-    ".pth": "benchmarks.runners.frameworks:TorchRunner",
-    ".keras": "benchmarks.runners.frameworks:KerasRunner",
-    ".h5": "benchmarks.runners.frameworks:KerasRunner",
-}
+RUNNER_MODULES = ("benchmarks.runners.onnxruntime", "benchmarks.runners.tflite", "benchmarks.runners.archive",
+                  "benchmarks.runners.frameworks", "benchmarks.runners.openvino")
+
+_REGISTRY: dict[tuple[str, str], type] = {}
+_loaded = False
 
 
-def runner_class(path: str | Path):
+def register_runner(cls):
+    key = (cls.format, cls.runtime)
+    if key in _REGISTRY:
+        raise RuntimeError(f"runner for {key} registered twice")
+    _REGISTRY[key] = cls
+    return cls
+
+
+def _load() -> dict[tuple[str, str], type]:
+    global _loaded
+    if not _loaded:
+        for mod in RUNNER_MODULES:
+            importlib.import_module(mod)
+        _loaded = True
+    return _REGISTRY
+
+
+def formats_by_suffix() -> dict[str, str]:
+    """'.onnx' -> 'onnx', '.tflite' -> 'tflite', ...: every file suffix some runtime runs."""
+    return {s: c.format for c in _load().values() for s in c.suffixes}
+
+
+def format_of(path: str | Path) -> str:
     suffix = Path(path).suffix.lower()
-    target = RUNNERS.get(suffix)
-    if target is None:
-        raise ModelError(f"{path}: unknown model format {suffix or '(no suffix)'!r}; edgepack runs {', '.join(sorted(RUNNERS))}")
-    mod, cls = target.split(":")
-    return getattr(importlib.import_module(mod), cls)
+    fmt = formats_by_suffix().get(suffix)
+    if fmt is None:
+        raise ModelError(f"{path}: unknown model format {suffix or '(no suffix)'!r}; edgepack runs "
+                         f"{', '.join(sorted(formats_by_suffix()))}")
+    return fmt
 
 
-def open_runner(path: str | Path, threads: int | None = 1, **options):
-    cls = runner_class(path)
+def all_runtimes() -> list[str]:
+    return list(dict.fromkeys(rt for _, rt in _load()))
+
+
+def runtimes_for(path: str | Path) -> list[str]:
+    """Every registered runtime that runs this file's format, the default first."""
+    fmt = format_of(path)
+    return [rt for (f, rt) in _load() if f == fmt]
+
+
+def runner_class(path: str | Path, runtime: str | None = None):
+    fmt = format_of(path)
+    if runtime is None:
+        runtime = runtimes_for(path)[0]
+    cls = _load().get((fmt, runtime))
+    if cls is None:
+        if runtime not in all_runtimes():
+            raise OptionError(f"unknown runtime {runtime!r}; known: {', '.join(all_runtimes())}")
+        raise ModelError(f"{path}: {runtime} does not run {fmt} files (runtimes for {fmt}: {', '.join(runtimes_for(path))})")
+    return cls
+
+
+def open_runner(path: str | Path, threads: int | None = 1, runtime: str | None = None, **options):
+    cls = runner_class(path, runtime)
     for need in cls.needs:
         try:
             importlib.import_module(need)
         except ImportError:
-            raise OptionError(f"{path}: running {cls.runtime} models needs the '{need}' package "
-                              f"(pip install 'edgepack[{'torch' if need == 'torch' else 'tf' if need == 'tensorflow' else 'runtime'}]')") from None
+            raise OptionError(f"{path}: running it on {cls.runtime} needs the '{need}' package "
+                              f"(pip install 'edgepack[{cls.extra}]')") from None
     return cls(path, threads=threads, **options).load()

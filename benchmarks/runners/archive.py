@@ -1,12 +1,15 @@
 """edgepack archives (.epk): decompressed into a dense ONNX at load (timed as load), run by ONNX Runtime."""
 from __future__ import annotations
 
+from benchmarks.runners import register_runner
 from benchmarks.runners.onnxruntime import OnnxRuntimeRunner, RunnerInfo
 
 
+@register_runner
 class ArchiveRunner(OnnxRuntimeRunner):
     runtime = "onnxruntime"
-    formats = (".epk",)
+    format = "edgepack-archive"
+    suffixes = (".epk",)
 
     def _model_source(self):
         from exporters.sparse_archive import read_archive

@@ -39,8 +39,11 @@ class RunnerInfo:
 class Runner:
     """Subclasses implement `_load`, `_run` and set `self.inputs` / `self.outputs`."""
     runtime = "?"
-    formats: tuple[str, ...] = ()        # file suffixes handled
+    format = "?"                         # the file format it runs: onnx, tflite, edgepack-archive, torch, keras
+    suffixes: tuple[str, ...] = ()       # file suffixes of that format
     needs: tuple[str, ...] = ()          # modules that must be importable
+    extra = "runtime"                    # the pip extra that installs them
+    label = "?"                          # in reports and plot legends
 
     def __init__(self, path: str | Path, threads: int | None = 1, **options):
         self.path = Path(path)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmarks.runners import register_runner
 from benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
 
 
@@ -30,10 +31,14 @@ class _CheckpointRunner(Runner):
         pass
 
 
+@register_runner
 class TorchRunner(_CheckpointRunner):
     runtime = "torch"
-    formats = (".pt", ".pth")
+    format = "torch"
+    suffixes = (".pt", ".pth")
     needs = ("torch",)
+    extra = "torch"
+    label = "PyTorch (eager)"
 
     def _prepare(self):
         import torch
@@ -61,10 +66,14 @@ class TorchRunner(_CheckpointRunner):
         return RunnerInfo("torch", torch.__version__, self.threads, {"mode": mode})
 
 
+@register_runner
 class KerasRunner(_CheckpointRunner):
     runtime = "keras"
-    formats = (".keras", ".h5")
+    format = "keras"
+    suffixes = (".keras", ".h5")
     needs = ("tensorflow",)
+    extra = "tf"
+    label = "Keras (eager)"
 
     def _shapes_from_model(self):
         """A Keras file saved outside edgepack: the model itself says its input and output shapes."""

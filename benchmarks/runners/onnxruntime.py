@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmarks.runners import register_runner
 from benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
 from toolkit.errors import OptionError
 
@@ -11,10 +12,13 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tenso
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 
+@register_runner
 class OnnxRuntimeRunner(Runner):
     runtime = "onnxruntime"
-    formats = (".onnx",)
+    format = "onnx"
+    suffixes = (".onnx",)
     needs = ("onnxruntime",)
+    label = "ONNX Runtime"
 
     def _session_options(self):
         import onnxruntime as ort

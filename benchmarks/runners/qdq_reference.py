@@ -325,9 +325,11 @@ class QdqGraph:
 
 class QdqReferenceRunner(Runner):
     """An int8 .onnx run by the NumPy reference under one kernel class (option `kernel_class`)."""
-    runtime = "qdq-reference"
-    formats = (".onnx",)
+    runtime = "qdq-reference"                # not registered: verification opens it directly
+    format = "onnx"
+    suffixes = (".onnx",)
     needs = ()
+    label = "NumPy int8 reference"
 
     def _load(self) -> None:
         g = read_onnx(self.path.read_bytes())

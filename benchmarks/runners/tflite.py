@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmarks.runners import register_runner
 from benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
 
 
@@ -16,10 +17,13 @@ def _spec(d: dict) -> TensorSpec:
     return TensorSpec(d["name"], shape, np.dtype(d["dtype"]), scale, zp)
 
 
+@register_runner
 class LiteRTRunner(Runner):
     runtime = "litert"
-    formats = (".tflite",)
+    format = "tflite"
+    suffixes = (".tflite",)
     needs = ("ai_edge_litert",)
+    label = "LiteRT"
 
     def _load(self) -> None:
         from ai_edge_litert.interpreter import Interpreter
