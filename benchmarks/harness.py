@@ -142,12 +142,10 @@ def _runtimes_for(path: Path, wanted: list[str] | None) -> list[str]:
 
 def recorded_data(record: dict | None) -> str | None:
     """The data set a file's edgepack record names (the explicit stand-in name when it was trained on one)."""
+    from toolkit.data.sources import recorded_stand_in, stand_in_name
     ds = (record or {}).get("dataset") or {}
     name = ds.get("name")
-    if name and (ds.get("fallback") or "offline fallback" in " ".join(ds.get("notes") or [])):
-        from toolkit.data.sources import STAND_INS
-        name = next((k for k, v in STAND_INS.items() if v == name), name)
-    return name
+    return stand_in_name(name) if name and recorded_stand_in(ds) else name
 
 
 def preprocessing_for(record: dict | None, given: dict | None) -> dict | None:
@@ -165,7 +163,8 @@ def data_mismatch(record: dict | None, used: dict | None) -> str | None:
     rec = (record or {}).get("dataset") or {}
     if not rec or not used:
         return None
-    rec_fallback = bool(rec.get("fallback") or "offline fallback" in " ".join(rec.get("notes") or []))
+    from toolkit.data.sources import recorded_stand_in
+    rec_fallback = recorded_stand_in(rec)
     if rec.get("test_sha256"):
         same = rec["test_sha256"] == used["test_sha256"]
     else:                                   # records written before the content hash: name and stand-in-ness
@@ -182,24 +181,24 @@ def benchmark(models: list[str | Path], data: str | None, data_dir: str | None =
     `data=None`: each file's recorded data set, or random input (no accuracy) for files without a record."""
     settings = settings or BenchSettings()
     from benchmarks.runners import formats_by_suffix
-    FORMATS = formats_by_suffix()                        # noqa: N806 - every suffix a registered runtime runs
+    suffixes = formats_by_suffix()                       # every suffix a registered runtime runs
     machine = machine_record()
     results: list[BenchResult] = []
     announced: dict = {}
     for model in models:
         path = Path(model)
-        if path.suffix.lower() == ".json" and path.with_suffix("").suffix.lower() in FORMATS:
+        if path.suffix.lower() == ".json" and path.with_suffix("").suffix.lower() in suffixes:
             progress(f"skipping {path.name}: the edgepack manifest of {path.with_suffix('').name}, not a model")
             continue
-        fmt = FORMATS.get(path.suffix.lower(), path.suffix.lstrip(".") or "?")
+        fmt = suffixes.get(path.suffix.lower(), path.suffix.lstrip(".") or "?")
         static = None
         try:
             if path.is_dir():
                 raise ModelError(f"{path}: is a folder, not a model file")
             if not path.is_file():
                 raise ModelError(f"{path}: file not found")
-            if path.suffix.lower() not in FORMATS:
-                raise ModelError(f"{path}: not a model file edgepack can run ({', '.join(sorted(FORMATS))})")
+            if path.suffix.lower() not in suffixes:
+                raise ModelError(f"{path}: not a model file edgepack can run ({', '.join(sorted(suffixes))})")
             out = _child({"static": True, "model": str(path)}, settings.timeout_s)   # a crash here is one row
             if not out.get("ok"):
                 raise ModelError(out.get("error") or f"{path}: cannot be read")

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import MNIST_DIR, ROOT
+from tests.conftest import MNIST_DIR
 from toolkit.errors import DataError
 
 

@@ -18,7 +18,7 @@ from types import ModuleType
 from toolkit.arch import ArchSpec, get_arch
 from toolkit.backends import backend_for_file, get_backend
 from toolkit.data import Dataset, load_dataset
-from toolkit.data.sources import STAND_INS
+from toolkit.data.sources import recorded_stand_in, stand_in_name
 from toolkit.errors import ModelError
 from toolkit.record import ArtifactRecord
 from toolkit.train import TrainConfig
@@ -118,9 +118,8 @@ def dataset_for(loaded: Loaded, data=None, data_dir: str | None = None) -> Datas
     name = data or rec.get("name")
     if not name:
         raise ModelError(f"{loaded.path}: no data set recorded; pass --data")
-    recorded_fallback = rec.get("fallback") or "offline fallback" in " ".join(rec.get("notes") or [])
-    if data is None and data_dir is None and recorded_fallback:
-        name = next(k for k, v in STAND_INS.items() if v == name)          # trained on the stand-in: use it again
+    if data is None and data_dir is None and recorded_stand_in(rec):
+        name = stand_in_name(name)                                       # trained on the stand-in: use it again
     if data_dir is None and name == rec.get("name") and rec.get("source") and Path(rec["source"]).exists():
         data_dir = rec["source"]
     return load_dataset(name, data_dir, allow_fallback=False)

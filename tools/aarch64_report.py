@@ -21,7 +21,7 @@ def main(out: Path, build_s: int, install_s: int, bench_s: int) -> None:
              f"Run {time.strftime('%Y-%m-%d')} with `make aarch64-check` (`tools/aarch64_check.sh`) on {m_x86['cpu']} "
              f"({', '.join(m_x86['isa'])}); arm64 Debian bookworm userland under qemu-user: `{(out / 'uname.txt').read_text().strip()}`, "
              f"Python {m_arm['python']}.", "",
-             f"- Installed there from the working tree with `pip install \".[runtime]\"`: "
+             "- Installed there from the working tree with `pip install \".[runtime]\"`: "
              + ", ".join(f"{k} {freeze[k]}" for k in ("edgepack", "numpy", "onnxruntime", "ai-edge-litert", "pillow") if k in freeze) + ".",
              f"- Import check: `{imports}` (neither torch nor TensorFlow exists in that venv).",
              f"- Time: userland {build_s} s (0 when reused), pip install {install_s} s, bench {bench_s} s, on 2 busy cores.",

@@ -309,6 +309,17 @@ def _looks_like_idx(p: Path) -> bool:
 STAND_INS = {"digits": "mnist"}     # explicit names for the offline stand-ins: `--data digits`
 
 
+def recorded_stand_in(dataset_record: dict | None) -> bool:
+    """Whether an artifact record's `dataset` says it was made on an offline stand-in (older records: by its note)."""
+    d = dataset_record or {}
+    return bool(d.get("fallback") or "offline fallback" in " ".join(d.get("notes") or []))
+
+
+def stand_in_name(name: str) -> str:
+    """'mnist' -> 'digits': the name that asks for the stand-in of a data set explicitly."""
+    return next((k for k, v in STAND_INS.items() if v == name), name)
+
+
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, allow_download: bool = True,
                  allow_fallback: bool = True, quiet: bool = False) -> Dataset:
     """Load a named data set (or a folder of IDX files / an image-folder tree under any name), say on stderr
@@ -367,7 +378,7 @@ def _load_dataset(name: str, data_dir, *, allow_download: bool, allow_fallback: 
         note(f"{name}: no local copy ({'; '.join(errors) or 'download disabled'}); "
              f"USING OFFLINE FALLBACK: {ds.source}. Pass --data-dir or set EDGEPACK_DATA for the real data set.")
         return ds
-    stand_in = next((k for k, v in STAND_INS.items() if v == name), None)
-    hint = f", or --data {stand_in} for the offline stand-in ({spec.fallback_text})" if stand_in else ""
+    stand_in = stand_in_name(name)
+    hint = f", or --data {stand_in} for the offline stand-in ({spec.fallback_text})" if stand_in != name else ""
     raise DataError(f"{name}: no local copy found ({'; '.join(errors) or 'download disabled: EDGEPACK_OFFLINE'}); "
                     f"pass --data-dir DIR or set EDGEPACK_DATA{hint}")

@@ -221,10 +221,10 @@ class Runner:
                     models.append(f)
         settings = BenchSettings(threads=o.get("threads", [1]), runs=o.get("runs", 50), min_seconds=o.get("min_seconds", 1.0),
                                  warmup=o.get("warmup", 5))
-        from toolkit.data.sources import STAND_INS
+        from toolkit.data.sources import stand_in_name
         name = self.recipe.data["name"]
         if self.dataset.fallback:                  # the models were trained on the stand-in: bench on it, by name
-            name = next(k for k, v in STAND_INS.items() if v == name)
+            name = stand_in_name(name)
         results = benchmark(models, name, self._data_dir(), settings, progress=self.log)
         raw = [r.to_dict(raw=True) for r in results]
         write_json(raw, d / "results.json", {"settings": settings.__dict__})
