@@ -5,7 +5,7 @@ pick their int8 kernels by instruction set. What differs is how the u8 x s8 prod
 Conv/Gemm/MatMul are added up:
 
 - ``exact``: every product is accumulated in int32. x86 with AVX-512 VNNI, AVX-VNNI or AMX
-  (``vpdpbusd``), ARM64 NEON (widening multiplies) and its dot-product instructions, OpenVINO.
+  (``vpdpbusd``), ARM64 NEON (widening multiplies) and its dot-product instructions.
 - ``u8s8-sat16``: x86 with AVX2 (or AVX-512 without VNNI). ``vpmaddubsw`` multiplies u8 by s8
   and adds *adjacent pairs* of products in int16 **with saturation**, then ``vpmaddwd`` widens to
   int32. A pair sum beyond +-32,767 is clipped; ONNX Runtime's and OpenVINO's documentation both
@@ -30,7 +30,7 @@ from benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
 from toolkit.errors import ModelError, OptionError
 
 KERNEL_CLASSES = {
-    "exact": "int32 accumulation (x86 AVX-512 VNNI / AVX-VNNI / AMX, ARM64 NEON and dot-product, OpenVINO)",
+    "exact": "int32 accumulation (x86 AVX-512 VNNI / AVX-VNNI / AMX, ARM64 NEON and dot-product)",
     "u8s8-sat16": "u8 x s8 pairs added in int16 with saturation (x86 AVX2, AVX-512 without VNNI: vpmaddubsw)",
 }
 INT16_MAX = 32767
