@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "quickstart.toml"
+QUICKSTART = Path(__file__).resolve().parent / "recipes" / "quickstart.toml"   # package data: works from a wheel
 
 
 def run_demo(out: str | Path = "demo") -> int:

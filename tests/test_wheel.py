@@ -1,0 +1,34 @@
+"""The built wheel is the product: it carries what `edgepack demo` needs (the quickstart recipe is package data)."""
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_wheel_installs_and_runs_the_demo_outside_the_repository(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                        str(tmp_path / "dist"), str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("edgepack-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "toolkit/recipes/quickstart.toml" in names and "exporters/README.md" in names
+    assert not any(n.startswith(("tests/", "tools/", "examples/")) for n in names)
+    site = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    # the installed copy, not the checkout: PYTHONPATH precedes the editable install; cwd is outside the repository
+    env = {**os.environ, "PYTHONPATH": str(site), "EDGEPACK_CACHE": str(tmp_path / "cache"), "EDGEPACK_OFFLINE": "1"}
+    env.pop("EDGEPACK_DATA", None)
+    code = ("import toolkit, sys; assert toolkit.__file__.startswith(sys.argv[1]), toolkit.__file__; "
+            "from toolkit.cli import main; sys.exit(main(['demo', '--out', 'demo']))")
+    r = subprocess.run([sys.executable, "-c", code, str(site)], capture_output=True, text=True, timeout=900, env=env,
+                       cwd=tmp_path)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert (tmp_path / "demo" / "report.md").is_file()
