@@ -12,6 +12,7 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+from toolkit.errors import first_line
 
 
 def _rss_mb() -> float:
@@ -130,7 +131,7 @@ if __name__ == "__main__":
         out = {"ok": True, **main(request)}
     except Exception as e:  # reported as one line by the parent
         from toolkit.errors import EdgepackError
-        msg = str(e) if isinstance(e, EdgepackError) else f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+        msg = str(e) if isinstance(e, EdgepackError) else first_line(e)
         out = {"ok": False, "error": msg}
         if not isinstance(e, EdgepackError):
             out["traceback"] = traceback.format_exc()[-2000:]

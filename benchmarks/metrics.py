@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.onnx_reader import Graph, read_onnx
-from toolkit.errors import ModelError
+from toolkit.errors import ModelError, first_line
 
 Q_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 SHAPE_INPUT_OPS = {"Reshape", "Pad", "Squeeze", "Unsqueeze", "ReduceMean", "Slice", "Expand", "Tile", "Resize", "Upsample"}
@@ -205,7 +205,7 @@ def tflite_metrics(path: Path) -> dict:
                              experimental_preserve_all_tensors=True)
             it.allocate_tensors()
     except Exception as e:
-        raise ModelError(f"{path}: not a loadable TFLite model ({str(e).splitlines()[0][:160]})") from None
+        raise ModelError(f"{path}: not a loadable TFLite model ({first_line(e, 160)})") from None
     tensors = {d["index"]: d for d in it.get_tensor_details()}
     ops = it._get_ops_details()
     produced = {o for op in ops for o in op["outputs"]}

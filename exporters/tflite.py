@@ -18,7 +18,7 @@ import numpy as np
 
 from exporters.base import ExportContext, Exporter
 from exporters.registry import register_exporter
-from toolkit.errors import ModelError, OptionError
+from toolkit.errors import ModelError, OptionError, first_line
 
 ONNX2TF_SUFFIX = {"fp32": "_float32.tflite", "fp16": "_float16.tflite", "dynamic": "_dynamic_range_quant.tflite",
                   "int8": "_full_integer_quant.tflite"}
@@ -96,7 +96,7 @@ def onnx2tf_convert(ctx: ExportContext) -> Path:
                             keep_nwc_or_nhwc_or_ndhwc_input_names=keep_nhwc,
                             non_verbose=True, verbosity="error")
     except Exception as e:
-        raise ModelError(f"onnx2tf conversion failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}") from None
+        raise ModelError(f"onnx2tf conversion failed: {first_line(e)}") from None
     finally:
         os.environ["PATH"] = env_path
     ctx.produced[key] = work / "out"

@@ -340,3 +340,18 @@ def test_one_onnx_file_on_every_runtime_side_by_side(exported, tmp_path):
     assert "## Same file, several runtimes" in (tmp_path / "r.md").read_text()
     only = _bench([tfl], BenchSettings(runs=3, min_seconds=0, runtimes=["openvino"]))
     assert not only[0].ok and "none of the runtimes openvino runs .tflite files" in only[0].error
+
+
+def test_an_exception_without_a_message_is_still_one_line(tmp_path, monkeypatch):
+    """`str(e).splitlines()[0]` raised IndexError on an empty message; every one-line error uses first_line now."""
+    import ai_edge_litert.interpreter as li
+    from benchmarks.metrics import tflite_metrics
+    from toolkit.errors import first_line
+
+    def broken(*a, **k):
+        raise RuntimeError()
+    monkeypatch.setattr(li, "Interpreter", broken)
+    (tmp_path / "m.tflite").write_bytes(b"x")
+    with pytest.raises(ModelError, match=r"not a loadable TFLite model \(RuntimeError\)"):
+        tflite_metrics(tmp_path / "m.tflite")
+    assert first_line(ValueError()) == "ValueError" and first_line(ValueError("a\nb")) == "ValueError: a"

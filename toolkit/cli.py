@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from toolkit.errors import EdgepackError, ModelError
+from toolkit.errors import EdgepackError, ModelError, first_line
 
 
 def _train_config(args):
@@ -179,8 +179,7 @@ def main(argv=None) -> int:
     except Exception as e:  # unexpected: still one line unless debugging
         if os.environ.get("EDGEPACK_DEBUG"):
             raise
-        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-        print(f"edgepack: internal error: {type(e).__name__}: {msg} (set EDGEPACK_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(f"edgepack: internal error: {first_line(e, 300)} (set EDGEPACK_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
 
 

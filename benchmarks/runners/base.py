@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import ModelError
+from toolkit.errors import ModelError, first_line
 
 
 @dataclass
@@ -65,7 +65,7 @@ class Runner:
         except ModelError:
             raise
         except Exception as e:
-            raise ModelError(f"{self.path}: cannot load as {self.runtime} model ({_first_line(e)})") from None
+            raise ModelError(f"{self.path}: cannot load as {self.runtime} model ({first_line(e)})") from None
         self.load_ms = (time.perf_counter() - t0) * 1e3
         self.run = self._run          # the timed call goes straight to the runtime binding, no extra Python layer
         if len(self.inputs) != 1:
@@ -155,7 +155,3 @@ class Runner:
     def close(self) -> None:
         pass
 
-
-def _first_line(e: Exception) -> str:
-    s = str(e).strip()
-    return f"{type(e).__name__}: {s.splitlines()[0][:200]}" if s else type(e).__name__

@@ -21,7 +21,7 @@ import numpy as np
 from toolkit.data.dataset import Dataset
 from toolkit.data.idx import find_idx, read_idx
 from toolkit.data.images import list_classes, read_cifar_batches, read_image_folder, safe_extract
-from toolkit.errors import DataError
+from toolkit.errors import DataError, first_line
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 # MD5 of the *decompressed* canonical files (so re-compressed copies verify too).
@@ -372,7 +372,7 @@ def _load_dataset(name: str, data_dir, *, allow_download: bool, allow_fallback: 
             note(f"{name}: not found locally, downloading into {cached}")
             return spec.load_dir(spec.download(cached))
         except Exception as e:
-            errors.append(f"download failed: {str(e).splitlines()[0][:160]}")
+            errors.append(f"download failed: {first_line(e, 160)}")
     if allow_fallback and spec.fallback is not None:
         ds = spec.fallback()
         note(f"{name}: no local copy ({'; '.join(errors) or 'download disabled'}); "

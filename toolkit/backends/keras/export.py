@@ -7,7 +7,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from toolkit.backends.keras.model import tf
-from toolkit.errors import ModelError
+from toolkit.errors import ModelError, first_line
 from toolkit.tf_import import quiet_stderr
 
 DEFAULT_OPSET = 17
@@ -22,7 +22,7 @@ def to_onnx(model, path: str | Path, input_shape_hwc: tuple[int, int, int], opse
         with quiet_stderr():
             model_proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
     except Exception as e:
-        raise ModelError(f"tf2onnx conversion failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+        raise ModelError(f"tf2onnx conversion failed: {first_line(e)}") from None
     onnx.checker.check_model(model_proto)
     Path(path).write_bytes(model_proto.SerializeToString())
     return {"exporter": f"tf2onnx {tf2onnx.__version__}", "opset": opset, "tensorflow": tf.__version__, "input_layout": "NHWC"}
@@ -58,7 +58,7 @@ def to_tflite(model, mode: str, representative: Callable[[], Iterable] | None = 
         with quiet_stderr():
             data = conv.convert()
     except Exception as e:
-        raise ModelError(f"TFLite conversion ({mode}) failed: {type(e).__name__}: {str(e).strip().splitlines()[0][:300]}") from None
+        raise ModelError(f"TFLite conversion ({mode}) failed: {first_line(e, 300)}") from None
     return data, details
 
 

@@ -11,7 +11,7 @@ from toolkit.tf_import import import_tensorflow
 tf = import_tensorflow()
 
 from toolkit.arch import spec as S  # noqa: E402
-from toolkit.errors import ModelError  # noqa: E402
+from toolkit.errors import ModelError, first_line  # noqa: E402
 
 keras = tf.keras
 L_ = keras.layers
@@ -127,7 +127,7 @@ def load(path: str | Path, spec: S.ArchSpec | None = None, model=None):
     except Exception as e:
         loaded = _load_with_tfmot_scope(path)           # QAT / pruning wrappers need TFMOT's custom objects
         if loaded is None:
-            raise ModelError(f"{path}: not a readable Keras model ({str(e).splitlines()[0][:120]})") from None
+            raise ModelError(f"{path}: not a readable Keras model ({first_line(e, 120)})") from None
     if spec is not None:
         loaded.edgepack_spec = spec
     return loaded

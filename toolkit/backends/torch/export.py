@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from toolkit.errors import ModelError
+from toolkit.errors import ModelError, first_line
 
 DEFAULT_OPSET = 18
 
@@ -38,7 +38,7 @@ def to_onnx(model, path: str | Path, input_shape_hwc: tuple[int, int, int], opse
             return {"exporter": "torch.onnx dynamo" if dynamo else "torch.onnx torchscript", "opset": _opset(m),
                     "torch": torch.__version__, "input_layout": "NCHW", "fallback_reason": errors[0] if errors else None}
         except Exception as e:  # the TorchScript exporter is the documented fallback
-            errors.append(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+            errors.append(first_line(e))
     raise ModelError(f"ONNX export failed: {'; '.join(errors)}")
 
 

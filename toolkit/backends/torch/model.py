@@ -204,5 +204,5 @@ def load(path: str | Path, spec: S.ArchSpec | None = None, model: nn.Module | No
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ModelError(f"{path}: weights do not fit the architecture ({str(e).splitlines()[0][:160]})") from None
+        raise ModelError(f"{path}: weights do not fit the architecture ({first_line(e, 160)})") from None
     return model
