@@ -109,6 +109,10 @@ class Exporter:
 
     tag: str = ""                             # file name part: model.<tag>.<suffix>
 
+    def criteria(self, options: "ExportOptions") -> tuple[float | None, float | None]:
+        """(atol, min_agreement) this file is judged by; atol None: a quantized file, judged by accuracy kept."""
+        return self.atol, self.min_agreement
+
     def filename(self, stem: str) -> str:
         return f"{stem}.{self.tag}{self.suffix}" if self.tag else f"{stem}{self.suffix}"
 

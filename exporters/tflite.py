@@ -86,7 +86,7 @@ def onnx2tf_convert(ctx: ExportContext) -> Path:
     env_path = os.environ.get("PATH", "")
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env_path}"  # onnx2tf calls `onnxsim` from PATH
     try:
-        with _in_dir(work), quiet_stderr(), contextlib.redirect_stdout(open(os.devnull, "w")):
+        with _in_dir(work), quiet_stderr(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
             onnx2tf.convert(input_onnx_file_path=str(src), output_folder_path=str(work / "out"),
                             output_integer_quantized_tflite=True, output_dynamic_range_quantized_tflite=True,
                             custom_input_op_name_np_data_path=[[in_name, str(work / "calib.npy"), mean, std]],

@@ -101,17 +101,18 @@ def compare(got: np.ndarray, ref: np.ndarray, y: np.ndarray) -> dict:
             "confident_agreement": float((g[confident] == r[confident]).mean()) if confident.any() else None}
 
 
-def judge(m: dict, exporter, max_drop_pp: float, where: str = "") -> list[str]:
-    """The failed checks for one comparison (empty: passed)."""
+def judge(m: dict, criteria: tuple, max_drop_pp: float, where: str = "") -> list[str]:
+    """The failed checks for one comparison (empty: passed); `criteria` is the exporter's (atol, min_agreement)."""
     at = f" ({where})" if where else ""
     if not m["shape_ok"]:
         return [m["shape"] + at]
     failures = []
-    if exporter.atol is not None:                   # an exact format: numerically equal, same decisions
-        if not m["max_abs_diff"] <= exporter.atol:
-            failures.append(f"max abs logit difference {m['max_abs_diff']:.3g} > {exporter.atol:g}{at}")
-        if m["agreement"] < exporter.min_agreement:
-            failures.append(f"top-1 agreement {m['agreement']:.2%} < {exporter.min_agreement:.0%}{at}")
+    atol, min_agreement = criteria
+    if atol is not None:                            # an exact format: numerically equal, same decisions
+        if not m["max_abs_diff"] <= atol:
+            failures.append(f"max abs logit difference {m['max_abs_diff']:.3g} > {atol:g}{at}")
+        if m["agreement"] < min_agreement:
+            failures.append(f"top-1 agreement {m['agreement']:.2%} < {min_agreement:.0%}{at}")
         return failures
     drop = -m["delta_pp"]
     if drop > max_drop_pp + 2 * m["se_pp"]:
@@ -133,7 +134,7 @@ def _run(path, x: np.ndarray, **runner_options):
         runner.close()
 
 
-def kernel_class_proof(path, exporter, x: np.ndarray, ref: np.ndarray, y: np.ndarray, measured: dict,
+def kernel_class_proof(path, criteria: tuple, x: np.ndarray, ref: np.ndarray, y: np.ndarray, measured: dict,
                        target: str, max_drop_pp: float) -> tuple[dict, list[str]]:
     """Judge an ORT int8 file on every kernel class: this CPU's measured, the others by the NumPy reference."""
     from benchmarks.machine import cpu_label, onnxruntime_kernel_class
@@ -161,7 +162,7 @@ def kernel_class_proof(path, exporter, x: np.ndarray, ref: np.ndarray, y: np.nda
             except ModelError as e:
                 m, how = {"shape_ok": False, "shape": f"not evaluated ({e})"}, f"not evaluated: {e}"
         required = kc in TARGETS[target]
-        fails = judge(m, exporter, max_drop_pp, f"kernel class {kc}") if required else []
+        fails = judge(m, criteria, max_drop_pp, f"kernel class {kc}") if required else []
         failures += fails
         out[kc] = {"means": KERNEL_CLASSES[kc], "how": how, "required_by_target": required,
                    "accuracy": m.get("accuracy"), "agreement": m.get("agreement"),
@@ -179,15 +180,17 @@ def verify_file(path, ctx, exporter, reference: np.ndarray | None = None) -> Ver
     xn = ctx.dataset.normalize(x, "NHWC")
     got, info = _run(path, xn)
     m = compare(got, ref, y)
+    criteria = exporter.criteria(opts)
+    quantized = criteria[0] is None
     kernel_classes = None
     if getattr(exporter, "kernel_sensitive", False) and m["shape_ok"]:
         # judged on the kernel classes its target covers; this CPU's own figure counts where its class is one of them
-        kernel_classes, failures = kernel_class_proof(path, exporter, xn, ref, y, m, opts.target, opts.max_accuracy_drop)
+        kernel_classes, failures = kernel_class_proof(path, criteria, xn, ref, y, m, opts.target, opts.max_accuracy_drop)
         if onnxruntime_kernel_class() not in TARGETS[opts.target]:
             kernel_classes["_note"] = f"this CPU ({cpu_label()}) is outside target {opts.target}: its figure is recorded, not judged"
     else:
-        failures = judge(m, exporter, opts.max_accuracy_drop)
-    if info.runtime == "litert" and exporter.atol is None and m["shape_ok"]:
+        failures = judge(m, criteria, opts.max_accuracy_drop)
+    if info.runtime == "litert" and quantized and m["shape_ok"]:
         kernel_classes = {"exact": {
             "means": "LiteRT's int8 kernels (XNNPACK, ruy) accumulate in int32 on x86 and ARM64; the TFLite int8 spec keeps "
                      "weights in [-127, 127], so ARM kernels without dot-product add pairs in int16 without overflow",
@@ -195,11 +198,10 @@ def verify_file(path, ctx, exporter, reference: np.ndarray | None = None) -> Ver
             "accuracy": m["accuracy"], "agreement": m["agreement"], "confident_agreement": m["confident_agreement"],
             "delta_pp": m["delta_pp"], "passed": not failures}}
     ok = m["shape_ok"]
-    quantized = exporter.atol is None
     return Verification(
         len(y), info.runtime, info.runtime_version, m.get("max_abs_diff", float("inf")), m.get("mean_abs_diff", float("inf")),
         m.get("agreement", 0.0), float((ref.argmax(1) == y).mean()), m.get("accuracy", 0.0),
-        exporter.atol, None if quantized else exporter.min_agreement,
+        criteria[0], None if quantized else criteria[1],
         subset=f"stratified by class, seed {opts.seed}", classes_covered=int(len(np.unique(y))),
         accuracy_delta_pp=m.get("delta_pp", 0.0) if ok else 0.0, accuracy_delta_se_pp=m.get("se_pp", 0.0) if ok else 0.0,
         max_accuracy_drop_pp=opts.max_accuracy_drop if quantized else None, logit_rms_diff=m.get("rms", 0.0) if ok else 0.0,

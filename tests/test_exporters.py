@@ -36,8 +36,9 @@ def test_every_format_exports_and_verifies(exported, fw, fmt):
     assert r.path.is_file() and r.path.suffix == exp.suffix
     v = r.verification
     assert v.images >= 512 and v.classes_covered == 10
-    if exp.atol is not None:                                  # exact formats: same numbers, same decisions
-        assert v.max_abs_diff <= exp.atol and v.top1_agreement >= exp.min_agreement
+    atol, min_agreement = exp.criteria(OPTS)
+    if atol is not None:                                      # exact formats: same numbers, same decisions
+        assert v.max_abs_diff <= atol and v.top1_agreement >= min_agreement
     else:                                                     # quantized: accuracy kept within its margin
         assert -v.accuracy_delta_pp <= v.max_accuracy_drop_pp + 2 * v.accuracy_delta_se_pp
         assert v.confident_agreement is None or v.confident_agreement >= v.min_confident_agreement
@@ -292,3 +293,9 @@ def test_tensorflow_start_up_chatter_stays_off_stderr(trained, tmp_path):
     assert r.returncode == 0, r.stderr[-1500:]
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgepack: data: mnist"), r.stderr[-1500:]
+
+
+def test_sparse_archive_criteria_follow_the_options_without_mutating_the_exporter():
+    exp = get_exporter("sparse")
+    assert exp.criteria(ExportOptions(sparse_values="int8")) == (None, None)     # lossy values: judged as quantized
+    assert exp.criteria(ExportOptions()) == (1e-4, 1.0) and exp.atol == 1e-4    # lossless: exact, and unchanged

@@ -46,10 +46,7 @@ def _logits(n=1000, classes=10, margin=4.0, seed=0):
     return ref, y
 
 
-class _Quantized:
-    atol = None
-    min_agreement = None
-
+_Quantized = (None, None)               # an exporter's criteria for a quantized file
 
 def test_near_ties_may_flip_without_failing_a_quantized_file():
     """A weak model has many near-ties: flipping those is noise, not an error (the resnet18 case of the issue)."""
