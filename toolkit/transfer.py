@@ -95,7 +95,8 @@ def torch_to_keras(tmodel, kmodel, spec: S.ArchSpec) -> None:
 def keras_to_torch(kmodel, tmodel, spec: S.ArchSpec) -> None:
     import torch
     new = {k: torch.from_numpy(v) for k, v in get_keras_weights(kmodel, spec).items()}
-    missing = tmodel.load_state_dict(new, strict=False)
-    unexpected = [k for k in missing.missing_keys if not k.endswith("num_batches_tracked")]
-    if unexpected or missing.unexpected_keys:
-        raise ModelError(f"weight transfer left tensors unset: {unexpected[:3]} {missing.unexpected_keys[:3]}")
+    result = tmodel.load_state_dict(new, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing or result.unexpected_keys:
+        raise ModelError(f"weight transfer does not fit: tensors left unset {missing[:3]}, "
+                         f"tensors with no place {result.unexpected_keys[:3]}")
