@@ -173,8 +173,9 @@ def onnx_macs(g: Graph) -> int | None:
             elif op == "Concat":
                 ax = n.attrs.get("axis", 0) % len(ins[0])
                 out = tuple(sum(s[ax] for s in ins) if i == ax else d for i, d in enumerate(ins[0]))
-            elif op in ("QuantizeLinear", "DequantizeLinear"):
-                out = ins[0]
+            elif op in ("QuantizeLinear", "DequantizeLinear", "BatchNormalization", "InstanceNormalization",
+                        "LayerNormalization", "LRN", "Dropout", "Softmax", "LogSoftmax", "Identity", "Cast"):
+                out = ins[0]                        # shape-preserving (per-channel parameters do not broadcast on the last axis)
             elif op == "DynamicQuantizeLinear":
                 shapes[n.outputs[0]] = ins[0]
                 continue

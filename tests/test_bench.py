@@ -355,3 +355,19 @@ def test_an_exception_without_a_message_is_still_one_line(tmp_path, monkeypatch)
     with pytest.raises(ModelError, match=r"not a loadable TFLite model \(RuntimeError\)"):
         tflite_metrics(tmp_path / "m.tflite")
     assert first_line(ValueError()) == "ValueError" and first_line(ValueError("a\nb")) == "ValueError: a"
+
+
+def test_macs_propagate_through_an_unfused_batchnorm(tmp_path):
+    """tf2onnx leaves some BatchNormalization nodes unfused (Keras MobileNetV2): MACs were None after them."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from benchmarks.metrics import onnx_metrics
+    c = np.ones(3, np.float32)
+    inits = [numpy_helper.from_array(v, n) for v, n in ((c, "s"), (c * 0, "b"), (c * 0, "m"), (c, "v"))]
+    inits.append(numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w"))
+    g = helper.make_graph([helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"]),
+                           helper.make_node("Conv", ["y", "w"], ["z"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4, 6, 6])], inits)
+    data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    assert onnx_metrics(data)["macs"] == 4 * 3 * 3 * 3 * 6 * 6
