@@ -77,9 +77,8 @@ def main(req: dict) -> dict:
         feed = runner.random_feed(batch)
     else:
         from toolkit.data.dataset import normalize
-        pre = {"mean": list(ds.mean), "std": list(ds.std), "scale": 1 / 255.0, "from": f"data set {ds.name}"}
-        for k, v in (req.get("preprocessing") or {}).items():
-            pre[k] = v
+        pre = {"mean": list(ds.mean), "std": list(ds.std), "scale": 1 / 255.0, "from": f"data set {ds.name}",
+               **(req.get("preprocessing") or {})}
         x_all, y_all = normalize(ds.x_test, pre["mean"], pre["std"], "NHWC", pre["scale"]), ds.y_test
         feed = runner.prepare(x_all[:batch])
     t0 = time.perf_counter()

@@ -5,20 +5,12 @@ import sys
 from pathlib import Path
 
 
-def _int_list(text: str) -> list[int]:
+def _number_list(text: str, flag: str, kind=int) -> list:
     from toolkit.errors import OptionError
     try:
-        return [int(t) for t in text.split(",") if t.strip()]
+        return [kind(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise OptionError(f"--threads expects comma-separated integers, got {text!r}") from None
-
-
-def _float_list(text: str, flag: str) -> list[float]:
-    from toolkit.errors import OptionError
-    try:
-        return [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise OptionError(f"{flag} expects comma-separated numbers, got {text!r}") from None
+        raise OptionError(f"{flag} expects comma-separated {'integers' if kind is int else 'numbers'}, got {text!r}") from None
 
 
 def add_bench_parser(sub, func):
@@ -61,11 +53,11 @@ def run_bench(args) -> int:
             raise OptionError("--mean and --std go together")
         pre = {"scale": args.scale if args.scale is not None else 1 / 255.0}
         if args.mean is not None:
-            pre["mean"], pre["std"] = _float_list(args.mean, "--mean"), _float_list(args.std, "--std")
+            pre["mean"], pre["std"] = _number_list(args.mean, "--mean", float), _number_list(args.std, "--std", float)
             if any(v <= 0 for v in pre["std"]):
                 raise OptionError("--std values must be > 0")
     runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()] if args.runtime else None
-    settings = BenchSettings(threads=_int_list(args.threads), preprocessing=pre, runtimes=runtimes, warmup=args.warmup, runs=args.runs,
+    settings = BenchSettings(threads=_number_list(args.threads, "--threads"), preprocessing=pre, runtimes=runtimes, warmup=args.warmup, runs=args.runs,
                              min_seconds=args.min_seconds, batch=args.batch, accuracy=not args.no_accuracy,
                              cpu_power_w=args.cpu_power_w,
                              runtime_options={"graph_optimization": args.ort_graph_optimization})

@@ -25,15 +25,6 @@ def rows(results) -> list[dict]:
     return [r.to_dict() if hasattr(r, "to_dict") else r for r in results]
 
 
-def runtime_label(runtime: str) -> str:
-    """The registered runner's label (plots, tables); the name itself for a runtime not registered here."""
-    try:
-        from benchmarks.runners import _load
-        return next((c.label for (_, rt), c in _load().items() if rt == runtime), runtime)
-    except Exception:
-        return runtime
-
-
 def cross_runtime_rows(results) -> list[dict]:
     """Files run on more than one runtime: accuracy, p50 and top-1 agreement with the file's first runtime, side by
     side (first thread count). A runtime that could not load the file is a row with its error."""
@@ -167,6 +158,7 @@ def plot_all(results, out_dir: Path) -> list[Path]:
         import numpy as np
     except ImportError:
         return []
+    from benchmarks.runners import runtime_label
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ok = [d for d in rows(results) if d["ok"] and d["latency_ms"]]

@@ -104,8 +104,9 @@ class OnnxInt8StaticExporter(Exporter):
                 quantize(ctx.work_dir / "minmax.onnx", CalibrationMethod.MinMax)
                 same_as_minmax = _activation_ranges(path) == _activation_ranges(ctx.work_dir / "minmax.onnx")
                 if same_as_minmax:
+                    import onnxruntime
                     print(f"note: {opts.calibration_method} calibration produced the same activation ranges as minmax "
-                          f"(onnxruntime {_ort_version()})", flush=True)
+                          f"(onnxruntime {onnxruntime.__version__})", flush=True)
         except Exception as e:
             raise ModelError(f"ORT static quantization failed: {first_line(e)}") from None
         compact = compact_names(path)
@@ -146,11 +147,6 @@ def _activation_ranges(path: Path) -> list:
     inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
     return [tuple(float(np.asarray(inits[i]).reshape(-1)[0]) for i in n.input[1:3] if i in inits)
             for n in m.graph.node if n.op_type == "QuantizeLinear"]
-
-
-def _ort_version() -> str:
-    import onnxruntime
-    return onnxruntime.__version__
 
 
 def _count_qdq(path: Path) -> dict:

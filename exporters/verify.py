@@ -20,6 +20,7 @@ check that failed.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -141,7 +142,7 @@ def kernel_class_proof(path, criteria: tuple, x: np.ndarray, ref: np.ndarray, y:
     from benchmarks.onnx_reader import read_onnx
     from benchmarks.runners.qdq_reference import KERNEL_CLASSES, QdqReferenceRunner, risky_pairs
     here = onnxruntime_kernel_class()
-    g = read_onnx(open(path, "rb").read())
+    g = read_onnx(Path(path).read_bytes())
     weights = [t.array for t in g.initializers.values() if t.array is not None and t.array.dtype == np.int8 and t.array.ndim >= 2]
     risky = sum(risky_pairs(w) for w in weights)
     max_w = max((int(np.abs(w.astype(np.int32)).max()) for w in weights), default=0)

@@ -52,6 +52,11 @@ def all_runtimes() -> list[str]:
     return list(dict.fromkeys(rt for _, rt in _load()))
 
 
+def runtime_label(runtime: str) -> str:
+    """The label a registered runtime goes by in reports and plots (the name itself if none is registered)."""
+    return next((c.label for (_, rt), c in _load().items() if rt == runtime), runtime)
+
+
 def runtimes_for(path: str | Path) -> list[str]:
     """Every registered runtime that runs this file's format, the default first."""
     fmt = format_of(path)
