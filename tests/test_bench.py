@@ -335,7 +335,8 @@ def test_one_onnx_file_on_every_runtime_side_by_side(exported, tmp_path):
     assert [c["runtime"] for c in cross] == ["onnxruntime", "openvino", "openvino-f32"]
     assert cross[0]["agreement"] == 1.0 and all(c["agreement"] > 0.98 for c in cross)
     # the default file has 7-bit weights: every consumer computes the same integers, to within requantization rounding
-    assert abs(cross[1]["accuracy"] - cross[0]["accuracy"]) < 0.01
+    # (the f32 hint keeps OpenVINO's float parts in f32 on every CPU; its default may use bf16 where AMX exists)
+    assert abs(cross[2]["accuracy"] - cross[0]["accuracy"]) < 0.01
     write_markdown(res, tmp_path / "r.md", [], "edgepack bench --runtime all")
     assert "## Same file, several runtimes" in (tmp_path / "r.md").read_text()
     only = _bench([tfl], BenchSettings(runs=3, min_seconds=0, runtimes=["openvino"]))
