@@ -51,7 +51,7 @@ def unfused_qdq(model_path: str, threads: int) -> tuple[int, int] | None:
 def litert_kernel_split(int8_path: str, fp32_path: str, threads: int) -> dict | None:
     """Median invoke time (us) of both files with and without LiteRT's default delegate (XNNPACK)."""
     try:
-        from benchmarks.litert_kernels import time_path
+        from benchmarks.runners.tflite import time_path
         return {f"{name}_{key}": time_path(path, resolver, runs=300, warmup=50, threads=threads)
                 for name, path in (("int8", int8_path), ("fp32", fp32_path))
                 for key, resolver in (("auto", "AUTO"), ("builtin", "BUILTIN_WITHOUT_DEFAULT_DELEGATES"))}

@@ -28,7 +28,7 @@ def _file_metrics(path: Path) -> dict:
     if suffix == ".onnx":
         return onnx_metrics(path.read_bytes())
     if suffix == ".epk":
-        from exporters.sparse_archive import read_archive
+        from benchmarks.runners.epk import read_archive
         return onnx_metrics(read_archive(path)[0])
     if suffix == ".tflite":
         return tflite_metrics(path)
@@ -263,10 +263,5 @@ def checkpoint_metrics(path: Path) -> dict:
     loaded = load_checkpoint(path)
     counts = loaded.backend.count_params(loaded.model)
     macs = loaded.spec.count_params()["macs"] if loaded.spec is not None else None
-    return {"params": counts["trainable"], "nonzero_params": _nonzero_trainable(loaded), "macs": macs, "ops": {}, "qdq_nodes": 0}
-
-
-def _nonzero_trainable(loaded) -> int:
-    if loaded.backend.NAME == "torch":
-        return int(sum(int((p != 0).sum()) for p in loaded.model.parameters()))
-    return int(sum(np.count_nonzero(w.numpy()) for w in loaded.model.trainable_weights))
+    return {"params": counts["trainable"], "nonzero_params": loaded.backend.count_nonzero_trainable(loaded.model),
+            "macs": macs, "ops": {}, "qdq_nodes": 0}

@@ -50,7 +50,7 @@ def export_model(model, formats: list[str], dataset, out_dir: str | Path, option
     backend = backend_for_model(model)
     options = options or ExportOptions()
     formats = _check_formats(formats)
-    bad = [f for f in formats if backend.NAME not in get_exporter(f).sources]
+    bad = [f for f in formats if not get_exporter(f).accepts(backend)]
     if bad:
         raise OptionError(f"format(s) {', '.join(bad)} cannot be produced from a {backend.NAME} model")
     formats.sort(key=lambda f: f != "onnx")           # the fp32 ONNX first: later formats reuse it

@@ -5,7 +5,6 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 from toolkit.data import Dataset
 from toolkit.errors import OptionError
@@ -13,7 +12,8 @@ from toolkit.errors import OptionError
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 IO_DTYPES = ("int8", "uint8")
 SPARSE_VALUE_DTYPES = ("fp32", "fp16", "int8")
-TFLITE_ROUTES = ("auto", "keras", "onnx2tf")
+TFLITE_ROUTES = ("auto", "converter", "onnx2tf")   # converter: the source framework's own (Keras: TFLiteConverter)
+ROUTE_ALIASES = {"keras": "converter"}             # the name of the converter route before 0.2
 
 
 @dataclass
@@ -21,11 +21,11 @@ class ExportOptions:
     calibration_method: str = "minmax"        # ORT static quantization calibrator
     calibration_samples: int = 200            # real training images
     per_channel: bool = True                  # int8 weights: one scale per output channel (False: per tensor)
-    dense_per_channel: bool = True            # Keras TFLite route: False gives Dense layers per-tensor weights
+    dense_per_channel: bool = True            # TFLite converter route: False gives Dense layers per-tensor weights
                                               # (fewer distinct values, smaller gzip; the TFLite default before TF 2.x)
     onnx_activations: str = "uint8"           # ORT QDQ activations: uint8 (U8S8, fully fused by ORT's x86 CPU kernels) or int8
     io_dtype: str = "int8"                    # full-integer TFLite input/output type
-    tflite_route: str = "auto"                # keras converter for Keras sources, onnx2tf otherwise
+    tflite_route: str = "auto"                # the framework's converter where it has one (Keras), onnx2tf otherwise
     keep_nchw: bool = False                   # onnx2tf: keep the NCHW input instead of NHWC
     sparse_values: str = "fp32"               # value storage in the sparse archive
     verify_images: int = 1000                 # real test images for verification, stratified by class
@@ -34,6 +34,7 @@ class ExportOptions:
     seed: int = 0
 
     def __post_init__(self):
+        self.tflite_route = ROUTE_ALIASES.get(self.tflite_route, self.tflite_route)
         for value, allowed, what in ((self.calibration_method, CALIBRATION_METHODS, "calibration method"),
                                      (self.io_dtype, IO_DTYPES, "input/output dtype"),
                                      (self.onnx_activations, IO_DTYPES, "ONNX activation type"),
@@ -59,7 +60,7 @@ class ExportOptions:
 class ExportContext:
     """Everything one export call shares: the source model, its data, options and intermediate files."""
     model: object
-    backend: ModuleType
+    backend: object                           # the source's toolkit.backends.Framework
     dataset: Dataset
     options: ExportOptions
     out_dir: Path
@@ -88,10 +89,9 @@ class ExportContext:
         """The fp32 ONNX of the source model: reused if exported in this call, else written to the work dir."""
         if "onnx" in self.produced:
             return self.produced["onnx"]
-        from exporters.onnx_fp32 import write_onnx
         path = self.work_dir / f"{self.stem}.fp32.onnx"
         if not path.exists():
-            write_onnx(self, path)
+            self.backend.to_onnx(self.model, path, self.dataset.input_shape)
         return path
 
 
@@ -100,7 +100,7 @@ class Exporter:
     name: str = ""
     suffix: str = ""
     description: str = ""
-    sources: tuple[str, ...] = ("torch", "keras")
+    needs: tuple[str, ...] = ()               # framework capabilities the source must have (toolkit.backends.CAPABILITIES)
     precision: str = "fp32"                   # fp32 | fp16 | dynamic | int8 | archive
     atol: float | None = 1e-4                 # max abs logit difference allowed (None: not checked)
     min_agreement: float = 1.0                # top-1 agreement with the source
@@ -108,6 +108,10 @@ class Exporter:
     kernel_sensitive: bool = False            # results depend on the CPU's int8 kernel class: proven per class
 
     tag: str = ""                             # file name part: model.<tag>.<suffix>
+
+    def accepts(self, backend) -> bool:
+        """Whether a model of this framework (a toolkit.backends.Framework) can be exported to this format."""
+        return all(backend.supports(c) for c in self.needs)
 
     def criteria(self, options: "ExportOptions") -> tuple[float | None, float | None]:
         """(atol, min_agreement) this file is judged by; atol None: a quantized file, judged by accuracy kept."""

@@ -21,7 +21,7 @@ def add_export_parser(sub, add_data_args, func):
     p.add_argument("--io-dtype", default="int8", choices=IO_DTYPES, help="full-integer TFLite input/output type")
     p.add_argument("--onnx-activations", default="uint8", choices=IO_DTYPES,
                    help="ONNX int8 activation type: uint8 (ORT's x86 kernels fuse every QDQ conv) or int8")
-    p.add_argument("--tflite-route", default="auto", choices=TFLITE_ROUTES, help="keras converter or onnx2tf")
+    p.add_argument("--tflite-route", default="auto", choices=TFLITE_ROUTES, help="the framework's own converter (Keras) or onnx2tf; auto: the converter where there is one")
     p.add_argument("--keep-nchw", action="store_true", help="onnx2tf: keep an NCHW input (default NHWC)")
     p.add_argument("--per-tensor", action="store_true", help="int8 weights with one scale per tensor (default per channel)")
     p.add_argument("--dense-per-tensor", action="store_true",

@@ -1,17 +1,9 @@
 """ONNX fp32: torch.onnx (dynamo) for PyTorch sources, tf2onnx for Keras sources; weights in one file."""
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from exporters.base import ExportContext, Exporter
-from exporters.registry import register_exporter
-
-
-def write_onnx(ctx: ExportContext, path: Path) -> dict:
-    """The framework's own ONNX route (toolkit.backends.<framework>.export.to_onnx)."""
-    export = importlib.import_module(f"toolkit.backends.{ctx.framework}.export")
-    return export.to_onnx(ctx.model, path, ctx.dataset.input_shape)
 
 
 def input_layout(onnx_path: Path, hwc) -> tuple[str, str]:
@@ -23,7 +15,6 @@ def input_layout(onnx_path: Path, hwc) -> tuple[str, str]:
     return inp.name, ("NCHW" if dims == (hwc[2], hwc[0], hwc[1]) and dims != tuple(hwc) else "NHWC")
 
 
-@register_exporter
 class OnnxExporter(Exporter):
     name = "onnx"
     suffix = ".onnx"
@@ -34,6 +25,9 @@ class OnnxExporter(Exporter):
     runtime = "onnxruntime"
 
     def export(self, ctx: ExportContext, path: Path) -> dict:
-        details = write_onnx(ctx, path)
+        details = ctx.backend.to_onnx(ctx.model, path, ctx.dataset.input_shape)
         ctx.produced["onnx"] = path
         return details
+
+
+EXPORTERS = (OnnxExporter,)   # registered by exporters/registry.py

@@ -7,7 +7,6 @@ import numpy as np
 
 from exporters.base import ExportContext, Exporter
 from exporters.onnx_fp32 import input_layout
-from exporters.registry import register_exporter
 from exporters.verify import TARGETS
 from toolkit.errors import ModelError, first_line
 
@@ -68,7 +67,6 @@ def preprocess(src: Path, dst: Path) -> Path:
     return dst
 
 
-@register_exporter
 class OnnxInt8StaticExporter(Exporter):
     name = "onnx-int8"
     tag = "int8"
@@ -118,7 +116,6 @@ class OnnxInt8StaticExporter(Exporter):
                                 "seed": opts.seed, "same_ranges_as_minmax": same_as_minmax}, "qdq_nodes": _count_qdq(path)}
 
 
-@register_exporter
 class OnnxInt8DynamicExporter(Exporter):
     name = "onnx-int8-dynamic"
     tag = "int8-dynamic"
@@ -154,3 +151,6 @@ def _count_qdq(path: Path) -> dict:
     m = onnx.load(str(path))
     ops = [n.op_type for n in m.graph.node]
     return {"QuantizeLinear": ops.count("QuantizeLinear"), "DequantizeLinear": ops.count("DequantizeLinear")}
+
+
+EXPORTERS = (OnnxInt8StaticExporter, OnnxInt8DynamicExporter,)   # registered by exporters/registry.py

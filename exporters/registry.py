@@ -1,5 +1,6 @@
-"""The one place formats are registered. Each format module decorates its exporter classes with
-`@register_exporter`; `FORMAT_MODULES` lists the modules (a new format = a new module + one line here)."""
+"""The one place formats are registered. Each format module lists its exporter classes in `EXPORTERS`;
+`FORMAT_MODULES` lists the modules (a new format = a new module + one line here). Format modules never import
+this registry, so registration makes no import cycle."""
 from __future__ import annotations
 
 import importlib
@@ -13,6 +14,7 @@ _loaded = False
 
 
 def register_exporter(cls):
+    """Register one exporter class (FORMAT_MODULES' classes are registered on first use; plug-ins may call this)."""
     if cls.name in _EXPORTERS:
         raise RuntimeError(f"exporter {cls.name!r} registered twice")
     _EXPORTERS[cls.name] = cls
@@ -22,14 +24,21 @@ def register_exporter(cls):
 def _load_all() -> None:
     global _loaded
     if not _loaded:
-        for mod in FORMAT_MODULES:
-            importlib.import_module(mod)
         _loaded = True
+        for mod in FORMAT_MODULES:
+            for cls in importlib.import_module(mod).EXPORTERS:
+                register_exporter(cls)
 
 
-def list_exporters(framework: str | None = None) -> list[str]:
+def list_exporters(framework=None) -> list[str]:
+    """Every format, or those a framework's models can be exported to (a name or a toolkit.backends.Framework)."""
     _load_all()
-    return [n for n, c in _EXPORTERS.items() if framework is None or framework in c.sources]
+    if framework is None:
+        return list(_EXPORTERS)
+    if isinstance(framework, str):
+        from toolkit.backends import get_backend
+        framework = get_backend(framework)
+    return [n for n, c in _EXPORTERS.items() if c().accepts(framework)]
 
 
 def get_exporter(name: str):

@@ -1,7 +1,7 @@
 """TFLite: fp32, dynamic-range, float16, full-integer int8 and sparse-encoded files.
 
 Two routes to one format:
-- `keras`: TFLiteConverter on the Keras model (representative dataset of real training images,
+- `converter`: the framework's own TFLiteConverter, on the Keras model (representative dataset of real training images,
   TFLITE_BUILTINS_INT8 only, so anything that cannot be fully quantized fails loudly);
 - `onnx2tf`: from the fp32 ONNX of any source (PyTorch models go this way), calibration images
   passed explicitly; the file's input is NHWC unless `keep_nchw` is set.
@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from exporters.base import ExportContext, Exporter
-from exporters.registry import register_exporter
 from toolkit.errors import ModelError, OptionError, first_line
 
 ONNX2TF_SUFFIX = {"fp32": "_float32.tflite", "fp16": "_float16.tflite", "dynamic": "_dynamic_range_quant.tflite",
@@ -27,18 +26,22 @@ ONNX2TF_RGB_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 def route_for(ctx: ExportContext) -> str:
     route = ctx.options.tflite_route
+    direct = ctx.backend.supports("to_tflite")           # the framework's own converter (Keras: TFLiteConverter)
     if route == "auto":
-        return "keras" if ctx.framework == "keras" else "onnx2tf"
-    if route == "keras" and ctx.framework != "keras":
-        raise OptionError(f"the keras TFLite route needs a Keras source model, not {ctx.framework}")
+        return "converter" if direct else "onnx2tf"
+    if route == "converter" and not direct:
+        raise OptionError(f"the converter TFLite route needs a framework with its own TFLite converter (Keras), not {ctx.framework}")
     return route
 
 
-def via_keras(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
-    from toolkit.backends.keras.export import representative_from, to_tflite
+def via_converter(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
     calib = ctx.dataset.calibration(ctx.options.calibration_samples, ctx.options.seed, "NHWC")
-    data, details = to_tflite(ctx.model, mode, representative_from(calib), ctx.options.io_dtype,
-                              ctx.options.per_channel, ctx.options.dense_per_channel)
+
+    def representative():
+        for i in range(len(calib)):
+            yield [calib[i:i + 1].astype(np.float32)]
+    data, details = ctx.backend.to_tflite(ctx.model, mode, representative, ctx.options.io_dtype,
+                                          ctx.options.per_channel, ctx.options.dense_per_channel)
     if mode in ("int8", "sparse-int8"):
         details["calibration"] = {"samples": len(calib), "split": "train", "seed": ctx.options.seed}
     return data, details
@@ -107,7 +110,7 @@ def via_onnx2tf(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
     if mode not in ONNX2TF_SUFFIX:
         raise OptionError(f"TFLite mode {mode!r} is not available through onnx2tf (only {', '.join(ONNX2TF_SUFFIX)})")
     if not ctx.options.dense_per_channel and ctx.options.per_channel and mode in ("dynamic", "int8"):
-        raise OptionError("per-tensor Dense weights (dense_per_channel=false) need the keras TFLite route; "
+        raise OptionError("per-tensor Dense weights (dense_per_channel=false) need the converter TFLite route; "
                           "onnx2tf quantizes every layer one way (use per_channel=false)")
     out = onnx2tf_convert(ctx)                   # imports TensorFlow quietly first: import onnx2tf only after it
     import onnx2tf
@@ -130,13 +133,12 @@ class _TFLiteExporter(Exporter):
 
     def export(self, ctx: ExportContext, path: Path) -> dict:
         route = route_for(ctx)
-        data, details = (via_keras if route == "keras" else via_onnx2tf)(ctx, self.mode)
+        data, details = (via_converter if route == "converter" else via_onnx2tf)(ctx, self.mode)
         path.write_bytes(data)
         details["route"] = route
         return details
 
 
-@register_exporter
 class TFLiteFp32(_TFLiteExporter):
     name = "tflite"
     description = "TFLite fp32 (Keras converter, or onnx2tf from the fp32 ONNX)"
@@ -146,7 +148,6 @@ class TFLiteFp32(_TFLiteExporter):
     mode = "fp32"
 
 
-@register_exporter
 class TFLiteInt8(_TFLiteExporter):
     name = "tflite-int8"
     tag = "int8"
@@ -157,7 +158,6 @@ class TFLiteInt8(_TFLiteExporter):
     mode = "int8"
 
 
-@register_exporter
 class TFLiteDynamic(_TFLiteExporter):
     name = "tflite-dynamic"
     tag = "dynamic"
@@ -168,7 +168,6 @@ class TFLiteDynamic(_TFLiteExporter):
     mode = "dynamic"
 
 
-@register_exporter
 class TFLiteFp16(_TFLiteExporter):
     name = "tflite-fp16"
     tag = "fp16"
@@ -179,18 +178,20 @@ class TFLiteFp16(_TFLiteExporter):
     mode = "fp16"
 
 
-@register_exporter
 class TFLiteSparse(_TFLiteExporter):
     name = "tflite-sparse"
     tag = "sparse"
     description = "TFLite with sparse weight encoding (EXPERIMENTAL_SPARSITY) where the converter applies it"
-    sources = ("keras",)
+    needs = ("to_tflite",)
     precision = "fp32"
     atol = 1e-3
     min_agreement = 1.0
     mode = "sparse"
 
     def export(self, ctx: ExportContext, path: Path) -> dict:
-        if route_for(ctx) != "keras":
-            raise OptionError("tflite-sparse needs the keras route")
+        if route_for(ctx) != "converter":
+            raise OptionError("tflite-sparse needs the converter route (a Keras source)")
         return super().export(ctx, path)
+
+
+EXPORTERS = (TFLiteFp32, TFLiteInt8, TFLiteDynamic, TFLiteFp16, TFLiteSparse,)   # registered by exporters/registry.py

@@ -72,7 +72,6 @@ def test_grouped_and_depthwise_convs_build_in_both(backends):
 
 def _assert_transfer_exact(spec, backends, x, tol=1e-4):
     import torch
-    from toolkit.transfer import keras_to_torch, torch_to_keras
     T, K = backends
     tm = T.build(spec, seed=0)
     for m in tm.modules():                           # make BatchNorm statistics non-trivial
@@ -81,11 +80,11 @@ def _assert_transfer_exact(spec, backends, x, tol=1e-4):
             m.running_var.uniform_(0.5, 2.0)
             m.weight.data.uniform_(0.5, 1.5)
     km = K.build(spec, seed=1)
-    torch_to_keras(tm, km, spec)
+    K.set_weights(km, T.get_weights(tm, spec), spec)       # through the shared (spec) layout
     a, b = T.predict(tm, x.transpose(0, 3, 1, 2)), K.predict(km, x)
     assert np.abs(a - b).max() < tol
     back = T.build(spec, seed=7)
-    keras_to_torch(km, back, spec)
+    T.set_weights(back, K.get_weights(km, spec), spec)
     assert np.abs(T.predict(back, x.transpose(0, 3, 1, 2)) - a).max() < tol
 
 

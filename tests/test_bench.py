@@ -218,7 +218,7 @@ def test_metrics_of_sparse_encoded_tflite(exported, trained, mnist_small, tmp_pa
 
 
 def test_collect_publishes_a_run_and_keeps_hand_written_notes(tmp_path, monkeypatch):
-    import benchmarks.collect as collect
+    from tools import collect
     run = tmp_path / "runs" / "demo"
     (run / "b").mkdir(parents=True)
     (run / "b" / "pareto.png").write_bytes(b"\x89PNG fake")
@@ -238,7 +238,7 @@ def test_collect_publishes_a_run_and_keeps_hand_written_notes(tmp_path, monkeypa
 
 
 def test_litert_kernel_paths_are_timed_per_file(exported, tmp_path):
-    from benchmarks import litert_kernels
+    from tools import litert_kernels
     out = tmp_path / "k.md"
     f = str(exported["keras"]["tflite-int8"].path)
     assert litert_kernels.main([f, "--runs", "20", "--out", str(out)]) == 0

@@ -8,7 +8,7 @@ import pytest
 from tests.conftest import MNIST_DIR
 from toolkit.api import load_checkpoint
 from toolkit.compress import compress, compress_model
-from toolkit.compress.schedules import ConstantSparsity, PolynomialDecay, schedule_from_config
+from toolkit.sparsity import ConstantSparsity, PolynomialDecay, schedule_from_config
 from toolkit.compress.steps import parse_steps
 from toolkit.compress.techniques import TECHNIQUES, get_technique
 from toolkit.errors import OptionError

@@ -18,7 +18,9 @@ def test_wheel_installs_and_runs_the_demo_outside_the_repository(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("edgepack-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "toolkit/recipes/quickstart.toml" in names and "exporters/README.md" in names
-    assert not any(n.startswith(("tests/", "tools/", "examples/")) for n in names)
+    assert not any(n.startswith(("tests/", "tools/", "examples/", "benchmarks/sweeps/", "benchmarks/results/")) for n in names)
+    research = ("benchmarks/honesty.py", "benchmarks/collect.py", "benchmarks/litert_kernels.py", "benchmarks/structured_pruning.py")
+    assert not set(research) & set(names), "research scripts belong in tools/, not in the installed package"
     site = tmp_path / "site"
     r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
                        capture_output=True, text=True, timeout=600)

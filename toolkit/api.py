@@ -13,7 +13,6 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 from toolkit.arch import ArchSpec, get_arch
 from toolkit.backends import backend_for_file, get_backend
@@ -35,7 +34,7 @@ class TrainResult:
     checkpoint: Path
     metrics: dict
     model: object
-    backend: ModuleType
+    backend: object                   # its toolkit.backends.Framework
     dataset: Dataset
 
 
@@ -85,7 +84,7 @@ def train(framework: str, arch: str | ArchSpec, data: str | Dataset, data_dir: s
 @dataclass
 class Loaded:
     model: object
-    backend: ModuleType
+    backend: object                   # its toolkit.backends.Framework
     record: ArtifactRecord | None
     spec: ArchSpec | None
     path: Path

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from toolkit.backends import FRAMEWORKS
 from toolkit.errors import EdgepackError, ModelError, first_line
 
 
@@ -19,10 +20,10 @@ def _train_config(args):
 
 def cmd_models(args) -> int:
     from toolkit.arch import get_arch, list_archs
+    from toolkit.backends import get_backend
     frameworks = []
-    for fw in ("torch", "keras"):
+    for fw in FRAMEWORKS:
         try:
-            from toolkit.backends import get_backend
             frameworks.append((fw, get_backend(fw)))
         except EdgepackError:
             pass
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a built-in architecture in PyTorch or Keras",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("--framework", required=True, choices=["torch", "keras"], help="training framework")
+    s.add_argument("--framework", required=True, choices=FRAMEWORKS, help="training framework")
     s.add_argument("--arch", required=True, help="built-in architecture (see `edgepack models`)")
     _add_data_args(s)
     s.add_argument("--epochs", type=int, default=4, help="training epochs")

@@ -1,6 +1,7 @@
 """Runtime registry, keyed by (file format, runtime). Each runtime is one module whose runner classes declare what
-they run (`format`, `suffixes`), what they need (`needs`, `extra`) and their label, and register themselves with
-`@register_runner`; `RUNNER_MODULES` is the one list of those modules (a new runtime = a new module + one line).
+they run (`format`, `suffixes`), what they need (`needs`, `extra`) and their label, and lists them in `RUNNERS`;
+`RUNNER_MODULES` is the one list of those modules (a new runtime = a new module + one line). Runner modules never
+import this registry, so registration makes no import cycle.
 A format's default runtime is the first registered for it; others run a file when asked (`bench --runtime`).
 Modules are imported without their runtimes: a runtime-only install never loads torch or TensorFlow."""
 from __future__ import annotations
@@ -18,6 +19,7 @@ _loaded = False
 
 
 def register_runner(cls):
+    """Register one runner class (RUNNER_MODULES' classes are registered on first use; plug-ins may call this)."""
     key = (cls.format, cls.runtime)
     if key in _REGISTRY:
         raise RuntimeError(f"runner for {key} registered twice")
@@ -28,9 +30,10 @@ def register_runner(cls):
 def _load() -> dict[tuple[str, str], type]:
     global _loaded
     if not _loaded:
-        for mod in RUNNER_MODULES:
-            importlib.import_module(mod)
         _loaded = True
+        for mod in RUNNER_MODULES:
+            for cls in importlib.import_module(mod).RUNNERS:
+                register_runner(cls)
     return _REGISTRY
 
 

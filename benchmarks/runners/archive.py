@@ -1,18 +1,16 @@
 """edgepack archives (.epk): decompressed into a dense ONNX at load (timed as load), run by ONNX Runtime."""
 from __future__ import annotations
 
-from benchmarks.runners import register_runner
 from benchmarks.runners.onnxruntime import OnnxRuntimeRunner, RunnerInfo
 
 
-@register_runner
 class ArchiveRunner(OnnxRuntimeRunner):
     runtime = "onnxruntime"
     format = "edgepack-archive"
     suffixes = (".epk",)
 
     def _model_source(self):
-        from exporters.sparse_archive import read_archive
+        from benchmarks.runners.epk import read_archive
         data, self.header = read_archive(self.path)
         return data
 
@@ -20,3 +18,6 @@ class ArchiveRunner(OnnxRuntimeRunner):
         i = super().info()
         i.settings["archive"] = self.header.get("kind")
         return i
+
+
+RUNNERS = (ArchiveRunner,)   # registered by benchmarks/runners/__init__.py

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.runners import register_runner
 from benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
 
 
@@ -31,7 +30,6 @@ class _CheckpointRunner(Runner):
         pass
 
 
-@register_runner
 class TorchRunner(_CheckpointRunner):
     runtime = "torch"
     format = "torch"
@@ -66,7 +64,6 @@ class TorchRunner(_CheckpointRunner):
         return RunnerInfo("torch", torch.__version__, self.threads, {"mode": mode})
 
 
-@register_runner
 class KerasRunner(_CheckpointRunner):
     runtime = "keras"
     format = "keras"
@@ -90,3 +87,6 @@ class KerasRunner(_CheckpointRunner):
         from toolkit.tf_import import import_tensorflow
         tf = import_tensorflow()
         return RunnerInfo("keras", tf.__version__, self.threads, {"mode": "eager call"})
+
+
+RUNNERS = (TorchRunner, KerasRunner,)   # registered by benchmarks/runners/__init__.py

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.runners import register_runner
 from benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
 from toolkit.errors import OptionError
 
@@ -12,7 +11,6 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tenso
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 
-@register_runner
 class OnnxRuntimeRunner(Runner):
     runtime = "onnxruntime"
     format = "onnx"
@@ -57,3 +55,6 @@ class OnnxRuntimeRunner(Runner):
         import onnxruntime as ort
         return RunnerInfo("onnxruntime", ort.__version__, self.threads,
                           {"provider": "CPUExecutionProvider", "graph_optimization": self.options.get("graph_optimization", "all")})
+
+
+RUNNERS = (OnnxRuntimeRunner,)   # registered by benchmarks/runners/__init__.py

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.runners import register_runner
 from benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
 
 _OV_TYPES = {"f32": np.float32, "f16": np.float16, "i8": np.int8, "u8": np.uint8, "i64": np.int64, "i32": np.int32}
 
 
-@register_runner
 class OpenVINORunner(Runner):
     runtime = "openvino"
     format = "onnx"
@@ -57,8 +55,10 @@ class OpenVINORunner(Runner):
                           {"device": "CPU", "precision_hint": self.precision_hint or "plugin default"})
 
 
-@register_runner
 class OpenVINOF32Runner(OpenVINORunner):
     runtime = "openvino-f32"
     label = "OpenVINO (f32 hint)"
     precision_hint = "f32"
+
+
+RUNNERS = (OpenVINORunner, OpenVINOF32Runner,)   # registered by benchmarks/runners/__init__.py

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.runners import register_runner
 from benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
 
 
@@ -17,7 +16,6 @@ def _spec(d: dict) -> TensorSpec:
     return TensorSpec(d["name"], shape, np.dtype(d["dtype"]), scale, zp)
 
 
-@register_runner
 class LiteRTRunner(Runner):
     runtime = "litert"
     format = "tflite"
@@ -75,3 +73,24 @@ def _dist_version(dist: str) -> str:
         return version(dist)
     except PackageNotFoundError:
         return "?"
+
+
+def time_path(path: str, resolver: str, runs: int = 2000, warmup: int = 200, threads: int = 1) -> float:
+    """Median invoke time in microseconds on one kernel path."""
+    import time
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    it = Interpreter(model_path=path, num_threads=threads, experimental_op_resolver_type=getattr(OpResolverType, resolver))
+    it.allocate_tensors()
+    d = it.get_input_details()[0]
+    it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+    for _ in range(warmup):
+        it.invoke()
+    ts = np.empty(runs)
+    for i in range(runs):
+        t = time.perf_counter()
+        it.invoke()
+        ts[i] = time.perf_counter() - t
+    return float(np.median(ts) * 1e6)
+
+
+RUNNERS = (LiteRTRunner,)   # registered by benchmarks/runners/__init__.py

@@ -1,48 +1,49 @@
-"""Framework backends. `toolkit/backends/torch/` and `toolkit/backends/keras/` mirror each other name
-for name (NAME, LAYOUT, SUFFIXES, build, save, load, predict, count_params, fit, evaluate); callers pick
-one explicitly with `get_backend`, since one edgepack run builds both frameworks.
+"""Training frameworks behind one interface (`toolkit.backends.base.Framework`), registered in one table.
+
+`get_backend(name)`, `backend_for_file(path)` and `backend_for_model(model)` are the only ways to reach one;
+callers use the object's methods and capabilities, never its name. A new framework = a package under
+toolkit/backends/ with a `FRAMEWORK` instance, plus one line in `FRAMEWORK_MODULES`.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from pathlib import Path
-from types import ModuleType
 
+from toolkit.backends.base import CAPABILITIES, Framework, NotSupported
 from toolkit.errors import ModelError, OptionError
 
-FRAMEWORKS = ("torch", "keras")
+FRAMEWORK_MODULES = {"torch": "toolkit.backends.torch", "keras": "toolkit.backends.keras"}
+FRAMEWORKS = tuple(FRAMEWORK_MODULES)
+
+__all__ = ["FRAMEWORKS", "CAPABILITIES", "Framework", "NotSupported", "get_backend", "backend_for_file", "backend_for_model"]
 
 
-def get_backend(name: str) -> ModuleType:
-    if name not in FRAMEWORKS:
+def _framework(name: str) -> Framework:
+    return importlib.import_module(FRAMEWORK_MODULES[name]).FRAMEWORK
+
+
+def get_backend(name: str) -> Framework:
+    if name not in FRAMEWORK_MODULES:
         raise OptionError(f"unknown framework {name!r}; expected one of {FRAMEWORKS}")
-    try:
-        return importlib.import_module(f"toolkit.backends.{name}")
-    except ImportError as e:
-        extra = "torch" if name == "torch" else "tf"
-        raise OptionError(f"framework {name!r} is not installed ({e}); pip install 'edgepack[{extra}]'") from None
+    fw = _framework(name)
+    if importlib.util.find_spec(fw.PACKAGE) is None:
+        raise OptionError(f"framework {name!r} is not installed (no module {fw.PACKAGE!r}); pip install 'edgepack[{fw.EXTRA}]'")
+    return fw
 
 
-def backend_for_file(path: str | Path) -> ModuleType:
+def backend_for_file(path: str | Path) -> Framework:
     suffix = Path(path).suffix.lower()
-    if suffix in (".pt", ".pth"):
-        return get_backend("torch")
-    if suffix in (".keras", ".h5"):
-        return get_backend("keras")
-    raise ModelError(f"{path}: not a checkpoint edgepack knows (.pt/.pth for PyTorch, .keras/.h5 for Keras)")
+    for name in FRAMEWORKS:
+        if suffix in _framework(name).SUFFIXES:
+            return get_backend(name)
+    known = ", ".join(f"{'/'.join(_framework(n).SUFFIXES)} for {n}" for n in FRAMEWORKS)
+    raise ModelError(f"{path}: not a checkpoint edgepack knows ({known})")
 
 
-def backend_for_model(model) -> ModuleType:
-    """The backend of an in-memory model (a torch.nn.Module or a Keras model)."""
-    mod = type(model).__module__
-    if mod.startswith(("torch", "torchvision", "toolkit.backends.torch")) or _is_torch(model):
-        return get_backend("torch")
-    return get_backend("keras")
-
-
-def _is_torch(model) -> bool:
-    try:
-        import torch
-        return isinstance(model, torch.nn.Module)
-    except ImportError:
-        return False
+def backend_for_model(model) -> Framework:
+    """The framework of an in-memory model (a torch.nn.Module, a Keras model)."""
+    for name in FRAMEWORKS:
+        if _framework(name).owns(model):
+            return _framework(name)
+    raise ModelError(f"{type(model).__name__}: not a model of a framework edgepack knows ({', '.join(FRAMEWORKS)})")

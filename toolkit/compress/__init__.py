@@ -7,7 +7,6 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 from toolkit.compress.techniques import TECHNIQUES, get_technique, register_technique
 from toolkit.errors import OptionError
@@ -18,7 +17,7 @@ __all__ = ["compress", "compress_model", "CompressState", "TECHNIQUES", "get_tec
 @dataclass
 class CompressState:
     model: object
-    backend: ModuleType
+    backend: object                   # a toolkit.backends.Framework
     spec: object | None
     dataset: object
     train_config: object
@@ -29,8 +28,7 @@ class CompressState:
 def measure(state) -> dict:
     """Figures measured on the current model: parameters, non-zeros, MACs, test accuracy."""
     counts = state.backend.count_params(state.model)
-    ops = __import__(f"toolkit.backends.{state.backend.NAME}.compress", fromlist=["x"])
-    nonzero = _nonzero(state, ops)
+    nonzero = state.backend.count_nonzero_trainable(state.model)
     _, acc = state.backend.evaluate(state.model, state.dataset)
     return {"params": counts["trainable"], "nonzero_params": nonzero, "macs": _macs(state), "accuracy": acc}
 
@@ -39,24 +37,15 @@ def _macs(state) -> int | None:
     """From the description when there is one; otherwise counted as `bench` counts files: on the model's ONNX."""
     if state.spec is not None:
         return state.spec.count_params()["macs"]
-    import importlib
     import tempfile
-    from pathlib import Path
     from benchmarks.metrics import onnx_metrics
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "m.onnx"
-            importlib.import_module(f"toolkit.backends.{state.backend.NAME}.export").to_onnx(state.model, path, state.dataset.input_shape)
+            state.backend.to_onnx(state.model, path, state.dataset.input_shape)
             return onnx_metrics(path.read_bytes())["macs"]
     except Exception:                         # a model ONNX cannot express: the figure stays unknown, not guessed
         return None
-
-
-def _nonzero(state, ops) -> int:
-    import numpy as np
-    if state.backend.NAME == "torch":
-        return int(sum(int((p != 0).sum()) for p in state.model.parameters()))
-    return int(sum(np.count_nonzero(w.numpy()) for w in state.model.trainable_weights))
 
 
 def compress_model(model, steps: list[dict], dataset, *, train_config=None, verbose: bool = True):

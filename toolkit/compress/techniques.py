@@ -1,10 +1,9 @@
 """Compression techniques: small validated configs (plain dataclasses, serializable) with one `apply`
 each. The math lives in framework-free modules or the mirrored backend modules
-(toolkit/backends/{torch,keras}/compress.py), so a pipeline reads the same in either framework."""
+(behind the framework interface, toolkit/backends/base.py), so a pipeline reads the same in either framework."""
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass, field, fields
 
 from toolkit.errors import OptionError
@@ -40,10 +39,6 @@ def describe_parameters(cls) -> str:
             f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
         out.append(f"{f.name}={default!r}" if isinstance(default, str) and default != "required" else f"{f.name}={default}")
     return ", ".join(out)
-
-
-def compress_ops(state):
-    return importlib.import_module(f"toolkit.backends.{state.backend.NAME}.compress")
 
 
 def _fine_tune(state, epochs, lr):
@@ -123,26 +118,18 @@ class Distill(Technique):
     def apply(self, state):
         from toolkit.api import load_checkpoint
         teacher = load_checkpoint(self.teacher)
-        if teacher.backend.NAME != state.backend.NAME:
+        if teacher.backend is not state.backend:
             raise OptionError(f"teacher is a {teacher.backend.NAME} model, student is {state.backend.NAME}")
         if teacher.spec is not None and teacher.spec.num_classes != state.dataset.num_classes:
             raise OptionError(f"teacher predicts {teacher.spec.num_classes} classes, the data set has {state.dataset.num_classes}")
-        ops = compress_ops(state)
-        loss = ops.kd_loss(teacher.model, self.alpha, self.temperature)
+        loss = state.backend.kd_loss(teacher.model, self.alpha, self.temperature)
         hint = None
         if self.hint_student_layer:
-            if state.backend.NAME != "torch":
-                raise OptionError("feature (hint) distillation is implemented for PyTorch models")
-            hint = ops.HintDistillation(state.model, teacher.model, self.hint_student_layer, self.hint_teacher_layer or "",
-                                        self.hint_weight)
-            import torch
-            x = torch.from_numpy(state.dataset.calibration(2, layout="NCHW"))
-            state.model.eval()(x)
-            teacher.model.eval()(x)
-            hint.build_adapter(hint.feats["s"].shape, hint.feats["t"].shape)
+            hint = state.backend.hint_distillation(state.model, teacher.model, self.hint_student_layer,
+                                                   self.hint_teacher_layer or "", self.hint_weight, state.dataset)
             loss = hint.wrap(loss)
         cfg = _train_config(state, self.epochs, self.lr, schedule=self.schedule, augment=self.augment)
-        extra = list(hint.adapter.parameters()) if hint is not None else None
+        extra = hint.parameters if hint is not None else None
         try:
             state.backend.fit(state.model, state.dataset, cfg, loss_fn=loss, verbose=state.verbose, extra_parameters=extra)
         finally:
@@ -179,7 +166,7 @@ class Prune(Technique):
                 raise OptionError(f"prune {what} must be one of {ok}, got {v!r}")
 
     def make_schedule(self, steps_per_epoch):
-        from toolkit.compress.schedules import ConstantSparsity, PolynomialDecay
+        from toolkit.sparsity import ConstantSparsity, PolynomialDecay
         total = max(steps_per_epoch * self.epochs, 2)
         if self.schedule == "oneshot":
             return ConstantSparsity(self.sparsity, 0, frequency=max(total, 1))
@@ -187,27 +174,14 @@ class Prune(Technique):
         return PolynomialDecay(self.initial_sparsity, self.sparsity, 0, end, frequency=min(self.frequency, max(end // 4, 1)))
 
     def apply(self, state):
-        ops = compress_ops(state)
         # the final weights are the pruned ones: restoring an earlier "best" epoch would bring back a less sparse mask
         extra = {"schedule": self.lr_schedule} if self.lr_schedule else {}
         cfg = _train_config(state, self.epochs, self.lr, restore_best=False, **extra)
         train_idx, _ = state.dataset.split(cfg.val_fraction, cfg.seed)
         sched = self.make_schedule(-(-len(train_idx) // cfg.batch_size))
-        if state.backend.NAME == "torch":
-            if self.block_size:
-                raise OptionError("block sparsity (block_size) is available for Keras models (TFMOT)")
-            if self.method == "random" and self.schedule != "oneshot":
-                raise OptionError("random pruning is one-shot only")
-            callbacks = [ops.PruningCallback(state.model, sched, self.method, self.scope)]
-            state.backend.fit(state.model, state.dataset, cfg, verbose=state.verbose, callbacks=callbacks)
-            ops.strip_pruning(state.model)
-        else:
-            if self.method != "l1" or self.scope != "layer":
-                raise OptionError("Keras pruning uses TFMOT's per-layer magnitude pruning (method l1, scope layer)")
-            wrapped, callbacks = ops.prune_wrap(state.model, sched, tuple(self.block_size) if self.block_size else (1, 1))
-            state.backend.fit(wrapped, state.dataset, cfg, verbose=state.verbose, callbacks=callbacks)
-            state.model = ops.strip_pruning(wrapped)
-        state.notes["sparsity"] = ops.sparsity_report(state.model)
+        state.model = state.backend.prune(state.model, state.dataset, cfg, sched, method=self.method, scope=self.scope,
+                                          block_size=self.block_size, verbose=state.verbose)
+        state.notes["sparsity"] = state.backend.sparsity_report(state.model)
 
 
 @register_technique
@@ -229,35 +203,17 @@ class PruneStructured(Technique):
             raise OptionError(f"criterion must be l1, l2, bn or taylor, got {self.criterion!r}")
 
     def apply(self, state):
-        ops = compress_ops(state)
-        if state.backend.NAME == "torch":
-            import torch
-            from toolkit.data import iterate_batches
-            example = torch.from_numpy(state.dataset.calibration(1, layout="NCHW"))
-            calib = None
-            if self.criterion == "taylor":
-                idx = state.dataset.split(0.1, 0)[0][: 64 * self.calibration_batches]
-                calib = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in
-                         iterate_batches(state.dataset, idx, 64, "NCHW", shuffle=False, augment=False, seed=0)]
-            ignored = None
-            if self.layers:
-                mods = dict(state.model.named_modules())
-                missing = [n for n in self.layers if n not in mods]
-                if missing:
-                    raise OptionError(f"layer(s) {missing} do not exist in the model")
-                keep = set(self.layers)
-                ignored = [m for n, m in mods.items() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and n not in keep]
-                ignored += [m for m in state.model.modules() if isinstance(m, torch.nn.Linear)][-1:]
-            state.model = ops.prune_structured(state.model, example, self.ratio, self.criterion, calib, ignored)
-            if state.spec is not None:
-                state.spec = ops.spec_from_pruned(state.model, state.spec)
-                state.model.edgepack_spec = state.spec
-        else:
+        if state.backend.supports("prune_structured"):        # the framework's own (PyTorch: Torch-Pruning)
+            state.model, state.spec, notes = state.backend.prune_structured(
+                state.model, state.spec, state.dataset, ratio=self.ratio, criterion=self.criterion, layers=self.layers,
+                calibration_batches=self.calibration_batches)
+            state.notes.update(notes)
+        else:                                                   # otherwise on the description: any framework
             from toolkit.compress.structured_spec import prune_spec
             if state.spec is None:
-                raise OptionError("Keras structured pruning works on models built from an architecture description")
-            new_spec, weights, changes = prune_spec(state.spec, ops.get_weights(state.model), self.ratio, self.criterion,
-                                                    self.layers or None)
+                raise OptionError(f"{state.backend.NAME} structured pruning works on models built from an architecture description")
+            new_spec, weights, changes = prune_spec(state.spec, state.backend.get_weights(state.model), self.ratio,
+                                                    self.criterion, self.layers or None)
             state.spec, state.model = new_spec, rebuild(state, new_spec, weights)
             state.notes["channels"] = changes
         _fine_tune(state, self.epochs, self.lr)
@@ -274,16 +230,15 @@ class QAT(Technique):
     preserve_sparsity: bool | None = None     # keep pruned zeros at zero; default: yes when >= 30% of weights are zero
 
     def apply(self, state):
-        ops = compress_ops(state)
         _fine_tune(state, self.float_epochs, self.lr * 10)
         preserve = self.preserve_sparsity
         if preserve is None:
             counts = state.backend.count_params(state.model)
             preserve = counts["nonzero"] <= 0.7 * counts["total"]
         state.notes["preserve_sparsity"] = bool(preserve)
-        state.model = ops.qat_apply(state.model, preserve)
+        state.model = state.backend.qat_apply(state.model, preserve)
         _fine_tune(state, self.epochs, self.lr)
-        state.model = ops.qat_strip(state.model)
+        state.model = state.backend.qat_strip(state.model)
         state.notes["qat"] = True
 
 
@@ -305,8 +260,7 @@ class LowRank(Technique):
         from toolkit.compress.lowrank import svd_dense
         if state.spec is None:
             raise OptionError("low-rank factorisation works on models built from an architecture description")
-        ops = compress_ops(state)
-        new_spec, weights, ranks = svd_dense(state.spec, ops.get_weights(state.model), self.energy, self.min_params)
+        new_spec, weights, ranks = svd_dense(state.spec, state.backend.get_weights(state.model), self.energy, self.min_params)
         state.spec = new_spec
         state.model = rebuild(state, new_spec, weights)
         state.notes["ranks"] = ranks
@@ -329,13 +283,12 @@ class Separable(Technique):
         from toolkit.compress.lowrank import cheaper_convs, width_matched
         if state.spec is None:
             raise OptionError("conv replacement works on models built from an architecture description")
-        ops = compress_ops(state)
         if self.match_params:
             new_spec, width = width_matched(state.spec, self.kind, self.groups)
             state.notes["width"] = width
             weights = {}                          # a different architecture: fresh weights, trained for `epochs`
         else:
-            new_spec, weights = cheaper_convs(state.spec, ops.get_weights(state.model), self.kind, self.groups)
+            new_spec, weights = cheaper_convs(state.spec, state.backend.get_weights(state.model), self.kind, self.groups)
         if new_spec.count_params() == state.spec.count_params():
             raise OptionError(f"{state.spec.name} has no standard conv after the first one to replace")
         state.spec = new_spec
@@ -347,10 +300,9 @@ def rebuild(state, spec, weights, strict=True):
     """A fresh model for `spec` in the state's framework, carrying the given (torch-layout) weights."""
     model = state.backend.build(spec, seed=0)
     model.edgepack_spec = spec
-    ops = compress_ops(state)
-    current = ops.get_weights(model)
+    current = state.backend.get_weights(model, spec)
     if strict and set(current) != set(weights):
         raise OptionError(f"weights do not match the new architecture: {sorted(set(current) ^ set(weights))[:4]}")
     current.update({k: v for k, v in weights.items() if k in current and current[k].shape == v.shape})
-    ops.set_weights(model, current)
+    state.backend.set_weights(model, current, spec)
     return model

@@ -132,12 +132,11 @@ class Runner:
         loss_fn, extra = None, {}
         if o.get("teacher"):
             from toolkit.api import load_checkpoint
+            from toolkit.backends import get_backend
             from toolkit.compress.techniques import Distill
-            import importlib
             teacher = load_checkpoint(self.primary(o["teacher"]))
             kd = Distill(teacher=str(self.primary(o["teacher"])), alpha=o.get("alpha"), temperature=o.get("temperature"))
-            ops = importlib.import_module(f"toolkit.backends.{o['framework']}.compress")
-            loss_fn = ops.kd_loss(teacher.model, kd.alpha, kd.temperature)
+            loss_fn = get_backend(o["framework"]).kd_loss(teacher.model, kd.alpha, kd.temperature)
             extra = {"distilled_from": o["teacher"], "alpha": kd.alpha, "temperature": kd.temperature}
         res = train(o["framework"], o["arch"], self.dataset, out=d, config=self._train_config(o), verbose=self.verbose,
                     loss_fn=loss_fn)
@@ -165,13 +164,12 @@ class Runner:
         from toolkit.api import dataset_info, load_checkpoint
         from toolkit.backends import get_backend
         from toolkit.record import ArtifactRecord, sha256_file
-        from toolkit.transfer import keras_to_torch, torch_to_keras
         src = load_checkpoint(self.primary(step.options["input"]))
         if src.spec is None:
             raise_option(f"step {step.id}: transfer needs a model built from an architecture description")
         target = get_backend(step.options["to"])
         model = target.build(src.spec, seed=0)
-        (torch_to_keras if target.NAME == "keras" else keras_to_torch)(src.model, model, src.spec)
+        target.set_weights(model, src.backend.get_weights(src.model, src.spec), src.spec)   # the shared (spec) layout
         _, acc = target.evaluate(model, self.dataset)
         ckpt = target.save(model, d / f"model{target.SUFFIXES[0]}")
         rec = ArtifactRecord("checkpoint", ckpt.name, framework=target.NAME, format=target.NAME, arch=src.spec.to_dict(),

@@ -148,8 +148,10 @@ def _check_semantics(step: Step, where: str) -> None:
             bad = [f for f in o["formats"] if f not in list_exporters()]
             if bad:
                 raise OptionError(f"unknown format(s) {bad}; available: {', '.join(list_exporters())}")
-        elif step.kind == "transfer" and o["to"] not in ("keras", "torch"):
-            raise OptionError("to must be keras or torch")
+        elif step.kind == "transfer":
+            from toolkit.backends import FRAMEWORKS
+            if o["to"] not in FRAMEWORKS:
+                raise OptionError(f"to must be one of {FRAMEWORKS}")
         elif step.kind == "prune-curve" and not all(isinstance(r, NUM) and 0 < r < 1 for r in o["rates"]):
             raise OptionError("rates must be fractions in (0, 1)")
     except OptionError as e:

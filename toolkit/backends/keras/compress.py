@@ -28,7 +28,7 @@ def kd_loss(teacher, alpha: float, temperature: float):
 
 # ------------------------------------------------------------------ unstructured pruning (TFMOT)
 def tfmot_schedule(schedule):
-    from toolkit.compress.schedules import ConstantSparsity, PolynomialDecay
+    from toolkit.sparsity import ConstantSparsity, PolynomialDecay
     if isinstance(schedule, ConstantSparsity):
         return tfmot.sparsity.keras.ConstantSparsity(schedule.target_sparsity, schedule.begin_step, frequency=schedule.frequency)
     if isinstance(schedule, PolynomialDecay):
@@ -107,24 +107,3 @@ def qat_apply(model, preserve_sparsity: bool = False):
             q = tfmot.quantization.keras.quantize_model(model)
     q.edgepack_spec = spec
     return q
-
-
-def qat_strip(model):
-    """Nothing to strip: the TFLite converter reads the learned fake-quant ranges from the QAT model itself."""
-    return model
-
-
-def load_scope():
-    return tfmot.quantization.keras.quantize_scope()
-
-
-# ------------------------------------------------------------------ weights in the framework-free (torch) layout
-def get_weights(model) -> dict[str, np.ndarray]:
-    from toolkit.transfer import get_keras_weights
-    return get_keras_weights(model, model.edgepack_spec)
-
-
-def set_weights(model, weights) -> None:
-    from toolkit.transfer import set_keras_weights
-    set_keras_weights(model, model.edgepack_spec, weights)
-

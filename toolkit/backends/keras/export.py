@@ -60,10 +60,3 @@ def to_tflite(model, mode: str, representative: Callable[[], Iterable] | None = 
     except Exception as e:
         raise ModelError(f"TFLite conversion ({mode}) failed: {first_line(e, 300)}") from None
     return data, details
-
-
-def representative_from(x_nhwc: np.ndarray) -> Callable[[], Iterable]:
-    def gen():
-        for i in range(len(x_nhwc)):
-            yield [x_nhwc[i:i + 1].astype(np.float32)]
-    return gen

@@ -135,7 +135,9 @@ def load(path: str | Path, spec: S.ArchSpec | None = None, model=None):
 
 def _load_with_tfmot_scope(path):
     try:
-        from toolkit.backends.keras.compress import tfmot
+        from toolkit.tf_import import quiet_stderr
+        with quiet_stderr():
+            import tensorflow_model_optimization as tfmot
         with tfmot.quantization.keras.quantize_scope(), tfmot.sparsity.keras.prune_scope():
             return keras.models.load_model(path, compile=False)
     except Exception:

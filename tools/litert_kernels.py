@@ -4,34 +4,17 @@ XNNPACK delegate, what `edgepack bench` measures), BUILTIN_WITHOUT_DEFAULT_DELEG
 kernels) and BUILTIN_REF (reference kernels). If fp32 wins only on the AUTO path, the gap is XNNPACK's fp32
 speed-up that the int8 graph does not get, not the quantization itself.
 
-    python -m benchmarks.litert_kernels A.tflite B.tflite ... [--out benchmarks/results/litert_kernels.md]
+    python -m tools.litert_kernels A.tflite B.tflite ... [--out benchmarks/results/litert_kernels.md]
 """
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
+from benchmarks.runners.tflite import time_path
+
 PATHS = ("AUTO", "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "BUILTIN_REF")
-
-
-def time_path(path: str, resolver: str, runs: int = 2000, warmup: int = 200, threads: int = 1) -> float:
-    """Median invoke time in microseconds on one kernel path."""
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    it = Interpreter(model_path=path, num_threads=threads, experimental_op_resolver_type=getattr(OpResolverType, resolver))
-    it.allocate_tensors()
-    d = it.get_input_details()[0]
-    it.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
-    for _ in range(warmup):
-        it.invoke()
-    ts = np.empty(runs)
-    for i in range(runs):
-        t = time.perf_counter()
-        it.invoke()
-        ts[i] = time.perf_counter() - t
-    return float(np.median(ts) * 1e6)
 
 
 def main(argv=None) -> int:
@@ -52,7 +35,7 @@ def main(argv=None) -> int:
         print(rows[-1], flush=True)
     m = machine_record()
     text = ("# LiteRT kernel paths: median invoke time, batch 1, 1 thread\n\n"
-            f"Command: `python -m benchmarks.litert_kernels {' '.join(args.files)}`  \n"
+            f"Command: `python -m tools.litert_kernels {' '.join(args.files)}`  \n"
             f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores; ai-edge-litert {m.get('runtimes', {}).get('ai-edge-litert', '?')}\n\n"
             + "\n".join(rows) + "\n")
     if args.out:

@@ -3,7 +3,7 @@ after the channels are gone, and ONNX Runtime latency (batch 1, 1 thread) of den
 the harness in one run. Models: cifar-base (a trained checkpoint if given, else fresh weights: latency and
 MACs do not depend on the weight values), torchvision resnet18 and mobilenet_v2 at CIFAR size.
 
-    python -m benchmarks.structured_pruning [--checkpoint runs/.../model.pt] [--ratio 0.5]
+    python -m tools.structured_pruning [--checkpoint runs/.../model.pt] [--ratio 0.5]
 Writes benchmarks/results/structured_pruning.{json,md}.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 def main(argv=None) -> int:
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
                                     "accuracy": pr.accuracy},
                          "macs_removed": 1 - pr.macs / dn.macs, "latency_ratio": pr.latency_ms["p50"] / dn.latency_ms["p50"]})
     RESULTS.mkdir(exist_ok=True)
-    rec = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": "python -m benchmarks.structured_pruning " + " ".join(argv or sys.argv[1:]),
+    rec = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": "python -m tools.structured_pruning " + " ".join(argv or sys.argv[1:]),
            "machine": machine_record(), "rows": rows}
     (RESULTS / "structured_pruning.json").write_text(json.dumps(rec, indent=2))
     lines = ["# Structured pruning: parameters, MACs and latency after the channels are gone", "",

@@ -5,7 +5,7 @@
    Target: within 3%.
 2. Repeatability: the harness run several times on the same model; max/min of the p50s. Target: within 5%.
 
-Usage: python -m benchmarks.honesty [--data-dir ../shared/data/mnist] [--model FILE ...]
+Usage: python -m tools.honesty [--data-dir ../shared/data/mnist] [--model FILE ...]
 (without --model it trains and exports a small MNIST model first).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 BARE = r"""
 import json, sys, time, numpy as np
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
             print(f"{m.name}: harness {hm:.4f} ms vs bare {bm:.4f} ms ({100 * (hm / bm - 1):+.1f}%), "
                   f"harness spread over {args.rounds} runs {100 * (max(h) / min(h) - 1):.1f}%", flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    record = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": "python -m benchmarks.honesty " + " ".join(argv or sys.argv[1:]),
+    record = {"date": time.strftime("%Y-%m-%d %H:%M"), "command": "python -m tools.honesty " + " ".join(argv or sys.argv[1:]),
               "runs_per_measurement": args.runs, "rounds": args.rounds, "threads": args.threads,
               "machine": machine_record(), "python": platform.python_version(), "rows": rows}
     tag = "" if args.data == "mnist" else f"_{args.data}"

@@ -2,7 +2,7 @@
 and lr_at schedules, crop+flip, the seeded 45k/5k split, the KD loss) on GPU tensors so a plan of many runs takes minutes.
 Used only to rank settings; see benchmarks/results/cifar10_torch/SWEEP.md.
 
-    CIFAR10_TARBALL=../shared/data/cifar10-jpeg.tar.gz python benchmarks/sweeps/cifar10_torch_gpu.py PLAN.py OUT.json
+    CIFAR10_TARBALL=../shared/data/cifar10-jpeg.tar.gz python tools/sweeps/cifar10_torch_gpu.py PLAN.py OUT.json
 """
 import json, math, os, sys, time
 import numpy as np, torch, torch.nn.functional as F

@@ -1,7 +1,7 @@
 """Publish a finished run into benchmarks/results/<name>/: report.md, results.csv, results.json (without the raw
 latency samples), the plots the report shows, and the machine record + command (inside the report/JSON).
 
-    python -m benchmarks.collect runs/mnist_tflite [--name mnist_tflite]
+    python -m tools.collect runs/mnist_tflite [--name mnist_tflite]
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 def collect(run: Path, name: str | None = None) -> Path:

@@ -1,4 +1,5 @@
-"""Copy weights between the PyTorch and Keras twins of one `ArchSpec`, so both compute the same function.
+"""Keras weights in the shared layout (PyTorch's, keyed by `ArchSpec` node names), so a model moves between
+frameworks and through the spec-level compression steps and computes the same function.
 
 Layouts: torch conv (O, I/g, kh, kw) <-> Keras (kh, kw, I/g, O); depthwise (C*m, 1, kh, kw) <-> (kh, kw, C, m);
 dense (out, in) <-> (in, out), with the rows of a Dense that follows Flatten permuted from torch's (C, H, W)
@@ -9,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from toolkit.arch import spec as S
+from toolkit.backends.keras.model import kname
 from toolkit.errors import ModelError
 
 
@@ -29,7 +31,6 @@ def _flatten_sources(nodes: list[S.Node]) -> dict[str, tuple]:
 
 def set_keras_weights(kmodel, spec: S.ArchSpec, t: dict[str, np.ndarray]) -> None:
     """Load a torch-layout weight dict ({'conv0.weight': (O, I, kh, kw), ...}) into the Keras twin."""
-    from toolkit.backends.keras.model import kname
     nodes = spec.walk()
     flat = _flatten_sources(nodes)
     for n in S.iter_weighted(nodes):
@@ -55,7 +56,6 @@ def set_keras_weights(kmodel, spec: S.ArchSpec, t: dict[str, np.ndarray]) -> Non
 
 def get_keras_weights(kmodel, spec: S.ArchSpec) -> dict[str, np.ndarray]:
     """The Keras twin's weights as a torch-layout dict (the framework-free form used by spec surgery)."""
-    from toolkit.backends.keras.model import kname
     nodes = spec.walk()
     flat = _flatten_sources(nodes)
     out = {}
@@ -86,17 +86,3 @@ def get_keras_weights(kmodel, spec: S.ArchSpec) -> dict[str, np.ndarray]:
                 d["bias"] = ws[1]
         out.update({f"{n.name}.{k}": np.ascontiguousarray(v) for k, v in d.items()})
     return out
-
-
-def torch_to_keras(tmodel, kmodel, spec: S.ArchSpec) -> None:
-    set_keras_weights(kmodel, spec, {k: v.detach().cpu().numpy() for k, v in tmodel.state_dict().items()})
-
-
-def keras_to_torch(kmodel, tmodel, spec: S.ArchSpec) -> None:
-    import torch
-    new = {k: torch.from_numpy(v) for k, v in get_keras_weights(kmodel, spec).items()}
-    result = tmodel.load_state_dict(new, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    if missing or result.unexpected_keys:
-        raise ModelError(f"weight transfer does not fit: tensors left unset {missing[:3]}, "
-                         f"tensors with no place {result.unexpected_keys[:3]}")
