@@ -262,6 +262,6 @@ def checkpoint_metrics(path: Path) -> dict:
     from toolkit.api import load_checkpoint
     loaded = load_checkpoint(path)
     counts = loaded.backend.count_params(loaded.model)
-    macs = loaded.spec.count_params()["macs"] if loaded.spec is not None else None
+    macs = loaded.spec.counts()["macs"] if loaded.spec is not None else None
     return {"params": counts["trainable"], "nonzero_params": loaded.backend.count_nonzero_trainable(loaded.model),
             "macs": macs, "ops": {}, "qdq_nodes": 0}

@@ -86,8 +86,12 @@ def onnx2tf_convert(ctx: ExportContext) -> Path:
     in_name, layout = input_layout(src, ds.input_shape)
     # an NHWC graph (from tf2onnx) must be declared as such, or onnx2tf reads (N, H, W, C) as (N, C, H, W)
     keep_nhwc = [in_name] if layout == "NHWC" else None
+    # onnx2tf runs `onnxsim` from PATH, which lacks the venv's bin/ when the venv is not activated: only then is it
+    # put in front, for the duration of the call
     env_path = os.environ.get("PATH", "")
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env_path}"  # onnx2tf calls `onnxsim` from PATH
+    add_bin = shutil.which("onnxsim") is None
+    if add_bin:
+        os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env_path}"
     try:
         with _in_dir(work), quiet_stderr(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
             onnx2tf.convert(input_onnx_file_path=str(src), output_folder_path=str(work / "out"),
@@ -101,7 +105,8 @@ def onnx2tf_convert(ctx: ExportContext) -> Path:
     except Exception as e:
         raise ModelError(f"onnx2tf conversion failed: {first_line(e)}") from None
     finally:
-        os.environ["PATH"] = env_path
+        if add_bin:
+            os.environ["PATH"] = env_path
     ctx.produced[key] = work / "out"
     return work / "out"
 

@@ -24,7 +24,7 @@ def test_every_expected_arch_is_registered():
 @pytest.mark.parametrize("name", list_archs())
 def test_param_counts_and_shapes_match_across_frameworks(name, backends):
     spec = get_arch(name)
-    counted = spec.count_params()
+    counted = spec.counts()
     T, K = backends
     tm, km = T.build(spec), K.build(spec)
     for b, m in ((T, tm), (K, km)):
@@ -40,7 +40,7 @@ def test_param_counts_and_shapes_match_across_frameworks(name, backends):
 def test_depthwise_separable_student_uses_separable_layers():
     spec = get_arch("cifar-ds-student")
     assert sum(isinstance(n.layer, S.SeparableConv) for n in spec.walk()) == 5
-    assert spec.count_params()["total"] < get_arch("cifar-student").count_params()["total"]
+    assert spec.counts()["total"] < get_arch("cifar-student").counts()["total"]
 
 
 def test_spec_dict_round_trip():
@@ -65,7 +65,7 @@ def test_bad_descriptions_fail_with_clear_errors():
 def test_grouped_and_depthwise_convs_build_in_both(backends):
     spec = ArchSpec("g", (16, 16, 8), 4, (S.Conv(16, 3, groups=4), S.DepthwiseConv(3, 2, multiplier=2),
                                            S.Activation("relu6"), S.AvgPool(2), S.GlobalAvgPool(), S.Dense(4)))
-    counted = spec.count_params()
+    counted = spec.counts()
     assert counted["trainable"] == (3 * 3 * 2 * 16 + 16) + (3 * 3 * 32 + 32) + (32 * 4 + 4)
     _assert_transfer_exact(spec, backends, np.random.default_rng(1).normal(size=(4, 16, 16, 8)).astype(np.float32))
 

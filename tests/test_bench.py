@@ -106,6 +106,7 @@ def test_bad_inputs_are_reported_and_the_rest_still_run(bench_exports, tmp_path)
     assert by[str(bench_exports["onnx"])].ok
 
 
+@pytest.mark.integration
 def test_input_shape_that_does_not_fit_the_dataset_is_timed_on_random_input(tmp_path):
     import torch
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))
@@ -152,7 +153,7 @@ def test_metrics_from_file_match_the_architecture(tmp_path, mnist_small):
     spec = get_arch("resnet8")
     to_onnx(get_backend("torch").build(spec), tmp_path / "r8.onnx", spec.input_shape)
     m = file_metrics(tmp_path / "r8.onnx")
-    c = spec.count_params()
+    c = spec.counts()
     assert m["macs"] == c["macs"]
     folded = c["trainable"] - c["non_trainable"]         # BatchNorm folded into the convs: gamma/beta/mean/var gone
     assert m["params"] in (c["trainable"], c["total"], folded)
@@ -272,6 +273,8 @@ def test_accuracy_intervals_and_the_machine_load_warning(tmp_path):
     assert "Machine load warning" in (tmp_path / "r.md").read_text()
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_torchscript_files_bench_and_full_pickles_say_what_would_work(tmp_path):
     import torch
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
@@ -304,6 +307,7 @@ def test_text_table_keeps_large_numbers_apart():
     assert ["13,960,647", "12,877,757", "3,475,008", "3,469,760", "300,774,272"] == cells[6:11]
 
 
+@pytest.mark.slow
 def test_a_bare_state_dict_says_what_would_work(tmp_path):
     import torch
     torch.save(torch.nn.Linear(4, 2).state_dict(), tmp_path / "weights.pt")

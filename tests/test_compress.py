@@ -120,6 +120,7 @@ def test_structured_pruning_errors(trained, mnist_small):
         _run(trained["torch"], [{"technique": "prune-structured", "criterion": "bn"}], mnist_small)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
 def test_structured_pruning_of_torchvision_models_exports_and_runs(name, tmp_path):
     import onnxruntime as ort
@@ -216,15 +217,15 @@ def test_lowrank_and_separable_rewrite_the_architecture(trained, mnist_small):
     w = {k: v.numpy() for k, v in get_backend("torch").build(spec).state_dict().items()}
     for kind in ("depthwise", "grouped"):
         new, _ = cheaper_convs(spec, w, kind, groups=4)
-        assert new.count_params()["trainable"] < spec.count_params()["trainable"]
+        assert new.counts()["trainable"] < spec.counts()["trainable"]
     # "at about the same parameter count": the widened variants land within 5% of the original
     from toolkit.compress.lowrank import width_matched
     for arch, groups in (("cifar-base", 4), ("mnist-small", 2)):
         spec = get_arch(arch)
-        target = spec.count_params()["trainable"]
+        target = spec.counts()["trainable"]
         for kind in ("depthwise", "grouped"):
             new, width = width_matched(spec, kind, groups)
-            assert width > 1 and abs(new.count_params()["trainable"] - target) <= 0.05 * target, (arch, kind, width)
+            assert width > 1 and abs(new.counts()["trainable"] - target) <= 0.05 * target, (arch, kind, width)
             kinds = {type(L).__name__ for L in new.layers}
             assert ("SeparableConv" in kinds) == (kind == "depthwise")
     with pytest.raises(OptionError, match="no standard conv after the first"):        # mnist-tutorial has one conv

@@ -1,5 +1,6 @@
 import gzip
 import json
+import os
 import subprocess
 import sys
 
@@ -226,10 +227,12 @@ def test_onnx2tf_route_from_a_keras_model_keeps_nhwc(trained, mnist_small, tmp_p
     """tf2onnx graphs take NHWC input; onnx2tf must be told, or it reads (N, 28, 28, 1) as NCHW and int8 fails."""
     from toolkit.api import load_checkpoint
     loaded = load_checkpoint(trained["keras"])
+    path_before, cwd_before = os.environ.get("PATH"), os.getcwd()
     res = export_model(loaded.model, ["tflite-int8"], mnist_small, tmp_path,
                        ExportOptions(tflite_route="onnx2tf", calibration_samples=50), verbose=False)
     assert res[0].ok, res[0].error
     assert res[0].record.steps[-1]["details"]["route"] == "onnx2tf"
+    assert os.environ.get("PATH") == path_before and os.getcwd() == cwd_before     # nothing process-wide left changed
 
 
 def test_export_uses_the_data_folder_recorded_at_training(tmp_path):
@@ -241,6 +244,7 @@ def test_export_uses_the_data_folder_recorded_at_training(tmp_path):
     assert r.ok and r.record.dataset["source"] == str(MNIST_DIR)
 
 
+@pytest.mark.slow
 def test_users_own_models_export_and_verify(tmp_path):
     """Models not built from an edgepack description: a torchvision network and a plain Keras Sequential."""
     import torchvision

@@ -75,6 +75,7 @@ def test_errors_name_the_line_of_the_step(tmp_path):
         load_recipe(p)
 
 
+@pytest.mark.integration
 def test_run_skip_rerun_and_resume(tmp_path, monkeypatch):
     recipe = _write(tmp_path, RECIPE)
     out = tmp_path / "run"

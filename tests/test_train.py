@@ -81,6 +81,7 @@ def test_cli_help_lists_commands():
         assert cmd in r.stdout
 
 
+@pytest.mark.slow
 def test_cli_models_prints_counts_for_both_frameworks():
     r = _cli("models")
     assert r.returncode == 0, r.stderr
@@ -123,3 +124,23 @@ def test_keras_model_with_a_softmax_head_is_trained_on_probabilities(mnist_small
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
     hist = get_backend("keras").fit(model, mnist_small, TrainConfig(epochs=1, batch_size=64), verbose=False)
     assert hist.epochs[-1]["loss"] < 1.5                      # was stuck at 2.3026 with from_logits=True
+
+
+def test_params_means_trainable_parameters_in_every_record(tmp_path):
+    """Training, compression and the file's own count agree on "params" (trainable); BatchNorm statistics are only
+    in "params_total" (the training record once wrote the total as "params", compression the trainable count)."""
+    from toolkit.api import train
+    from toolkit.compress import compress
+    from toolkit.data import Dataset
+    rng = np.random.default_rng(0)
+    ds = Dataset("synthetic", "random", rng.integers(0, 255, (256, 28, 28, 1), np.uint8), rng.integers(0, 10, 256),
+                 rng.integers(0, 255, (64, 28, 28, 1), np.uint8), rng.integers(0, 10, 64), [str(i) for i in range(10)],
+                 (0.5,), (0.25,))
+    res = train("torch", "mnist-small", ds, out=tmp_path / "t", config=TrainConfig(epochs=1, val_fraction=0), verbose=False)
+    counts = res.backend.count_params(res.model)
+    assert counts["total"] > counts["trainable"]                     # mnist-small has BatchNorm statistics
+    assert res.metrics["params"] == counts["trainable"] and res.metrics["params_total"] == counts["total"]
+    compress(res.checkpoint, [{"technique": "prune", "sparsity": 0.5, "epochs": 1, "schedule": "oneshot"}],
+             tmp_path / "c", ds, verbose=False)
+    rec = json.loads((tmp_path / "c" / "metrics.json").read_text())["steps"][0]
+    assert rec["before"]["params"] == res.metrics["params"]

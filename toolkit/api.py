@@ -63,20 +63,21 @@ def train(framework: str, arch: str | ArchSpec, data: str | Dataset, data_dir: s
     params = backend.count_params(model)
     ckpt = backend.save(model, out / f"model{backend.SUFFIXES[0]}")
     metrics = {"test_accuracy": test_acc, "test_loss": test_loss, "test_images": int(len(ds.y_test)),
-               "params": params["total"], "params_trainable": params["trainable"], "epochs": len(hist.epochs),
+               # "params" means trainable parameters everywhere (compress, bench); BatchNorm statistics add to the total
+               "params": params["trainable"], "params_total": params["total"], "epochs": len(hist.epochs),
                "best_epoch": hist.best_epoch, "train_seconds": round(train_seconds, 2), "framework": framework,
                "arch": spec.name, "data": ds.name, "data_source": ds.source, "config": cfg.to_dict()}
     rec = ArtifactRecord("checkpoint", ckpt.name, framework=framework, format=framework, arch=spec.to_dict(),
                          dataset=dataset_info(ds), metrics={k: metrics[k] for k in ("test_accuracy", "params", "epochs")},
                          steps=[{"step": "train", "config": cfg.to_dict(), "test_accuracy": test_acc,
-                                 "params": params["total"], "macs": spec.count_params()["macs"],
+                                 "params": params["trainable"], "macs": spec.counts()["macs"],
                                  "seconds": round(train_seconds, 2)}])
     rec.fill_sizes(ckpt)
     rec.save(ckpt)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     hist.save(out / "history.json", out / "history.png", f"{spec.name} ({framework}) on {ds.name}")
     if verbose:
-        print(f"test accuracy {test_acc:.4f} on {len(ds.y_test)} images; {params['total']:,} params; "
+        print(f"test accuracy {test_acc:.4f} on {len(ds.y_test)} images; {params['trainable']:,} params ({params['total']:,} with BatchNorm statistics); "
               f"{train_seconds:.1f}s training -> {ckpt}", flush=True)
     return TrainResult(ckpt, metrics, model, backend, ds)
 

@@ -31,7 +31,7 @@ def cmd_models(args) -> int:
     print(head)
     for name in list_archs():
         spec = get_arch(name)
-        c = spec.count_params()
+        c = spec.counts()
         row = f"{name:<18}{c['total']:>13,}{c['macs']:>14,}"
         for fw, b in frameworks:
             row += f"{b.count_params(b.build(spec))['total']:>15,}"

@@ -197,8 +197,9 @@ class ArchSpec:
         return shape  # BatchNorm, Activation, Dropout
 
     # ------------------------------------------------------------ counting
-    def count_params(self) -> dict:
-        """Trainable and non-trainable (BatchNorm moving statistics) parameter counts, MACs."""
+    def counts(self) -> dict:
+        """What the description costs: parameters ('trainable', 'non_trainable' = BatchNorm moving statistics,
+        'total') and 'macs' per image (hence not `count_params`: it counts more than parameters)."""
         trainable = nontrain = macs = 0
         for n in self.walk():
             layer, (cin_shape, out) = n.layer, (n.in_shape, n.out_shape)

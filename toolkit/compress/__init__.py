@@ -36,7 +36,7 @@ def measure(state) -> dict:
 def _macs(state) -> int | None:
     """From the description when there is one; otherwise counted as `bench` counts files: on the model's ONNX."""
     if state.spec is not None:
-        return state.spec.count_params()["macs"]
+        return state.spec.counts()["macs"]
     import tempfile
     from benchmarks.metrics import onnx_metrics
     try:

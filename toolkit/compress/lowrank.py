@@ -112,12 +112,12 @@ def width_matched(spec: S.ArchSpec, kind: str = "depthwise", groups: int = 4, ta
     if kind not in ("depthwise", "grouped"):
         from toolkit.errors import OptionError
         raise OptionError(f"kind must be depthwise or grouped, got {kind!r}")
-    target = target or spec.count_params()["trainable"]
+    target = target or spec.counts()["trainable"]
     best = None
     for step in range(100, 1601, 5):                     # width 1.00 .. 16.00
         width = step / 100
         cand = _scaled(spec, kind, groups, width)
-        n = cand.count_params()["trainable"]
+        n = cand.counts()["trainable"]
         if best is None or abs(n - target) < abs(best[2] - target):
             best = (cand, width, n)
         if n > target:

@@ -289,7 +289,7 @@ class Separable(Technique):
             weights = {}                          # a different architecture: fresh weights, trained for `epochs`
         else:
             new_spec, weights = cheaper_convs(state.spec, state.backend.get_weights(state.model), self.kind, self.groups)
-        if new_spec.count_params() == state.spec.count_params():
+        if new_spec.counts() == state.spec.counts():
             raise OptionError(f"{state.spec.name} has no standard conv after the first one to replace")
         state.spec = new_spec
         state.model = rebuild(state, new_spec, weights, strict=False)
