@@ -6,8 +6,10 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from exporters.verify import TARGET_HELP, TARGETS
 from toolkit.data import Dataset
 from toolkit.errors import OptionError
+from toolkit.options import option
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 IO_DTYPES = ("int8", "uint8")
@@ -18,20 +20,32 @@ ROUTE_ALIASES = {"keras": "converter"}             # the name of the converter r
 
 @dataclass
 class ExportOptions:
-    calibration_method: str = "minmax"        # ORT static quantization calibrator
-    calibration_samples: int = 200            # real training images
-    per_channel: bool = True                  # int8 weights: one scale per output channel (False: per tensor)
-    dense_per_channel: bool = True            # TFLite converter route: False gives Dense layers per-tensor weights
-                                              # (fewer distinct values, smaller gzip; the TFLite default before TF 2.x)
-    onnx_activations: str = "uint8"           # ORT QDQ activations: uint8 (U8S8, fully fused by ORT's x86 CPU kernels) or int8
-    io_dtype: str = "int8"                    # full-integer TFLite input/output type
-    tflite_route: str = "auto"                # the framework's converter where it has one (Keras), onnx2tf otherwise
-    keep_nchw: bool = False                   # onnx2tf: keep the NCHW input instead of NHWC
-    sparse_values: str = "fp32"               # value storage in the sparse archive
-    verify_images: int = 1000                 # real test images for verification, stratified by class
-    max_accuracy_drop: float = 1.0            # quantized files: allowed accuracy drop (pp), beyond 2 standard errors
-    target: str = "any"                       # CPUs the file must keep its accuracy on (exporters.verify.TARGETS)
-    seed: int = 0
+    """Export options, declared once: `edgepack export` flags and recipe export-step keys come from these fields.
+    Each exporter reads the ones of its format (ONNX int8: calibration, activations, target; TFLite: io_dtype,
+    route, per-channel; archive: sparse_values); verification options apply to every format."""
+    # ONNX int8 (ORT static quantization)
+    calibration_method: str = option("minmax", "ORT static calibration method", choices=CALIBRATION_METHODS,
+                                     flag="--calibration", key="calibration")
+    calibration_samples: int = option(200, "training images used for calibration (both int8 routes)")
+    onnx_activations: str = option("uint8", "ONNX int8 activation type: uint8 (ORT's x86 kernels fuse every QDQ conv) "
+                                   "or int8", choices=IO_DTYPES)
+    target: str = option("any", f"CPUs the files must keep their accuracy on. {TARGET_HELP}", choices=tuple(TARGETS))
+    # weights of every int8 format
+    per_channel: bool = option(True, "int8 weights with one scale per tensor (default per channel)", negate="--per-tensor")
+    dense_per_channel: bool = option(True, "TFLite converter route: per-tensor weights for Dense layers only "
+                                     "(fewer distinct values, smaller gzip)", negate="--dense-per-tensor")
+    # TFLite
+    io_dtype: str = option("int8", "full-integer TFLite input/output type", choices=IO_DTYPES)
+    tflite_route: str = option("auto", "the framework's own converter (Keras) or onnx2tf; auto: the converter where "
+                               "there is one", choices=TFLITE_ROUTES)
+    keep_nchw: bool = option(False, "onnx2tf: keep an NCHW input (default NHWC)")
+    # the sparse archive
+    sparse_values: str = option("fp32", "value storage in the sparse archive", choices=SPARSE_VALUE_DTYPES)
+    # verification (every format)
+    verify_images: int = option(1000, "test images for verification, stratified by class and seeded")
+    max_accuracy_drop: float = option(1.0, "quantized files: allowed accuracy drop in percentage points, beyond two "
+                                      "standard errors")
+    seed: int = option(0, "seed of calibration and verification subsets")
 
     def __post_init__(self):
         self.tflite_route = ROUTE_ALIASES.get(self.tflite_route, self.tflite_route)
@@ -46,7 +60,6 @@ class ExportOptions:
             raise OptionError("calibration samples must be >= 1")
         if self.verify_images < 1:
             raise OptionError("verification needs at least one image")
-        from exporters.verify import TARGETS
         if self.target not in TARGETS:
             raise OptionError(f"unknown target {self.target!r}; expected one of {', '.join(TARGETS)}")
         if not 0 <= self.max_accuracy_drop <= 100:

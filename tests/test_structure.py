@@ -24,7 +24,8 @@ PACKAGES = ("toolkit", "exporters", "benchmarks")
 # (layer, module prefixes); "=name" matches that module only (package inits)
 LAYERS = [
     ("core", ["=toolkit", "=benchmarks", "toolkit.errors", "toolkit.progress", "toolkit.tf_import", "toolkit.outputs",
-              "toolkit.record", "toolkit.data", "toolkit.arch", "toolkit.train", "toolkit.sparsity"]),
+              "toolkit.record", "toolkit.data", "toolkit.arch", "toolkit.train", "toolkit.sparsity",
+              "toolkit.options"]),
     ("frameworks", ["toolkit.backends", "toolkit.api"]),
     ("runtime", ["benchmarks.runners", "benchmarks.onnx_reader", "benchmarks.machine", "benchmarks.metrics"]),
     ("pipelines", ["toolkit.compress", "exporters", "benchmarks"]),

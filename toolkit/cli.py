@@ -12,10 +12,9 @@ from toolkit.errors import EdgepackError, ModelError, first_line
 
 
 def _train_config(args):
+    from toolkit.options import from_args
     from toolkit.train import TrainConfig
-    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                       schedule=args.schedule, augment=args.augment, val_fraction=args.val_fraction,
-                       patience=args.patience, seed=args.seed, weight_decay=args.weight_decay, threads=args.threads)
+    return from_args(TrainConfig, args)
 
 
 def cmd_models(args) -> int:
@@ -94,7 +93,8 @@ def _add_data_args(p, required=True):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edgepack", description="Train, compress, export and benchmark small models for edge runtimes.")
-    p.add_argument("--version", action="version", version="edgepack 0.1.0")
+    from toolkit import __version__
+    p.add_argument("--version", action="version", version=f"edgepack {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("models", help="list built-in architectures with parameter counts per framework")
@@ -105,17 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--framework", required=True, choices=FRAMEWORKS, help="training framework")
     s.add_argument("--arch", required=True, help="built-in architecture (see `edgepack models`)")
     _add_data_args(s)
-    s.add_argument("--epochs", type=int, default=4, help="training epochs")
-    s.add_argument("--batch-size", type=int, default=32, help="batch size (32: the Keras fit() default of the TFMOT tutorials)")
-    s.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="optimizer (SGD with momentum 0.9)")
-    s.add_argument("--lr", type=float, default=1e-3, help="learning rate (the peak of a one-cycle schedule)")
-    s.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay")
-    s.add_argument("--schedule", default="constant", choices=["constant", "cosine", "onecycle"], help="learning-rate schedule")
-    s.add_argument("--augment", action="store_true", help="random crop + horizontal flip (CIFAR)")
-    s.add_argument("--val-fraction", type=float, default=0.1, help="training images held out for validation")
-    s.add_argument("--patience", type=int, default=0, help="early-stopping patience in epochs (0: off)")
-    s.add_argument("--seed", type=int, default=0, help="seed of data order, augmentation and initialisation")
-    s.add_argument("--threads", type=int, default=None, help="framework threads (default: the framework's own choice)")
+    from toolkit.options import add_arguments
+    from toolkit.train import TrainConfig
+    add_arguments(s, TrainConfig)                       # every training option, declared once in TrainConfig
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--force", action="store_true", help="replace a checkpoint already in --out")
     s.set_defaults(func=cmd_train)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from toolkit.errors import OptionError
+from toolkit.options import option
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -14,19 +15,21 @@ SCHEDULES = ("constant", "cosine", "onecycle")
 
 @dataclass
 class TrainConfig:
-    epochs: int = 4
-    batch_size: int = 32              # the Keras fit() default, as in the TFMOT tutorials
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    augment: bool = False             # random crop (pad 4) + horizontal flip
-    val_fraction: float = 0.1
-    patience: int = 0                 # early stopping on validation loss; 0 disables stopping (best weights still restored)
-    restore_best: bool = True         # restore the best-validation weights at the end (off while pruning: masks move on)
-    seed: int = 0
-    threads: int | None = None
+    """Training options, declared once: `edgepack train` flags and recipe train-step keys come from these fields."""
+    epochs: int = option(4, "training epochs")
+    batch_size: int = option(32, "batch size (32: the Keras fit() default of the TFMOT tutorials)")
+    optimizer: str = option("adam", "optimizer (SGD: Nesterov momentum)", choices=OPTIMIZERS)
+    lr: float = option(1e-3, "learning rate (the peak of a one-cycle schedule)")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(0.0, "L2 weight decay")
+    schedule: str = option("constant", "learning-rate schedule", choices=SCHEDULES)
+    augment: bool = option(False, "random crop (pad 4) + horizontal flip (CIFAR)")
+    val_fraction: float = option(0.1, "training images held out for validation (0: train on all)")
+    patience: int = option(0, "early-stopping patience in epochs on validation loss (0: off; best weights still restored)")
+    restore_best: bool = option(True, "restore the best-validation weights at the end (off while pruning: masks move on)",
+                                negate="--keep-last")
+    seed: int = option(0, "seed of data order, augmentation and initialisation")
+    threads: int | None = option(None, "framework threads (default: the framework's own choice)")
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:

@@ -15,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+from toolkit import __version__
 from toolkit.errors import OptionError
 from toolkit.recipes.schema import Recipe, Step, load_recipe
 
@@ -84,7 +85,7 @@ class Runner:
         # images moved between class folders) recomputes every step
         h.update(json.dumps({"kind": step.kind, "options": step.options, "data": self.recipe.data,
                              "data_sha256": self.dataset.sha256(), "fallback": self.dataset.fallback,
-                             "edgepack": "0.1.0", "revision": CODE_REVISION}, sort_keys=True, default=str).encode())
+                             "edgepack": __version__, "revision": CODE_REVISION}, sort_keys=True, default=str).encode())
         for ref in step.reads():
             for f in sorted(self.files(ref)):
                 if f.is_file() and not f.name.endswith(".json"):
@@ -122,9 +123,9 @@ class Runner:
 
     # ------------------------------------------------------------ step kinds
     def _train_config(self, o: dict):
+        from toolkit.options import from_recipe
         from toolkit.train import TrainConfig
-        keys = ("epochs", "lr", "batch_size", "optimizer", "schedule", "augment", "patience", "weight_decay", "val_fraction", "seed")
-        return TrainConfig(**{k: o[k] for k in keys if k in o})
+        return from_recipe(TrainConfig, o)
 
     def step_train(self, step: Step, d: Path) -> dict:
         from toolkit.api import train
@@ -184,13 +185,9 @@ class Runner:
     def step_export(self, step: Step, d: Path) -> dict:
         from exporters.api import export_checkpoint
         from exporters.base import ExportOptions
+        from toolkit.options import from_recipe
         o = step.options
-        opts = ExportOptions(**{k2: o[k] for k, k2 in (("calibration", "calibration_method"), ("calibration_samples", "calibration_samples"),
-                                                        ("io_dtype", "io_dtype"), ("onnx_activations", "onnx_activations"), ("tflite_route", "tflite_route"),
-                                                        ("verify_images", "verify_images"), ("sparse_values", "sparse_values"),
-                                                        ("per_channel", "per_channel"), ("dense_per_channel", "dense_per_channel"),
-                                                        ("keep_nchw", "keep_nchw"), ("target", "target"),
-                                                        ("max_accuracy_drop", "max_accuracy_drop")) if k in o})
+        opts = from_recipe(ExportOptions, o)
         results = export_checkpoint(self.primary(o["input"]), o["formats"], d, self.dataset, None, opts,
                                     verbose=self.verbose)
         outs, summary = [], {}

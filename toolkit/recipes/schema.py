@@ -10,7 +10,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from exporters.base import ExportOptions
 from toolkit.errors import OptionError
+from toolkit.options import NUM, from_recipe, recipe_schema
+from toolkit.train import TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -18,19 +21,14 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 # kind -> {field: (type or tuple of types, required)}
-NUM = (int, float)
 COMMON = {"id": (str, True), "kind": (str, True)}
 KINDS: dict[str, dict] = {
-    "train": {"framework": (str, True), "arch": (str, True), "epochs": (int, False), "lr": (NUM, False),
-              "batch_size": (int, False), "optimizer": (str, False), "schedule": (str, False), "augment": (bool, False),
-              "patience": (int, False), "weight_decay": (NUM, False), "val_fraction": (NUM, False), "seed": (int, False),
+    # training and export options come from their one declaration (TrainConfig, ExportOptions: toolkit/options.py)
+    "train": {"framework": (str, True), "arch": (str, True), **recipe_schema(TrainConfig, skip=("threads",)),
               "teacher": (str, False), "alpha": (NUM, False), "temperature": (NUM, False)},
     "compress": {"input": (str, True), "steps": (list, True), "batch_size": (int, False), "seed": (int, False)},  # noqa: E501
     "transfer": {"input": (str, True), "to": (str, True)},
-    "export": {"input": (str, True), "formats": (list, True), "calibration": (str, False), "calibration_samples": (int, False),
-               "io_dtype": (str, False), "onnx_activations": (str, False), "tflite_route": (str, False), "verify_images": (int, False),
-               "sparse_values": (str, False), "per_channel": (bool, False), "dense_per_channel": (bool, False),
-               "keep_nchw": (bool, False), "target": (str, False), "max_accuracy_drop": (NUM, False)},
+    "export": {"input": (str, True), "formats": (list, True), **recipe_schema(ExportOptions)},
     "bench": {"inputs": (list, True), "threads": (list, False), "runs": (int, False), "min_seconds": (NUM, False),
               "warmup": (int, False), "include_checkpoints": (bool, False)},
     "prune-curve": {"input": (str, True), "rates": (list, True), "iterations": (int, True), "epochs": (int, False),
@@ -134,6 +132,7 @@ def _check_semantics(step: Step, where: str) -> None:
             if o["framework"] not in FRAMEWORKS:
                 raise OptionError(f"framework must be one of {FRAMEWORKS}")
             get_arch(o["arch"])
+            from_recipe(TrainConfig, o)                   # choices and ranges, checked by the options themselves
         elif step.kind == "compress":
             from toolkit.compress.techniques import get_technique
             for s in o["steps"]:
@@ -148,6 +147,7 @@ def _check_semantics(step: Step, where: str) -> None:
             bad = [f for f in o["formats"] if f not in list_exporters()]
             if bad:
                 raise OptionError(f"unknown format(s) {bad}; available: {', '.join(list_exporters())}")
+            from_recipe(ExportOptions, o)
         elif step.kind == "transfer":
             from toolkit.backends import FRAMEWORKS
             if o["to"] not in FRAMEWORKS:

@@ -1,0 +1,67 @@
+"""Options are declared once (toolkit/options.py): the CLI flags and the recipe schema are derived from the
+TrainConfig / ExportOptions fields, so neither can lose or misspell an option (the recipe schema once lacked
+`keep_nchw`). Unit tier: no data, no training."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+
+import pytest
+
+from exporters.base import ExportOptions
+from toolkit.errors import OptionError
+from toolkit.options import add_arguments, from_args, from_recipe, key_of, option, recipe_schema
+from toolkit.recipes.schema import KINDS
+from toolkit.train import TrainConfig
+
+
+def _subparser(name: str) -> argparse.ArgumentParser:
+    from toolkit.cli import build_parser
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
+@pytest.mark.parametrize("cls, command, kind", [(TrainConfig, "train", "train"), (ExportOptions, "export", "export")])
+def test_every_declared_option_is_a_flag_and_a_recipe_key(cls, command, kind):
+    dests = {a.dest for a in _subparser(command)._actions}
+    declared = [f for f in fields(cls) if "help" in f.metadata]
+    assert declared == list(fields(cls))                         # nothing undeclared
+    assert {f.name for f in declared} <= dests
+    skipped = {"threads"} if cls is TrainConfig else set()       # a machine setting, not part of a recipe's result
+    assert {key_of(f) for f in declared if f.name not in skipped} <= set(KINDS[kind])
+
+
+def test_cli_and_recipe_give_the_same_options():
+    args = _subparser("export").parse_args(["ckpt.pt", "--to", "onnx-int8", "--out", "o", "--calibration", "entropy",
+                                             "--per-tensor", "--target", "x86-vnni", "--max-accuracy-drop", "0.5"])
+    from_cli = from_args(ExportOptions, args)
+    from_toml = from_recipe(ExportOptions, {"input": "m", "formats": ["onnx-int8"], "calibration": "entropy",
+                                            "per_channel": False, "target": "x86-vnni", "max_accuracy_drop": 0.5})
+    assert from_cli == from_toml
+    assert from_cli.calibration_method == "entropy" and not from_cli.per_channel and from_cli.dense_per_channel
+    t = from_args(TrainConfig, _subparser("train").parse_args(
+        ["--framework", "torch", "--arch", "resnet8", "--data", "cifar10", "--out", "o", "--epochs", "7", "--augment",
+         "--keep-last"]))
+    assert t == TrainConfig(epochs=7, augment=True, restore_best=False)
+
+
+def test_choices_are_checked_where_they_are_declared():
+    with pytest.raises(SystemExit):                              # argparse: one line naming the choices
+        _subparser("train").parse_args(["--framework", "torch", "--arch", "a", "--data", "d", "--out", "o", "--optimizer", "lamb"])
+    with pytest.raises(OptionError, match="optimizer"):
+        from_recipe(TrainConfig, {"optimizer": "lamb"})
+    assert ExportOptions(tflite_route="keras").tflite_route == "converter"      # the pre-0.2 name still works
+
+
+def test_a_new_field_reaches_both_the_cli_and_the_schema():
+    @dataclass
+    class Demo:
+        rate: float = option(0.5, "a rate")
+        mode: str = option("a", "a mode", choices=("a", "b"), flag="--m", key="the_mode")
+        on: bool = option(True, "switch it off", negate="--off")
+    p = argparse.ArgumentParser()
+    add_arguments(p, Demo)
+    assert from_args(Demo, p.parse_args(["--rate", "2", "--m", "b", "--off"])) == Demo(2.0, "b", False)
+    schema = recipe_schema(Demo)
+    assert schema == {"rate": ((int, float), False), "the_mode": (str, False), "on": (bool, False)}
+    assert from_recipe(Demo, {"the_mode": "b", "rate": 1}) == Demo(1, "b", True)
