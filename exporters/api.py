@@ -9,10 +9,11 @@ Keras model (a `toolkit.data.Dataset` provides calibration and verification imag
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporters.base import ExportContext, ExportOptions
+from exporters.base import ExportContext, ExportOptions, unused_options
 from exporters.registry import get_exporter, list_exporters
 from exporters.verify import Verification, VerificationError, verify_file
 from toolkit.errors import EdgepackError, OptionError
@@ -53,6 +54,10 @@ def export_model(model, formats: list[str], dataset, out_dir: str | Path, option
     bad = [f for f in formats if not get_exporter(f).accepts(backend)]
     if bad:
         raise OptionError(f"format(s) {', '.join(bad)} cannot be produced from a {backend.NAME} model")
+    unused = unused_options(options, [get_exporter(f) for f in formats])
+    if unused:
+        flags = ", ".join(unused)
+        print(f"note: {flags} {'has' if len(unused) == 1 else 'have'} no effect on {', '.join(formats)}", file=sys.stderr)
     formats.sort(key=lambda f: f != "onnx")           # the fp32 ONNX first: later formats reuse it
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +130,7 @@ def _record(ctx: ExportContext, exp, path: Path, details: dict, ver: Verificatio
                          dataset=dataset_info(ctx.dataset), parent=parent,
                          steps=list(src.steps) if src else [], metrics=dict(src.metrics) if src else {})
     rec.steps.append({"step": "export", "format": exp.name, "precision": exp.precision, "runtime": exp.runtime,
-                      "details": details, "options": ctx.options.to_dict()})
+                      "details": details, "options": exp.option_values(ctx.options)})
     rec.verification = ver.to_dict()
     rec.fill_sizes(path)
     rec.sizes["gzip_ratio"] = round(rec.sizes["bytes"] / max(rec.sizes["gzip_bytes"], 1), 3)

@@ -16,6 +16,14 @@ IO_DTYPES = ("int8", "uint8")
 SPARSE_VALUE_DTYPES = ("fp32", "fp16", "int8")
 TFLITE_ROUTES = ("auto", "converter", "onnx2tf")   # converter: the source framework's own (Keras: TFLiteConverter)
 ROUTE_ALIASES = {"keras": "converter"}             # the name of the converter route before 0.2
+VERIFY_OPTIONS = ("verify_images", "max_accuracy_drop", "seed")   # read for every format
+
+
+def unused_options(options: "ExportOptions", exporters) -> list[str]:
+    """Options set away from their defaults that none of these formats reads (the user meant something else)."""
+    from dataclasses import fields
+    read = set(VERIFY_OPTIONS).union(*(e.options for e in exporters))
+    return [f.name for f in fields(options) if f.name not in read and getattr(options, f.name) != f.default]
 
 
 @dataclass
@@ -114,6 +122,7 @@ class Exporter:
     suffix: str = ""
     description: str = ""
     needs: tuple[str, ...] = ()               # framework capabilities the source must have (toolkit.backends.CAPABILITIES)
+    options: tuple[str, ...] = ()             # the ExportOptions fields this format reads (besides VERIFY_OPTIONS)
     precision: str = "fp32"                   # fp32 | fp16 | dynamic | int8 | archive
     atol: float | None = 1e-4                 # max abs logit difference allowed (None: not checked)
     min_agreement: float = 1.0                # top-1 agreement with the source
@@ -121,6 +130,10 @@ class Exporter:
     kernel_sensitive: bool = False            # results depend on the CPU's int8 kernel class: proven per class
 
     tag: str = ""                             # file name part: model.<tag>.<suffix>
+
+    def option_values(self, options: "ExportOptions") -> dict:
+        """The options this format was written with: its own and the verification ones (for its manifest)."""
+        return {k: getattr(options, k) for k in (*self.options, *VERIFY_OPTIONS)}
 
     def accepts(self, backend) -> bool:
         """Whether a model of this framework (a toolkit.backends.Framework) can be exported to this format."""

@@ -69,6 +69,7 @@ def preprocess(src: Path, dst: Path) -> Path:
 
 class OnnxInt8StaticExporter(Exporter):
     name = "onnx-int8"
+    options = ("calibration_method", "calibration_samples", "onnx_activations", "target", "per_channel")
     tag = "int8"
     suffix = ".onnx"
     description = "ONNX int8 QDQ, static (ORT quantize_static, per-channel int8 weights, uint8 activations by default)"

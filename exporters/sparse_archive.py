@@ -14,6 +14,7 @@ __all__ = ["SparseArchiveExporter", "WeightsUint8Exporter", "read_archive", "wri
 
 class SparseArchiveExporter(Exporter):
     name = "sparse"
+    options = ("sparse_values",)
     tag = "sparse"
     suffix = ".epk"
     description = "edgepack sparse archive: ONNX graph + bitmask/non-zero weights, gzipped (lossless with fp32 values)"

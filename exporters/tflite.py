@@ -133,6 +133,7 @@ def via_onnx2tf(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
 
 class _TFLiteExporter(Exporter):
     suffix = ".tflite"
+    options = ("tflite_route", "keep_nchw")
     runtime = "litert"
     mode = "fp32"
 
@@ -161,6 +162,7 @@ class TFLiteInt8(_TFLiteExporter):
     atol = None
     min_agreement = 0.98
     mode = "int8"
+    options = ("tflite_route", "keep_nchw", "calibration_samples", "io_dtype", "per_channel", "dense_per_channel")
 
 
 class TFLiteDynamic(_TFLiteExporter):
@@ -171,6 +173,7 @@ class TFLiteDynamic(_TFLiteExporter):
     atol = None
     min_agreement = 0.98
     mode = "dynamic"
+    options = ("tflite_route", "keep_nchw", "per_channel", "dense_per_channel")
 
 
 class TFLiteFp16(_TFLiteExporter):

@@ -65,3 +65,18 @@ def test_a_new_field_reaches_both_the_cli_and_the_schema():
     schema = recipe_schema(Demo)
     assert schema == {"rate": ((int, float), False), "the_mode": (str, False), "on": (bool, False)}
     assert from_recipe(Demo, {"the_mode": "b", "rate": 1}) == Demo(1, "b", True)
+
+
+def test_each_format_declares_the_options_it_reads():
+    from dataclasses import fields as dc_fields
+
+    from exporters.base import VERIFY_OPTIONS, unused_options
+    from exporters.registry import get_exporter, list_exporters
+    every = {f.name for f in dc_fields(ExportOptions)}
+    read = set(VERIFY_OPTIONS).union(*(get_exporter(n).options for n in list_exporters()))
+    assert read == every                                          # no option that no format reads
+    onnx, int8 = get_exporter("onnx"), get_exporter("onnx-int8")
+    opts = ExportOptions(per_channel=False, io_dtype="uint8")
+    assert unused_options(opts, [onnx]) == ["per_channel", "io_dtype"]
+    assert unused_options(opts, [onnx, int8]) == ["io_dtype"]     # only the TFLite formats read io_dtype
+    assert set(int8.option_values(opts)) == {*int8.options, *VERIFY_OPTIONS}
