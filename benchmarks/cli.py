@@ -26,8 +26,9 @@ def add_bench_parser(sub, func):
                    "edgepack record, else the data set's)")
     p.add_argument("--std", default=None, help="per-channel std after scaling, e.g. 0.229,0.224,0.225")
     p.add_argument("--scale", type=float, default=None, help="pixel scale before mean/std (default 1/255)")
+    from benchmarks.runners import all_runtimes
     p.add_argument("--runtime", default=None,
-                   help="runtimes to run each file on: comma-separated (onnxruntime, openvino, openvino-f32, litert, ...) "
+                   help=f"runtimes to run each file on: comma-separated ({', '.join(all_runtimes())}) "
                         "or 'all' (every runtime that runs the file); default: each format's default runtime")
     p.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
     p.add_argument("--warmup", type=int, default=5)

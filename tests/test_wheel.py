@@ -1,5 +1,6 @@
 """The built wheel is the product: it carries what `edgepack demo` needs (the quickstart recipe is package data)."""
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,9 +12,23 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
+def _tracked_copy(dest):
+    """The committed tree plus uncommitted edits, without ignored files: a stale build/ in the checkout would put
+    deleted modules into the wheel (setuptools reuses build/lib)."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split("\n")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
 def test_wheel_installs_and_runs_the_demo_outside_the_repository(tmp_path):
+    src = _tracked_copy(tmp_path / "src")
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                        str(tmp_path / "dist"), str(ROOT)], capture_output=True, text=True, timeout=600)
+                        str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("edgepack-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
