@@ -15,7 +15,7 @@ _loaded = False
 
 def register_exporter(cls):
     """Register one exporter class (FORMAT_MODULES' classes are registered on first use; plug-ins may call this)."""
-    if cls.name in _EXPORTERS:
+    if _EXPORTERS.get(cls.name, cls) is not cls:
         raise RuntimeError(f"exporter {cls.name!r} registered twice")
     _EXPORTERS[cls.name] = cls
     return cls
@@ -24,10 +24,10 @@ def register_exporter(cls):
 def _load_all() -> None:
     global _loaded
     if not _loaded:
-        _loaded = True
         for mod in FORMAT_MODULES:
             for cls in importlib.import_module(mod).EXPORTERS:
                 register_exporter(cls)
+        _loaded = True
 
 
 def list_exporters(framework=None) -> list[str]:

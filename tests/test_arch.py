@@ -96,3 +96,20 @@ def test_weight_transfer_on_real_images(name, backends, mnist):
     else:  # real CIFAR-shaped input from real MNIST digits, tiled to RGB and resized by padding
         x = np.repeat(np.pad(mnist.normalize(mnist.x_test[:64]), ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=-1)
     _assert_transfer_exact(spec, backends, x)
+
+
+def test_weights_that_do_not_fit_name_what_is_unset_and_what_has_no_place(backends):
+    """The torch implementation reports missing and unexpected tensors under the right names (transfer.py once
+    swapped them)."""
+    from toolkit.errors import ModelError
+    T, _ = backends
+    spec = get_arch("mnist-tutorial")
+    model = T.build(spec)
+    w = T.get_weights(model)
+    first = next(iter(w))
+    w["no.such.tensor"] = w.pop(first)
+    with pytest.raises(ModelError) as e:
+        T.set_weights(model, w, spec)
+    msg = str(e.value)
+    assert msg.index(first) < msg.index("no place") < msg.index("no.such.tensor")
+    assert "left unset" in msg.split(first)[0]

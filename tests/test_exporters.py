@@ -228,9 +228,15 @@ def test_onnx2tf_route_from_a_keras_model_keeps_nhwc(trained, mnist_small, tmp_p
     """tf2onnx graphs take NHWC input; onnx2tf must be told, or it reads (N, 28, 28, 1) as NCHW and int8 fails."""
     from toolkit.api import load_checkpoint
     loaded = load_checkpoint(trained["keras"])
+    import gc
+    import warnings
     path_before, cwd_before = os.environ.get("PATH"), os.getcwd()
-    res = export_model(loaded.model, ["tflite-int8"], mnist_small, tmp_path,
-                       ExportOptions(tflite_route="onnx2tf", calibration_samples=50), verbose=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        res = export_model(loaded.model, ["tflite-int8"], mnist_small, tmp_path,
+                           ExportOptions(tflite_route="onnx2tf", calibration_samples=50), verbose=False)
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning) and "devnull" in str(w.message)]
     assert res[0].ok, res[0].error
     assert res[0].record.steps[-1]["details"]["route"] == "onnx2tf"
     assert os.environ.get("PATH") == path_before and os.getcwd() == cwd_before     # nothing process-wide left changed

@@ -202,3 +202,21 @@ def test_no_framework_name_is_compared_outside_the_framework_implementations():
 def test_the_name_check_catches_the_forms_it_forbids():
     src = 'if fw == "torch": pass\nif b.NAME != "keras": pass\nok = name in ("torch", "keras")\nfine = x == "onnx"\n'
     assert _framework_name_comparisons(ast.parse(src)) == [1, 2, 3]
+
+
+def test_the_unit_tier_runs_without_the_data_folder(tmp_path):
+    """`make test-unit` on a machine without the data sets: its tests run (not skipped) and pass."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "EDGEPACK_TEST_DATA": str(tmp_path / "no-data")}
+    env.pop("EDGEPACK_REQUIRE_DATA", None)
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not integration and not slow",
+                        "tests/test_options.py", "tests/test_data.py"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=600)
+    tail = r.stdout.strip().splitlines()[-1]
+    assert r.returncode == 0 and " passed" in tail and "skipped" not in tail and "error" not in tail, r.stdout[-2000:]
+    # and the integration tier says why it does not run there
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/test_data.py"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "integration tier: no data folder" in r.stdout, r.stdout[-2000:]

@@ -21,7 +21,7 @@ _loaded = False
 def register_runner(cls):
     """Register one runner class (RUNNER_MODULES' classes are registered on first use; plug-ins may call this)."""
     key = (cls.format, cls.runtime)
-    if key in _REGISTRY:
+    if _REGISTRY.get(key, cls) is not cls:
         raise RuntimeError(f"runner for {key} registered twice")
     _REGISTRY[key] = cls
     return cls
@@ -30,10 +30,10 @@ def register_runner(cls):
 def _load() -> dict[tuple[str, str], type]:
     global _loaded
     if not _loaded:
-        _loaded = True
         for mod in RUNNER_MODULES:
             for cls in importlib.import_module(mod).RUNNERS:
                 register_runner(cls)
+        _loaded = True
     return _REGISTRY
 
 
