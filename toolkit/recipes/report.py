@@ -60,7 +60,7 @@ def write_run_report(runner, seconds: float) -> None:
                              f"{_pct(v.get('source_accuracy'))} | {_pct(v.get('export_accuracy'))} | {_pct(v.get('top1_agreement'))} | "
                              f"{v.get('max_abs_diff', 0):.2g} | {'passed' if s['ok'] else 'FAILED: ' + str(s.get('error'))} |"
                              if s.get("bytes") else f"| {sid} | {fmt} | - | - | - | - | - | - | - | FAILED: {s.get('error')} |")
-        lines += ["", "Verification accuracies are on the first N test images (N in each manifest); the full-test-set "
+        lines += ["", "Verification accuracies are on N test images drawn per class, seeded (N in each manifest); the full-test-set "
                   "figures are in the benchmark table.", ""]
     benches = [(s.id, st[s.id]) for s in recipe.steps if s.kind == "bench" and s.id in st]
     rows = []
