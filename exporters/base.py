@@ -9,7 +9,7 @@ from pathlib import Path
 from exporters.verify import TARGET_HELP, TARGETS
 from toolkit.data import Dataset
 from toolkit.errors import OptionError
-from toolkit.options import option
+from toolkit.options import check_choices, option
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 IO_DTYPES = ("int8", "uint8")
@@ -57,19 +57,11 @@ class ExportOptions:
 
     def __post_init__(self):
         self.tflite_route = ROUTE_ALIASES.get(self.tflite_route, self.tflite_route)
-        for value, allowed, what in ((self.calibration_method, CALIBRATION_METHODS, "calibration method"),
-                                     (self.io_dtype, IO_DTYPES, "input/output dtype"),
-                                     (self.onnx_activations, IO_DTYPES, "ONNX activation type"),
-                                     (self.sparse_values, SPARSE_VALUE_DTYPES, "sparse value type"),
-                                     (self.tflite_route, TFLITE_ROUTES, "TFLite route")):
-            if value not in allowed:
-                raise OptionError(f"unknown {what} {value!r}; expected one of {', '.join(allowed)}")
+        check_choices(self)                       # target, route, dtypes, calibration: from the declarations
         if self.calibration_samples < 1:
             raise OptionError("calibration samples must be >= 1")
         if self.verify_images < 1:
             raise OptionError("verification needs at least one image")
-        if self.target not in TARGETS:
-            raise OptionError(f"unknown target {self.target!r}; expected one of {', '.join(TARGETS)}")
         if not 0 <= self.max_accuracy_drop <= 100:
             raise OptionError(f"max accuracy drop must be in [0, 100] percentage points, got {self.max_accuracy_drop}")
 

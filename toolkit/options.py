@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, field, fields
 
+from toolkit.errors import OptionError
+
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 NUM = (int, float)                       # a float option accepts an integer in a recipe (lr = 1)
 
@@ -78,9 +80,12 @@ def from_recipe(cls, options: dict, **overrides):
     return cls(**{**values, **overrides})
 
 
-def describe(cls) -> list[tuple[str, object, str]]:
-    """(recipe key, default, help) of every declared option, for documentation."""
-    return [(key_of(f), f.default, f.metadata["help"]) for f in _declared(cls)]
+def check_choices(obj) -> None:
+    """Every declared field with choices holds one of them, however the object was made (flags, recipe, Python)."""
+    for f in _declared(type(obj)):
+        allowed, value = f.metadata.get("choices"), getattr(obj, f.name)
+        if allowed and value not in allowed:
+            raise OptionError(f"unknown {f.name.replace('_', ' ')} {value!r}; expected one of {', '.join(allowed)}")
 
 
-__all__ = ["option", "add_arguments", "from_args", "recipe_schema", "from_recipe", "describe", "NUM"]
+__all__ = ["option", "add_arguments", "from_args", "recipe_schema", "from_recipe", "check_choices", "NUM"]

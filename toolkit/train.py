@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from toolkit.errors import OptionError
-from toolkit.options import option
+from toolkit.options import check_choices, option
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -32,10 +32,7 @@ class TrainConfig:
     threads: int | None = option(None, "framework threads (default: the framework's own choice)")
 
     def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise OptionError(f"unknown optimizer {self.optimizer!r}; expected one of {OPTIMIZERS}")
-        if self.schedule not in SCHEDULES:
-            raise OptionError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
+        check_choices(self)
         if self.epochs < 1 or self.batch_size < 1:
             raise OptionError("epochs and batch size must be >= 1")
         if not self.lr > 0:
