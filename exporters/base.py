@@ -47,6 +47,9 @@ class ExportOptions:
     tflite_route: str = option("auto", "the framework's own converter (Keras) or onnx2tf; auto: the converter where "
                                "there is one", choices=TFLITE_ROUTES)
     keep_nchw: bool = option(False, "onnx2tf: keep an NCHW input (default NHWC)")
+    # mixed precision (both int8 formats)
+    keep_float: str = option("", "mixed precision: comma-separated layers of the source model kept in float in int8 "
+                             "files (e.g. conv0); `edgepack deploy` finds them by measurement")
     # the sparse archive
     sparse_values: str = option("fp32", "value storage in the sparse archive", choices=SPARSE_VALUE_DTYPES)
     # verification (every format)
@@ -64,6 +67,10 @@ class ExportOptions:
             raise OptionError("verification needs at least one image")
         if not 0 <= self.max_accuracy_drop <= 100:
             raise OptionError(f"max accuracy drop must be in [0, 100] percentage points, got {self.max_accuracy_drop}")
+
+    @property
+    def float_layers(self) -> list[str]:
+        return [n.strip() for n in self.keep_float.split(",") if n.strip()]
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -69,7 +69,7 @@ def preprocess(src: Path, dst: Path) -> Path:
 
 class OnnxInt8StaticExporter(Exporter):
     name = "onnx-int8"
-    options = ("calibration_method", "calibration_samples", "onnx_activations", "target", "per_channel")
+    options = ("calibration_method", "calibration_samples", "onnx_activations", "target", "per_channel", "keep_float")
     tag = "int8"
     suffix = ".onnx"
     description = "ONNX int8 QDQ, static (ORT quantize_static, per-channel int8 weights, uint8 activations by default)"
@@ -91,12 +91,15 @@ class OnnxInt8StaticExporter(Exporter):
         # (vpmaddubsw); 7-bit weights (ORT's reduce_range) keep every pair sum in range, so the file computes
         # the same integers on every CPU class. Full-range weights only for a target known to accumulate in int32.
         seven_bit = "u8s8-sat16" in TARGETS[opts.target]
+        from exporters.layers import onnx_layers, resolve
+        floats = resolve(onnx_layers(src), opts.float_layers) if opts.float_layers else []
         try:
             def quantize(out: Path, calibrate_method) -> None:
                 quantize_static(str(src), str(out), ArrayCalibrationReader(name, calib), quant_format=QuantFormat.QDQ,
                                 per_channel=opts.per_channel, weight_type=QuantType.QInt8, reduce_range=seven_bit,
                                 activation_type=QuantType.QUInt8 if opts.onnx_activations == "uint8" else QuantType.QInt8,
-                                calibrate_method=calibrate_method, extra_options={"CalibTensorRangeSymmetric": False})
+                                calibrate_method=calibrate_method, nodes_to_exclude=[f.node for f in floats],
+                                extra_options={"CalibTensorRangeSymmetric": False})
             quantize(path, method)
             same_as_minmax = None
             if opts.calibration_method != "minmax":         # say when a calibrator produced MinMax's ranges
@@ -112,7 +115,7 @@ class OnnxInt8StaticExporter(Exporter):
         bits = "7-bit" if seven_bit else "8-bit"
         return {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ", "activations": opts.onnx_activations, "names": compact,
                 "weights": f"int8 {'per-channel' if opts.per_channel else 'per-tensor'}, {bits} range",
-                "target": opts.target, "reduce_range": seven_bit,
+                "target": opts.target, "reduce_range": seven_bit, "float_layers": [f.name for f in floats],
                 "calibration": {"method": opts.calibration_method, "samples": len(calib), "split": "train, stratified",
                                 "seed": opts.seed, "same_ranges_as_minmax": same_as_minmax}, "qdq_nodes": _count_qdq(path)}
 

@@ -59,14 +59,15 @@ def _in_dir(path: Path):
 
 def onnx2tf_convert(ctx: ExportContext) -> Path:
     """Run onnx2tf once per export call (all flavours at once); returns its output folder."""
-    key = "onnx2tf-dir"
+    o = ctx.options                              # what onnx2tf's files depend on: one conversion per combination
+    key = f"onnx2tf-dir:{o.io_dtype}:{o.per_channel}:{o.keep_nchw}:{o.calibration_samples}:{o.seed}"
     if key in ctx.produced:
         return ctx.produced[key]
     from toolkit.tf_import import import_tensorflow, quiet_stderr
     import_tensorflow()
     with quiet_stderr():
         import onnx2tf
-    work = ctx.work_dir / "onnx2tf"
+    work = ctx.work_dir / f"onnx2tf-{sum(k.startswith('onnx2tf-dir') for k in ctx.produced)}"
     work.mkdir(exist_ok=True)
     src = work / ctx.fp32_onnx().name            # onnx2tf rewrites its input in place (onnxsim): use a copy
     shutil.copyfile(ctx.fp32_onnx(), src)
@@ -131,6 +132,47 @@ def via_onnx2tf(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
     return f.read_bytes(), details
 
 
+def mixed_int8(ctx: ExportContext) -> tuple[bytes, dict]:
+    """Full-integer TFLite with the `keep_float` layers left in float (TensorFlow's selective quantization), on
+    either route: the Keras converter, or a TFLiteConverter on the SavedModel onnx2tf writes. The file's compute
+    ops are matched to the source's layers (exporters.layers) on a full-int8 conversion first."""
+    from exporters.layers import match_tflite, onnx_layers, resolve, tflite_compute_ops
+    opts = ctx.options
+    layers = onnx_layers(ctx.fp32_onnx())
+    wanted = resolve(layers, opts.float_layers)             # a name error before any conversion
+    calib = ctx.dataset.calibration(opts.calibration_samples, opts.seed, "NHWC")
+
+    def representative():
+        for i in range(len(calib)):
+            yield [calib[i:i + 1].astype(np.float32)]
+    route = route_for(ctx)
+    if route == "converter":
+        def run(nodes):
+            return ctx.backend.to_tflite(ctx.model, "int8", representative, opts.io_dtype, opts.per_channel,
+                                         opts.dense_per_channel, float_nodes=tuple(nodes))
+    else:
+        if not opts.dense_per_channel and opts.per_channel:
+            raise OptionError("per-tensor Dense weights (dense_per_channel=false) need the converter TFLite route")
+        if opts.keep_nchw:
+            raise OptionError("keep_float with the onnx2tf route makes NHWC files; drop keep_nchw")
+        saved_model = onnx2tf_convert(ctx)                   # onnx2tf writes its SavedModel beside the .tflite files
+        from toolkit.tflite_convert import configure, convert
+        from toolkit.tf_import import import_tensorflow
+        tf = import_tensorflow()
+
+        def run(nodes):
+            conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+            details = configure(conv, "int8", representative, opts.io_dtype, opts.per_channel, opts.per_channel,
+                                allow_float=bool(nodes))
+            return convert(conv, "int8", representative, tuple(nodes)), {**details, "from": "onnx2tf SavedModel"}
+    full, _ = run(())
+    where = match_tflite(layers, tflite_compute_ops(full))
+    data, details = run([where[layer.name] for layer in wanted])
+    details.update(float_layers=[layer.name for layer in wanted], float_nodes=[where[layer.name] for layer in wanted],
+                   calibration={"samples": len(calib), "split": "train", "seed": opts.seed})
+    return data, details
+
+
 class _TFLiteExporter(Exporter):
     suffix = ".tflite"
     options = ("tflite_route", "keep_nchw")
@@ -139,7 +181,10 @@ class _TFLiteExporter(Exporter):
 
     def export(self, ctx: ExportContext, path: Path) -> dict:
         route = route_for(ctx)
-        data, details = (via_converter if route == "converter" else via_onnx2tf)(ctx, self.mode)
+        if self.mode == "int8" and ctx.options.float_layers:
+            data, details = mixed_int8(ctx)
+        else:
+            data, details = (via_converter if route == "converter" else via_onnx2tf)(ctx, self.mode)
         path.write_bytes(data)
         details["route"] = route
         return details
@@ -162,7 +207,8 @@ class TFLiteInt8(_TFLiteExporter):
     atol = None
     min_agreement = 0.98
     mode = "int8"
-    options = ("tflite_route", "keep_nchw", "calibration_samples", "io_dtype", "per_channel", "dense_per_channel")
+    options = ("tflite_route", "keep_nchw", "calibration_samples", "io_dtype", "per_channel", "dense_per_channel",
+               "keep_float")
 
 
 class TFLiteDynamic(_TFLiteExporter):

@@ -25,11 +25,11 @@ PACKAGES = ("toolkit", "exporters", "benchmarks")
 LAYERS = [
     ("core", ["=toolkit", "=benchmarks", "toolkit.errors", "toolkit.progress", "toolkit.tf_import", "toolkit.outputs",
               "toolkit.record", "toolkit.data", "toolkit.arch", "toolkit.train", "toolkit.sparsity",
-              "toolkit.options"]),
+              "toolkit.options", "toolkit.tflite_convert"]),
     ("frameworks", ["toolkit.backends", "toolkit.api"]),
     ("runtime", ["benchmarks.runners", "benchmarks.onnx_reader", "benchmarks.machine", "benchmarks.metrics"]),
     ("pipelines", ["toolkit.compress", "exporters", "benchmarks"]),
-    ("interface", ["toolkit.cli", "toolkit.recipes", "toolkit.__main__", "toolkit.demo", "exporters.cli", "benchmarks.cli"]),
+    ("interface", ["toolkit.cli", "toolkit.recipes", "toolkit.deploy", "toolkit.__main__", "toolkit.demo", "exporters.cli", "benchmarks.cli"]),
 ]
 INDEPENDENT = [(["exporters"], ["benchmarks.harness", "benchmarks.child", "benchmarks.report", "benchmarks.diagnostics"])]
 FRAMEWORK_NAMES = {"torch", "keras"}

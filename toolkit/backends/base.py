@@ -112,8 +112,9 @@ class Framework(ABC):
         return {}
 
     def to_tflite(self, model, mode: str, representative=None, io_dtype: str = "int8", per_channel: bool = True,
-                  dense_per_channel: bool | None = None) -> tuple[bytes, dict]:
-        """The framework's own TFLite converter (otherwise TFLite files go through ONNX and onnx2tf)."""
+                  dense_per_channel: bool | None = None, float_nodes: tuple[str, ...] = ()) -> tuple[bytes, dict]:
+        """The framework's own TFLite converter (otherwise TFLite files go through ONNX and onnx2tf); `float_nodes`:
+        TFLite nodes (output tensor names) kept float in an int8 file."""
         self._unsupported("a direct TFLite converter")
 
     def supports(self, capability: str) -> bool:

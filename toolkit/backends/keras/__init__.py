@@ -95,10 +95,10 @@ class KerasFramework(Framework):
         return sparsity_report(model)
 
     def to_tflite(self, model, mode: str, representative=None, io_dtype: str = "int8", per_channel: bool = True,
-                  dense_per_channel: bool | None = None):
+                  dense_per_channel: bool | None = None, float_nodes: tuple[str, ...] = ()):
         from toolkit.backends.keras.export import to_tflite
         return to_tflite(model, mode, representative, io_dtype, per_channel,
-                         per_channel if dense_per_channel is None else dense_per_channel)
+                         per_channel if dense_per_channel is None else dense_per_channel, float_nodes)
 
 
 FRAMEWORK = KerasFramework()

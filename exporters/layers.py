@@ -1,0 +1,121 @@
+"""The compute layers of a model in its source's names, and where each one is in an ONNX and a TFLite file.
+
+Mixed precision keeps chosen layers in float; users name them as their model does (`conv0`,
+`residual3.body.conv0`, a Keras layer name). The fp32 ONNX of every source carries those names on its
+weight initializers (PyTorch: `conv0.weight`; tf2onnx: `.../conv0/Conv2D/ReadVariableOp:0`), so the ONNX
+file is the one list of layers. A TFLite file names its tensors after the converter's ops, so its
+compute ops are matched to that list by order and weight shape (output channels and weight count),
+which holds for both TFLite routes (the Keras converter and onnx2tf).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.errors import ModelError, OptionError
+
+ONNX_COMPUTE = ("Conv", "Gemm", "MatMul")
+TFLITE_COMPUTE = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
+_KERAS_SUFFIX = re.compile(r"(/(Conv2D|MatMul|BiasAdd|kernel|ReadVariableOp|Reshape|depthwise|Cast)(:\d+)?)+$")
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str                  # the source model's layer name
+    op: str                    # ONNX op type
+    node: str                  # ONNX node name
+    out_channels: int
+    weight_count: int
+
+    @property
+    def signature(self) -> tuple[int, int]:
+        return self.out_channels, self.weight_count
+
+
+def _source_name(weight: str, node: str) -> str:
+    name = weight or node
+    for suffix in (".weight", "_weight"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    name = re.sub(r":\d+$", "", name)
+    name = _KERAS_SUFFIX.sub("", name)
+    parts = [p for p in name.split("/") if p]
+    return "/".join(parts[1:]) if len(parts) > 1 else (parts[0] if parts else node)
+
+
+def onnx_layers(path: str | Path) -> list[Layer]:
+    """Conv/Gemm/MatMul nodes with a constant weight, in graph order, named after their weights."""
+    import onnx
+    from onnx import numpy_helper
+    m = onnx.load(str(path))
+    inits = {t.name: t for t in m.graph.initializer}
+    out = []
+    for n in m.graph.node:
+        if n.op_type not in ONNX_COMPUTE or len(n.input) < 2 or n.input[1] not in inits:
+            continue
+        w = numpy_helper.to_array(inits[n.input[1]])
+        trans_b = next((a.i for a in n.attribute if a.name == "transB"), 0)
+        if n.op_type == "Conv":
+            oc = w.shape[0]
+        elif n.op_type == "Gemm":
+            oc = w.shape[0] if trans_b else w.shape[-1]
+        else:                                         # MatMul: x @ W, W is (in, out)
+            oc = w.shape[-1]
+        out.append(Layer(_source_name(n.input[1], n.name), n.op_type, n.name, int(oc), int(w.size)))
+    names = [layer.name for layer in out]
+    if len(set(names)) != len(names):                 # two nodes share a weight name: fall back to node names
+        out = [Layer(f"{layer.name}@{layer.node}" if names.count(layer.name) > 1 else layer.name, layer.op, layer.node,
+                     layer.out_channels, layer.weight_count) for layer in out]
+    return out
+
+
+def resolve(layers: list[Layer], wanted: list[str]) -> list[Layer]:
+    """The layers named by the user (exact names; a unique suffix such as `conv0` of `stem.conv0` is accepted)."""
+    chosen = []
+    for w in wanted:
+        hits = [layer for layer in layers if layer.name == w] or \
+               [layer for layer in layers if layer.name.endswith("." + w) or layer.name.endswith("/" + w)]
+        if len(hits) != 1:
+            known = ", ".join(layer.name for layer in layers)
+            why = "matches several layers" if hits else "is not a compute layer of this model"
+            raise OptionError(f"keep-float layer {w!r} {why}; its compute layers: {known}")
+        chosen.append(hits[0])
+    return chosen
+
+
+def tflite_compute_ops(data: bytes) -> list[dict]:
+    """Compute ops of a .tflite file in execution order: op, output tensor name (the converter's node name),
+    output channels and weight count of its filter."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    it = Interpreter(model_content=data, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    tensors = {d["index"]: d for d in it.get_tensor_details()}
+    ops = []
+    for op in it._get_ops_details():
+        if op["op_name"] not in TFLITE_COMPUTE or len(op["inputs"]) < 2:
+            continue
+        shape = tensors[op["inputs"][1]]["shape"]
+        oc = shape[-1] if op["op_name"] == "DEPTHWISE_CONV_2D" else shape[0]
+        ops.append({"op": op["op_name"], "tensor": tensors[op["outputs"][0]]["name"], "out_channels": int(oc),
+                    "weight_count": int(np.prod(shape))})
+    return ops
+
+
+def match_tflite(layers: list[Layer], ops: list[dict]) -> dict[str, str]:
+    """Source layer name -> TFLite node (output tensor) name: the k-th op of a weight signature is the k-th layer
+    of that signature."""
+    by_sig: dict[tuple, list[Layer]] = {}
+    for layer in layers:
+        by_sig.setdefault(layer.signature, []).append(layer)
+    out, seen = {}, {}
+    for op in ops:
+        sig = (op["out_channels"], op["weight_count"])
+        k = seen.get(sig, 0)
+        if k >= len(by_sig.get(sig, [])):
+            raise ModelError(f"the TFLite file has a {op['op']} ({sig[0]} outputs, {sig[1]} weights) that matches no "
+                             "layer of the source model; cannot place float layers in it")
+        out[by_sig[sig][k].name] = op["tensor"]
+        seen[sig] = k + 1
+    return out
