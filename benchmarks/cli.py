@@ -44,6 +44,46 @@ def add_bench_parser(sub, func):
     p.set_defaults(func=func)
 
 
+def run_bundle(args, bundles, pre, runtimes) -> int:
+    """A deploy bundle on the device: every file's golden vectors checked, then timed (random input unless --data);
+    the JSON goes back to `edgepack deploy --select`."""
+    from benchmarks.golden import check, read_bundle
+    from benchmarks.harness import BenchSettings, benchmark
+    from benchmarks.report import print_table, write_json
+    from toolkit.errors import OptionError
+    if len(args.models) != 1:
+        raise OptionError("benchmark a deploy bundle on its own (one folder, no other models)")
+    bundle = read_bundle(bundles[0])
+    entries = {str(bundle["_folder"] / e["file"]): e for e in bundle["candidates"]}
+    settings = BenchSettings(threads=_number_list(args.threads, "--threads"), preprocessing=pre, runtimes=runtimes,
+                             warmup=args.warmup, runs=args.runs, min_seconds=args.min_seconds, batch=args.batch,
+                             accuracy=not args.no_accuracy and args.data is not None, cpu_power_w=args.cpu_power_w,
+                             runtime_options={"graph_optimization": args.ort_graph_optimization})
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    results = benchmark(list(entries), args.data or "synthetic", args.data_dir, settings, progress=log)
+    checked = {}
+    for r in results:
+        key = (r.model, r.runtime)
+        if key not in checked:
+            checked[key] = check(bundle, entries[r.model], r.runtime) if r.ok else None
+            g = checked[key]
+            if g is not None:
+                log(f"golden vectors: {Path(r.model).name} on {r.runtime}: "
+                    f"{'ok' if g['passed'] else 'FAILED: ' + g['error']}")
+        r.golden = checked[key]
+    print_table(results)
+    if args.json:
+        write_json(results, Path(args.json), {"command": "edgepack bench " + " ".join(sys.argv[2:]),
+                                              "bundle": str(bundle["_folder"]), "settings": settings.__dict__})
+    for r in results:                        # a file that misses its golden vectors is a result (deploy rejects it)
+        if r.ok and not (r.golden or {}).get("passed"):
+            log(f"warning: {Path(r.model).name} on {r.runtime}: {(r.golden or {}).get('error')}")
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        print(f"edgepack: error: {r.error}", file=sys.stderr)
+    return 2 if failed else 0
+
+
 def run_bench(args) -> int:
     from benchmarks.harness import BenchSettings, benchmark
     from benchmarks.report import plot_all, print_table, write_csv, write_json, write_markdown
@@ -58,6 +98,10 @@ def run_bench(args) -> int:
             if any(v <= 0 for v in pre["std"]):
                 raise OptionError("--std values must be > 0")
     runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()] if args.runtime else None
+    from benchmarks.golden import is_bundle
+    bundles = [m for m in args.models if is_bundle(m)]
+    if bundles:
+        return run_bundle(args, bundles, pre, runtimes)
     settings = BenchSettings(threads=_number_list(args.threads, "--threads"), preprocessing=pre, runtimes=runtimes, warmup=args.warmup, runs=args.runs,
                              min_seconds=args.min_seconds, batch=args.batch, accuracy=not args.no_accuracy,
                              cpu_power_w=args.cpu_power_w,

@@ -87,6 +87,7 @@ class BenchResult:
     data: dict | None = None                # the data actually used: name, source, test-set sha256, stand-in or not
     data_warning: str | None = None         # the file's record names other data than it was benchmarked on
     predictions: list | None = None         # top-1 class per test image (raw results only): runtimes compared per file
+    golden: dict | None = None              # a deploy bundle's golden-vector check of this file on this machine
 
     def to_dict(self, raw: bool = False) -> dict:
         d = asdict(self)

@@ -72,6 +72,36 @@ def export_model(model, formats: list[str], dataset, out_dir: str | Path, option
     return results
 
 
+def export_context(model, dataset, out_dir: str | Path, *, stem: str = "model", source_record: ArtifactRecord | None = None,
+                   source_path: Path | None = None) -> ExportContext:
+    """One context for several exports of one source (the fp32 ONNX and onnx2tf's conversion are made once);
+    the caller calls `cleanup()`."""
+    from toolkit.backends import backend_for_model
+    return ExportContext(model, backend_for_model(model), dataset, ExportOptions(), Path(out_dir), stem,
+                         getattr(model, "edgepack_spec", None), source_record, source_path)
+
+
+def export_variants(ctx: ExportContext, variants: list[tuple[str, str, ExportOptions]], progress=print) -> list[ExportResult]:
+    """Export (folder, format, options) variants of ctx's source into folders under ctx's out_dir, each verified."""
+    base = ctx.out_dir
+    results = []
+    try:
+        for i, (folder, fmt, options) in enumerate(variants):
+            exp = get_exporter(fmt)
+            if not exp.accepts(ctx.backend):
+                results.append(ExportResult(fmt, None, None, None, f"cannot be produced from a {ctx.framework} model"))
+                continue
+            ctx.options, ctx.out_dir = options, base / folder
+            ctx.out_dir.mkdir(parents=True, exist_ok=True)
+            progress(f"[{i + 1}/{len(variants)}] {folder}: exporting")
+            r = _export_one(ctx, fmt, verbose=False)
+            results.append(r)
+            progress(f"    {verification_line(r.record.sizes, r.verification) if r.record else 'FAILED: ' + str(r.error)}")
+    finally:
+        ctx.out_dir, ctx.options = base, ExportOptions()
+    return results
+
+
 def _check_formats(formats: list[str]) -> list[str]:
     formats = list(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in list_exporters()]

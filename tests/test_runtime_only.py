@@ -3,27 +3,12 @@ benchmarks .onnx, .tflite and .epk files without torch or TensorFlow installed a
 import json
 import os
 import subprocess
-import venv
 
 import pytest
 
 from tests.conftest import MNIST_DIR, ROOT
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def runtime_venv(tmp_path_factory):
-    d = tmp_path_factory.mktemp("runtime-venv")
-    venv.EnvBuilder(with_pip=True).create(d)
-    py = d / "bin" / "python"
-    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-c", str(ROOT / "requirements" / "lock.txt"),
-                        "--no-build-isolation", f"{ROOT}[runtime]"], capture_output=True, text=True, timeout=900)
-    if r.returncode != 0:   # older bundled setuptools cannot build the project: install its pins, run from the tree
-        r2 = subprocess.run([str(py), "-m", "pip", "install", "-q", "-c", str(ROOT / "requirements" / "lock.txt"),
-                             "numpy", "onnxruntime", "ai-edge-litert", "pillow"], capture_output=True, text=True, timeout=900)
-        assert r2.returncode == 0, r2.stderr[-2000:]
-    return py
 
 
 def test_bench_in_runtime_only_venv(runtime_venv, exported, tmp_path):

@@ -75,6 +75,23 @@ def cmd_compress(args) -> int:
     return 0
 
 
+def cmd_deploy(args) -> int:
+    from toolkit.deploy import deploy, select_for_device
+    from toolkit.deploy.budgets import Budgets
+    from toolkit.errors import OptionError
+    budgets = Budgets.from_args(args)                 # unit errors before anything is loaded
+    if args.threads < 1:
+        raise OptionError("--threads must be >= 1")
+    if args.select:
+        if args.candidates_only:
+            raise OptionError("--select picks from a bundle's device results; --candidates-only writes a bundle: one or the other")
+        select_for_device(args.model, args.select, args.out, budgets)
+        return 0
+    deploy(args.model, args.out, args.data, args.data_dir, budgets, threads=args.threads,
+           candidates_only=args.candidates_only, mixed=not args.no_mixed)
+    return 0
+
+
 def cmd_run(args) -> int:
     from toolkit.recipes.runner import run_recipe
     run_recipe(args.recipe, args.out, redo=[s.strip() for s in (args.redo or "").split(",") if s.strip()])
@@ -137,6 +154,26 @@ def build_parser() -> argparse.ArgumentParser:
         add_bench_parser(sub, cmd_bench)
     except ImportError:
         pass
+
+    s = sub.add_parser("deploy", help="the best verified file for this machine (or a device) under your budgets",
+                       description="Export every candidate (fp32, fp16, dynamic-range, int8 portable and full-range, "
+                       "mixed precision with the layers found by measurement), verify and benchmark each on the full "
+                       "test set, pick the best within the budgets: DIR/best.* with its manifest, deploy.md, pareto.png.")
+    s.add_argument("model", help="a .pt/.keras checkpoint; with --select, the bundle folder")
+    _add_data_args(s, required=False)
+    s.add_argument("--out", required=True, help="output folder (best.*, deploy.md, candidates/)")
+    s.add_argument("--max-size", default=None, help="largest file: bytes or with a unit (120KB, 1.5MB)")
+    s.add_argument("--max-latency", default=None, help="largest p50: ms (0.5, 0.5ms; 200us works)")
+    s.add_argument("--max-accuracy-drop", default=None, help="percentage points below the fp32 file (e.g. 0.5)")
+    s.add_argument("--min-accuracy", default=None, help="accuracy floor in percent (e.g. 98.5)")
+    s.add_argument("--prefer", default="latency", help="among files within every budget: latency (fastest) or size (smallest)")
+    s.add_argument("--threads", type=int, default=1, help="thread count the files are timed at (default 1)")
+    s.add_argument("--no-mixed", action="store_true", help="skip the per-layer attribution and mixed-precision candidates")
+    s.add_argument("--candidates-only", action="store_true",
+                   help="write a bundle for another device (files, manifests, golden vectors, accuracy measured here)")
+    s.add_argument("--select", default=None, metavar="DEVICE_JSON",
+                   help="pick from a bundle (MODEL) with a device's `edgepack bench BUNDLE --json` results")
+    s.set_defaults(func=cmd_deploy)
 
     s = sub.add_parser("run", help="run a recipe (TOML): train, compress, export, benchmark, report in one run folder")
     s.add_argument("recipe", help="recipe file, e.g. examples/quickstart.toml")

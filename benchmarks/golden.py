@@ -1,0 +1,71 @@
+"""Golden vectors: a few real inputs with the source model's outputs, shipped in a deploy bundle so that a device
+checks each file reproduces them (within the tolerance measured where the file was made) before its timings
+count. Runtime-only: needs a runner, no data set, no training framework."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.errors import ModelError
+from toolkit.record import sha256_file
+
+BUNDLE_FILE = "bundle.json"
+GOLDEN_FILE = "golden.npz"
+
+
+def is_bundle(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / BUNDLE_FILE).is_file()
+
+
+def read_bundle(path: str | Path) -> dict:
+    folder = Path(path)
+    try:
+        bundle = json.loads((folder / BUNDLE_FILE).read_text())
+        golden = np.load(folder / GOLDEN_FILE)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{folder}: not a readable edgepack deploy bundle ({e})") from None
+    bundle["_folder"], bundle["_golden"] = folder, golden
+    return bundle
+
+
+def golden_outputs(runner, x: np.ndarray) -> np.ndarray:
+    return runner.predict(x.astype(np.float32))
+
+
+def compare_golden(got: np.ndarray, ref: np.ndarray) -> dict:
+    return {"max_abs_diff": float(np.abs(got - ref).max()), "agreement": float((got.argmax(1) == ref.argmax(1)).mean())}
+
+
+def tolerance(home: dict, atol: float | None) -> dict:
+    """What a device must reproduce: the differences measured at home, with room for the rounding differences of
+    other kernels (twice the home difference; an exact format at least its own atol), and at most one more
+    top-1 flip than at home."""
+    return {"max_abs_diff": max(2 * home["max_abs_diff"] + 1e-4, atol or 0.0), "min_agreement": home["agreement"]}
+
+
+def check(bundle: dict, entry: dict, runtime: str | None = None) -> dict:
+    """Run one bundle file on this machine on the golden inputs; passed when within the entry's tolerance."""
+    from benchmarks.runners import open_runner
+    path = bundle["_folder"] / entry["file"]
+    g = bundle["_golden"]
+    x, ref = g["x"], g["source"]
+    if not path.is_file():
+        return {"passed": False, "error": f"{entry['file']}: missing from the bundle"}
+    if sha256_file(path) != entry["sha256"]:
+        return {"passed": False, "error": f"{entry['file']}: changed since the bundle was written (sha256 differs)"}
+    runner = open_runner(path, threads=None, runtime=runtime)
+    try:
+        got = golden_outputs(runner, x)
+    finally:
+        runner.close()
+    m = compare_golden(got, ref)
+    tol = entry["tolerance"]
+    n = len(x)
+    passed = m["max_abs_diff"] <= tol["max_abs_diff"] and m["agreement"] >= tol["min_agreement"] - 1.0 / n - 1e-9
+    out = {"passed": bool(passed), "images": n, **m, "tolerance": tol, "sha256": entry["sha256"]}
+    if not passed:
+        out["error"] = (f"golden vectors not reproduced: max abs difference {m['max_abs_diff']:.4g} (allowed "
+                        f"{tol['max_abs_diff']:.4g}), top-1 agreement {m['agreement']:.2%} (made with {tol['min_agreement']:.2%})")
+    return out

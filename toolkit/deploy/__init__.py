@@ -1,0 +1,289 @@
+"""`edgepack deploy`: the best verified file for a device under the user's budgets.
+
+    source checkpoint -> candidates (fp32, fp16, dynamic-range, full int8 portable and full-range, mixed
+    precision with the layers found by measurement) -> each verified (exporters) -> each benchmarked on the
+    full test set in its runtimes (benchmarks.harness) -> judged against the budgets -> DIR/best.* + report
+
+Off-machine: `--candidates-only` writes a bundle (files, manifests, golden vectors, the accuracy measured
+here); on the device `edgepack bench BUNDLE --json dev.json` (runtime extra only) checks the golden
+vectors and times every file; `edgepack deploy --select dev.json BUNDLE --out DIR` picks for that device.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.deploy.budgets import Budgets
+from toolkit.deploy.select import Row, pareto_plot, pick, table
+from toolkit.errors import ModelError
+
+# (folder, format, ExportOptions overrides, label): the candidates every source gets
+BASE_CANDIDATES = [
+    ("onnx-fp32", "onnx", {}, "onnx fp32"),
+    ("onnx-int8", "onnx-int8", {}, "onnx int8 (portable 7-bit weights)"),
+    ("onnx-int8-full-range", "onnx-int8", {"target": "x86-vnni"}, "onnx int8 (full-range weights)"),
+    ("onnx-dynamic", "onnx-int8-dynamic", {}, "onnx dynamic-range"),
+    ("tflite-fp32", "tflite", {}, "tflite fp32"),
+    ("tflite-fp16", "tflite-fp16", {}, "tflite fp16"),
+    ("tflite-dynamic", "tflite-dynamic", {}, "tflite dynamic-range"),
+    ("tflite-int8", "tflite-int8", {}, "tflite int8"),
+]
+MIXED_FORMATS = ("onnx-int8", "tflite-int8")
+GOLDEN_IMAGES = 32
+REFERENCE = "onnx-fp32"
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _check_source(model: Path) -> None:
+    if not model.exists():
+        raise ModelError(f"{model}: not found")
+    if model.suffix.lower() in (".onnx", ".tflite"):
+        from benchmarks.runners import open_runner
+        try:
+            open_runner(model, threads=1).close()            # one line for a corrupt file or a two-input model
+        except ModelError:
+            raise
+        raise ModelError(f"{model}: deploy starts from a checkpoint (.pt, .keras) in this version; for a "
+                         f"{model.suffix} file, `edgepack bench` measures it as it is")
+
+
+def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None, threads: int = 1,
+           candidates_only: bool = False, mixed: bool = True, progress=print) -> dict:
+    from exporters.api import export_context, export_variants
+    from exporters.base import ExportOptions
+    from toolkit.api import dataset_for, load_checkpoint
+    budgets = budgets or Budgets()
+    model, out = Path(model), Path(out)
+    _check_source(model)
+    loaded = load_checkpoint(model)
+    ds = dataset_for(loaded, data, data_dir)
+    if loaded.spec is not None and tuple(loaded.spec.input_shape) != ds.input_shape:
+        raise ModelError(f"{model} expects input {tuple(loaded.spec.input_shape)}, data set {ds.name} has {ds.input_shape}")
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = export_context(loaded.model, ds, out / "candidates", source_record=loaded.record, source_path=model)
+    labels = {}
+    try:
+        variants = [(f, fmt, ExportOptions(**o)) for f, fmt, o, _ in BASE_CANDIDATES]
+        labels.update({f: lab for f, _, _, lab in BASE_CANDIDATES})
+        progress(f"deploy: {len(variants)} candidates from {model.name}, then mixed precision found by measurement")
+        results = export_variants(ctx, variants, progress)
+        attributions = []
+        if mixed:
+            from exporters.mixed import attribute, propose
+            done = {fmt for (_, fmt, o), r in zip(variants, results) if r.ok and o.target == "any" and not o.keep_float}
+            more = []
+            for fmt in MIXED_FORMATS:
+                if fmt not in done:
+                    continue
+                progress(f"per-layer attribution of {fmt} (each layer float in turn, timed in its runtime, "
+                         f"{threads} thread(s))")
+                att = attribute(ctx, fmt, threads=threads, progress=progress)
+                attributions.append(att)
+                for k, layers in enumerate(propose(att)):
+                    folder = f"{fmt}-mixed-{k + 1}"
+                    more.append((folder, fmt, ExportOptions(keep_float=",".join(layers))))
+                    labels[folder] = f"{fmt.replace('-', ' ')} mixed ({', '.join(layers)} float)"
+            variants += more
+            results += export_variants(ctx, more, progress)
+    finally:
+        ctx.cleanup()
+    rows, bench = _measure(variants, results, labels, ds, data_dir, threads, progress, quick=candidates_only)
+    reference = next((r.accuracy for r in rows if r.label == labels[REFERENCE] and r.runtime == "onnxruntime"), None)
+    info = {"source": str(model), "data": ds.name, "threads": threads, "machine": bench["machine"],
+            "reference_accuracy": reference, "attributions": [a.to_dict() for a in attributions]}
+    if candidates_only:
+        return write_bundle(out, rows, results, variants, ds, loaded, info, progress)
+    return choose(out, rows, budgets, reference, info, attributions, progress)
+
+
+def _measure(variants, results, labels, ds, data_dir, threads, progress, quick=False):
+    """Benchmark every verified candidate in every runtime that runs it; rows for all, failures included."""
+    from benchmarks.harness import BenchSettings, benchmark
+    from benchmarks.machine import cpu_label, machine_record
+    from toolkit.record import sha256_file
+    rows, files = [], []
+    for (folder, fmt, opts), r in zip(variants, results):
+        if not r.ok:
+            rows.append(Row(labels[folder], str(r.path or folder), fmt, "-", None, error=r.error or "export failed"))
+            continue
+        files.append((folder, fmt, opts, r))
+    settings = BenchSettings(threads=[threads], runtimes=["all"], **({"runs": 10, "min_seconds": 0.0} if quick else {}))
+    progress(f"benchmarking {len(files)} verified candidates on {cpu_label()}, full test set, {threads} thread(s)")
+    res = benchmark([str(r.path) for *_, r in files], ds.name, data_dir, settings,
+                    progress=lambda m: progress("    " + m))
+    by_file = {}
+    for b in res:
+        by_file.setdefault(b.model, []).append(b)
+    for folder, fmt, opts, r in files:
+        step = r.record.steps[-1]
+        floats = (step.get("details") or {}).get("float_layers") or []
+        precision = "mixed" if floats else step.get("precision", "?")
+        for b in by_file.get(str(r.path), []):
+            rows.append(Row(labels[folder], str(r.path), fmt, precision, b.runtime,
+                            p50_ms=(b.latency_ms or {}).get("p50"), size=b.size_bytes, gzip=b.gzip_bytes,
+                            accuracy=None if b.accuracy is None else 100 * b.accuracy,
+                            accuracy_from=f"full test set ({b.test_images:,} images) in {b.runtime}" if b.accuracy is not None else "",
+                            verified=True, error=None if b.ok else b.error, float_layers=floats,
+                            sha256=sha256_file(r.path)))
+    return rows, {"machine": machine_record(), "results": res}
+
+
+def _report(out: Path, rows, best, budgets, reference, info, attributions, heading: str) -> Path:
+    from benchmarks.machine import cpu_label
+    from exporters.mixed import attribution_table
+    m = info["machine"]
+    where = f"{m.get('cpu')} ({', '.join(m.get('isa') or []) or m.get('arch')})" if m else cpu_label()
+    plot = pareto_plot(rows, out / "pareto.png", f"{heading}: p50 vs size on {where}, {info['threads']} thread(s)")
+    lines = [f"# {heading}", "", f"- source: `{info['source']}`, data: {info['data']}",
+             f"- measured on: **{where}**, ONNX Runtime int8 kernel class `{m.get('ort_int8_kernel_class')}`; "
+             f"{info['threads']} thread(s); p50 of at least 50 runs and 1 s",
+             f"- budgets: {budgets.describe()}; preference: {budgets.prefer}",
+             f"- fp32 reference accuracy: {reference:.2f}% (the fp32 ONNX in ONNX Runtime, same run)" if reference is not None
+             else "- fp32 reference accuracy: not measured",
+             f"- **pick: {best.label}** in {best.runtime}: p50 {best.p50_ms:.4f} ms, {best.size:,} B, accuracy "
+             f"{best.accuracy:.2f}% -> `best{Path(best.file).suffix}`", "", "## Candidates", ""] + table(rows)
+    if plot:
+        lines += ["", "![pareto](pareto.png)"]
+    if attributions:
+        lines += ["", "## Per-layer attribution (source model's layer names)", "",
+                  "Each layer kept float in turn, the rest int8; timed in the runtime (interleaved rounds) and compared "
+                  "with the source on training images. 'Time int8 costs here' > 0: int8 made this layer slower.", ""]
+        for a in attributions:
+            lines += attribution_table(a, best.float_layers if best.format == a.format else []) + [""]
+    path = out / "deploy.md"
+    _atomic_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def choose(out: Path, rows, budgets, reference, info, attributions=(), progress=print,
+           heading: str = "edgepack deploy") -> dict:
+    """Judge, pick, and write DIR/best.* (+ manifest), deploy.json, deploy.md and pareto.png. When nothing meets
+    the budgets the table is still written and any earlier best.* is left as it was."""
+    from toolkit.deploy.select import judge
+    try:
+        best = pick(rows, budgets, reference)
+    except ModelError:
+        judge(rows, budgets, reference)
+        _atomic_text(out / "deploy.json", json.dumps({**info, "budgets": dataclasses.asdict(budgets), "picked": None,
+                                                       "candidates": [r.to_dict() for r in rows]}, indent=2, default=str))
+        _atomic_text(out / "candidates.md", "\n".join(table(rows)) + "\n")
+        raise
+    suffix = Path(best.file).suffix
+    tmp = out / f".best{suffix}.tmp"
+    shutil.copyfile(best.file, tmp)
+    manifest = Path(best.file + ".json")
+    record = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    record["deploy"] = {"picked": best.to_dict(), "budgets": dataclasses.asdict(budgets), "reference_accuracy": reference,
+                        "machine": info["machine"], "threads": info["threads"]}
+    _atomic_text(out / f"best{suffix}.json", json.dumps(record, indent=2, default=str))
+    os.replace(tmp, out / f"best{suffix}")
+    for other in out.glob("best.*"):                      # one best file: drop a previous pick of another format
+        if other.name not in (f"best{suffix}", f"best{suffix}.json"):
+            other.unlink()
+    _atomic_text(out / "deploy.json", json.dumps({**info, "budgets": dataclasses.asdict(budgets), "picked": best.to_dict(),
+                                                   "candidates": [r.to_dict() for r in rows]}, indent=2, default=str))
+    _atomic_text(out / "candidates.md", "\n".join(table(rows)) + "\n")
+    report = _report(out, rows, best, budgets, reference, info, list(attributions), heading)
+    progress("\n".join(table(rows)))
+    progress(f"picked {best.label} in {best.runtime}: p50 {best.p50_ms:.4f} ms, {best.size:,} B, accuracy "
+             f"{best.accuracy:.2f}% -> {out / ('best' + suffix)} (report {report})")
+    return {"best": best, "rows": rows, "report": report}
+
+
+# ------------------------------------------------------------------ bundles: choose on the device's measurements
+def write_bundle(out: Path, rows, results, variants, ds, loaded, info, progress) -> dict:
+    from benchmarks.golden import BUNDLE_FILE, GOLDEN_FILE, compare_golden, golden_outputs
+    from benchmarks.runners import open_runner
+    from toolkit.record import sha256_file
+    x, y = ds.test_subset(GOLDEN_IMAGES, seed=1)
+    xn = ds.normalize(x, "NHWC").astype(np.float32)
+    src = loaded.backend.predict(loaded.model, ds.normalize(x, loaded.backend.LAYOUT))
+    entries = []
+    by_file: dict[str, list[Row]] = {}
+    for r in rows:
+        by_file.setdefault(r.file, []).append(r)
+    for (folder, fmt, _), res in zip(variants, results):
+        if not res.ok:
+            continue
+        runner = open_runner(res.path, threads=None)
+        try:
+            home = compare_golden(golden_outputs(runner, xn), src)
+        finally:
+            runner.close()
+        ver = res.record.verification or {}
+        from exporters.registry import get_exporter
+        from benchmarks.golden import tolerance
+        group = by_file.get(str(res.path), [])
+        entries.append({"label": group[0].label if group else folder, "file": str(res.path.relative_to(out)),
+                        "format": fmt, "precision": group[0].precision if group else "?",
+                        "float_layers": group[0].float_layers if group else [], "sha256": sha256_file(res.path),
+                        "size": res.path.stat().st_size,
+                        "accuracy": {r.runtime: r.accuracy for r in group if r.accuracy is not None},
+                        "kernel_classes": {k: v.get("accuracy") for k, v in (ver.get("kernel_classes") or {}).items()
+                                           if not k.startswith("_")} if get_exporter(fmt).kernel_sensitive else None,
+                        "golden": home, "tolerance": tolerance(home, get_exporter(fmt).atol)})
+    np.savez_compressed(out / GOLDEN_FILE, x=xn, labels=y, source=src.astype(np.float32))
+    bundle = {"edgepack_bundle_version": 1, **info, "home_kernel_class": info["machine"].get("ort_int8_kernel_class"),
+              "golden_images": int(len(x)), "candidates": entries}
+    _atomic_text(out / BUNDLE_FILE, json.dumps(bundle, indent=2, default=str))
+    progress(f"bundle: {len(entries)} files, golden vectors of {len(x)} test images, accuracy measured here -> {out}\n"
+             f"on the device: edgepack bench {out} --json device.json   then here: "
+             f"edgepack deploy --select device.json {out} --out DIR")
+    return {"bundle": out / BUNDLE_FILE, "entries": entries}
+
+
+def select_for_device(bundle_dir, device_json, out, budgets: Budgets | None = None, progress=print) -> dict:
+    """Pick from a bundle with a device's `edgepack bench BUNDLE --json` results."""
+    from benchmarks.golden import read_bundle
+    budgets = budgets or Budgets()
+    bundle = read_bundle(bundle_dir)
+    try:
+        dev = json.loads(Path(device_json).read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{device_json}: not a readable bench JSON ({e})") from None
+    results = dev.get("results")
+    if not isinstance(results, list) or not results:
+        raise ModelError(f"{device_json}: no benchmark results in it (write it with `edgepack bench BUNDLE --json`)")
+    machine = next((r.get("machine") for r in results if r.get("machine")), {}) or {}
+    cls = machine.get("ort_int8_kernel_class")
+    by_sha: dict[str, list[dict]] = {}
+    for r in results:
+        sha = (r.get("golden") or {}).get("sha256")
+        if sha:
+            by_sha.setdefault(sha, []).append(r)
+    if not by_sha:
+        raise ModelError(f"{device_json}: its results carry no golden-vector checks; benchmark the bundle folder itself "
+                         f"(edgepack bench {bundle_dir} --json ...)")
+    rows = []
+    for e in bundle["candidates"]:
+        for r in by_sha.get(e["sha256"], []):
+            acc, src = (e["accuracy"] or {}).get(r.get("runtime")), "full test set, measured where the bundle was made"
+            if e.get("kernel_classes") and cls != bundle.get("home_kernel_class"):
+                acc = None if e["kernel_classes"].get(cls) is None else 100 * e["kernel_classes"][cls]
+                src = f"verification subset, kernel class {cls} (the device's), computed where the bundle was made"
+            golden = r.get("golden") or {}
+            err = r.get("error") if not r.get("ok", True) else (None if golden.get("passed") else
+                                                                  "on the device: " + str(golden.get("error")))
+            rows.append(Row(e["label"], str(Path(bundle_dir) / e["file"]), e["format"], e["precision"], r.get("runtime"),
+                            p50_ms=(r.get("latency_ms") or {}).get("p50"), size=e["size"], gzip=r.get("gzip_bytes"),
+                            accuracy=acc, accuracy_from=src, verified=True, error=err, float_layers=e["float_layers"],
+                            sha256=e["sha256"]))
+    if not rows:
+        raise ModelError(f"{device_json}: none of its results are files of the bundle {bundle_dir}")
+    reference = next(((e["accuracy"] or {}).get("onnxruntime") for e in bundle["candidates"]
+                      if e["file"].startswith(REFERENCE + "/")), None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    info = {"source": bundle.get("source"), "data": bundle.get("data"), "threads": (results[0].get("threads") or 1),
+            "machine": machine, "reference_accuracy": reference, "bundle": str(bundle_dir), "device_results": str(device_json)}
+    return choose(out, rows, budgets, reference, info, (), progress, heading="edgepack deploy --select (device results)")

@@ -1,0 +1,119 @@
+"""Choosing the file to ship: every candidate judged against the budgets with the reason it was rejected, the pick,
+the table and the Pareto plot. Pure functions of measured rows: the same code picks at home and from a device's
+results (`deploy --select`)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from toolkit.deploy.budgets import Budgets
+from toolkit.errors import ModelError
+
+
+@dataclass
+class Row:
+    label: str                       # e.g. "tflite-int8, mixed: conv0 float"
+    file: str                        # path of the candidate file
+    format: str                      # exporter name
+    precision: str                   # fp32 | fp16 | dynamic | int8 | mixed
+    runtime: str | None
+    p50_ms: float | None = None
+    size: int | None = None
+    gzip: int | None = None
+    accuracy: float | None = None    # percent, full test set in the runtime (or as `accuracy_from` says)
+    accuracy_from: str = ""
+    verified: bool = False
+    error: str | None = None         # export, verification, benchmark or golden-vector failure
+    float_layers: list = field(default_factory=list)
+    sha256: str | None = None
+    reasons: list = field(default_factory=list)
+    picked: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def judge(rows: list[Row], budgets: Budgets, reference: float | None) -> None:
+    """Fill each row's rejection reasons (empty: within every budget)."""
+    floor = None
+    if budgets.max_accuracy_drop is not None and reference is not None:
+        floor = reference - budgets.max_accuracy_drop
+    if budgets.min_accuracy is not None:
+        floor = budgets.min_accuracy
+    for r in rows:
+        r.reasons = []
+        if r.error:
+            r.reasons.append(f"failed: {r.error}")
+            continue
+        if not r.verified:
+            r.reasons.append("failed verification")
+        if r.p50_ms is None:
+            r.reasons.append("not timed")
+        elif budgets.max_latency_ms is not None and r.p50_ms > budgets.max_latency_ms:
+            r.reasons.append(f"too slow ({r.p50_ms:.3f} > {budgets.max_latency_ms:g} ms)")
+        if budgets.max_size is not None and r.size is not None and r.size > budgets.max_size:
+            r.reasons.append(f"too large ({r.size:,} > {budgets.max_size:,} B)")
+        if floor is not None:
+            if r.accuracy is None:
+                r.reasons.append("accuracy not measured")
+            elif r.accuracy < floor - 1e-9:
+                r.reasons.append(f"below the accuracy floor ({r.accuracy:.2f}% < {floor:.2f}%)")
+
+
+def pick(rows: list[Row], budgets: Budgets, reference: float | None) -> Row:
+    """The best row within every budget: the fastest p50 (ties: the smaller file), or with prefer=size the smallest
+    (ties: the faster). Raises ModelError with one line naming the nearest misses when none qualifies."""
+    judge(rows, budgets, reference)
+    ok = [r for r in rows if not r.reasons]
+    if not ok:
+        near = sorted((r for r in rows if not r.error), key=lambda r: len(r.reasons))[:3]
+        why = "; ".join(f"{r.label}: {', '.join(r.reasons)}" for r in near) or "every candidate failed"
+        raise ModelError(f"no candidate meets the budgets ({budgets.describe()}): {why}")
+    key = (lambda r: (r.p50_ms, r.size or 0)) if budgets.prefer == "latency" else (lambda r: (r.size or 0, r.p50_ms))
+    best = min(ok, key=key)
+    best.picked = True
+    return best
+
+
+def table(rows: list[Row]) -> list[str]:
+    """Markdown: every candidate, fastest first, with its verdict."""
+    out = ["| candidate | runtime | p50 ms | size B | gzip B | accuracy | verdict |",
+           "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    for r in sorted(rows, key=lambda r: (r.p50_ms is None, r.p50_ms or 0)):
+        acc = f"{r.accuracy:.2f}%" if r.accuracy is not None else "-"
+        verdict = "**picked**" if r.picked else ("ok" if not r.reasons else "; ".join(r.reasons))
+        out.append(f"| {r.label} | {r.runtime or '-'} | {'-' if r.p50_ms is None else f'{r.p50_ms:.4f}'} | "
+                   f"{'-' if r.size is None else f'{r.size:,}'} | {'-' if r.gzip is None else f'{r.gzip:,}'} | {acc} | {verdict} |")
+    return out
+
+
+def pareto_plot(rows: list[Row], path, title: str) -> str | None:
+    """p50 against file size, accuracy as colour; rejected candidates hollow, the pick starred."""
+    pts = [r for r in rows if r.p50_ms is not None and r.size is not None and not r.error]
+    if not pts:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    accs = [r.accuracy for r in pts if r.accuracy is not None]
+    lo, hi = (min(accs), max(accs)) if accs else (0, 1)
+    cmap = plt.get_cmap("viridis")
+    for r in pts:
+        c = cmap((r.accuracy - lo) / (hi - lo) if r.accuracy is not None and hi > lo else 0.5)
+        if r.picked:
+            ax.scatter(r.size, r.p50_ms * 1e3, s=260, marker="*", color=c, edgecolors="red", linewidths=1.5, zorder=3)
+        else:
+            ax.scatter(r.size, r.p50_ms * 1e3, s=60, facecolors=c if not r.reasons else "none", edgecolors=c, zorder=2)
+        ax.annotate(f"{r.label} ({r.runtime})", (r.size, r.p50_ms * 1e3), fontsize=7, xytext=(4, 3),
+                    textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("file size (bytes, log)")
+    ax.set_ylabel("p50 latency (us)")
+    ax.set_title(title, fontsize=9)
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(lo, hi))
+    fig.colorbar(sm, ax=ax, label="accuracy (%)")
+    ax.text(0.01, 0.01, "filled: within budgets; hollow: rejected; star: pick", transform=ax.transAxes, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return str(path)
