@@ -44,21 +44,26 @@ def add_bench_parser(sub, func):
     p.set_defaults(func=func)
 
 
+def _settings(args, pre, runtimes, accuracy: bool):
+    from benchmarks.harness import BenchSettings
+    return BenchSettings(threads=_number_list(args.threads, "--threads"), preprocessing=pre, runtimes=runtimes,
+                         warmup=args.warmup, runs=args.runs, min_seconds=args.min_seconds, batch=args.batch,
+                         accuracy=accuracy, cpu_power_w=args.cpu_power_w,
+                         runtime_options={"graph_optimization": args.ort_graph_optimization})
+
+
 def run_bundle(args, bundles, pre, runtimes) -> int:
     """A deploy bundle on the device: every file's golden vectors checked, then timed (random input unless --data);
     the JSON goes back to `edgepack deploy --select`."""
     from benchmarks.golden import check, read_bundle
-    from benchmarks.harness import BenchSettings, benchmark
+    from benchmarks.harness import benchmark
     from benchmarks.report import print_table, write_json
     from toolkit.errors import OptionError
     if len(args.models) != 1:
         raise OptionError("benchmark a deploy bundle on its own (one folder, no other models)")
     bundle = read_bundle(bundles[0])
     entries = {str(bundle["_folder"] / e["file"]): e for e in bundle["candidates"]}
-    settings = BenchSettings(threads=_number_list(args.threads, "--threads"), preprocessing=pre, runtimes=runtimes,
-                             warmup=args.warmup, runs=args.runs, min_seconds=args.min_seconds, batch=args.batch,
-                             accuracy=not args.no_accuracy and args.data is not None, cpu_power_w=args.cpu_power_w,
-                             runtime_options={"graph_optimization": args.ort_graph_optimization})
+    settings = _settings(args, pre, runtimes, accuracy=not args.no_accuracy and args.data is not None)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     results = benchmark(list(entries), args.data or "synthetic", args.data_dir, settings, progress=log)
     checked = {}
@@ -85,7 +90,7 @@ def run_bundle(args, bundles, pre, runtimes) -> int:
 
 
 def run_bench(args) -> int:
-    from benchmarks.harness import BenchSettings, benchmark
+    from benchmarks.harness import benchmark
     from benchmarks.report import plot_all, print_table, write_csv, write_json, write_markdown
     pre = None
     if args.mean is not None or args.std is not None or args.scale is not None:
@@ -102,10 +107,7 @@ def run_bench(args) -> int:
     bundles = [m for m in args.models if is_bundle(m)]
     if bundles:
         return run_bundle(args, bundles, pre, runtimes)
-    settings = BenchSettings(threads=_number_list(args.threads, "--threads"), preprocessing=pre, runtimes=runtimes, warmup=args.warmup, runs=args.runs,
-                             min_seconds=args.min_seconds, batch=args.batch, accuracy=not args.no_accuracy,
-                             cpu_power_w=args.cpu_power_w,
-                             runtime_options={"graph_optimization": args.ort_graph_optimization})
+    settings = _settings(args, pre, runtimes, accuracy=not args.no_accuracy)
     results = benchmark(args.models, args.data, args.data_dir, settings, progress=lambda m: print(m, file=sys.stderr, flush=True))
     command = "edgepack bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "edgepack bench"
     print_table(results)

@@ -47,9 +47,9 @@ def _versions() -> dict:
 def export_model(model, formats: list[str], dataset, out_dir: str | Path, options: ExportOptions | None = None, *,
                  stem: str = "model", source_record: ArtifactRecord | None = None, source_path: Path | None = None,
                  verbose: bool = True) -> list[ExportResult]:
-    from toolkit.backends import backend_for_model
-    backend = backend_for_model(model)
-    options = options or ExportOptions()
+    ctx = export_context(model, dataset, out_dir, stem=stem, source_record=source_record, source_path=source_path)
+    backend = ctx.backend
+    ctx.options = options = options or ExportOptions()
     formats = _check_formats(formats)
     bad = [f for f in formats if not get_exporter(f).accepts(backend)]
     if bad:
@@ -59,10 +59,7 @@ def export_model(model, formats: list[str], dataset, out_dir: str | Path, option
         flags = ", ".join(unused)
         print(f"note: {flags} {'has' if len(unused) == 1 else 'have'} no effect on {', '.join(formats)}", file=sys.stderr)
     formats.sort(key=lambda f: f != "onnx")           # the fp32 ONNX first: later formats reuse it
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ctx = ExportContext(model, backend, dataset, options, out_dir, stem, getattr(model, "edgepack_spec", None),
-                        source_record, source_path)
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     try:
         for fmt in formats:

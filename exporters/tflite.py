@@ -165,8 +165,11 @@ def mixed_int8(ctx: ExportContext) -> tuple[bytes, dict]:
             details = configure(conv, "int8", representative, opts.io_dtype, opts.per_channel, opts.per_channel,
                                 allow_float=bool(nodes))
             return convert(conv, "int8", representative, tuple(nodes)), {**details, "from": "onnx2tf SavedModel"}
-    full, _ = run(())
-    where = match_tflite(layers, tflite_compute_ops(full))
+    key = (f"tflite-nodes:{route}:{opts.io_dtype}:{opts.per_channel}:{opts.dense_per_channel}:"
+           f"{opts.calibration_samples}:{opts.seed}")
+    if key not in ctx.produced:                              # node names of a full-int8 conversion, once per context
+        ctx.produced[key] = match_tflite(layers, tflite_compute_ops(run(())[0]))
+    where = ctx.produced[key]
     data, details = run([where[layer.name] for layer in wanted])
     details.update(float_layers=[layer.name for layer in wanted], float_nodes=[where[layer.name] for layer in wanted],
                    calibration={"samples": len(calib), "split": "train", "seed": opts.seed})
