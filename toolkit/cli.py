@@ -87,8 +87,9 @@ def cmd_deploy(args) -> int:
             raise OptionError("--select picks from a bundle's device results; --candidates-only writes a bundle: one or the other")
         select_for_device(args.model, args.select, args.out, budgets)
         return 0
+    runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()] if args.runtime else None
     deploy(args.model, args.out, args.data, args.data_dir, budgets, threads=args.threads,
-           candidates_only=args.candidates_only, mixed=not args.no_mixed)
+           candidates_only=args.candidates_only, mixed=not args.no_mixed, runtimes=runtimes)
     return 0
 
 
@@ -168,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-accuracy", default=None, help="accuracy floor in percent (e.g. 98.5)")
     s.add_argument("--prefer", default="latency", help="among files within every budget: latency (fastest) or size (smallest)")
     s.add_argument("--threads", type=int, default=1, help="thread count the files are timed at (default 1)")
+    s.add_argument("--runtime", default=None, help="runtimes the candidates are benchmarked on, comma-separated "
+                   "(default: every installed runtime that runs each file, OpenVINO included)")
     s.add_argument("--no-mixed", action="store_true", help="skip the per-layer attribution and mixed-precision candidates")
     s.add_argument("--candidates-only", action="store_true",
                    help="write a bundle for another device (files, manifests, golden vectors, accuracy measured here)")

@@ -49,20 +49,20 @@ def _check_source(model: Path) -> None:
         raise ModelError(f"{model}: not found")
     if model.suffix.lower() in (".onnx", ".tflite"):
         from benchmarks.runners import open_runner
-        try:
-            open_runner(model, threads=1).close()            # one line for a corrupt file or a two-input model
-        except ModelError:
-            raise
+        open_runner(model, threads=1).close()                # one line for a corrupt file or a two-input model
         raise ModelError(f"{model}: deploy starts from a checkpoint (.pt, .keras) in this version; for a "
                          f"{model.suffix} file, `edgepack bench` measures it as it is")
 
 
 def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None, threads: int = 1,
-           candidates_only: bool = False, mixed: bool = True, progress=print) -> dict:
+           candidates_only: bool = False, mixed: bool = True, runtimes: list[str] | None = None, progress=print) -> dict:
+    """`runtimes`: those the candidates are benchmarked on (default: every runtime that runs each file)."""
     from exporters.api import export_context, export_variants
     from exporters.base import ExportOptions
     from toolkit.api import dataset_for, load_checkpoint
+    from benchmarks.harness import BenchSettings
     budgets = budgets or Budgets()
+    BenchSettings(threads=[threads], runtimes=runtimes or ["all"])       # option errors before any work
     model, out = Path(model), Path(out)
     _check_source(model)
     loaded = load_checkpoint(model)
@@ -97,7 +97,8 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
             results += export_variants(ctx, more, progress)
     finally:
         ctx.cleanup()
-    rows, bench = _measure(variants, results, labels, ds, data_dir, threads, progress, quick=candidates_only)
+    rows, bench = _measure(variants, results, labels, ds, data_dir, threads, progress, runtimes or ["all"],
+                           quick=candidates_only, max_size=None if candidates_only else budgets.max_size)
     reference = next((r.accuracy for r in rows if r.label == labels[REFERENCE] and r.runtime == "onnxruntime"), None)
     info = {"source": str(model), "data": ds.name, "threads": threads, "machine": bench["machine"],
             "reference_accuracy": reference, "attributions": [a.to_dict() for a in attributions]}
@@ -106,8 +107,9 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
     return choose(out, rows, budgets, reference, info, attributions, progress)
 
 
-def _measure(variants, results, labels, ds, data_dir, threads, progress, quick=False):
-    """Benchmark every verified candidate in every runtime that runs it; rows for all, failures included."""
+def _measure(variants, results, labels, ds, data_dir, threads, progress, runtimes, quick=False, max_size=None):
+    """Benchmark every verified candidate in the runtimes; rows for all, failures included. A file over the size
+    budget is not benchmarked (its size is known: it cannot be picked)."""
     from benchmarks.harness import BenchSettings, benchmark
     from benchmarks.machine import cpu_label, machine_record
     from toolkit.record import sha256_file
@@ -116,10 +118,15 @@ def _measure(variants, results, labels, ds, data_dir, threads, progress, quick=F
         if not r.ok:
             rows.append(Row(labels[folder], str(r.path or folder), fmt, "-", None, error=r.error or "export failed"))
             continue
+        if max_size is not None and r.path.stat().st_size > max_size:
+            rows.append(Row(labels[folder], str(r.path), fmt, r.record.steps[-1].get("precision", "?"), None,
+                            size=r.path.stat().st_size, gzip=r.record.sizes.get("gzip_bytes"), verified=True,
+                            sha256=sha256_file(r.path)))
+            continue
         files.append((folder, fmt, opts, r))
-    settings = BenchSettings(threads=[threads], runtimes=["all"], **({"runs": 10, "min_seconds": 0.0} if quick else {}))
+    settings = BenchSettings(threads=[threads], runtimes=runtimes, **({"runs": 10, "min_seconds": 0.0} if quick else {}))
     progress(f"benchmarking {len(files)} verified candidates on {cpu_label()}, full test set, {threads} thread(s)")
-    res = benchmark([str(r.path) for *_, r in files], ds.name, data_dir, settings,
+    res = [] if not files else benchmark([str(r.path) for *_, r in files], ds.name, data_dir, settings,
                     progress=lambda m: progress("    " + m))
     by_file = {}
     for b in res:
@@ -202,8 +209,9 @@ def choose(out: Path, rows, budgets, reference, info, attributions=(), progress=
 
 # ------------------------------------------------------------------ bundles: choose on the device's measurements
 def write_bundle(out: Path, rows, results, variants, ds, loaded, info, progress) -> dict:
-    from benchmarks.golden import BUNDLE_FILE, GOLDEN_FILE, compare_golden, golden_outputs
+    from benchmarks.golden import BUNDLE_FILE, GOLDEN_FILE, compare_golden, golden_outputs, tolerance
     from benchmarks.runners import open_runner
+    from exporters.registry import get_exporter
     from toolkit.record import sha256_file
     x, y = ds.test_subset(GOLDEN_IMAGES, seed=1)
     xn = ds.normalize(x, "NHWC").astype(np.float32)
@@ -221,8 +229,6 @@ def write_bundle(out: Path, rows, results, variants, ds, loaded, info, progress)
         finally:
             runner.close()
         ver = res.record.verification or {}
-        from exporters.registry import get_exporter
-        from benchmarks.golden import tolerance
         group = by_file.get(str(res.path), [])
         entries.append({"label": group[0].label if group else folder, "file": str(res.path.relative_to(out)),
                         "format": fmt, "precision": group[0].precision if group else "?",

@@ -46,13 +46,15 @@ def judge(rows: list[Row], budgets: Budgets, reference: float | None) -> None:
             continue
         if not r.verified:
             r.reasons.append("failed verification")
+        too_large = budgets.max_size is not None and r.size is not None and r.size > budgets.max_size
+        if too_large:
+            r.reasons.append(f"too large ({r.size:,} > {budgets.max_size:,} B)")
         if r.p50_ms is None:
-            r.reasons.append("not timed")
+            if not too_large:                      # a file over the size budget is not benchmarked at all
+                r.reasons.append("not timed")
         elif budgets.max_latency_ms is not None and r.p50_ms > budgets.max_latency_ms:
             r.reasons.append(f"too slow ({r.p50_ms:.3f} > {budgets.max_latency_ms:g} ms)")
-        if budgets.max_size is not None and r.size is not None and r.size > budgets.max_size:
-            r.reasons.append(f"too large ({r.size:,} > {budgets.max_size:,} B)")
-        if floor is not None:
+        if floor is not None and not too_large:
             if r.accuracy is None:
                 r.reasons.append("accuracy not measured")
             elif r.accuracy < floor - 1e-9:
