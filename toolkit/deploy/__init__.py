@@ -45,13 +45,20 @@ def _atomic_text(path: Path, text: str) -> None:
 
 
 def _check_source(model: Path) -> None:
+    """A checkpoint deploy can start from; a model file of a runtime gets one line saying what is wrong with it
+    (corrupt, two inputs) or, if it runs, that deploy needs its checkpoint."""
+    from benchmarks.runners import formats_by_suffix, open_runner
+    from toolkit.backends import backend_for_file
     if not model.exists():
         raise ModelError(f"{model}: not found")
-    if model.suffix.lower() in (".onnx", ".tflite"):
-        from benchmarks.runners import open_runner
+    try:
+        backend_for_file(model)
+    except ModelError:
+        if model.suffix.lower() not in formats_by_suffix():
+            raise
         open_runner(model, threads=1).close()                # one line for a corrupt file or a two-input model
         raise ModelError(f"{model}: deploy starts from a checkpoint (.pt, .keras) in this version; for a "
-                         f"{model.suffix} file, `edgepack bench` measures it as it is")
+                         f"{model.suffix} file, `edgepack bench` measures it as it is") from None
 
 
 def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None, threads: int = 1,
@@ -101,6 +108,7 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
                            quick=candidates_only, max_size=None if candidates_only else budgets.max_size)
     reference = next((r.accuracy for r in rows if r.label == labels[REFERENCE] and r.runtime == "onnxruntime"), None)
     info = {"source": str(model), "data": ds.name, "threads": threads, "machine": bench["machine"],
+            "timing": bench["timing"],
             "reference_accuracy": reference, "attributions": [a.to_dict() for a in attributions]}
     if candidates_only:
         return write_bundle(out, rows, results, variants, ds, loaded, info, progress)
@@ -142,7 +150,8 @@ def _measure(variants, results, labels, ds, data_dir, threads, progress, runtime
                             accuracy_from=f"full test set ({b.test_images:,} images) in {b.runtime}" if b.accuracy is not None else "",
                             verified=True, error=None if b.ok else b.error, float_layers=floats,
                             sha256=sha256_file(r.path)))
-    return rows, {"machine": machine_record(), "results": res}
+    return rows, {"machine": machine_record(), "results": res,
+                  "timing": f"p50 of at least {settings.runs} runs and {settings.min_seconds:g} s after {settings.warmup} warm-up"}
 
 
 def _report(out: Path, rows, best, budgets, reference, info, attributions, heading: str) -> Path:
@@ -153,7 +162,7 @@ def _report(out: Path, rows, best, budgets, reference, info, attributions, headi
     plot = pareto_plot(rows, out / "pareto.png", f"{heading}: p50 vs size on {where}, {info['threads']} thread(s)")
     lines = [f"# {heading}", "", f"- source: `{info['source']}`, data: {info['data']}",
              f"- measured on: **{where}**, ONNX Runtime int8 kernel class `{m.get('ort_int8_kernel_class')}`; "
-             f"{info['threads']} thread(s); p50 of at least 50 runs and 1 s",
+             f"{info['threads']} thread(s); {info.get('timing') or 'timing settings not recorded'}",
              f"- budgets: {budgets.describe()}; preference: {budgets.prefer}",
              f"- fp32 reference accuracy: {reference:.2f}% (the fp32 ONNX in ONNX Runtime, same run)" if reference is not None
              else "- fp32 reference accuracy: not measured",
@@ -176,14 +185,15 @@ def choose(out: Path, rows, budgets, reference, info, attributions=(), progress=
            heading: str = "edgepack deploy") -> dict:
     """Judge, pick, and write DIR/best.* (+ manifest), deploy.json, deploy.md and pareto.png. When nothing meets
     the budgets the table is still written and any earlier best.* is left as it was."""
-    from toolkit.deploy.select import judge
-    try:
-        best = pick(rows, budgets, reference)
-    except ModelError:
-        judge(rows, budgets, reference)
-        _atomic_text(out / "deploy.json", json.dumps({**info, "budgets": dataclasses.asdict(budgets), "picked": None,
+    def tables(best):
+        _atomic_text(out / "deploy.json", json.dumps({**info, "budgets": dataclasses.asdict(budgets),
+                                                       "picked": best and best.to_dict(),
                                                        "candidates": [r.to_dict() for r in rows]}, indent=2, default=str))
         _atomic_text(out / "candidates.md", "\n".join(table(rows)) + "\n")
+    try:
+        best = pick(rows, budgets, reference)
+    except ModelError:                                     # pick() has judged every row: write why, keep best.*
+        tables(None)
         raise
     suffix = Path(best.file).suffix
     tmp = out / f".best{suffix}.tmp"
@@ -197,9 +207,7 @@ def choose(out: Path, rows, budgets, reference, info, attributions=(), progress=
     for other in out.glob("best.*"):                      # one best file: drop a previous pick of another format
         if other.name not in (f"best{suffix}", f"best{suffix}.json"):
             other.unlink()
-    _atomic_text(out / "deploy.json", json.dumps({**info, "budgets": dataclasses.asdict(budgets), "picked": best.to_dict(),
-                                                   "candidates": [r.to_dict() for r in rows]}, indent=2, default=str))
-    _atomic_text(out / "candidates.md", "\n".join(table(rows)) + "\n")
+    tables(best)
     report = _report(out, rows, best, budgets, reference, info, list(attributions), heading)
     progress("\n".join(table(rows)))
     progress(f"picked {best.label} in {best.runtime}: p50 {best.p50_ms:.4f} ms, {best.size:,} B, accuracy "
@@ -290,6 +298,10 @@ def select_for_device(bundle_dir, device_json, out, budgets: Budgets | None = No
                       if e["file"].startswith(REFERENCE + "/")), None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    st = dev.get("settings") or {}
+    timing = (f"p50 of at least {st['runs']} runs and {st.get('min_seconds', 0):g} s on the device" if "runs" in st
+              else None)
     info = {"source": bundle.get("source"), "data": bundle.get("data"), "threads": (results[0].get("threads") or 1),
+            "timing": timing,
             "machine": machine, "reference_accuracy": reference, "bundle": str(bundle_dir), "device_results": str(device_json)}
     return choose(out, rows, budgets, reference, info, (), progress, heading="edgepack deploy --select (device results)")
