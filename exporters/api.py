@@ -167,13 +167,11 @@ def _record(ctx: ExportContext, exp, path: Path, details: dict, ver: Verificatio
 
 def export_checkpoint(checkpoint: str | Path, formats: list[str], out: str | Path, data=None,
                       data_dir: str | None = None, options: ExportOptions | None = None, verbose: bool = True):
-    from toolkit.api import dataset_for, load_checkpoint
+    from toolkit.api import check_fits, dataset_for, load_checkpoint
     _check_formats(formats)                              # option errors before the model and the data are read
     loaded = load_checkpoint(checkpoint)
     ds = dataset_for(loaded, data, data_dir)
-    name = ds.name
-    if loaded.spec is not None and tuple(loaded.spec.input_shape) != ds.input_shape:
-        raise OptionError(f"{checkpoint} expects input {tuple(loaded.spec.input_shape)}, data set {name} has {ds.input_shape}")
+    check_fits(loaded, ds)
     return export_model(loaded.model, formats, ds, out, options, stem=Path(checkpoint).stem,
                         source_record=loaded.record, source_path=Path(checkpoint), verbose=verbose)
 

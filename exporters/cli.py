@@ -11,7 +11,8 @@ def add_export_parser(sub, add_data_args, func):
     lines = "\n".join(f"  {n:<18} {get_exporter(n).description}" for n in list_exporters())
     p = sub.add_parser("export", help="export a checkpoint to TFLite / ONNX / sparse formats, each verified",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=f"formats:\n{lines}")
-    p.add_argument("checkpoint", help="a .pt or .keras checkpoint written by edgepack (its .json record beside it)")
+    p.add_argument("checkpoint", help="a .pt or .keras checkpoint written by edgepack (its .json record beside it), or "
+                   "an fp32 .onnx/.tflite file (with --data unless edgepack wrote it; inputs normalised like the data set's)")
     p.add_argument("--to", required=True, help="comma-separated formats (see below)")
     add_data_args(p, required=False)
     p.add_argument("--out", required=True, help="output folder")
@@ -30,7 +31,7 @@ def run_export(args) -> int:
     from toolkit.outputs import guard_export_folder
     from toolkit.record import sha256_file
     if not Path(args.checkpoint).is_file():
-        raise ModelError(f"{args.checkpoint}: checkpoint not found")
+        raise ModelError(f"{args.checkpoint}: not found")
     guard_export_folder(args.out, sha256_file(args.checkpoint), force=args.force)
     formats = [f.strip() for f in args.to.split(",") if f.strip()]
     opts = from_args(ExportOptions, args)

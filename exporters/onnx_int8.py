@@ -39,10 +39,14 @@ def compact_names(path: Path) -> dict:
     keep = {i.name for i in g.input} | {o.name for o in g.output}
     mapping: dict[str, str] = {}
 
+    counter = iter(range(1 << 62))
+
     def short(name: str) -> str:
         if not name or name in keep:
             return name
-        return mapping.setdefault(name, format(len(mapping), "x"))
+        if name not in mapping:                    # never a name the graph's inputs/outputs keep (legacy torch: "9")
+            mapping[name] = next(c for c in map(lambda i: format(i, "x"), counter) if c not in keep)
+        return mapping[name]
     for t in g.initializer:
         t.name = short(t.name)
         t.doc_string = ""

@@ -207,7 +207,7 @@ def test_cli_export_lists_formats_and_rejects_bad_input(tmp_path, trained):
     assert r.returncode == 0 and "tflite-int8" in r.stdout and "weights-uint8" in r.stdout
     corrupt = tmp_path / "broken.pt"
     corrupt.write_bytes(b"not a checkpoint")
-    for args, needle in [((str(tmp_path / "missing.pt"), "--to", "onnx"), "checkpoint not found"),
+    for args, needle in [((str(tmp_path / "missing.pt"), "--to", "onnx"), "missing.pt: not found"),
                          ((str(trained["torch"]), "--to", "onnx,bogus"), "unknown export format"),
                          ((str(corrupt), "--to", "onnx"), "not a readable PyTorch checkpoint")]:
         r = _cli("export", *args, "--data-dir", str(MNIST_DIR), "--out", str(tmp_path / "o"))

@@ -92,10 +92,11 @@ class Loaded:
 
 
 def load_checkpoint(path: str | Path, arch: str | None = None) -> Loaded:
-    """Load a .pt/.keras checkpoint with its record (or an explicit built-in `arch` for a bare state_dict)."""
+    """Load a .pt/.keras checkpoint with its record (or an explicit built-in `arch` for a bare state_dict), or an
+    fp32 .onnx/.tflite file (with the edgepack record beside it, if there is one)."""
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"{path}: checkpoint not found")
+        raise ModelError(f"{path}: not found")
     backend = backend_for_file(path)
     rec = ArtifactRecord.load(path)
     spec = None
@@ -107,6 +108,14 @@ def load_checkpoint(path: str | Path, arch: str | None = None) -> Loaded:
     if spec is not None:
         model.edgepack_spec = spec
     return Loaded(model, backend, rec, spec, path)
+
+
+def check_fits(loaded: Loaded, ds: Dataset) -> None:
+    """One line when the loaded model cannot take the data set's images."""
+    if loaded.spec is not None and tuple(loaded.spec.input_shape) != ds.input_shape:
+        raise ModelError(f"{loaded.path} expects input {tuple(loaded.spec.input_shape)}, data set {ds.name} has "
+                         f"{ds.input_shape}")
+    loaded.backend.check_input(loaded.model, ds.input_shape)
 
 
 def dataset_for(loaded: Loaded, data=None, data_dir: str | None = None) -> Dataset:

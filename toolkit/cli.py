@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Export every candidate (fp32, fp16, dynamic-range, int8 portable and full-range, "
                        "mixed precision with the layers found by measurement), verify and benchmark each on the full "
                        "test set, pick the best within the budgets: DIR/best.* with its manifest, deploy.md, pareto.png.")
-    s.add_argument("model", help="a .pt/.keras checkpoint; with --select, the bundle folder")
+    s.add_argument("model", help="a .pt/.keras checkpoint or an fp32 .onnx/.tflite file (with --data unless edgepack "
+                   "wrote it; inputs normalised like the data set's); with --select, the bundle folder")
     _add_data_args(s, required=False)
     s.add_argument("--out", required=True, help="output folder (best.*, deploy.md, candidates/)")
     s.add_argument("--max-size", default=None, help="largest file: bytes or with a unit (120KB, 1.5MB)")

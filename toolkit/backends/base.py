@@ -81,6 +81,10 @@ class Framework(ABC):
     def to_onnx(self, model, path: str | Path, input_shape_hwc: tuple[int, int, int], opset: int | None = None) -> dict:
         """Write an fp32 ONNX file (input 'input', dynamic batch); returns details for the manifest."""
 
+    def check_input(self, model, hwc) -> None:
+        """ModelError when the model cannot take images of shape (H, W, C). Built models are checked against
+        their architecture spec by `toolkit.api.check_fits`; a model file read from disk checks its own input."""
+
     # ------------------------------------------------------------ capabilities (not supported unless overridden)
     def _unsupported(self, what: str):
         raise NotSupported(f"{what} is not available for {self.NAME} models")

@@ -1,6 +1,6 @@
 """`edgepack deploy`: the best verified file for a device under the user's budgets.
 
-    source checkpoint -> candidates (fp32, fp16, dynamic-range, full int8 portable and full-range, mixed
+    source checkpoint or fp32 .onnx/.tflite -> candidates (fp32, fp16, dynamic-range, full int8 portable and full-range, mixed
     precision with the layers found by measurement) -> each verified (exporters) -> each benchmarked on the
     full test set in its runtimes (benchmarks.harness) -> judged against the budgets -> DIR/best.* + report
 
@@ -45,8 +45,8 @@ def _atomic_text(path: Path, text: str) -> None:
 
 
 def _check_source(model: Path) -> None:
-    """A checkpoint deploy can start from; a model file of a runtime gets one line saying what is wrong with it
-    (corrupt, two inputs) or, if it runs, that deploy needs its checkpoint."""
+    """A source deploy can start from (a checkpoint or an fp32 .onnx/.tflite); another model file of a runtime (a
+    sparse archive) gets one line saying what is wrong with it (corrupt, two inputs) or that deploy needs the fp32 model."""
     from benchmarks.runners import formats_by_suffix, open_runner
     from toolkit.backends import backend_for_file
     if not model.exists():
@@ -57,7 +57,7 @@ def _check_source(model: Path) -> None:
         if model.suffix.lower() not in formats_by_suffix():
             raise
         open_runner(model, threads=1).close()                # one line for a corrupt file or a two-input model
-        raise ModelError(f"{model}: deploy starts from a checkpoint (.pt, .keras) in this version; for a "
+        raise ModelError(f"{model}: deploy starts from a checkpoint (.pt, .keras) or an fp32 .onnx/.tflite; for a "
                          f"{model.suffix} file, `edgepack bench` measures it as it is") from None
 
 
@@ -66,7 +66,7 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
     """`runtimes`: those the candidates are benchmarked on (default: every runtime that runs each file)."""
     from exporters.api import export_context, export_variants
     from exporters.base import ExportOptions
-    from toolkit.api import dataset_for, load_checkpoint
+    from toolkit.api import check_fits, dataset_for, load_checkpoint
     from benchmarks.harness import BenchSettings
     budgets = budgets or Budgets()
     BenchSettings(threads=[threads], runtimes=runtimes or ["all"])       # option errors before any work
@@ -74,8 +74,7 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
     _check_source(model)
     loaded = load_checkpoint(model)
     ds = dataset_for(loaded, data, data_dir)
-    if loaded.spec is not None and tuple(loaded.spec.input_shape) != ds.input_shape:
-        raise ModelError(f"{model} expects input {tuple(loaded.spec.input_shape)}, data set {ds.name} has {ds.input_shape}")
+    check_fits(loaded, ds)
     out.mkdir(parents=True, exist_ok=True)
     ctx = export_context(loaded.model, ds, out / "candidates", source_record=loaded.record, source_path=model)
     labels = {}
