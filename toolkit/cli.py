@@ -94,8 +94,12 @@ def cmd_deploy(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from toolkit.recipes.executors import get_executor
     from toolkit.recipes.runner import run_recipe
-    run_recipe(args.recipe, args.out, redo=[s.strip() for s in (args.redo or "").split(",") if s.strip()])
+    from toolkit.recipes.schema import load_recipe
+    load_recipe(args.recipe)                          # a bad recipe is refused before Ray starts
+    run_recipe(args.recipe, args.out, redo=[s.strip() for s in (args.redo or "").split(",") if s.strip()],
+               executor=get_executor(args.executor, args.ray_address))
     return 0
 
 
@@ -184,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="run folder (default runs/<recipe name>)")
     s.add_argument("--redo", default=None, metavar="STEP[,STEP]",
                    help="run these steps again even if unchanged (e.g. bench, to re-measure on a quiet machine)")
+    s.add_argument("--executor", default="local", help="local (default: one step after another in this process) or "
+                   "ray (independent steps side by side on a local Ray, or on a cluster with --ray-address; "
+                   "pip install 'edgepack[ray]')")
+    s.add_argument("--ray-address", default=None, help="a running Ray cluster (e.g. 10.0.0.5:6379 or auto); its nodes "
+                   "need --resources '{\"edgepack_bench\": 1}' and the run folder, recipe and data on shared storage")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("demo", help="the quickstart on the embedded default data (no flags needed)")

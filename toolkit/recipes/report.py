@@ -26,6 +26,12 @@ def write_run_report(runner, seconds: float) -> None:
     m = machine_record()
     lines += [f"Machine: {m['cpu']}, {m['cores']} cores; int8 ISA: {', '.join(m['isa']) or 'none'}; "
               f"{', '.join(f'{k} {v}' for k, v in m['runtimes'].items())}.", ""]
+    timed = [(s.id, st[s.id]) for s in recipe.steps if s.kind == "bench" and st.get(s.id, {}).get("started")]
+    if timed:
+        import time as _time
+        hms = lambda t: _time.strftime("%H:%M:%S", _time.localtime(t))  # noqa: E731
+        lines += ["Benchmarks timed (a bench step has its node to itself): " + "; ".join(
+            f"{k} on {e.get('node', '?')} {hms(e['started'])}-{hms(e['finished'])}" for k, e in timed) + ".", ""]
     trains = [(s.id, st[s.id]) for s in recipe.steps if s.kind in ("train", "transfer") and s.id in st]
     if trains:
         lines += ["## Models", "", "| step | framework | arch | params | test accuracy | epochs | train time | distilled from |",

@@ -93,33 +93,46 @@ class Runner:
         return h.hexdigest()
 
     # ------------------------------------------------------------ running
-    def run(self) -> dict:
+    def run(self, executor=None) -> dict:
+        """Run the steps with an executor (default: in this process, in order; toolkit/recipes/executors.py)."""
+        from toolkit.recipes.executors import SequentialExecutor
         self.out.mkdir(parents=True, exist_ok=True)
         t_all = time.time()
-        for i, step in enumerate(self.recipe.steps, 1):
-            digest = self.step_hash(step)
-            prev = self.state["steps"].get(step.id)
-            final = self.out / step.id
-            if (step.id not in self.redo and prev and prev.get("hash") == digest
-                    and all((self.out / f).exists() for f in prev["outputs"])):
-                self.log(f"[{i}/{len(self.recipe.steps)}] {step.id} ({step.kind}): unchanged, skipped")
-                continue
-            self.log(f"[{i}/{len(self.recipe.steps)}] {step.id} ({step.kind})")
-            partial = self.out / f".{step.id}.partial"
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir(parents=True)
-            t0 = time.time()
-            result = getattr(self, "step_" + step.kind.replace("-", "_"))(step, partial)
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(partial, final)
-            rel = lambda p: str(Path(step.id) / Path(p).relative_to(partial))  # noqa: E731
-            self.state["steps"][step.id] = {"hash": digest, "kind": step.kind, "primary": rel(result["primary"]) if result.get("primary") else None,
-                                            "outputs": [rel(p) for p in result["outputs"]], "summary": result.get("summary", {}),
-                                            "seconds": round(time.time() - t0, 1)}
-            self._save_state()
+        (executor or SequentialExecutor()).run(self)
         from toolkit.recipes.report import write_run_report
         write_run_report(self, time.time() - t_all)
         return self.state
+
+    def needs_run(self, step: Step, i: int) -> str | None:
+        """The step's content hash when it must run; None (logged) when its recorded outputs are current."""
+        digest = self.step_hash(step)
+        prev = self.state["steps"].get(step.id)
+        if (step.id not in self.redo and prev and prev.get("hash") == digest
+                and all((self.out / f).exists() for f in prev["outputs"])):
+            self.log(f"[{i}/{len(self.recipe.steps)}] {step.id} ({step.kind}): unchanged, skipped")
+            return None
+        return digest
+
+    def execute(self, step: Step, digest: str, i: int) -> dict:
+        """Run one step into `.<id>.partial/`, rename it to `<id>/` when it finished; the state entry (not saved:
+        `record` does that, in the process that owns state.json)."""
+        self.log(f"[{i}/{len(self.recipe.steps)}] {step.id} ({step.kind})")
+        final = self.out / step.id
+        partial = self.out / f".{step.id}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        t0, started = time.time(), time.time()
+        result = getattr(self, "step_" + step.kind.replace("-", "_"))(step, partial)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(partial, final)
+        rel = lambda p: str(Path(step.id) / Path(p).relative_to(partial))  # noqa: E731
+        return {"hash": digest, "kind": step.kind, "primary": rel(result["primary"]) if result.get("primary") else None,
+                "outputs": [rel(p) for p in result["outputs"]], "summary": result.get("summary", {}),
+                "seconds": round(time.time() - t0, 1), "started": started, "finished": time.time()}
+
+    def record(self, step_id: str, entry: dict) -> None:
+        self.state["steps"][step_id] = entry
+        self._save_state()
 
     # ------------------------------------------------------------ step kinds
     def _train_config(self, o: dict):
@@ -242,10 +255,11 @@ def raise_option(msg: str):
     raise OptionError(msg)
 
 
-def run_recipe(path: str | Path, out: str | Path | None = None, verbose: bool = True, redo=()) -> Path:
+def run_recipe(path: str | Path, out: str | Path | None = None, verbose: bool = True, redo=(), executor=None) -> Path:
     """Run (or resume) a recipe; `redo` names steps to run again even when unchanged (e.g. a benchmark on a quieter
-    machine); steps reading its outputs run again only where those outputs changed."""
+    machine); steps reading its outputs run again only where those outputs changed. `executor`: an Executor
+    (toolkit/recipes/executors.py); default in this process, in order."""
     recipe = load_recipe(path)                        # validated before any work starts
     out = Path(out) if out else Path("runs") / recipe.name
-    Runner(recipe, out, verbose, tuple(redo)).run()
+    Runner(recipe, out, verbose, tuple(redo)).run(executor)
     return out

@@ -1,4 +1,5 @@
-"""Recipe description: a TOML file of [recipe], [data] and an ordered list of [[step]] tables.
+"""Recipe description: a TOML file of [recipe], [data] and an ordered list of [[step]] tables (and [[grid]] tables,
+which expand named axes into steps: toolkit/recipes/grid.py).
 
 Every step is checked before any work starts: its kind must be known, its fields known and of the
 right type, and the steps it reads from must come earlier. Errors name the file, the step (index,
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from exporters.base import ExportOptions
 from toolkit.errors import OptionError
+from toolkit.recipes.grid import Expanded, expand_grid, resolve_grid_inputs
 from toolkit.options import NUM, from_recipe, recipe_schema
 from toolkit.train import TrainConfig
 
@@ -64,8 +66,37 @@ def _type_name(t) -> str:
     return " or ".join(x.__name__ for x in t) if isinstance(t, tuple) else t.__name__
 
 
+def _table_lines(text: str, name: str) -> list[int]:
+    pat = re.compile(r"\s*\[\[\s*" + re.escape(name).replace(r"\.", r"\s*\.\s*") + r"\s*\]\]")
+    return [i + 1 for i, line in enumerate(text.splitlines()) if pat.match(line)]
+
+
 def _step_lines(text: str) -> list[int]:
-    return [i + 1 for i, line in enumerate(text.splitlines()) if re.match(r"\s*\[\[\s*step\s*\]\]", line)]
+    return _table_lines(text, "step")
+
+
+def _in_text_order(doc: dict, text: str, path: Path) -> list[Expanded]:
+    """[[step]] tables and the steps [[grid]] tables expand to, in the order they are written."""
+    steps, grids = doc.get("step", []), doc.get("grid", [])
+    if not isinstance(steps, list) or not isinstance(grids, list):
+        raise OptionError(f"{path}: step and grid must be arrays of tables ([[step]], [[grid]])")
+    s_lines, g_lines, gs_lines = _step_lines(text), _table_lines(text, "grid"), _table_lines(text, "grid.step")
+    order = [(s_lines[i] if i < len(s_lines) else 0, 0, i) for i in range(len(steps))]
+    order += [(g_lines[i] if i < len(g_lines) else 10**9, 1, i) for i in range(len(grids))]
+    out, cells_of = [], {}
+    for line, is_grid, i in sorted(order):
+        line = line if 0 < line < 10**9 else None
+        if is_grid:
+            nxt = g_lines[i + 1] if i + 1 < len(g_lines) else float("inf")
+            mine = [x for x in gs_lines if (line or 0) < x < nxt]
+            expanded, cells = expand_grid(grids[i], path, i, line, mine)
+            out += expanded
+            cells_of.update(cells)
+        else:
+            where = f"{path}:{line}: step" if line else f"{path}: step"
+            table = steps[i] if isinstance(steps[i], dict) else {}
+            out.append(Expanded(resolve_grid_inputs(table, cells_of, where), line))
+    return out
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -77,9 +108,10 @@ def load_recipe(path: str | Path) -> Recipe:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise OptionError(f"{path}: not valid TOML ({e})") from None
-    unknown_top = set(doc) - {"recipe", "data", "step"}
+    unknown_top = set(doc) - {"recipe", "data", "step", "grid"}
     if unknown_top:
-        raise OptionError(f"{path}: unknown table(s) {sorted(unknown_top)}; expected [recipe], [data] and [[step]]")
+        raise OptionError(f"{path}: unknown table(s) {sorted(unknown_top)}; expected [recipe], [data], [[step]] and "
+                          "[[grid]]")
     meta = doc.get("recipe", {})
     data = doc.get("data")
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
@@ -87,14 +119,15 @@ def load_recipe(path: str | Path) -> Recipe:
     extra = set(data) - {"name", "dir"}
     if extra:
         raise OptionError(f"{path}: [data] has unknown key(s) {sorted(extra)}; expected name, dir")
-    raw = doc.get("step", [])
+    raw = _in_text_order(doc, text, path)
     if not raw:
         raise OptionError(f"{path}: no [[step]] tables")
-    lines = _step_lines(text)
     steps, seen = [], set()
-    for i, st in enumerate(raw):
-        line = lines[i] if i < len(lines) else None
+    for i, ex in enumerate(raw):
+        st, line = ex.table, ex.line
         where = f"{path}:{line}: step {i + 1}" if line else f"{path}: step {i + 1}"
+        if ex.origin:
+            where += f" ({ex.origin})"
         kind = st.get("kind")
         if kind not in KINDS:
             raise OptionError(f"{where}: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")

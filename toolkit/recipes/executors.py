@@ -1,0 +1,152 @@
+"""Who runs a recipe's steps: one small interface, two implementations.
+
+- `SequentialExecutor` (the default): in this process, in recipe order; no dependency beyond edgepack's own.
+- `RayExecutor` (`edgepack run RECIPE --executor ray [--ray-address ADDR]`): every step that must run is a Ray task
+  submitted as soon as the steps it reads have finished, so independent steps (the cells of a grid) run side by
+  side on the CPUs Ray has: a local Ray started in this process, or a cluster at ADDR. The driver owns the run
+  folder's state: a task runs its step into `.<id>.partial/`, renames it to `<id>/` when done (the same rule as the
+  sequential run) and returns its state entry, which the driver records at once; so the content-hash skip and
+  resume-after-interrupt hold across workers. On a cluster the run folder, the recipe and the data must be on
+  storage every node sees under the same path.
+- Timing is never concurrent: a bench step needs the custom resource `edgepack_bench` (1 per node) and all of the
+  CPUs of a node, so nothing else runs on its node while it times; its entry records the node.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from toolkit.errors import EdgepackError, OptionError
+
+BENCH_RESOURCE = "edgepack_bench"
+EXECUTORS = ("local", "ray")
+
+
+class Executor:
+    name = ""
+
+    def run(self, runner) -> None:
+        raise NotImplementedError
+
+
+class SequentialExecutor(Executor):
+    name = "local"
+
+    def run(self, runner) -> None:
+        for i, step in enumerate(runner.recipe.steps, 1):
+            digest = runner.needs_run(step, i)
+            if digest is not None:
+                entry = runner.execute(step, digest, i)
+                entry["node"] = socket.gethostname()
+                runner.record(step.id, entry)
+
+
+def _run_step(runner_cls, recipe_path: str, out: str, step_id: str, digest: str, i: int, state: dict,
+              verbose: bool) -> dict:
+    """A Ray task: one step, with the state of the steps it reads as the driver recorded them (`runner_cls`: the
+    driver's Runner class, passed in so this module does not import the runner that imports it)."""
+    import ray
+
+    from toolkit.recipes.schema import load_recipe
+    recipe = load_recipe(recipe_path)
+    runner = runner_cls(recipe, out, verbose)
+    runner.state = state
+    step = next(s for s in recipe.steps if s.id == step_id)
+    entry = runner.execute(step, digest, i)
+    entry["node"] = f"{socket.gethostname()} ({ray.get_runtime_context().get_node_id()[:12]})"
+    entry["pid"] = os.getpid()
+    return entry
+
+
+class RayExecutor(Executor):
+    name = "ray"
+
+    def __init__(self, address: str | None = None, cpus_per_step: int = 1):
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise OptionError("--executor ray needs Ray: pip install 'edgepack[ray]' (or run without --executor: "
+                              "steps run one after another in this process)") from None
+        self.address, self.cpus_per_step = address, cpus_per_step
+
+    def _start(self):
+        import ray
+        if ray.is_initialized():
+            return ray
+        env = {"env_vars": {k: v for k, v in os.environ.items()
+                            if k.startswith(("EDGEPACK_", "TF_")) or k in ("PYTHONPATH",)}}
+        if self.address:
+            ray.init(address=self.address, runtime_env=env, log_to_driver=False)
+        else:
+            ray.init(num_cpus=os.cpu_count(), resources={BENCH_RESOURCE: 1}, include_dashboard=False,
+                     runtime_env=env, log_to_driver=False)
+        return ray
+
+    def _bench_cpus(self, ray) -> float:
+        nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get(BENCH_RESOURCE)]
+        if not nodes:
+            raise OptionError(f"no Ray node offers the {BENCH_RESOURCE!r} resource benchmarks run on; start each node "
+                              f"with: ray start ... --resources '{{\"{BENCH_RESOURCE}\": 1}}'")
+        return min(n["Resources"].get("CPU", 1) for n in nodes)    # a whole node (the smallest of them)
+
+    def run(self, runner) -> None:
+        ray = self._start()
+        task = ray.remote(_run_step)
+        steps = list(enumerate(runner.recipe.steps, 1))
+        done: set[str] = set()
+        running: dict = {}
+        failure: BaseException | None = None
+        bench_cpus = None
+        while steps or running:
+            progressed = False
+            for i, step in list(steps):
+                if failure is not None or not all(r in done for r in step.reads()):
+                    continue
+                steps.remove((i, step))
+                progressed = True
+                digest = runner.needs_run(step, i)
+                if digest is None:
+                    done.add(step.id)
+                    continue
+                if step.kind == "bench":
+                    bench_cpus = bench_cpus or self._bench_cpus(ray)
+                    opts = {"num_cpus": bench_cpus, "resources": {BENCH_RESOURCE: 1}}
+                else:
+                    opts = {"num_cpus": self.cpus_per_step}
+                runner.log(f"[{i}/{len(runner.recipe.steps)}] {step.id} ({step.kind}): submitted to Ray")
+                ref = task.options(**opts, max_retries=1).remote(type(runner), str(runner.recipe.path.resolve()), str(runner.out.resolve()),
+                                                                 step.id, digest, i, runner.state, False)
+                running[ref] = step
+            if not running:
+                if failure is not None:
+                    break
+                if not progressed:
+                    raise OptionError(f"steps {', '.join(s.id for _, s in steps)} wait for steps that never ran")
+                continue
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for ref in ready:
+                step = running.pop(ref)
+                try:
+                    entry = ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - Ray wraps the step's own exception
+                    cause = getattr(e, "cause", None) or e
+                    failure = failure or (cause if isinstance(cause, EdgepackError) else
+                                          EdgepackError(f"step {step.id} failed on Ray: {str(cause).splitlines()[0]}"))
+                    continue                       # finished steps of other tasks are still recorded below
+                runner.record(step.id, entry)
+                runner.log(f"    {step.id}: done on {entry.get('node')} in {entry.get('seconds')} s")
+                done.add(step.id)
+            if failure is not None and not running:
+                break
+            time.sleep(0)
+        if failure is not None:
+            raise failure
+
+
+def get_executor(name: str, address: str | None = None) -> Executor:
+    if name not in EXECUTORS:
+        raise OptionError(f"unknown executor {name!r}; expected one of {', '.join(EXECUTORS)}")
+    if address and name != "ray":
+        raise OptionError("--ray-address needs --executor ray")
+    return RayExecutor(address) if name == "ray" else SequentialExecutor()
