@@ -16,6 +16,8 @@ def test_executor_choices_and_the_missing_ray_line(monkeypatch):
         get_executor("dask")
     with pytest.raises(OptionError, match="--ray-address needs --executor ray"):
         get_executor("local", "10.0.0.1:6379")
+    with pytest.raises(OptionError, match="--cpus-per-step must be >= 1"):
+        get_executor("local", None, 0)
     monkeypatch.setitem(sys.modules, "ray", None)                 # as if the ray extra were not installed
     with pytest.raises(OptionError, match=r"pip install 'edgepack\[ray\]'"):
         RayExecutor()

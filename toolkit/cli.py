@@ -99,7 +99,7 @@ def cmd_run(args) -> int:
     from toolkit.recipes.schema import load_recipe
     load_recipe(args.recipe)                          # a bad recipe is refused before Ray starts
     run_recipe(args.recipe, args.out, redo=[s.strip() for s in (args.redo or "").split(",") if s.strip()],
-               executor=get_executor(args.executor, args.ray_address))
+               executor=get_executor(args.executor, args.ray_address, args.cpus_per_step))
     return 0
 
 
@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--executor", default="local", help="local (default: one step after another in this process) or "
                    "ray (independent steps side by side on a local Ray, or on a cluster with --ray-address; "
                    "pip install 'edgepack[ray]')")
+    s.add_argument("--cpus-per-step", type=int, default=1, help="with --executor ray: CPUs each train/compress/export "
+                   "step reserves (its framework threads); a bench step always takes a whole node")
     s.add_argument("--ray-address", default=None, help="a running Ray cluster (e.g. 10.0.0.5:6379 or auto); its nodes "
                    "need --resources '{\"edgepack_bench\": 1}' and the run folder, recipe and data on shared storage")
     s.set_defaults(func=cmd_run)

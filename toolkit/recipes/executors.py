@@ -144,9 +144,11 @@ class RayExecutor(Executor):
             raise failure
 
 
-def get_executor(name: str, address: str | None = None) -> Executor:
+def get_executor(name: str, address: str | None = None, cpus_per_step: int = 1) -> Executor:
     if name not in EXECUTORS:
         raise OptionError(f"unknown executor {name!r}; expected one of {', '.join(EXECUTORS)}")
     if address and name != "ray":
         raise OptionError("--ray-address needs --executor ray")
-    return RayExecutor(address) if name == "ray" else SequentialExecutor()
+    if cpus_per_step < 1:
+        raise OptionError(f"--cpus-per-step must be >= 1, got {cpus_per_step}")
+    return RayExecutor(address, cpus_per_step) if name == "ray" else SequentialExecutor()
