@@ -124,6 +124,11 @@ def test_bad_input_is_one_line_and_keeps_earlier_results(tmp_path):
     onnx.save(helper.make_model(g, ir_version=8, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "two.onnx")
     _one_line_error(_cli("deploy", tmp_path / "two.onnx", "--out", out), "2 inputs")
     assert (out / "best.tflite").read_bytes() == b"earlier pick"
+    (tmp_path / "notbench.json").write_text('{"a": 1}')
+    _one_line_error(_cli("report", "merge", tmp_path / "none.json", tmp_path / "notbench.json", "--out", out), "none.json: not found")
+    _one_line_error(_cli("report", "merge", tmp_path / "notbench.json", tmp_path / "notbench.json", "--out", out),
+                    "not an `edgepack bench --json` result")
+    _one_line_error(_cli("report", "merge", tmp_path / "notbench.json", "--out", out), "at least two devices")
 
 
 # ----------------------------------------------------------------------------------------------- integration tier
@@ -209,6 +214,20 @@ def test_bundle_device_bench_and_select_two_devices(trained, runtime_venv, tmp_p
     rejected = [c for c in b["candidates"] if c["sha256"] == failing["golden"]["sha256"] and c["runtime"] == failing["runtime"]]
     assert rejected and "on the device" in rejected[0]["reasons"][0]
     assert "second device (test fixture)" in (tmp_path / "b" / "deploy.md").read_text()
+    # the fleet report: both devices side by side, files matched by content, a pick and a Pareto plot per device
+    fleet = _cli("report", "merge", tmp_path / "dev-a.json", tmp_path / "dev-b.json", "--out", tmp_path / "fleet")
+    assert fleet.returncode == 0, fleet.stderr[-3000:]
+    merged = json.loads((tmp_path / "fleet" / "fleet.json").read_text())["devices"]
+    assert [d["label"].split(" (")[0] for d in merged] == [data["results"][0]["machine"]["cpu"], "second device (test fixture)"]
+    fastest_a = min((x for x in data["results"] if x["ok"] and x["golden"]["passed"]), key=lambda x: x["latency_ms"]["p50"])
+    p1, p2 = merged[0]["picked"], merged[1]["picked"]
+    assert (p1["sha256"], p1["runtime"]) == (fastest_a["golden"]["sha256"], fastest_a["runtime"])
+    assert (p2["sha256"], p2["runtime"]) != (failing["golden"]["sha256"], failing["runtime"])
+    if (p1["sha256"], p1["runtime"]) == (a["sha256"], a["runtime"]):        # 10x slower on the second device
+        assert (p2["sha256"], p2["runtime"]) != (p1["sha256"], p1["runtime"])
+    md = (tmp_path / "fleet" / "fleet.md").read_text()
+    assert "dev 1 p50 ms | dev 1 accuracy | dev 2 p50 ms" in md and "golden vectors: golden vectors not reproduced" in md
+    assert (tmp_path / "fleet" / "pareto-device1.png").is_file() and (tmp_path / "fleet" / "pareto-device2.png").is_file()
     # a tampered file fails its golden check on the device
     victim = bundle / meta["candidates"][0]["file"]
     victim.write_bytes(victim.read_bytes()[:-8] + b"\0" * 8)

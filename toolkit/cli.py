@@ -93,6 +93,22 @@ def cmd_deploy(args) -> int:
     return 0
 
 
+def _add_budget_args(p) -> None:
+    p.add_argument("--max-size", default=None, help="largest file: bytes or with a unit (120KB, 1.5MB)")
+    p.add_argument("--max-latency", default=None, help="largest p50: ms (0.5, 0.5ms; 200us works)")
+    p.add_argument("--max-accuracy-drop", default=None, help="percentage points below the fp32 file (e.g. 0.5)")
+    p.add_argument("--min-accuracy", default=None, help="accuracy floor in percent (e.g. 98.5)")
+    p.add_argument("--prefer", default="latency", help="among files within every budget: latency (fastest) or size (smallest)")
+
+
+def cmd_report_merge(args) -> int:
+    from toolkit.deploy.budgets import Budgets
+    from toolkit.deploy.fleet import merge
+    budgets = Budgets.from_args(args)
+    merge(args.results, args.out, budgets)
+    return 0
+
+
 def cmd_run(args) -> int:
     from toolkit.recipes.executors import get_executor
     from toolkit.recipes.runner import run_recipe
@@ -168,11 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "wrote it; inputs normalised like the data set's); with --select, the bundle folder")
     _add_data_args(s, required=False)
     s.add_argument("--out", required=True, help="output folder (best.*, deploy.md, candidates/)")
-    s.add_argument("--max-size", default=None, help="largest file: bytes or with a unit (120KB, 1.5MB)")
-    s.add_argument("--max-latency", default=None, help="largest p50: ms (0.5, 0.5ms; 200us works)")
-    s.add_argument("--max-accuracy-drop", default=None, help="percentage points below the fp32 file (e.g. 0.5)")
-    s.add_argument("--min-accuracy", default=None, help="accuracy floor in percent (e.g. 98.5)")
-    s.add_argument("--prefer", default="latency", help="among files within every budget: latency (fastest) or size (smallest)")
+    _add_budget_args(s)
     s.add_argument("--threads", type=int, default=1, help="thread count the files are timed at (default 1)")
     s.add_argument("--runtime", default=None, help="runtimes the candidates are benchmarked on, comma-separated "
                    "(default: every installed runtime that runs each file, OpenVINO included)")
@@ -182,6 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--select", default=None, metavar="DEVICE_JSON",
                    help="pick from a bundle (MODEL) with a device's `edgepack bench BUNDLE --json` results")
     s.set_defaults(func=cmd_deploy)
+
+    s = sub.add_parser("report", help="reports across runs and devices (merge: several devices' bench results)")
+    rsub = s.add_subparsers(dest="report_command", required=True)
+    m = rsub.add_parser("merge", help="bench results of several devices side by side, the pick per device, one Pareto "
+                        "plot per device", description="Merge `edgepack bench --json` results of several devices (for "
+                        "a deploy bundle: `edgepack bench BUNDLE --json dev.json` on each): one column group per "
+                        "device, files matched by content, the pick per device under the budgets.")
+    m.add_argument("results", nargs="+", help="bench JSON files, one per device")
+    m.add_argument("--out", required=True, help="output folder (fleet.md, fleet.json, pareto-device<N>.png)")
+    _add_budget_args(m)
+    m.set_defaults(func=cmd_report_merge)
 
     s = sub.add_parser("run", help="run a recipe (TOML): train, compress, export, benchmark, report in one run folder")
     s.add_argument("recipe", help="recipe file, e.g. examples/quickstart.toml")
