@@ -77,7 +77,7 @@ def main(req: dict) -> dict:
         feed = runner.random_feed(batch)
     else:
         from toolkit.data.dataset import normalize
-        pre = {"mean": list(ds.mean), "std": list(ds.std), "scale": 1 / 255.0, "from": f"data set {ds.name}",
+        pre = {"mean": list(ds.mean), "std": list(ds.std), "scale": ds.scale, "from": f"data set {ds.name}",
                **(req.get("preprocessing") or {})}
         x_all, y_all = normalize(ds.x_test, pre["mean"], pre["std"], "NHWC", pre["scale"]), ds.y_test
         feed = runner.prepare(x_all[:batch])

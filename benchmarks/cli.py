@@ -22,10 +22,8 @@ def add_bench_parser(sub, func):
                         "dtype: latency, memory, size only). Default: the data set each file's edgepack record names, "
                         "else synthetic. A model no data set fits is timed on random input, and said so")
     p.add_argument("--data-dir", default=None, help="folder or tarball holding the data set (default: $EDGEPACK_DATA, the cache, a download)")
-    p.add_argument("--mean", default=None, help="per-channel mean after scaling, e.g. 0.485,0.456,0.406 (default: the file's "
-                   "edgepack record, else the data set's)")
-    p.add_argument("--std", default=None, help="per-channel std after scaling, e.g. 0.229,0.224,0.225")
-    p.add_argument("--scale", type=float, default=None, help="pixel scale before mean/std (default 1/255)")
+    from toolkit.data.dataset import add_preprocessing_args
+    add_preprocessing_args(p)
     from benchmarks.runners import all_runtimes
     p.add_argument("--runtime", default=None,
                    help=f"runtimes to run each file on: comma-separated ({', '.join(all_runtimes())}) "
@@ -92,16 +90,8 @@ def run_bundle(args, bundles, pre, runtimes) -> int:
 def run_bench(args) -> int:
     from benchmarks.harness import benchmark
     from benchmarks.report import plot_all, print_table, write_csv, write_json, write_markdown
-    pre = None
-    if args.mean is not None or args.std is not None or args.scale is not None:
-        from toolkit.errors import OptionError
-        if (args.mean is None) != (args.std is None):
-            raise OptionError("--mean and --std go together")
-        pre = {"scale": args.scale if args.scale is not None else 1 / 255.0}
-        if args.mean is not None:
-            pre["mean"], pre["std"] = _number_list(args.mean, "--mean", float), _number_list(args.std, "--std", float)
-            if any(v <= 0 for v in pre["std"]):
-                raise OptionError("--std values must be > 0")
+    from toolkit.data.dataset import parse_preprocessing
+    pre = parse_preprocessing(args.mean, args.std, args.scale)
     runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()] if args.runtime else None
     from benchmarks.golden import is_bundle
     bundles = [m for m in args.models if is_bundle(m)]

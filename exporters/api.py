@@ -166,11 +166,12 @@ def _record(ctx: ExportContext, exp, path: Path, details: dict, ver: Verificatio
 
 
 def export_checkpoint(checkpoint: str | Path, formats: list[str], out: str | Path, data=None,
-                      data_dir: str | None = None, options: ExportOptions | None = None, verbose: bool = True):
+                      data_dir: str | None = None, options: ExportOptions | None = None, verbose: bool = True,
+                      preprocessing: dict | None = None):
     from toolkit.api import check_fits, dataset_for, load_checkpoint
     _check_formats(formats)                              # option errors before the model and the data are read
     loaded = load_checkpoint(checkpoint)
-    ds = dataset_for(loaded, data, data_dir)
+    ds = dataset_for(loaded, data, data_dir, preprocessing)
     check_fits(loaded, ds)
     return export_model(loaded.model, formats, ds, out, options, stem=Path(checkpoint).stem,
                         source_record=loaded.record, source_path=Path(checkpoint), verbose=verbose)

@@ -15,6 +15,8 @@ def add_export_parser(sub, add_data_args, func):
                    "an fp32 .onnx/.tflite file (with --data unless edgepack wrote it; inputs normalised like the data set's)")
     p.add_argument("--to", required=True, help="comma-separated formats (see below)")
     add_data_args(p, required=False)
+    from toolkit.data.dataset import add_preprocessing_args
+    add_preprocessing_args(p)                           # for a model file whose input is not the data set's default
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="write beside exports of another model already in --out")
     add_arguments(p, ExportOptions)                     # every export option, declared once in ExportOptions
@@ -33,8 +35,10 @@ def run_export(args) -> int:
     if not Path(args.checkpoint).is_file():
         raise ModelError(f"{args.checkpoint}: not found")
     guard_export_folder(args.out, sha256_file(args.checkpoint), force=args.force)
+    from toolkit.data.dataset import parse_preprocessing
+    pre = parse_preprocessing(args.mean, args.std, args.scale)
     formats = [f.strip() for f in args.to.split(",") if f.strip()]
     opts = from_args(ExportOptions, args)
-    results = export_checkpoint(args.checkpoint, formats, args.out, args.data, args.data_dir, opts)
+    results = export_checkpoint(args.checkpoint, formats, args.out, args.data, args.data_dir, opts, preprocessing=pre)
     raise_on_failures(results)
     return 0

@@ -81,8 +81,9 @@ def onnx2tf_convert(ctx: ExportContext) -> Path:
         from PIL import Image
         sample = np.stack([np.asarray(Image.fromarray(im).resize((128, 128), Image.BILINEAR)) for im in ds.x_train[np.sort(idx)[:20]]])
         np.save(work / ONNX2TF_RGB_SAMPLE, sample.astype(np.float32) / 255.0)
-    mean = np.asarray(ds.mean, np.float32).reshape(1, 1, 1, c)
-    std = np.asarray(ds.std, np.float32).reshape(1, 1, 1, c)
+    to01 = np.float32(ds.scale * 255.0)          # onnx2tf takes [0, 1] images: fold any other pixel scale into mean/std
+    mean = np.asarray(ds.mean, np.float32).reshape(1, 1, 1, c) / to01
+    std = np.asarray(ds.std, np.float32).reshape(1, 1, 1, c) / to01
     from exporters.onnx_fp32 import input_layout
     in_name, layout = input_layout(src, ds.input_shape)
     # an NHWC graph (from tf2onnx) must be declared as such, or onnx2tf reads (N, H, W, C) as (N, C, H, W)

@@ -104,6 +104,25 @@ def test_compacted_int8_names_never_take_a_kept_input_or_output_name(tmp_path):
     np.testing.assert_array_equal(ort.InferenceSession(str(path)).run(["0"], {"x": x})[0], -np.maximum(x, 0))
 
 
+def test_preprocessing_flags_parse_and_apply():
+    from toolkit.data.dataset import Dataset, parse_preprocessing
+    from toolkit.errors import OptionError
+    assert parse_preprocessing(None, None, None) is None
+    assert parse_preprocessing("0.5", "0.25", None) == {"scale": 1 / 255.0, "mean": [0.5], "std": [0.25]}
+    for args, says in [(("0.5", None, None), "go together"), (("a", "1", None), "comma-separated numbers"),
+                       (("0", "0", None), "> 0"), ((None, None, -1.0), "--scale must be > 0")]:
+        with pytest.raises(OptionError, match=says):
+            parse_preprocessing(*args)
+    x = np.full((2, 4, 4, 3), 255, np.uint8)
+    ds = Dataset("rgb", "mem", x, np.zeros(2, np.int64), x, np.zeros(2, np.int64), ["a"], (0.5,) * 3, (0.25,) * 3)
+    assert ds.with_preprocessing(None) is ds
+    raw = ds.with_preprocessing({"mean": [0.0], "std": [1.0], "scale": 1.0})      # a model that takes 0..255 pixels
+    assert raw.normalize(x[:1]).max() == 255.0 and ds.normalize(x[:1]).max() == 2.0
+    assert raw.preprocessing()["mean"] == [0.0, 0.0, 0.0] and raw.preprocessing()["scale"] == 1.0
+    with pytest.raises(OptionError, match="has 2 values; rgb images have 3 channel"):
+        ds.with_preprocessing({"mean": [0.1, 0.2], "std": [1.0]})
+
+
 # ----------------------------------------------------------------------------------------------- integration tier
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "toolkit.cli", *map(str, args)], capture_output=True, text=True,
@@ -155,3 +174,38 @@ def test_deploy_from_a_users_fixed_batch_nchw_onnx(trained, tmp_path):
     manifest = json.loads((tmp_path / "d" / f"best{best.file[best.file.rindex('.'):]}.json").read_text())
     assert manifest["framework"] == "onnx" and manifest["parent"]["file"] == str(src)
     assert manifest["verification"]["passed"]
+
+
+def test_a_users_model_with_its_own_input_scale_exports_with_mean_std_flags(trained, tmp_path):
+    """A model that takes [0, 1] pixels (its normalisation inside the graph), as many users export them: with
+    --mean 0 --std 1 its source accuracy is the trained model's, both int8 routes (ORT calibration, onnx2tf with the
+    scale folded into its mean/std) pass verification, and the records carry the preprocessing for `bench`."""
+    import torch
+
+    from toolkit.api import dataset_for, load_checkpoint
+    loaded = load_checkpoint(trained["torch"])
+    ds = dataset_for(loaded, "mnist", str(MNIST_DIR))
+    inner = loaded.model.eval()
+    mean, std = float(ds.mean[0]), float(ds.std[0])
+
+    class ZeroOne(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner((x - mean) / std)
+    src = tmp_path / "zero_one.onnx"
+    torch.onnx.export(ZeroOne().eval(), (torch.zeros(1, 1, 28, 28),), str(src), dynamo=False, opset_version=17,
+                      dynamic_axes={"input": {0: "n"}}, input_names=["input"])
+    r = _cli("export", src, "--to", "onnx-int8,tflite-int8", "--data", "mnist", "--data-dir", MNIST_DIR, "--mean", "0",
+             "--std", "1", "--out", tmp_path / "out", "--verify-images", "500", "--calibration-samples", "100")
+    assert r.returncode == 0, r.stderr[-3000:]
+    x, y = ds.test_subset(500, seed=0)
+    trained_acc = float((loaded.backend.predict(inner, ds.normalize(x, "NCHW")).argmax(1) == y).mean())
+    for name in ("zero_one.int8.onnx", "zero_one.int8.tflite"):
+        rec = json.loads((tmp_path / "out" / f"{name}.json").read_text())
+        ver = rec["verification"]
+        assert ver["passed"] and abs(ver["source_accuracy"] - trained_acc) < 0.005, (name, ver["source_accuracy"], trained_acc)
+        assert rec["dataset"]["preprocessing"]["mean"] == [0.0] and rec["dataset"]["preprocessing"]["std"] == [1.0]
+

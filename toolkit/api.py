@@ -118,11 +118,20 @@ def check_fits(loaded: Loaded, ds: Dataset) -> None:
     loaded.backend.check_input(loaded.model, ds.input_shape)
 
 
-def dataset_for(loaded: Loaded, data=None, data_dir: str | None = None) -> Dataset:
-    """The data set for work on a loaded checkpoint: an explicit Dataset, or a name (default: the one recorded
-    at training) read from `data_dir` (default: the folder recorded at training, when it still exists)."""
+def dataset_for(loaded: Loaded, data=None, data_dir: str | None = None, preprocessing: dict | None = None) -> Dataset:
+    """The data set for work on a loaded model: an explicit Dataset, or a name (default: the one recorded
+    at training) read from `data_dir` (default: the folder recorded at training, when it still exists). Its input
+    preprocessing: `preprocessing` ({"mean", "std", "scale"}, for a model file a user brings), else the one recorded
+    with the model, else the data set's."""
     if isinstance(data, Dataset):
-        return data
+        return data.with_preprocessing(preprocessing)
+    ds = _dataset_by_name(loaded, data, data_dir)
+    rec = loaded.record.dataset if loaded.record else {}
+    recorded = rec.get("preprocessing") if rec.get("name") in (ds.name, None) else None
+    return ds.with_preprocessing(preprocessing or (recorded if recorded and recorded.get("mean") else None))
+
+
+def _dataset_by_name(loaded: Loaded, data, data_dir) -> Dataset:
     rec = loaded.record.dataset if loaded.record else {}
     name = data or rec.get("name")
     if not name:

@@ -87,9 +87,11 @@ def cmd_deploy(args) -> int:
             raise OptionError("--select picks from a bundle's device results; --candidates-only writes a bundle: one or the other")
         select_for_device(args.model, args.select, args.out, budgets)
         return 0
+    from toolkit.data.dataset import parse_preprocessing
+    pre = parse_preprocessing(args.mean, args.std, args.scale)
     runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()] if args.runtime else None
     deploy(args.model, args.out, args.data, args.data_dir, budgets, threads=args.threads,
-           candidates_only=args.candidates_only, mixed=not args.no_mixed, runtimes=runtimes)
+           candidates_only=args.candidates_only, mixed=not args.no_mixed, runtimes=runtimes, preprocessing=pre)
     return 0
 
 
@@ -183,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model", help="a .pt/.keras checkpoint or an fp32 .onnx/.tflite file (with --data unless edgepack "
                    "wrote it; inputs normalised like the data set's); with --select, the bundle folder")
     _add_data_args(s, required=False)
+    from toolkit.data.dataset import add_preprocessing_args
+    add_preprocessing_args(s)                           # for a model file whose input is not the data set's default
     s.add_argument("--out", required=True, help="output folder (best.*, deploy.md, candidates/)")
     _add_budget_args(s)
     s.add_argument("--threads", type=int, default=1, help="thread count the files are timed at (default 1)")

@@ -5,7 +5,7 @@ float batches from here, in the layout it asks for, so preprocessing is defined 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import numpy as np
@@ -28,6 +28,7 @@ class Dataset:
     std: tuple[float, ...]
     notes: list[str] = field(default_factory=list)
     fallback: bool = False           # an offline stand-in (scikit-learn's digits), never the named data set itself
+    scale: float = 1 / 255.0         # pixels are multiplied by this before mean/std
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -67,10 +68,34 @@ class Dataset:
 
     def preprocessing(self) -> dict:
         """How raw uint8 pixels become model input; stored in every artifact record."""
-        return {"scale": 1 / 255.0, "mean": list(self.mean), "std": list(self.std), "layout_source": "NHWC"}
+        return {"scale": self.scale, "mean": list(self.mean), "std": list(self.std), "layout_source": "NHWC"}
 
     def normalize(self, x: np.ndarray, layout: str = "NHWC") -> np.ndarray:
-        return normalize(x, self.mean, self.std, layout)
+        return normalize(x, self.mean, self.std, layout, self.scale)
+
+    def with_preprocessing(self, pre: dict | None) -> "Dataset":
+        """The same images for a model that expects other input: {"mean", "std", "scale"} (any of them; one value
+        applies to every channel). Used for model files users bring; the exports' records carry it."""
+        if not pre:
+            return self
+        c = self.input_shape[2]
+
+        def per_channel(key, default):
+            v = pre.get(key)
+            if v is None:
+                return tuple(default)
+            v = [float(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+            if len(v) not in (1, c):
+                raise OptionError(f"--{key} has {len(v)} values; {self.name} images have {c} channel(s)")
+            return tuple(v * c if len(v) == 1 else v)
+        mean, std = per_channel("mean", self.mean), per_channel("std", self.std)
+        scale = float(pre.get("scale") or self.scale)
+        if min(std) <= 0 or scale <= 0:
+            raise OptionError("--std values and --scale must be > 0")
+        if (mean, std, scale) == (tuple(self.mean), tuple(self.std), self.scale):
+            return self
+        return replace(self, mean=mean, std=std, scale=scale,
+                       notes=self.notes + [f"input preprocessing: x * {scale:g}, mean {list(mean)}, std {list(std)}"])
 
     def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Seeded, stratification-free train/validation split of the training indices."""
@@ -111,6 +136,42 @@ def stratified_indices(y: np.ndarray, n: int | None, seed: int = 0) -> np.ndarra
     rng = np.random.default_rng(seed)
     picked = [rng.choice(np.flatnonzero(y == c), size=k, replace=False) for c, k in zip(classes, take) if k]
     return np.sort(np.concatenate(picked)) if picked else np.arange(0)
+
+
+def parse_preprocessing(mean: str | None, std: str | None, scale: float | None) -> dict | None:
+    """The --mean/--std/--scale flags (bench, export, deploy): None when none is given."""
+    if mean is None and std is None and scale is None:
+        return None
+    if (mean is None) != (std is None):
+        raise OptionError("--mean and --std go together")
+    if scale is not None and not scale > 0:
+        raise OptionError(f"--scale must be > 0, got {scale}")
+    pre = {"scale": scale if scale is not None else 1 / 255.0}
+    for flag, text in (("mean", mean), ("std", std)):
+        if text is None:
+            continue
+        try:
+            pre[flag] = [float(t) for t in text.split(",") if t.strip()]
+        except ValueError:
+            raise OptionError(f"--{flag} expects comma-separated numbers, got {text!r}") from None
+    if mean is not None and any(v <= 0 for v in pre["std"]):
+        raise OptionError("--std values must be > 0")
+    return pre
+
+
+PREPROCESSING_HELP = {
+    "mean": "per-channel mean after scaling, e.g. 0.485,0.456,0.406 (default: the file's edgepack record, else the "
+            "data set's)",
+    "std": "per-channel std after scaling, e.g. 0.229,0.224,0.225",
+    "scale": "pixel scale before mean/std (default 1/255)",
+}
+
+
+def add_preprocessing_args(p) -> None:
+    """--mean/--std/--scale on an argparse parser."""
+    p.add_argument("--mean", default=None, help=PREPROCESSING_HELP["mean"])
+    p.add_argument("--std", default=None, help=PREPROCESSING_HELP["std"])
+    p.add_argument("--scale", type=float, default=None, help=PREPROCESSING_HELP["scale"])
 
 
 def normalize(x: np.ndarray, mean, std, layout: str = "NHWC", scale: float = 1 / 255.0) -> np.ndarray:

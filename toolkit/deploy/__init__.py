@@ -62,8 +62,10 @@ def _check_source(model: Path) -> None:
 
 
 def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None, threads: int = 1,
-           candidates_only: bool = False, mixed: bool = True, runtimes: list[str] | None = None, progress=print) -> dict:
-    """`runtimes`: those the candidates are benchmarked on (default: every runtime that runs each file)."""
+           candidates_only: bool = False, mixed: bool = True, runtimes: list[str] | None = None, progress=print,
+           preprocessing: dict | None = None) -> dict:
+    """`runtimes`: those the candidates are benchmarked on (default: every runtime that runs each file);
+    `preprocessing`: {"mean", "std", "scale"} of a model file whose input is not the data set's default."""
     from exporters.api import export_context, export_variants
     from exporters.base import ExportOptions
     from toolkit.api import check_fits, dataset_for, load_checkpoint
@@ -73,7 +75,7 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
     model, out = Path(model), Path(out)
     _check_source(model)
     loaded = load_checkpoint(model)
-    ds = dataset_for(loaded, data, data_dir)
+    ds = dataset_for(loaded, data, data_dir, preprocessing)
     check_fits(loaded, ds)
     out.mkdir(parents=True, exist_ok=True)
     ctx = export_context(loaded.model, ds, out / "candidates", source_record=loaded.record, source_path=model)
