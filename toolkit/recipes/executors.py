@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 
 from toolkit.errors import EdgepackError, OptionError
 
@@ -132,14 +131,14 @@ class RayExecutor(Executor):
                 except Exception as e:  # noqa: BLE001 - Ray wraps the step's own exception
                     cause = getattr(e, "cause", None) or e
                     failure = failure or (cause if isinstance(cause, EdgepackError) else
-                                          EdgepackError(f"step {step.id} failed on Ray: {str(cause).splitlines()[0]}"))
+                                          EdgepackError(f"step {step.id} failed on Ray: "
+                                                        f"{(str(cause).splitlines() or [type(cause).__name__])[0]}"))
                     continue                       # finished steps of other tasks are still recorded below
                 runner.record(step.id, entry)
                 runner.log(f"    {step.id}: done on {entry.get('node')} in {entry.get('seconds')} s")
                 done.add(step.id)
             if failure is not None and not running:
                 break
-            time.sleep(0)
         if failure is not None:
             raise failure
 
