@@ -218,7 +218,8 @@ def test_bundle_device_bench_and_select_two_devices(trained, runtime_venv, tmp_p
     fleet = _cli("report", "merge", tmp_path / "dev-a.json", tmp_path / "dev-b.json", "--out", tmp_path / "fleet")
     assert fleet.returncode == 0, fleet.stderr[-3000:]
     merged = json.loads((tmp_path / "fleet" / "fleet.json").read_text())["devices"]
-    assert [d["label"].split(" (")[0] for d in merged] == [data["results"][0]["machine"]["cpu"], "second device (test fixture)"]
+    assert [d["machine"]["cpu"] for d in merged] == [data["results"][0]["machine"]["cpu"], "second device (test fixture)"]
+    assert all(d["label"].startswith(d["machine"]["cpu"] + " (") for d in merged)
     fastest_a = min((x for x in data["results"] if x["ok"] and x["golden"]["passed"]), key=lambda x: x["latency_ms"]["p50"])
     p1, p2 = merged[0]["picked"], merged[1]["picked"]
     assert (p1["sha256"], p1["runtime"]) == (fastest_a["golden"]["sha256"], fastest_a["runtime"])

@@ -121,8 +121,10 @@ def merge(paths: list[str], out: str | Path, budgets: Budgets | None = None, pro
     lines = ["# edgepack fleet report", "", f"Budgets: {budgets.describe()}; preference: {budgets.prefer}.", "",
              "## Devices", ""]
     for k, d in enumerate(devices, 1):
-        pick_txt = (f"**{d.pick.label}** in {d.pick.runtime}: p50 {d.pick.p50_ms:.4f} ms, {d.pick.size:,} B, accuracy "
-                    f"{d.pick.accuracy:.2f}%" if d.pick else f"none ({d.pick_error})")
+        pick_txt = (f"**{d.pick.label}** in {d.pick.runtime}: p50 {d.pick.p50_ms:.4f} ms, "
+                    f"{'-' if d.pick.size is None else f'{d.pick.size:,}'} B, accuracy "
+                    f"{'not measured' if d.pick.accuracy is None else f'{d.pick.accuracy:.2f}%'}"
+                    if d.pick else f"none ({d.pick_error})")
         lines += [f"{k}. {d.label} (`{d.source}`); pick: {pick_txt}; plot: [pareto-device{k}.png](pareto-device{k}.png)"]
     head = "| file | runtime | threads | size B | " + " | ".join(f"dev {k} p50 ms | dev {k} accuracy"
                                                                 for k in range(1, len(devices) + 1)) + " |"
