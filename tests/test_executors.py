@@ -83,7 +83,11 @@ def test_a_grid_on_ray_matches_the_sequential_run_and_benchmarks_never_overlap(r
             (r,) = json.loads((run / cell / "results.json").read_text())["results"]
             out[cell] = (r["accuracy"], r["size_bytes"], r["gzip_bytes"])
         return out
-    assert cells(seq) == cells(par)                              # seeded training: the same files, the same accuracy
+    a, b = cells(seq), cells(par)
+    # seeded training: the same accuracy and file size; TensorFlow's thread pools differ between this process and a
+    # Ray worker, so the weights may differ in the last bits (a clean CI clone showed gzip sizes 1-2 bytes apart)
+    assert {k: v[:2] for k, v in a.items()} == {k: v[:2] for k, v in b.items()}
+    assert all(abs(a[k][2] - b[k][2]) <= 0.005 * a[k][2] for k in a), (a, b)
     steps = json.loads((par / ".edgepack" / "state.json").read_text())["steps"]
     assert set(steps) == {"base", "x-tflite-int8", "x-onnx-int8", "b-tflite-int8", "b-onnx-int8"}
     assert all(s.get("node") for s in steps.values())
