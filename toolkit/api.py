@@ -131,7 +131,10 @@ def dataset_for(loaded: Loaded, data=None, data_dir: str | None = None, preproce
     return ds.with_preprocessing(preprocessing or (recorded if recorded and recorded.get("mean") else None))
 
 
-def _dataset_by_name(loaded: Loaded, data, data_dir) -> Dataset:
+def data_location(loaded: Loaded, data=None, data_dir: str | None = None) -> tuple[str, str | None]:
+    """(name, folder) of the data set for a loaded model: the given ones, else those recorded at training (the
+    folder only while it still exists); a folder of None means EDGEPACK_DATA or the download cache. Later steps
+    that load the data set again in another process (the bench harness, Ray workers) use the same pair."""
     rec = loaded.record.dataset if loaded.record else {}
     name = data or rec.get("name")
     if not name:
@@ -140,4 +143,8 @@ def _dataset_by_name(loaded: Loaded, data, data_dir) -> Dataset:
         name = stand_in_name(name)                                       # trained on the stand-in: use it again
     if data_dir is None and name == rec.get("name") and rec.get("source") and Path(rec["source"]).exists():
         data_dir = rec["source"]
-    return load_dataset(name, data_dir, allow_fallback=False)
+    return name, data_dir
+
+
+def _dataset_by_name(loaded: Loaded, data, data_dir) -> Dataset:
+    return load_dataset(*data_location(loaded, data, data_dir), allow_fallback=False)

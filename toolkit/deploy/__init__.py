@@ -68,7 +68,7 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
     `preprocessing`: {"mean", "std", "scale"} of a model file whose input is not the data set's default."""
     from exporters.api import export_context, export_variants
     from exporters.base import ExportOptions
-    from toolkit.api import check_fits, dataset_for, load_checkpoint
+    from toolkit.api import check_fits, data_location, dataset_for, load_checkpoint
     from benchmarks.harness import BenchSettings
     budgets = budgets or Budgets()
     BenchSettings(threads=[threads], runtimes=runtimes or ["all"])       # option errors before any work
@@ -77,6 +77,8 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
     loaded = load_checkpoint(model)
     ds = dataset_for(loaded, data, data_dir, preprocessing)
     check_fits(loaded, ds)
+    if isinstance(data, str) or data is None:         # where the harness's processes read it (the recorded folder)
+        data_dir = data_location(loaded, data, data_dir)[1]
     out.mkdir(parents=True, exist_ok=True)
     ctx = export_context(loaded.model, ds, out / "candidates", source_record=loaded.record, source_path=model)
     labels = {}
