@@ -10,9 +10,13 @@
   storage every node sees under the same path.
 - Timing is never concurrent: a bench step needs the custom resource `edgepack_bench` (1 per node) and all of the
   CPUs of a node, so nothing else runs on its node while it times; its entry records the node.
+
+Besides recipe steps, `Executor.map(fn, jobs, bench=...)` runs independent calls (the trials of `edgepack deploy
+--mixed-search`) the same way: in this process, or as Ray tasks, the timing ones under the same rule.
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
@@ -26,11 +30,24 @@ class Executor:
     name = ""
 
     def run(self, runner) -> None:
+        """Run a recipe's steps (toolkit.recipes.runner.Runner) that need to run, recording each as it finishes."""
+        raise NotImplementedError
+
+    def parallelism(self) -> int:
+        """How many non-timing calls run at once."""
+        return 1
+
+    def map(self, fn, jobs: list[tuple], bench: bool = False) -> list:
+        """fn(*job) for every job, results in job order. `bench`: the calls time things, so none of them shares a
+        node with any other work. fn and the jobs must be picklable (a module-level function, plain values)."""
         raise NotImplementedError
 
 
 class SequentialExecutor(Executor):
     name = "local"
+
+    def map(self, fn, jobs: list[tuple], bench: bool = False) -> list:
+        return [fn(*job) for job in jobs]
 
     def run(self, runner) -> None:
         for i, step in enumerate(runner.recipe.steps, 1):
@@ -68,6 +85,7 @@ class RayExecutor(Executor):
             raise OptionError("--executor ray needs Ray: pip install 'edgepack[ray]' (or run without --executor: "
                               "steps run one after another in this process)") from None
         self.address, self.cpus_per_step = address, cpus_per_step
+        self._bench: float | None = None             # CPUs a timing task takes: a whole node
 
     def _start(self):
         import ray
@@ -75,11 +93,13 @@ class RayExecutor(Executor):
             return ray
         env = {"env_vars": {k: v for k, v in os.environ.items()
                             if k.startswith(("EDGEPACK_", "TF_")) or k in ("PYTHONPATH",)}}
+        quiet = {"log_to_driver": False, "runtime_env": env}
+        if not os.environ.get("EDGEPACK_DEBUG"):           # Ray's start-up lines (token auth, dashboard) on request
+            quiet["logging_level"] = logging.ERROR
         if self.address:
-            ray.init(address=self.address, runtime_env=env, log_to_driver=False)
+            ray.init(address=self.address, **quiet)
         else:
-            ray.init(num_cpus=os.cpu_count(), resources={BENCH_RESOURCE: 1}, include_dashboard=False,
-                     runtime_env=env, log_to_driver=False)
+            ray.init(num_cpus=os.cpu_count(), resources={BENCH_RESOURCE: 1}, include_dashboard=False, **quiet)
         return ray
 
     def _bench_cpus(self, ray) -> float:
@@ -89,6 +109,27 @@ class RayExecutor(Executor):
                               f"with: ray start ... --resources '{{\"{BENCH_RESOURCE}\": 1}}'")
         return min(n["Resources"].get("CPU", 1) for n in nodes)    # a whole node (the smallest of them)
 
+    def _options(self, ray, bench: bool) -> dict:
+        if bench:
+            self._bench = self._bench or self._bench_cpus(ray)
+            return {"num_cpus": self._bench, "resources": {BENCH_RESOURCE: 1}}
+        return {"num_cpus": self.cpus_per_step}
+
+    def parallelism(self) -> int:
+        ray = self._start()
+        return max(1, int(ray.cluster_resources().get("CPU", 1) // self.cpus_per_step))
+
+    def map(self, fn, jobs: list[tuple], bench: bool = False) -> list:
+        ray = self._start()
+        task = ray.remote(fn).options(**self._options(ray, bench), max_retries=1)
+        refs = [task.remote(*job) for job in jobs]
+        try:
+            return ray.get(refs)
+        except Exception as e:  # noqa: BLE001 - Ray wraps the task's own exception
+            for r in refs:
+                ray.cancel(r)
+            raise _one_line(e, f"{getattr(fn, '__name__', 'a task')} failed on Ray") from None
+
     def run(self, runner) -> None:
         ray = self._start()
         task = ray.remote(_run_step)
@@ -96,7 +137,6 @@ class RayExecutor(Executor):
         done: set[str] = set()
         running: dict = {}
         failure: BaseException | None = None
-        bench_cpus = None
         while steps or running:
             progressed = False
             for i, step in list(steps):
@@ -108,11 +148,7 @@ class RayExecutor(Executor):
                 if digest is None:
                     done.add(step.id)
                     continue
-                if step.kind == "bench":
-                    bench_cpus = bench_cpus or self._bench_cpus(ray)
-                    opts = {"num_cpus": bench_cpus, "resources": {BENCH_RESOURCE: 1}}
-                else:
-                    opts = {"num_cpus": self.cpus_per_step}
+                opts = self._options(ray, step.kind == "bench")
                 runner.log(f"[{i}/{len(runner.recipe.steps)}] {step.id} ({step.kind}): submitted to Ray")
                 ref = task.options(**opts, max_retries=1).remote(type(runner), str(runner.recipe.path.resolve()), str(runner.out.resolve()),
                                                                  step.id, digest, i, runner.state, False)
@@ -129,10 +165,7 @@ class RayExecutor(Executor):
                 try:
                     entry = ray.get(ref)
                 except Exception as e:  # noqa: BLE001 - Ray wraps the step's own exception
-                    cause = getattr(e, "cause", None) or e
-                    failure = failure or (cause if isinstance(cause, EdgepackError) else
-                                          EdgepackError(f"step {step.id} failed on Ray: "
-                                                        f"{(str(cause).splitlines() or [type(cause).__name__])[0]}"))
+                    failure = failure or _one_line(e, f"step {step.id} failed on Ray")
                     continue                       # finished steps of other tasks are still recorded below
                 runner.record(step.id, entry)
                 runner.log(f"    {step.id}: done on {entry.get('node')} in {entry.get('seconds')} s")
@@ -141,6 +174,14 @@ class RayExecutor(Executor):
                 break
         if failure is not None:
             raise failure
+
+
+def _one_line(e: BaseException, what: str) -> EdgepackError:
+    """The task's own EdgepackError (its one line), or `what` with the first line of whatever else it raised."""
+    cause = getattr(e, "cause", None) or e
+    if isinstance(cause, EdgepackError):
+        return cause
+    return EdgepackError(f"{what}: {(str(cause).splitlines() or [type(cause).__name__])[0]}")
 
 
 def get_executor(name: str, address: str | None = None, cpus_per_step: int = 1) -> Executor:
