@@ -90,9 +90,24 @@ def cmd_deploy(args) -> int:
     from toolkit.data.dataset import parse_preprocessing
     pre = parse_preprocessing(args.mean, args.std, args.scale)
     runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()] if args.runtime else None
+    from toolkit.recipes.executors import get_executor
+    if args.executor != "local" and args.mixed_search == "attribution":
+        raise OptionError("--executor runs the trials of --mixed-search exhaustive|tpe|auto; the attribution runs here")
+    executor = get_executor(args.executor, args.ray_address, args.cpus_per_step)
     deploy(args.model, args.out, args.data, args.data_dir, budgets, threads=args.threads,
-           candidates_only=args.candidates_only, mixed=not args.no_mixed, runtimes=runtimes, preprocessing=pre)
+           candidates_only=args.candidates_only, mixed=not args.no_mixed, runtimes=runtimes, preprocessing=pre,
+           mixed_search=args.mixed_search, trials=args.trials, executor=executor)
     return 0
+
+
+def _add_executor_args(p, what: str, task: str, timing: str, shared: str) -> None:
+    p.add_argument("--executor", default="local", help=f"local (default: one after another in this process) or "
+                   f"ray ({what} side by side on a local Ray, or on a cluster with --ray-address; "
+                   f"pip install 'edgepack[ray]')")
+    p.add_argument("--cpus-per-step", type=int, default=1, help=f"with --executor ray: CPUs each {task} reserves "
+                   f"(its framework threads); {timing} always takes a whole node")
+    p.add_argument("--ray-address", default=None, help="a running Ray cluster (e.g. 10.0.0.5:6379 or auto); its nodes "
+                   f"need --resources '{{\"edgepack_bench\": 1}}' and {shared} on shared storage")
 
 
 def _add_budget_args(p) -> None:
@@ -193,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runtime", default=None, help="runtimes the candidates are benchmarked on, comma-separated "
                    "(default: every installed runtime that runs each file, OpenVINO included)")
     s.add_argument("--no-mixed", action="store_true", help="skip the per-layer attribution and mixed-precision candidates")
+    s.add_argument("--mixed-search", default="attribution", help="how the layers kept float are found: attribution "
+                   "(default: each layer float in turn, measured), or a search of --trials trials for spaces too "
+                   "large for that: exhaustive, tpe (Optuna's TPE; pip install 'edgepack[search]'), auto (exhaustive "
+                   "when the space fits the trials, else tpe); its trials run through --executor")
+    s.add_argument("--trials", type=int, default=32, help="with --mixed-search: most trials (default 32); the search "
+                   "stops earlier when a trial meets every budget (--max-latency included) or stops improving")
+    _add_executor_args(s, "the search's trials", "trial export", "a timing batch", "the output folder, model and data")
     s.add_argument("--candidates-only", action="store_true",
                    help="write a bundle for another device (files, manifests, golden vectors, accuracy measured here)")
     s.add_argument("--select", default=None, metavar="DEVICE_JSON",
@@ -215,13 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="run folder (default runs/<recipe name>)")
     s.add_argument("--redo", default=None, metavar="STEP[,STEP]",
                    help="run these steps again even if unchanged (e.g. bench, to re-measure on a quiet machine)")
-    s.add_argument("--executor", default="local", help="local (default: one step after another in this process) or "
-                   "ray (independent steps side by side on a local Ray, or on a cluster with --ray-address; "
-                   "pip install 'edgepack[ray]')")
-    s.add_argument("--cpus-per-step", type=int, default=1, help="with --executor ray: CPUs each train/compress/export "
-                   "step reserves (its framework threads); a bench step always takes a whole node")
-    s.add_argument("--ray-address", default=None, help="a running Ray cluster (e.g. 10.0.0.5:6379 or auto); its nodes "
-                   "need --resources '{\"edgepack_bench\": 1}' and the run folder, recipe and data on shared storage")
+    _add_executor_args(s, "independent steps", "train/compress/export step", "a bench step",
+                       "the run folder, recipe and data")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("demo", help="the quickstart on the embedded default data (no flags needed)")

@@ -20,7 +20,7 @@ import numpy as np
 
 from toolkit.deploy.budgets import Budgets
 from toolkit.deploy.select import Row, pareto_plot, pick, table
-from toolkit.errors import ModelError
+from toolkit.errors import ModelError, OptionError
 
 # (folder, format, ExportOptions overrides, label): the candidates every source gets
 BASE_CANDIDATES = [
@@ -63,15 +63,26 @@ def _check_source(model: Path) -> None:
 
 def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None, threads: int = 1,
            candidates_only: bool = False, mixed: bool = True, runtimes: list[str] | None = None, progress=print,
-           preprocessing: dict | None = None) -> dict:
+           preprocessing: dict | None = None, mixed_search: str = "attribution", trials: int = 32,
+           executor=None) -> dict:
     """`runtimes`: those the candidates are benchmarked on (default: every runtime that runs each file);
-    `preprocessing`: {"mean", "std", "scale"} of a model file whose input is not the data set's default."""
+    `preprocessing`: {"mean", "std", "scale"} of a model file whose input is not the data set's default;
+    `mixed_search`: how the mixed-precision layer sets are found: `attribution` (each layer float in turn, measured),
+    or a search of `trials` trials (exhaustive | tpe | auto, toolkit.deploy.search) run through `executor`."""
     from exporters.api import export_context, export_variants
     from exporters.base import ExportOptions
     from toolkit.api import check_fits, data_location, dataset_for, load_checkpoint
     from benchmarks.harness import BenchSettings
     budgets = budgets or Budgets()
     BenchSettings(threads=[threads], runtimes=runtimes or ["all"])       # option errors before any work
+    if mixed_search != "attribution":
+        from toolkit.deploy.search import SAMPLERS
+        if mixed_search not in SAMPLERS:
+            raise OptionError(f"unknown --mixed-search {mixed_search!r}; expected attribution, {', '.join(SAMPLERS)}")
+        if trials < 1:
+            raise OptionError(f"--trials must be >= 1, got {trials}")
+        if not mixed:
+            raise OptionError("--mixed-search searches mixed-precision files; --no-mixed skips them: one or the other")
     model, out = Path(model), Path(out)
     _check_source(model)
     loaded = load_checkpoint(model)
@@ -87,8 +98,24 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
         labels.update({f: lab for f, _, _, lab in BASE_CANDIDATES})
         progress(f"deploy: {len(variants)} candidates from {model.name}, then mixed precision found by measurement")
         results = export_variants(ctx, variants, progress)
-        attributions = []
-        if mixed:
+        attributions, searched = [], None
+        if mixed and mixed_search != "attribution":
+            from toolkit.deploy.search import Source, search
+            done = [fmt for (_, fmt, o), r in zip(variants, results) if r.ok and o.target == "any" and not o.keep_float
+                    and fmt in MIXED_FORMATS]
+            src = Source(str(model.resolve()), ds.name, None if data_dir is None else str(data_dir),
+                         tuple(sorted((preprocessing or {}).items())), str((out / "candidates" / ".search").resolve()))
+            searched = search(ctx, src, done, budgets, mixed_search, trials, executor, threads,
+                              out / "candidates" / ".search", progress)
+            more = []
+            for t in searched.best():
+                folder = f"{t.config.fmt}-search-trial-{t.number}"
+                more.append((folder, t.config.fmt, ExportOptions(keep_float=",".join(t.config.float_layers))))
+                labels[folder] = (f"{t.config.fmt.replace('-', ' ')} mixed ({', '.join(t.config.float_layers)} float; "
+                                  f"search trial {t.number})")
+            variants += more
+            results += export_variants(ctx, more, progress)
+        elif mixed:
             from exporters.mixed import attribute, propose
             done = {fmt for (_, fmt, o), r in zip(variants, results) if r.ok and o.target == "any" and not o.keep_float}
             more = []
@@ -107,15 +134,17 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
             results += export_variants(ctx, more, progress)
     finally:
         ctx.cleanup()
+        shutil.rmtree(out / "candidates" / ".search", ignore_errors=True)    # the trials' unverified files
     rows, bench = _measure(variants, results, labels, ds, data_dir, threads, progress, runtimes or ["all"],
                            quick=candidates_only, max_size=None if candidates_only else budgets.max_size)
     reference = next((r.accuracy for r in rows if r.label == labels[REFERENCE] and r.runtime == "onnxruntime"), None)
     info = {"source": str(model), "data": ds.name, "threads": threads, "machine": bench["machine"],
             "timing": bench["timing"],
-            "reference_accuracy": reference, "attributions": [a.to_dict() for a in attributions]}
+            "reference_accuracy": reference, "attributions": [a.to_dict() for a in attributions],
+            "search": searched and searched.to_dict()}
     if candidates_only:
         return write_bundle(out, rows, results, variants, ds, loaded, info, progress)
-    return choose(out, rows, budgets, reference, info, attributions, progress)
+    return choose(out, rows, budgets, reference, info, attributions, progress, searched=searched)
 
 
 def _measure(variants, results, labels, ds, data_dir, threads, progress, runtimes, quick=False, max_size=None):
@@ -157,7 +186,7 @@ def _measure(variants, results, labels, ds, data_dir, threads, progress, runtime
                   "timing": f"p50 of at least {settings.runs} runs and {settings.min_seconds:g} s after {settings.warmup} warm-up"}
 
 
-def _report(out: Path, rows, best, budgets, reference, info, attributions, heading: str) -> Path:
+def _report(out: Path, rows, best, budgets, reference, info, attributions, heading: str, searched=None) -> Path:
     from benchmarks.machine import cpu_label
     from exporters.mixed import attribution_table
     m = info["machine"]
@@ -179,13 +208,16 @@ def _report(out: Path, rows, best, budgets, reference, info, attributions, headi
                   "with the source on training images. 'Time int8 costs here' > 0: int8 made this layer slower.", ""]
         for a in attributions:
             lines += attribution_table(a, best.float_layers if best.format == a.format else []) + [""]
+    if searched is not None:
+        from toolkit.deploy.search import search_table
+        lines += ["", "## Mixed-precision search", ""] + search_table(searched, [t.number for t in searched.best()])
     path = out / "deploy.md"
     _atomic_text(path, "\n".join(lines) + "\n")
     return path
 
 
 def choose(out: Path, rows, budgets, reference, info, attributions=(), progress=print,
-           heading: str = "edgepack deploy") -> dict:
+           heading: str = "edgepack deploy", searched=None) -> dict:
     """Judge, pick, and write DIR/best.* (+ manifest), deploy.json, deploy.md and pareto.png. When nothing meets
     the budgets the table is still written and any earlier best.* is left as it was."""
     def tables(best):
@@ -211,7 +243,7 @@ def choose(out: Path, rows, budgets, reference, info, attributions=(), progress=
         if other.name not in (f"best{suffix}", f"best{suffix}.json"):
             other.unlink()
     tables(best)
-    report = _report(out, rows, best, budgets, reference, info, list(attributions), heading)
+    report = _report(out, rows, best, budgets, reference, info, list(attributions), heading, searched)
     progress("\n".join(table(rows)))
     progress(f"picked {best.label} in {best.runtime}: p50 {best.p50_ms:.4f} ms, {best.size:,} B, accuracy "
              f"{best.accuracy:.2f}% -> {out / ('best' + suffix)} (report {report})")
