@@ -24,41 +24,43 @@ SRC = S.Source("model.pt", "mnist", None)
 
 
 class Synthetic(Executor):
-    """Files of a synthetic model: p50 = 100 us (110 for tflite) minus what each float layer saves; accuracy = 99%
-    minus the loss of each layer left int8; size grows 1,000 B per float layer. Batch k's timings are scaled by
-    (1 + drift * k)."""
+    """Files of a synthetic model: p50 = 100 us (110 for tflite, +`slower[runtime]`) minus what each float layer
+    saves (times `speedup[runtime]`); accuracy = 99% minus the loss of each layer left int8; size grows 1,000 B per
+    float layer. Batch k's timings are scaled by (1 + drift * k)."""
     name = "synthetic"
 
-    def __init__(self, saves: dict, losses: dict, drift: float = 0.5):
+    def __init__(self, saves: dict, losses: dict, drift: float = 0.5, slower=None, speedup=None):
         self.saves, self.losses, self.drift = saves, losses, drift
+        self.slower, self.speedup = slower or {}, speedup or {}
         self.files, self.exported, self.batches = {}, [], []
 
-    def true_p50(self, path):
+    def true_p50(self, path, runtime=""):
         fmt, floats = self.files[path]
-        return 100.0 + (10 if fmt == "tflite-int8" else 0) - sum(self.saves[layer] for layer in floats)
+        return (100.0 + (10 if fmt == "tflite-int8" else 0) + self.slower.get(runtime, 0)
+                - self.speedup.get(runtime, 1) * sum(self.saves[layer] for layer in floats))
 
     def map(self, fn, jobs, bench=False):
         if fn is S.export_trial:
             assert not bench
             out = []
-            for _, fmt, floats, path in jobs:
+            for _, fmt, floats, path, runtime in jobs:
                 self.files[path] = (fmt, tuple(floats))
                 self.exported.append((fmt, tuple(floats)))
                 acc = 99.0 - sum(v for k, v in self.losses.items() if k not in floats)
                 out.append({"size": 10_000 + 1_000 * len(floats), "accuracy": acc, "agreement": acc / 100, "node": "n"})
             return out
         assert fn is S.time_files and bench and len(jobs) == 1     # one timing task per batch, on a node to itself
-        paths, x1, threads = jobs[0]
+        paths, x1, threads, runtimes = jobs[0]
         k = len(self.batches)
-        self.batches.append(list(paths))
-        return [{"p50_us": [self.true_p50(p) * (1 + self.drift * k) for p in paths], "node": "n", "pid": 1,
+        self.batches.append(list(zip(paths, runtimes)))
+        return [{"p50_us": [self.true_p50(p, rt) * (1 + self.drift * k) for p, rt in zip(paths, runtimes)], "node": "n", "pid": 1,
                  "start": 10.0 * k, "end": 10.0 * k + 1, "files": len(paths)}]
 
 
-def _run(ex, layers, budgets, sampler="auto", trials=32, formats=("onnx-int8",), **kw):
+def _run(ex, layers, budgets, work, sampler="auto", trials=32, formats=("onnx-int8",), **kw):
     space = {f: list(layers) for f in formats}
     return S.run_search(space, SRC, np.zeros((1, 28, 28, 1), np.float32), 99.0, 2000, budgets, sampler, trials, ex,
-                        1, Path(kw.pop("work", "/nonexistent-not-written")), progress=lambda m: None, **kw)
+                        1, Path(work), progress=lambda m: None, **kw)
 
 
 @pytest.fixture
@@ -89,7 +91,30 @@ def test_exhaustive_search_finds_the_optimum_with_drift_removed(work):
     best = res.best()
     assert best[0].config.float_layers == ("l0", "l2", "l3") and best[0].p50_us == pytest.approx(55.0)
     assert all(t.feasible for t in best) and len(best) == 3
-    assert all(ex.batches[k][-1] == res.trials[0].file for k in range(1, len(ex.batches)))   # anchor timed each batch
+    assert all(ex.batches[k][-1] == (res.trials[0].file, "") for k in range(1, len(ex.batches)))   # anchor in each batch
+
+
+def test_runtimes_are_a_dimension_of_the_search(work):
+    # openvino: 20 us slower as full int8, but there each float layer saves twice as much
+    ex = Synthetic({"l0": 30, "l1": 10}, {}, slower={"openvino": 20}, speedup={"openvino": 2})
+    res = _run(ex, ["l0", "l1"], Budgets(), patience=100, work=work, runtimes={"onnx-int8": ["onnxruntime", "openvino"]})
+    assert res.space_size == 6 and len(res.trials) == 6 and res.stop == "every combination tried"
+    assert [t.config.runtime for t in res.trials[:2]] == ["onnxruntime", "openvino"]       # one anchor per runtime
+    for t in res.trials:                         # drift removed per (format, runtime), each file in its own runtime
+        assert t.p50_us == pytest.approx(ex.true_p50(t.file, t.config.runtime), rel=1e-9)
+    best = res.best()                            # one candidate file per layer set: it is benchmarked in every runtime
+    assert best[0].config == S.Config("onnx-int8", ("l0",), "openvino") and best[0].p50_us == pytest.approx(60)
+    assert [(t.config.float_layers, t.config.runtime) for t in best] == [(("l0",), "openvino"), (("l1",), "onnxruntime")]
+
+
+def test_search_runtimes_are_the_installed_ones_asked_for():
+    import importlib.util
+    assert S.search_runtimes("onnx-int8", None)[0] == "onnxruntime"             # the format's default first
+    assert S.search_runtimes("tflite-int8", ["all"]) == ["litert"]
+    assert S.search_runtimes("onnx-int8", ["onnxruntime", "litert"]) == ["onnxruntime"]
+    assert S.search_runtimes("tflite-int8", ["onnxruntime"]) == []               # then tflite is not searched
+    has_ov = importlib.util.find_spec("openvino") is not None
+    assert ("openvino" in S.search_runtimes("onnx-int8", None)) == has_ov
 
 
 def test_the_goal_stops_the_search_early(work):

@@ -66,6 +66,14 @@ def runtimes_for(path: str | Path) -> list[str]:
     return [rt for (f, rt) in _load() if f == fmt]
 
 
+def installed_runtimes(path: str | Path) -> list[str]:
+    """The runtimes that run this file's format and whose packages are importable here, the default first."""
+    import importlib.util
+    fmt = format_of(path)
+    return [rt for (f, rt), cls in _load().items()
+            if f == fmt and all(importlib.util.find_spec(m) is not None for m in cls.needs)]
+
+
 def runner_class(path: str | Path, runtime: str | None = None):
     fmt = format_of(path)
     if runtime is None:

@@ -1,10 +1,11 @@
 """Mixed precision by search, for per-layer precision spaces too large to enumerate (2^layers per int8 format).
 
-    space {format: source layers} -> sampler.ask() -> trials (format, layers kept float)
+    space {format: source layers} x {format: runtimes} -> sampler.ask() -> trials (format, runtime, float layers)
       -> export each trial's file                    executor.map: in this process, or Ray tasks with their CPUs
       -> score it on training images against labels and the source (never the test set: the pick is judged there)
-      -> time the batch interleaved in its runtime   executor.map(bench=True): a node to itself, the full-int8 file
-                                                     of each format in every batch as the anchor against drift
+      -> time the batch interleaved, each file in its trial's runtime
+                                                     executor.map(bench=True): a node to itself, the full-int8 file
+                                                     of each (format, runtime) in every batch as the anchor against drift
       -> sampler.tell(score) -> ... until the trial budget, the goal (a trial inside every budget, the latency one
          included), or `patience` trials without a better feasible one
     The best distinct trials then become ordinary deploy candidates: exported again through the exporters (verified)
@@ -41,9 +42,11 @@ STARTUP = 8                 # TPE's random trials before it models; patience cou
 class Config:
     fmt: str
     float_layers: tuple[str, ...] = ()
+    runtime: str = ""                    # "" : the format's default runtime
 
     def describe(self) -> str:
-        return f"{self.fmt} " + (f"({', '.join(self.float_layers)} float)" if self.float_layers else "(full int8)")
+        where = f" in {self.runtime}" if self.runtime else ""
+        return f"{self.fmt}{where} " + (f"({', '.join(self.float_layers)} float)" if self.float_layers else "(full int8)")
 
 
 @dataclass
@@ -52,7 +55,7 @@ class Trial:
     config: Config
     file: str = ""
     size: int | None = None
-    accuracy: float | None = None        # % on the search's training images
+    accuracy: float | None = None        # % on the search's training images, in the trial's runtime
     agreement: float | None = None       # top-1 agreement with the source on them
     p50_us: float | None = None          # drift-corrected with the batch's anchor
     error: str | None = None
@@ -62,7 +65,8 @@ class Trial:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["config"] = {"format": self.config.fmt, "float_layers": list(self.config.float_layers)}
+        d["config"] = {"format": self.config.fmt, "runtime": self.config.runtime,
+                       "float_layers": list(self.config.float_layers)}
         return d
 
 
@@ -70,6 +74,7 @@ class Trial:
 class SearchResult:
     sampler: str
     space: dict[str, list[str]]
+    runtimes: dict[str, list[str]]
     space_size: int
     budget_trials: int
     images: int
@@ -81,11 +86,16 @@ class SearchResult:
     timings: list[dict] = field(default_factory=list)      # each timing batch: node, start, end, files
 
     def best(self, n: int = 3) -> list[Trial]:
-        """The n best feasible trials that keep some layer float and score better than their format's full-int8
-        file (which is a candidate already)."""
-        full = {t.config.fmt: t.score for t in self.trials if not t.config.float_layers and t.feasible}
-        ok = sorted((t for t in self.trials if t.feasible and t.config.float_layers
-                     and t.score < BETTER * full.get(t.config.fmt, math.inf)), key=lambda t: t.score)
+        """The n best feasible trials that keep some layer float and score better than the full-int8 file of their
+        format in their runtime (a candidate already); one per (format, layers): the candidates run in every runtime."""
+        full = {(t.config.fmt, t.config.runtime): t.score for t in self.trials if not t.config.float_layers and t.feasible}
+        ok, files = [], set()
+        for t in sorted(self.trials, key=lambda t: (t.score, t.number)):
+            key = (t.config.fmt, t.config.float_layers)
+            if (t.feasible and t.config.float_layers and key not in files
+                    and t.score < BETTER * full.get((t.config.fmt, t.config.runtime), math.inf)):
+                ok.append(t)
+                files.add(key)
         return ok[:n]
 
     def to_dict(self) -> dict:
@@ -94,9 +104,10 @@ class SearchResult:
         return d
 
 
-def space_size(space: dict[str, list[str]]) -> int:
-    """Combinations to try: every subset of each format's layers except all of them (that is the fp32 file)."""
-    return sum(2 ** len(layers) - 1 for layers in space.values())
+def space_size(space: dict[str, list[str]], runtimes: dict[str, list[str]] | None = None) -> int:
+    """Combinations to try: every subset of each format's layers except all of them (that is the fp32 file), in each
+    runtime of the format."""
+    return sum((2 ** len(layers) - 1) * len((runtimes or {}).get(f) or [""]) for f, layers in space.items())
 
 
 # ------------------------------------------------------------------------------------------------ samplers
@@ -114,13 +125,14 @@ class Sampler:
 class ExhaustiveSampler(Sampler):
     name = "exhaustive"
 
-    def __init__(self, space: dict[str, list[str]], seed: int = 0):
+    def __init__(self, space: dict[str, list[str]], seed: int = 0, runtimes: dict[str, list[str]] | None = None):
         def gen():
             for k in range(max((len(v) for v in space.values()), default=0)):   # fewest float layers first
                 for fmt, layers in space.items():
                     if k < len(layers):
                         for combo in itertools.combinations(layers, k):
-                            yield Config(fmt, combo)
+                            for rt in (runtimes or {}).get(fmt) or [""]:
+                                yield Config(fmt, combo, rt)
         self._it = gen()
 
     def ask(self):
@@ -129,10 +141,11 @@ class ExhaustiveSampler(Sampler):
 
 
 class TPESampler(Sampler):
-    """Optuna's TPE through its ask-and-tell interface: a format, then int8/float per layer of that format."""
+    """Optuna's TPE through its ask-and-tell interface: a format, its runtime, then int8/float per layer."""
     name = "tpe"
 
-    def __init__(self, space: dict[str, list[str]], seed: int = 0, startup: int = STARTUP):
+    def __init__(self, space: dict[str, list[str]], seed: int = 0, runtimes: dict[str, list[str]] | None = None,
+                 startup: int = STARTUP):
         try:
             import optuna
         except ImportError:
@@ -144,15 +157,18 @@ class TPESampler(Sampler):
             sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, group=True)
         self.study = optuna.create_study(direction="minimize", sampler=sampler)
         self.space, self._optuna = space, optuna
-        fmts = list(space)
-        for fmt in fmts:                                  # full int8 of each format first: the anchors
-            self.study.enqueue_trial({"format": fmt, **{f"{fmt}:{layer}": "int8" for layer in space[fmt]}})
+        self.runtimes = {f: (runtimes or {}).get(f) or [""] for f in space}
+        for fmt in space:                                 # full int8 of each (format, runtime) first: the anchors
+            for rt in self.runtimes[fmt]:
+                self.study.enqueue_trial({"format": fmt, f"runtime:{fmt}": rt,
+                                          **{f"{fmt}:{layer}": "int8" for layer in space[fmt]}})
 
     def ask(self):
         t = self.study.ask()
         fmt = t.suggest_categorical("format", list(self.space))
+        rt = t.suggest_categorical(f"runtime:{fmt}", self.runtimes[fmt])
         layers = tuple(layer for layer in self.space[fmt] if t.suggest_categorical(f"{fmt}:{layer}", ["int8", "float"]) == "float")
-        return Config(fmt, layers), t
+        return Config(fmt, layers, rt), t
 
     def tell(self, handle, score: float) -> None:
         if math.isfinite(score):
@@ -161,12 +177,22 @@ class TPESampler(Sampler):
             self.study.tell(handle, state=self._optuna.trial.TrialState.FAIL)
 
 
-def make_sampler(name: str, space: dict[str, list[str]], trials: int, seed: int = 0) -> Sampler:
+def make_sampler(name: str, space: dict[str, list[str]], trials: int, seed: int = 0,
+                 runtimes: dict[str, list[str]] | None = None) -> Sampler:
     if name not in SAMPLERS:
         raise OptionError(f"unknown --mixed-search {name!r}; expected attribution or one of {', '.join(SAMPLERS)}")
     if name == "auto":
-        name = "exhaustive" if space_size(space) <= trials else "tpe"
-    return ExhaustiveSampler(space, seed) if name == "exhaustive" else TPESampler(space, seed)
+        name = "exhaustive" if space_size(space, runtimes) <= trials else "tpe"
+    return (ExhaustiveSampler if name == "exhaustive" else TPESampler)(space, seed, runtimes)
+
+
+def search_runtimes(fmt: str, wanted: list[str] | None) -> list[str]:
+    """The installed runtimes that run a format's files (default first), limited to `wanted` unless it is None or
+    ["all"]; none when no runtime of the format is installed or wanted (the format is then not searched)."""
+    from benchmarks.runners import installed_runtimes
+    from exporters.registry import get_exporter
+    able = installed_runtimes("x" + get_exporter(fmt).suffix)
+    return able if not wanted or wanted == ["all"] else [rt for rt in able if rt in wanted]
 
 
 # ------------------------------------------------------------------------------------------------ the work
@@ -212,8 +238,9 @@ def _context(src: Source):
     return _CONTEXTS[src]
 
 
-def export_trial(src: Source, fmt: str, float_layers: tuple, path: str) -> dict:
-    """One trial's file, and how it does on the search's training images (accuracy, agreement with the source)."""
+def export_trial(src: Source, fmt: str, float_layers: tuple, path: str, runtime: str = "") -> dict:
+    """One trial's file, and how it does on the search's training images in the trial's runtime (accuracy,
+    agreement with the source)."""
     from benchmarks.runners import open_runner
     from exporters.base import ExportOptions
     from exporters.registry import get_exporter
@@ -226,7 +253,7 @@ def export_trial(src: Source, fmt: str, float_layers: tuple, path: str) -> dict:
     try:
         exp.export(ctx, tmp)
         os.replace(tmp, path)
-        runner = open_runner(path, threads=None)
+        runner = open_runner(path, threads=None, runtime=runtime or None)
         try:
             out = runner.predict(x)
         finally:
@@ -240,12 +267,14 @@ def export_trial(src: Source, fmt: str, float_layers: tuple, path: str) -> dict:
             "agreement": float((out.argmax(1) == ref.argmax(1)).mean()), "node": socket.gethostname()}
 
 
-def time_files(paths: list[str], x1: np.ndarray, threads: int, rounds: int = 3, runs: int = 100) -> dict:
-    """p50 (us) of each file on one image, timed in interleaved rounds; runs as a bench task (a node to itself)."""
+def time_files(paths: list[str], x1: np.ndarray, threads: int, runtimes: list[str] | None = None, rounds: int = 3,
+               runs: int = 100) -> dict:
+    """p50 (us) of each file (in its runtime, "" the default) on one image, timed in interleaved rounds; runs as a
+    bench task (a node to itself)."""
     from benchmarks.runners import open_runner
     from exporters.mixed import _time_interleaved
     start = time.time()
-    runners = [open_runner(p, threads=threads) for p in paths]
+    runners = [open_runner(p, threads=threads, runtime=rt or None) for p, rt in zip(paths, runtimes or [""] * len(paths))]
     try:
         med = _time_interleaved([r.run for r in runners], [r.prepare(x1) for r in runners], rounds, runs)
     finally:
@@ -273,41 +302,48 @@ def _score(t: Trial, budgets, source_accuracy: float, allowed_drop: float) -> tu
 
 def search(ctx, src: Source, formats, budgets, sampler: str = "auto", trials: int = 32, executor=None,
            threads: int = 1, work: Path | None = None, progress=print, batch: int | None = None,
-           patience: int | None = None) -> SearchResult:
-    """Search the layers to keep float in `formats` (int8 formats with `keep_float`) for ctx's source."""
+           patience: int | None = None, runtimes: list[str] | None = None) -> SearchResult:
+    """Search the layers to keep float in `formats` (int8 formats with `keep_float`) for ctx's source, in each
+    installed runtime of those formats (limited to `runtimes` unless None or ["all"])."""
     from exporters.layers import onnx_layers
     from exporters.registry import get_exporter
     layers = [layer.name for layer in onnx_layers(ctx.fp32_onnx())]
-    space = {f: layers for f in formats if get_exporter(f).accepts(ctx.backend)}
+    where = {f: search_runtimes(f, runtimes) for f in formats if get_exporter(f).accepts(ctx.backend)}
+    space = {f: layers for f, rts in where.items() if rts}
     if not space or not layers:
-        raise EdgepackError("no int8 format with per-layer precision can be made from this source: nothing to search")
+        raise EdgepackError("no int8 format with per-layer precision can be made from this source and run in the "
+                            "runtimes asked for: nothing to search")
     register(src, ctx)
     _, x, y, ref = _CONTEXTS[src]
     return run_search(space, src, x[:1], float(100 * (ref.argmax(1) == y).mean()), len(x), budgets, sampler,
-                      trials, executor, threads, Path(work or ctx.work_dir / "search"), progress, batch, patience)
+                      trials, executor, threads, Path(work or ctx.work_dir / "search"), progress, batch, patience,
+                      {f: where[f] for f in space})
 
 
 def run_search(space: dict[str, list[str]], src: Source, x1: np.ndarray, source_accuracy: float, images: int, budgets,
                sampler: str, trials: int, executor, threads: int, work: Path, progress=print,
-               batch: int | None = None, patience: int | None = None) -> SearchResult:
+               batch: int | None = None, patience: int | None = None,
+               runtimes: dict[str, list[str]] | None = None) -> SearchResult:
     """The loop: ask a batch, export it (executor.map), time it (one bench task), tell, stop or go on."""
     from exporters.registry import get_exporter
     from toolkit.recipes.executors import SequentialExecutor
     if trials < 1:
         raise OptionError(f"--trials must be >= 1, got {trials}")
     executor = executor or SequentialExecutor()
-    smp = make_sampler(sampler, space, trials, src.seed)
+    runtimes = {f: (runtimes or {}).get(f) or [""] for f in space}
+    smp = make_sampler(sampler, space, trials, src.seed, runtimes)
     allowed = budgets.max_accuracy_drop if budgets.max_accuracy_drop is not None else DEFAULT_DROP
-    res = SearchResult(smp.name, space, space_size(space), trials, images, source_accuracy, allowed)
+    res = SearchResult(smp.name, space, runtimes, space_size(space, runtimes), trials, images, source_accuracy, allowed)
     work.mkdir(parents=True, exist_ok=True)
     batch = batch or max(4, executor.parallelism())
     patience = patience or max(2 * batch, trials // 2)
     nlayers = max(len(v) for v in space.values())
-    progress(f"mixed-precision search ({smp.name}): {res.space_size:,} combinations of {nlayers} layers x "
-             f"{len(space)} format(s), up to {trials} trials in batches of {batch} ({executor.name} executor); "
+    pairs = ", ".join(f"{f} in {'/'.join(r or 'default' for r in runtimes[f])}" for f in space)
+    progress(f"mixed-precision search ({smp.name}): {res.space_size:,} combinations of {nlayers} layers ({pairs}), "
+             f"up to {trials} trials in batches of {batch} ({executor.name} executor); "
              f"accuracy on {images} training images, allowed drop {allowed:g} pp")
     seen: dict[Config, Trial] = {}
-    anchors: dict[str, tuple[str, float]] = {}         # format -> (full-int8 trial file, its first p50)
+    anchors: dict[tuple, tuple[str, float]] = {}       # (format, runtime) -> (full-int8 trial file, its first p50)
     best, since, repeats = math.inf, 0, 0
     while res.asked < trials and not res.stop:
         asked, twins = [], []
@@ -329,7 +365,7 @@ def run_search(space: dict[str, list[str]], src: Source, x1: np.ndarray, source_
             asked.append((cfg, handle))
         if asked:
             n0 = len(res.trials)
-            jobs = [(src, c.fmt, c.float_layers, str(work / f"trial-{n0 + i:03d}{get_exporter(c.fmt).suffix}"))
+            jobs = [(src, c.fmt, c.float_layers, str(work / f"trial-{n0 + i:03d}{get_exporter(c.fmt).suffix}"), c.runtime)
                     for i, (c, _) in enumerate(asked)]
             outs = executor.map(export_trial, jobs)
             new = []
@@ -337,22 +373,24 @@ def run_search(space: dict[str, list[str]], src: Source, x1: np.ndarray, source_
                 new.append(Trial(n0 + i, cfg, file=job[3], size=o.get("size"), accuracy=o.get("accuracy"),
                                  agreement=o.get("agreement"), error=o.get("error"), node=o.get("node", "")))
             ok = [t for t in new if t.error is None]
-            for t in ok:                               # the first full-int8 file of a format anchors its timings
-                if not t.config.float_layers and t.config.fmt not in anchors:
-                    anchors[t.config.fmt] = (t.file, math.nan)
-            extra = [anchors[f][0] for f in {t.config.fmt for t in ok} if f in anchors
-                     and anchors[f][0] not in [t.file for t in ok]]
+            for t in ok:                               # the first full-int8 file of a (format, runtime) anchors it
+                if not t.config.float_layers and _where(t) not in anchors:
+                    anchors[_where(t)] = (t.file, math.nan)
+            timed = [(t.file, t.config.runtime) for t in ok]
+            timed += [(anchors[k][0], k[1]) for k in dict.fromkeys(_where(t) for t in ok)
+                      if k in anchors and (anchors[k][0], k[1]) not in timed]
             if ok:
-                tm = executor.map(time_files, [([t.file for t in ok] + extra, x1, threads)], bench=True)[0]
-                p50 = dict(zip([t.file for t in ok] + extra, tm["p50_us"]))
+                tm = executor.map(time_files, [([f for f, _ in timed], x1, threads, [rt for _, rt in timed])],
+                                  bench=True)[0]
+                p50 = dict(zip(timed, tm["p50_us"]))
                 res.timings.append({k: tm[k] for k in ("node", "pid", "start", "end", "files")})
-                for f, (path, first) in list(anchors.items()):
-                    if path in p50 and math.isnan(first):
-                        anchors[f] = (path, p50[path])
+                for k, (path, first) in list(anchors.items()):
+                    if (path, k[1]) in p50 and math.isnan(first):
+                        anchors[k] = (path, p50[(path, k[1])])
                 for t in ok:
-                    a = anchors.get(t.config.fmt)
-                    drift = a[1] / p50[a[0]] if a and a[0] in p50 and p50[a[0]] > 0 else 1.0
-                    t.p50_us = p50[t.file] * drift
+                    a = anchors.get(_where(t))
+                    now = p50.get((a[0], t.config.runtime)) if a else None
+                    t.p50_us = p50[(t.file, t.config.runtime)] * (a[1] / now if now else 1.0)
             for (cfg, handle), t in zip(asked, new):
                 t.score, t.feasible = _score(t, budgets, res.source_accuracy, allowed)
                 smp.tell(handle, t.score)
@@ -377,23 +415,31 @@ def run_search(space: dict[str, list[str]], src: Source, x1: np.ndarray, source_
     return res
 
 
+def _where(t: Trial) -> tuple[str, str]:
+    return t.config.fmt, t.config.runtime
+
+
 def search_table(res: SearchResult, picked: list[int] = (), top: int = 15) -> list[str]:
     """Markdown: what the search did and its best trials."""
-    lines = [f"Sampler **{res.sampler}** over {res.space_size:,} combinations ({', '.join(res.space)}; "
+    pairs = ", ".join(f"{f} in {'/'.join(r or 'its default runtime' for r in res.runtimes.get(f, ['']))}"
+                      for f in res.space)
+    lines = [f"Sampler **{res.sampler}** over {res.space_size:,} combinations ({pairs}; "
              f"{len(next(iter(res.space.values()), []))} layers each); {res.asked} trials asked, {len(res.trials)} files "
              f"made; stop: {res.stop}. Accuracy on {res.images} training images (source: {res.source_accuracy:.2f}%, "
              f"allowed drop {res.allowed_drop:g} pp); p50 on one image, interleaved rounds, corrected for drift with "
-             f"each format's full-int8 file timed in every batch. These are the search's proxies; the candidates "
-             f"table has the full-test-set figures.", "",
-             "| trial | format | layers kept float | p50 (us) | size (B) | accuracy, training images | inside budgets | score |",
-             "| ---: | --- | --- | ---: | ---: | ---: | --- | ---: |"]
+             f"the full-int8 file of each format and runtime timed in every batch. These are the search's proxies; "
+             f"the candidates table has the full-test-set figures.", "",
+             "| trial | format | runtime | layers kept float | p50 (us) | size (B) | accuracy, training images | inside budgets | score |",
+             "| ---: | --- | --- | --- | ---: | ---: | ---: | --- | ---: |"]
     ranked = sorted(res.trials, key=lambda t: (t.score, t.number))[:top]
     for t in ranked:
         mark = " **(candidate)**" if t.number in picked else ""
         if t.error:
-            lines.append(f"| {t.number} | {t.config.fmt} | {', '.join(t.config.float_layers) or '-'} | failed: {t.error} | | | | |")
+            lines.append(f"| {t.number} | {t.config.fmt} | {t.config.runtime or 'default'} | "
+                         f"{', '.join(t.config.float_layers) or '-'} | failed: {t.error} | | | | |")
             continue
-        lines.append(f"| {t.number}{mark} | {t.config.fmt} | {', '.join(t.config.float_layers) or '- (full int8)'} | "
+        lines.append(f"| {t.number}{mark} | {t.config.fmt} | {t.config.runtime or 'default'} | "
+                     f"{', '.join(t.config.float_layers) or '- (full int8)'} | "
                      f"{t.p50_us:.1f} | {t.size:,} | {t.accuracy:.2f}% | {'yes' if t.feasible else 'no'} | {t.score:,.1f} |")
     if res.timings:
         lines += ["", "Timing batches (a bench task each: one node to itself, never two at once): " + "; ".join(
