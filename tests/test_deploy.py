@@ -69,6 +69,19 @@ def test_no_candidate_meets_the_budget_names_why():
     assert "no candidate meets the budgets" in msg and "too large" in msg and "\n" not in msg
 
 
+def test_a_drop_budget_without_a_measured_reference_is_refused_not_ignored():
+    with pytest.raises(ModelError, match="needs the fp32 reference accuracy"):
+        pick(_rows(), Budgets(max_accuracy_drop=0.5), reference=None)
+
+
+def test_candidates_are_made_only_for_the_runtimes_asked_for():
+    from toolkit.deploy import BASE_CANDIDATES, candidates_for
+    assert candidates_for(None) == candidates_for(["all"]) == BASE_CANDIDATES
+    assert {c[1] for c in candidates_for(["litert"])} == {"tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8"}
+    assert {c[0] for c in candidates_for(["onnxruntime"])} == {"onnx-fp32", "onnx-int8", "onnx-int8-full-range",
+                                                               "onnx-dynamic"}
+
+
 def test_layers_named_as_the_source_and_matched_in_tflite(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -178,6 +191,10 @@ def test_deploy_nothing_within_budget_fails_in_one_line_keeping_the_pick(deploye
 
 
 @pytest.mark.slow
+def meta_reference(meta):
+    return next(c["accuracy"]["onnxruntime"] for c in meta["candidates"] if c["file"].startswith("candidates/onnx-fp32/"))
+
+
 def test_bundle_device_bench_and_select_two_devices(trained, runtime_venv, tmp_path):
     bundle = tmp_path / "bundle"
     r = _cli("deploy", trained["torch"], "--data", "mnist", "--data-dir", MNIST_DIR, "--out", bundle, "--no-mixed",
@@ -195,7 +212,10 @@ def test_bundle_device_bench_and_select_two_devices(trained, runtime_venv, tmp_p
     assert all(x["golden"]["passed"] for x in rows if "full-range" not in x["model"])
     pick_a = _cli("deploy", "--select", tmp_path / "dev-a.json", bundle, "--out", tmp_path / "a", "--max-accuracy-drop", "1")
     assert pick_a.returncode == 0, pick_a.stderr[-3000:]
-    a = json.loads((tmp_path / "a" / "deploy.json").read_text())["picked"]
+    a_info = json.loads((tmp_path / "a" / "deploy.json").read_text())
+    a = a_info["picked"]
+    # the drop budget is measured from the bundle's fp32 .onnx accuracy (it was silently not applied before)
+    assert a_info["reference_accuracy"] == meta_reference(meta) and a["accuracy"] >= a_info["reference_accuracy"] - 1
     # a second device (a fixture made from the first: another CPU on which the first pick runs 10x slower, and a
     # file whose golden vectors fail there): the same bundle must give another pick, and the failing file is rejected
     data = json.loads((tmp_path / "dev-a.json").read_text())

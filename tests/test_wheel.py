@@ -1,4 +1,5 @@
 """The built wheel is the product: it carries what `edgepack demo` needs (the quickstart recipe is package data)."""
+import json
 import os
 import shutil
 import subprocess
@@ -49,3 +50,13 @@ def test_wheel_installs_and_runs_the_demo_outside_the_repository(tmp_path):
                        cwd=tmp_path)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert (tmp_path / "demo" / "report.md").is_file()
+    # a newcomer's next step: deploy the demo's checkpoint with no data flags; the candidates are benchmarked on the
+    # data the model was trained on (the offline stand-in, by its own name), not on a data set that is not there
+    code = ("import sys; from toolkit.cli import main; sys.exit(main(['deploy', 'demo/keras/model.keras', '--out', "
+            "'dep', '--no-mixed', '--runtime', 'litert']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    deployed = json.loads((tmp_path / "dep" / "deploy.json").read_text())
+    assert deployed["data"] == "digits" and deployed["picked"]["accuracy"] > 80
+    assert all(c["accuracy"] is not None and c["file"].endswith(".tflite") for c in deployed["candidates"])
+    assert deployed["reference_from"] == "the fp32 TFLite in LiteRT"          # no .onnx made that litert cannot run

@@ -36,6 +36,21 @@ BASE_CANDIDATES = [
 MIXED_FORMATS = ("onnx-int8", "tflite-int8")
 GOLDEN_IMAGES = 32
 REFERENCE = "onnx-fp32"
+# the fp32 file whose accuracy an accuracy-drop budget is measured from: the first of these that was benchmarked
+REFERENCES = ((REFERENCE, "onnxruntime", "the fp32 ONNX in ONNX Runtime"), ("tflite-fp32", "litert", "the fp32 TFLite in LiteRT"))
+
+
+def candidates_for(runtimes: list[str] | None) -> list[tuple]:
+    """The base candidates of the formats the requested runtimes run (all of them by default): a `--runtime litert`
+    deploy makes no .onnx candidates it could not benchmark."""
+    if not runtimes or runtimes == ["all"]:
+        return list(BASE_CANDIDATES)
+    from benchmarks.runners import installed_runtimes
+    from exporters.registry import get_exporter
+    keep = [c for c in BASE_CANDIDATES if set(installed_runtimes("x" + get_exporter(c[1]).suffix)) & set(runtimes)]
+    if not keep:
+        raise OptionError(f"none of the runtimes {', '.join(runtimes)} is installed here to run a candidate format")
+    return keep
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -88,14 +103,16 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
     loaded = load_checkpoint(model)
     ds = dataset_for(loaded, data, data_dir, preprocessing)
     check_fits(loaded, ds)
-    if isinstance(data, str) or data is None:         # where the harness's processes read it (the recorded folder)
-        data_dir = data_location(loaded, data, data_dir)[1]
+    data_name = ds.name                                # what the harness's processes and Ray workers load: the
+    if isinstance(data, str) or data is None:         # recorded folder, and a stand-in by its own name
+        data_name, data_dir = data_location(loaded, data, data_dir)
     out.mkdir(parents=True, exist_ok=True)
     ctx = export_context(loaded.model, ds, out / "candidates", source_record=loaded.record, source_path=model)
     labels = {}
     try:
-        variants = [(f, fmt, ExportOptions(**o)) for f, fmt, o, _ in BASE_CANDIDATES]
-        labels.update({f: lab for f, _, _, lab in BASE_CANDIDATES})
+        base = candidates_for(runtimes)
+        variants = [(f, fmt, ExportOptions(**o)) for f, fmt, o, _ in base]
+        labels.update({f: lab for f, _, _, lab in base})
         progress(f"deploy: {len(variants)} candidates from {model.name}, then mixed precision found by measurement")
         results = export_variants(ctx, variants, progress)
         attributions, searched = [], None
@@ -103,16 +120,17 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
             from toolkit.deploy.search import Source, search
             done = [fmt for (_, fmt, o), r in zip(variants, results) if r.ok and o.target == "any" and not o.keep_float
                     and fmt in MIXED_FORMATS]
-            src = Source(str(model.resolve()), ds.name, None if data_dir is None else str(data_dir),
+            src = Source(str(model.resolve()), data_name, None if data_dir is None else str(data_dir),
                          tuple(sorted((preprocessing or {}).items())), str((out / "candidates" / ".search").resolve()))
             searched = search(ctx, src, done, budgets, mixed_search, trials, executor, threads,
-                              out / "candidates" / ".search", progress)
+                              out / "candidates" / ".search", progress, runtimes=runtimes)
             more = []
             for t in searched.best():
                 folder = f"{t.config.fmt}-search-trial-{t.number}"
                 more.append((folder, t.config.fmt, ExportOptions(keep_float=",".join(t.config.float_layers))))
+                found_in = f" in {t.config.runtime}" if t.config.runtime else ""
                 labels[folder] = (f"{t.config.fmt.replace('-', ' ')} mixed ({', '.join(t.config.float_layers)} float; "
-                                  f"search trial {t.number})")
+                                  f"search trial {t.number}{found_in})")
             variants += more
             results += export_variants(ctx, more, progress)
         elif mixed:
@@ -135,19 +153,22 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
     finally:
         ctx.cleanup()
         shutil.rmtree(out / "candidates" / ".search", ignore_errors=True)    # the trials' unverified files
-    rows, bench = _measure(variants, results, labels, ds, data_dir, threads, progress, runtimes or ["all"],
+    rows, bench = _measure(variants, results, labels, data_name, data_dir, threads, progress, runtimes or ["all"],
                            quick=candidates_only, max_size=None if candidates_only else budgets.max_size)
-    reference = next((r.accuracy for r in rows if r.label == labels[REFERENCE] and r.runtime == "onnxruntime"), None)
-    info = {"source": str(model), "data": ds.name, "threads": threads, "machine": bench["machine"],
+    reference, reference_from = next(((r.accuracy, what) for folder, runtime, what in REFERENCES for r in rows
+                                      if r.label == labels.get(folder) and r.runtime == runtime
+                                      and r.accuracy is not None), (None, None))
+    info = {"source": str(model), "data": data_name, "threads": threads, "machine": bench["machine"],
             "timing": bench["timing"],
-            "reference_accuracy": reference, "attributions": [a.to_dict() for a in attributions],
+            "reference_accuracy": reference, "reference_from": reference_from,
+            "attributions": [a.to_dict() for a in attributions],
             "search": searched and searched.to_dict()}
     if candidates_only:
         return write_bundle(out, rows, results, variants, ds, loaded, info, progress)
     return choose(out, rows, budgets, reference, info, attributions, progress, searched=searched)
 
 
-def _measure(variants, results, labels, ds, data_dir, threads, progress, runtimes, quick=False, max_size=None):
+def _measure(variants, results, labels, data_name, data_dir, threads, progress, runtimes, quick=False, max_size=None):
     """Benchmark every verified candidate in the runtimes; rows for all, failures included. A file over the size
     budget is not benchmarked (its size is known: it cannot be picked)."""
     from benchmarks.harness import BenchSettings, benchmark
@@ -166,7 +187,7 @@ def _measure(variants, results, labels, ds, data_dir, threads, progress, runtime
         files.append((folder, fmt, opts, r))
     settings = BenchSettings(threads=[threads], runtimes=runtimes, **({"runs": 10, "min_seconds": 0.0} if quick else {}))
     progress(f"benchmarking {len(files)} verified candidates on {cpu_label()}, full test set, {threads} thread(s)")
-    res = [] if not files else benchmark([str(r.path) for *_, r in files], ds.name, data_dir, settings,
+    res = [] if not files else benchmark([str(r.path) for *_, r in files], data_name, data_dir, settings,
                     progress=lambda m: progress("    " + m))
     by_file = {}
     for b in res:
@@ -196,7 +217,8 @@ def _report(out: Path, rows, best, budgets, reference, info, attributions, headi
              f"- measured on: **{where}**, ONNX Runtime int8 kernel class `{m.get('ort_int8_kernel_class')}`; "
              f"{info['threads']} thread(s); {info.get('timing') or 'timing settings not recorded'}",
              f"- budgets: {budgets.describe()}; preference: {budgets.prefer}",
-             f"- fp32 reference accuracy: {reference:.2f}% (the fp32 ONNX in ONNX Runtime, same run)" if reference is not None
+             f"- fp32 reference accuracy: {reference:.2f}% ({info.get('reference_from') or 'the fp32 ONNX in ONNX Runtime'}, "
+             f"same run)" if reference is not None
              else "- fp32 reference accuracy: not measured",
              f"- **pick: {best.label}** in {best.runtime}: p50 {best.p50_ms:.4f} ms, {best.size:,} B, accuracy "
              f"{best.accuracy:.2f}% -> `best{Path(best.file).suffix}`", "", "## Candidates", ""] + table(rows)
@@ -329,8 +351,9 @@ def select_for_device(bundle_dir, device_json, out, budgets: Budgets | None = No
                             sha256=e["sha256"]))
     if not rows:
         raise ModelError(f"{device_json}: none of its results are files of the bundle {bundle_dir}")
-    reference = next(((e["accuracy"] or {}).get("onnxruntime") for e in bundle["candidates"]
-                      if e["file"].startswith(REFERENCE + "/")), None)
+    reference, reference_from = next((((e["accuracy"] or {})[rt], what) for folder, rt, what in REFERENCES
+                                      for e in bundle["candidates"] if folder in Path(e["file"]).parts
+                                      and (e["accuracy"] or {}).get(rt) is not None), (None, None))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     st = dev.get("settings") or {}
@@ -338,5 +361,6 @@ def select_for_device(bundle_dir, device_json, out, budgets: Budgets | None = No
               else None)
     info = {"source": bundle.get("source"), "data": bundle.get("data"), "threads": (results[0].get("threads") or 1),
             "timing": timing,
-            "machine": machine, "reference_accuracy": reference, "bundle": str(bundle_dir), "device_results": str(device_json)}
+            "machine": machine, "reference_accuracy": reference, "reference_from": reference_from and
+            f"{reference_from}, where the bundle was made", "bundle": str(bundle_dir), "device_results": str(device_json)}
     return choose(out, rows, budgets, reference, info, (), progress, heading="edgepack deploy --select (device results)")

@@ -65,6 +65,9 @@ def pick(rows: list[Row], budgets: Budgets, reference: float | None) -> Row:
     """The best row within every budget: the fastest p50 (ties: the smaller file), or with prefer=size the smallest
     (ties: the faster). Raises ModelError with one line naming the nearest misses when none qualifies."""
     judge(rows, budgets, reference)
+    if budgets.max_accuracy_drop is not None and reference is None:
+        raise ModelError("--max-accuracy-drop needs the fp32 reference accuracy, and no fp32 file was measured in "
+                         "ONNX Runtime or LiteRT (include one of them in --runtime, or give --min-accuracy)")
     ok = [r for r in rows if not r.reasons]
     if not ok:
         near = sorted((r for r in rows if not r.error), key=lambda r: len(r.reasons))[:3]
