@@ -57,6 +57,17 @@ def _in_dir(path: Path):
         os.chdir(old)
 
 
+def import_onnx2tf():
+    """onnx2tf, or a one-line error saying how to install it (the `all` extra leaves it out on Python 3.12)."""
+    try:
+        import onnx2tf
+    except ImportError:
+        raise OptionError("TFLite export from ONNX needs onnx2tf: pip install 'edgepack[all]' (Python 3.10/3.11); on "
+                          "3.12 `pip install --no-deps -r requirements/lock-py312.txt`, as `make setup "
+                          "PYTHON=python3.12` does (its exact onnxsim pin has no 3.12 wheel)") from None
+    return onnx2tf
+
+
 def onnx2tf_convert(ctx: ExportContext) -> Path:
     """Run onnx2tf once per export call (all flavours at once); returns its output folder."""
     o = ctx.options                              # what onnx2tf's files depend on: one conversion per combination
@@ -66,7 +77,7 @@ def onnx2tf_convert(ctx: ExportContext) -> Path:
     from toolkit.tf_import import import_tensorflow, quiet_stderr
     import_tensorflow()
     with quiet_stderr():
-        import onnx2tf
+        onnx2tf = import_onnx2tf()
     work = ctx.work_dir / f"onnx2tf-{sum(k.startswith('onnx2tf-dir') for k in ctx.produced)}"
     work.mkdir(exist_ok=True)
     src = work / ctx.fp32_onnx().name            # onnx2tf rewrites its input in place (onnxsim): use a copy

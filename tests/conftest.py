@@ -1,5 +1,6 @@
 import os
 import subprocess
+import sys
 import venv
 from pathlib import Path
 
@@ -10,6 +11,9 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 ROOT = Path(__file__).resolve().parents[1]
+# the lock of the Python running the tests (make setup picks the same one)
+_v = f"lock-py{sys.version_info[0]}{sys.version_info[1]}.txt"
+LOCK = ROOT / "requirements" / (_v if (ROOT / "requirements" / _v).exists() else "lock.txt")
 SHARED_DATA = Path(os.environ.get("EDGEPACK_TEST_DATA") or ROOT.parent / "shared" / "data")
 MNIST_DIR = SHARED_DATA / "mnist"
 CIFAR_TARBALL = SHARED_DATA / "cifar10-jpeg.tar.gz"
@@ -112,10 +116,10 @@ def runtime_venv(tmp_path_factory):
     d = tmp_path_factory.mktemp("runtime-venv")
     venv.EnvBuilder(with_pip=True).create(d)
     py = d / "bin" / "python"
-    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-c", str(ROOT / "requirements" / "lock.txt"),
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-c", str(LOCK),
                         "--no-build-isolation", f"{ROOT}[runtime]"], capture_output=True, text=True, timeout=900)
     if r.returncode != 0:   # older bundled setuptools cannot build the project: install its pins, run from the tree
-        r2 = subprocess.run([str(py), "-m", "pip", "install", "-q", "-c", str(ROOT / "requirements" / "lock.txt"),
+        r2 = subprocess.run([str(py), "-m", "pip", "install", "-q", "-c", str(LOCK),
                              "numpy", "onnxruntime", "ai-edge-litert", "pillow"], capture_output=True, text=True, timeout=900)
         assert r2.returncode == 0, r2.stderr[-2000:]
     return py

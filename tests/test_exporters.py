@@ -26,6 +26,15 @@ def test_registry_lists_every_format_once():
         get_exporter("coreml")
 
 
+def test_missing_onnx2tf_is_one_line_saying_how_to_install(monkeypatch):
+    """The `all` extra leaves onnx2tf out on Python 3.12 (its onnxsim pin has no cp312 wheel)."""
+    from exporters.tflite import import_onnx2tf
+    monkeypatch.setitem(sys.modules, "onnx2tf", None)            # import onnx2tf -> ImportError
+    with pytest.raises(OptionError) as e:
+        import_onnx2tf()
+    assert "\n" not in str(e.value) and "lock-py312.txt" in str(e.value) and "--no-deps" in str(e.value)
+
+
 @pytest.mark.parametrize("fw", ["torch", "keras"])
 @pytest.mark.parametrize("fmt", list_exporters())
 def test_every_format_exports_and_verifies(exported, fw, fmt):
