@@ -144,3 +144,52 @@ def test_params_means_trainable_parameters_in_every_record(tmp_path):
              tmp_path / "c", ds, verbose=False)
     rec = json.loads((tmp_path / "c" / "metrics.json").read_text())["steps"][0]
     assert rec["before"]["params"] == res.metrics["params"]
+
+
+def _separable(n=400, k=10, seed=0):
+    """k classes of 8x8 grey images: class c has pixel c lit, the rest low noise (linearly separable)."""
+    from toolkit.data import Dataset
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n).astype(np.int64)
+    x = rng.integers(0, 30, (n, 8, 8, 1)).astype(np.uint8)
+    x.reshape(n, -1)[np.arange(n), y] = 255
+    return Dataset("lit-pixel", "synthetic", x, y, x, y, [str(c) for c in range(k)], (0.1,), (0.3,))
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_label_smoothing_bounds_the_training_loss_by_the_smoothed_targets_entropy(framework):
+    """Cross-entropy against smoothed targets q is >= H(q) for any prediction; without smoothing a separable set
+    drives it towards 0. Both backends, same option."""
+    from toolkit.backends import get_backend
+    backend, ds, eps, k = get_backend(framework), _separable(), 0.3, 10
+    q = np.full(k, eps / k)
+    q[0] += 1 - eps
+    entropy = float(-(q * np.log(q)).sum())                    # 1.18 nats for e = 0.3, K = 10
+
+    def final_epoch(smoothing):
+        if framework == "torch":
+            from torch import nn
+            model = nn.Sequential(nn.Flatten(), nn.Linear(64, k))
+        else:
+            from toolkit.backends.keras.model import keras
+            model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(k)])
+        cfg = TrainConfig(epochs=12, batch_size=32, lr=0.05, val_fraction=0.0, label_smoothing=smoothing, seed=0)
+        return backend.fit(model, ds, cfg, verbose=False).epochs[-1]
+
+    plain, smoothed = final_epoch(0.0), final_epoch(eps)
+    assert plain["accuracy"] == 1.0 and smoothed["accuracy"] == 1.0
+    assert plain["loss"] < 0.5 * entropy                        # nothing holds plain cross-entropy up
+    assert entropy - 1e-3 <= smoothed["loss"] < entropy + 0.3   # smoothing does, and training still gets near it
+
+
+def test_label_smoothing_is_a_recipe_key_and_a_flag_and_is_range_checked():
+    import argparse
+    from toolkit.options import add_arguments, from_args, from_recipe, recipe_schema
+    with pytest.raises(OptionError, match=r"label smoothing must be in \[0, 1\)"):
+        TrainConfig(label_smoothing=1.0)
+    assert "label_smoothing" in recipe_schema(TrainConfig)
+    assert from_recipe(TrainConfig, {"label_smoothing": 0.1}).label_smoothing == 0.1
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, TrainConfig)
+    assert from_args(TrainConfig, parser.parse_args(["--label-smoothing", "0.2"])).label_smoothing == 0.2
+    assert from_args(TrainConfig, parser.parse_args([])).label_smoothing == 0.0

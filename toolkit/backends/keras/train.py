@@ -24,8 +24,13 @@ def outputs_probabilities(model) -> bool:
     return act is not None and getattr(act, "__name__", "") == "softmax"
 
 
-def _cross_entropy(model):
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model))
+def _cross_entropy(model, label_smoothing: float = 0.0):
+    """loss(y, outputs) on integer labels; with smoothing, on one-hot targets (the sparse loss has no smoothing)."""
+    from_logits = not outputs_probabilities(model)
+    if not label_smoothing:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    smoothed = keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=label_smoothing)
+    return lambda y, outputs: smoothed(tf.one_hot(y, tf.shape(outputs)[-1]), outputs)
 
 
 def _optimizer(cfg: TrainConfig):
@@ -50,7 +55,7 @@ def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, 
                              "rebuild it without the final softmax (tf.keras.applications: classifier_activation=None)")
         if verbose:
             print(f"note: {model.name} ends in a softmax: trained with cross-entropy on probabilities", flush=True)
-    ce = _cross_entropy(model)
+    ce = _cross_entropy(model, cfg.label_smoothing)
     loss_fn = loss_fn or (lambda logits, y, x: ce(y, logits))
 
     @tf.function(reduce_retracing=True)

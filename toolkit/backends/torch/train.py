@@ -33,7 +33,7 @@ def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | No
     torch.manual_seed(cfg.seed)
     model.to(memory_format=torch.channels_last)
     opt = _optimizer(model, cfg, extra_parameters or ())
-    loss_fn = loss_fn or (lambda logits, y, x: F.cross_entropy(logits, y))
+    loss_fn = loss_fn or (lambda logits, y, x: F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing))
 
     def step(xb, yb, lr):
         model.train()
