@@ -22,8 +22,8 @@ class TrainConfig:
     lr: float = option(1e-3, "learning rate (the peak of a one-cycle schedule)")
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(0.0, "L2 weight decay")
-    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy targets: the true class gets 1 - e + e/K, "
-                                         "every class e/K (0: off; distillation keeps its own loss)")
+    label_smoothing: float = option(0.0, "label smoothing e of the cross-entropy targets: the true class gets 1 - e + e/K, "
+                                         "the others e/K (0: off; distillation keeps its own loss)")
     schedule: str = option("constant", "learning-rate schedule", choices=SCHEDULES)
     augment: bool = option(False, "random crop (pad 4) + horizontal flip (CIFAR)")
     val_fraction: float = option(0.1, "training images held out for validation (0: train on all)")
