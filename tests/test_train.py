@@ -193,3 +193,82 @@ def test_label_smoothing_is_a_recipe_key_and_a_flag_and_is_range_checked():
     add_arguments(parser, TrainConfig)
     assert from_args(TrainConfig, parser.parse_args(["--label-smoothing", "0.2"])).label_smoothing == 0.2
     assert from_args(TrainConfig, parser.parse_args([])).label_smoothing == 0.0
+
+
+def _flat_rgb(n=64, side=16, value=200):
+    """n RGB images of one flat colour (not the mean), so the only exact zeros after normalization are cutout's."""
+    from toolkit.data import Dataset
+    x = np.full((n, side, side, 3), value, np.uint8)
+    y = np.arange(n) % 10
+    return Dataset("flat", "synthetic", x, y, x, y, [str(c) for c in range(10)], (0.5, 0.4, 0.3), (0.2, 0.2, 0.2))
+
+
+def _boxes(zero_mask):
+    """Per image (H, W) mask: (rows, cols) of its bounding box, and whether the mask fills that box exactly."""
+    out = []
+    for m in zero_mask:
+        ys, xs = np.where(m)
+        rows, cols = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+        out.append((rows, cols, m.sum() == rows * cols))
+    return out
+
+
+def test_cutout_sets_one_clipped_square_per_image_to_the_mean_in_both_layouts():
+    from toolkit.data import iterate_batches
+    ds, size = _flat_rgb(), 6
+    idx = np.arange(len(ds.y_train))
+
+    def batches(layout, cutout):
+        return list(iterate_batches(ds, idx, 16, layout, shuffle=True, augment=True, cutout=cutout, seed=3, epoch=1))
+
+    nhwc, nchw = batches("NHWC", size), batches("NCHW", size)
+    for (a, ya), (b, yb) in zip(nhwc, nchw):                 # one order, one crop and one square in either layout
+        np.testing.assert_array_equal(a, b.transpose(0, 2, 3, 1))
+        np.testing.assert_array_equal(ya, yb)
+    x = np.concatenate([a for a, _ in nhwc])
+    zero = x == 0.0                                           # 0 after normalization: the mean colour
+    assert (zero.all(-1) == zero.any(-1)).all()               # all channels of a cut pixel, never some
+    boxes = _boxes(zero.all(-1))
+    assert all(full for _, _, full in boxes)                  # one solid rectangle per image
+    sides = {s for r, c, _ in boxes for s in (r, c)}
+    assert sides <= set(range(size - size // 2, size + 1)) and size in sides   # size, or clipped at a border
+    assert sum(r == c == size for r, c, _ in boxes) > len(boxes) // 3          # most squares lie inside
+    off = batches("NHWC", 0)
+    assert not any((a == 0.0).any() for a, _ in off)          # off: no pixel is cut
+    first, cut = off[0][0], zero[:len(off[0][0])]             # the first batch's crops come before any square is drawn
+    np.testing.assert_array_equal(first[~cut], nhwc[0][0][~cut])   # so cutout changed nothing but its squares
+
+
+def test_training_batches_carry_cutout_through_the_shared_epoch_loop():
+    """Both backends train through run_epochs: the batches its step gets are cut when the config says so."""
+    from toolkit.train import run_epochs
+    ds = _flat_rgb(n=40)
+
+    def cut_fraction(cfg):
+        seen = []
+        run_epochs(None, ds, cfg, "NCHW", step=lambda x, y, lr: (seen.append((x == 0.0).all(1)), (1.0, 0))[1],
+                   validate=lambda idx: (1.0, 0.5), snapshot=lambda: None, restore=lambda s: None, verbose=False)
+        return float(np.concatenate(seen).mean())
+
+    base = dict(epochs=2, batch_size=8, val_fraction=0.0, augment=True)
+    assert cut_fraction(TrainConfig(**base)) == 0.0
+    frac = cut_fraction(TrainConfig(**base, cutout=4))
+    assert 9 / 256 < frac <= 16 / 256                         # about one 4x4 square (some clipped) per 16x16 image
+
+
+def test_cutout_option_needs_augment_is_checked_and_a_fine_tune_without_augment_drops_it():
+    import argparse
+    from types import SimpleNamespace
+    from toolkit.compress.techniques import _train_config
+    from toolkit.options import add_arguments, from_args, from_recipe
+    with pytest.raises(OptionError, match="needs augment"):
+        TrainConfig(cutout=8)
+    with pytest.raises(OptionError, match="cutout must be >= 0"):
+        TrainConfig(cutout=-1, augment=True)
+    assert from_recipe(TrainConfig, {"cutout": 8, "augment": True}).cutout == 8
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, TrainConfig)
+    assert from_args(TrainConfig, parser.parse_args(["--augment", "--cutout", "8"])).cutout == 8
+    state = SimpleNamespace(train_config=TrainConfig(augment=True, cutout=8))
+    assert _train_config(state, 1, 0.01, augment=False).cutout == 0           # pruning fine-tunes default to no augment
+    assert _train_config(state, 1, 0.01, augment=True).cutout == 8

@@ -26,6 +26,8 @@ class TrainConfig:
                                          "the others e/K (0: off; distillation keeps its own loss)")
     schedule: str = option("constant", "learning-rate schedule", choices=SCHEDULES)
     augment: bool = option(False, "random crop (pad 4) + horizontal flip (CIFAR)")
+    cutout: int = option(0, "cutout (needs augment): after crop + flip, one random square of this side in pixels per "
+                            "image, centred anywhere and clipped at the border, is set to the mean colour (0: off)")
     val_fraction: float = option(0.1, "training images held out for validation (0: train on all)")
     patience: int = option(0, "early-stopping patience in epochs on validation loss (0: off; best weights still restored)")
     restore_best: bool = option(True, "restore the best-validation weights at the end (off while pruning: masks move on)",
@@ -43,6 +45,10 @@ class TrainConfig:
             raise OptionError(f"validation fraction must be in [0, 1), got {self.val_fraction}")
         if not 0 <= self.label_smoothing < 1:
             raise OptionError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.cutout < 0:
+            raise OptionError(f"cutout must be >= 0 pixels, got {self.cutout}")
+        if self.cutout and not self.augment:
+            raise OptionError("cutout is part of the augmentation: it needs augment (--augment, or augment = true)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,7 +123,7 @@ def run_epochs(model, ds, cfg: "TrainConfig", layout: str, *, step, validate, sn
     for epoch in range(cfg.epochs):
         t0, seen, loss_sum, correct = time.time(), 0, 0.0, 0
         batches = iterate_batches(ds, train_idx, cfg.batch_size, layout, shuffle=True, augment=cfg.augment,
-                                  seed=cfg.seed, epoch=epoch)
+                                  cutout=cfg.cutout, seed=cfg.seed, epoch=epoch)
         bar = progress(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=verbose)
         for xb, yb in bar:
             lr = lr_at(cfg, n_step, total)

@@ -47,6 +47,8 @@ def _fine_tune(state, epochs, lr):
 
 
 def _train_config(state, epochs, lr, batch_size=None, **extra):
+    if not extra.get("augment", state.train_config.augment):
+        extra["cutout"] = 0                 # cutout is part of the augmentation a fine-tune turns off
     base = dataclasses.replace(state.train_config, epochs=epochs, lr=lr, **extra)
     return dataclasses.replace(base, batch_size=batch_size) if batch_size else base
 

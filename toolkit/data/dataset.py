@@ -196,9 +196,23 @@ def augment_crop_flip(x: np.ndarray, rng: np.random.Generator, pad: int = 4, fli
     return out
 
 
+def cutout_mask(n: int, h: int, w: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Cutout (DeVries & Taylor 2017): per image one size x size square, its centre uniform over the image,
+    clipped at the border; True where the pixels are cut. Shape (n, h, w)."""
+    cy, cx = rng.integers(0, h, n), rng.integers(0, w, n)
+    y0, x0 = np.clip(cy - size // 2, 0, h), np.clip(cx - size // 2, 0, w)
+    y1, x1 = np.clip(cy - size // 2 + size, 0, h), np.clip(cx - size // 2 + size, 0, w)
+    rows, cols = np.arange(h)[None, :], np.arange(w)[None, :]
+    in_y = (rows >= y0[:, None]) & (rows < y1[:, None])
+    in_x = (cols >= x0[:, None]) & (cols < x1[:, None])
+    return in_y[:, :, None] & in_x[:, None, :]
+
+
 def iterate_batches(ds: Dataset, indices: np.ndarray, batch_size: int, layout: str, *, shuffle: bool,
-                    augment: bool, seed: int, epoch: int = 0, split: str = "train") -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield normalized float32 batches in `layout`; seeded per epoch so both frameworks see one order."""
+                    augment: bool, seed: int, epoch: int = 0, split: str = "train",
+                    cutout: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield normalized float32 batches in `layout`; seeded per epoch so both frameworks see one order.
+    With augment: random crop + flip, then (cutout > 0) a cutout square set to 0 after normalization, the mean colour."""
     x_all = ds.x_train if split == "train" else ds.x_test
     y_all = ds.y_train if split == "train" else ds.y_test
     rng = np.random.default_rng((seed, epoch))
@@ -208,4 +222,8 @@ def iterate_batches(ds: Dataset, indices: np.ndarray, batch_size: int, layout: s
         xb = x_all[sel]
         if augment:
             xb = augment_crop_flip(xb, rng)
-        yield ds.normalize(xb, layout), y_all[sel]
+        xn = ds.normalize(xb, layout)
+        if augment and cutout:
+            mask = cutout_mask(len(xb), xb.shape[1], xb.shape[2], cutout, rng)
+            (xn.transpose(0, 2, 3, 1) if layout == "NCHW" else xn)[mask] = 0.0
+        yield xn, y_all[sel]
