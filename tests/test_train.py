@@ -272,3 +272,69 @@ def test_cutout_option_needs_augment_is_checked_and_a_fine_tune_without_augment_
     state = SimpleNamespace(train_config=TrainConfig(augment=True, cutout=8))
     assert _train_config(state, 1, 0.01, augment=False).cutout == 0           # pruning fine-tunes default to no augment
     assert _train_config(state, 1, 0.01, augment=True).cutout == 8
+
+
+class _FakeClock:
+    """Seconds that pass only when a training step says so: epochs of a known length, no sleeping."""
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _timed_run(cfg, step_seconds, n=40):
+    """run_epochs on n images whose steps take step_seconds(epoch) fake seconds; returns (history, lrs, clock)."""
+    from toolkit.train import run_epochs
+    clock, lrs, ds = _FakeClock(), [], _flat_rgb(n=n)
+    state = {"epoch": 0}
+
+    def step(x, y, lr):
+        lrs.append(lr)
+        clock.now += step_seconds(state["epoch"])
+        return 1.0, 0
+
+    hist = run_epochs(None, ds, cfg, "NHWC", step=step, validate=lambda idx: (1.0, 0.5), snapshot=lambda: None,
+                      restore=lambda s: None, callbacks=[type("E", (), {"on_epoch_end": lambda self, e: state.update(epoch=e + 1)})()],
+                      verbose=False, clock=clock)
+    return hist, lrs, clock
+
+
+def test_time_budget_plans_the_epochs_and_ends_the_one_cycle_schedule_on_time():
+    cfg = TrainConfig(epochs=100, batch_size=4, lr=0.1, val_fraction=0.0, schedule="onecycle", time_budget=1.0)
+    hist, lrs, clock = _timed_run(cfg, lambda epoch: 1.0)       # 10 steps of 1 s: 10 s per epoch, 60 s budget
+    assert len(hist.epochs) == 6 and hist.stopped_on_time and clock.now == 60.0
+    six = TrainConfig(epochs=6, batch_size=4, lr=0.1, val_fraction=0.0, schedule="onecycle")
+    assert lrs[10:] == [lr_at(six, s, 60) for s in range(10, 60)]   # once planned: the 6-epoch schedule exactly
+    assert lrs[-1] < 2e-3 * cfg.lr and max(lrs) > 0.95 * cfg.lr     # annealed to the end, past the peak
+    assert hist.to_dict()["stopped_on_time"] is True
+
+
+def test_time_budget_shortens_the_plan_when_epochs_slow_down_and_caps_at_epochs():
+    cfg = TrainConfig(epochs=100, batch_size=4, lr=0.1, val_fraction=0.0, schedule="onecycle", time_budget=2.0)
+    hist, lrs, clock = _timed_run(cfg, lambda epoch: 1.0 if epoch < 3 else 2.0)   # 10 s, then 20 s per epoch
+    assert clock.now <= 120.0                                    # inside the budget despite the slowdown
+    assert len(hist.epochs) == 7 and lrs[-1] < 2e-3 * cfg.lr     # 3 x 10 s + 4 x 20 s = 110 s; an 8th would not fit
+    capped, _, _ = _timed_run(TrainConfig(epochs=3, batch_size=4, val_fraction=0.0, time_budget=10.0), lambda e: 1.0)
+    assert len(capped.epochs) == 3 and not capped.stopped_on_time   # a budget never adds epochs beyond `epochs`
+    plain, _, _ = _timed_run(TrainConfig(epochs=3, batch_size=4, val_fraction=0.0), lambda e: 100.0)
+    assert len(plain.epochs) == 3 and not plain.stopped_on_time     # no budget: epochs as asked, however slow
+
+
+def test_plan_epochs_never_undoes_finished_epochs():
+    from toolkit.train import plan_epochs
+    assert plan_epochs(60, [], 50) == 50                         # nothing measured yet: the most
+    assert plan_epochs(60, [10.0], 50) == 6
+    assert plan_epochs(60, [10.0, 10.0, 30.0], 50) == 3          # over budget already: stop where it is
+    assert plan_epochs(60, [10.0, 10.0, 10.0], 4) == 4
+
+
+def test_time_budget_option_is_checked_and_not_inherited_by_fine_tunes():
+    from types import SimpleNamespace
+    from toolkit.compress.techniques import _train_config
+    from toolkit.options import from_recipe
+    with pytest.raises(OptionError, match="time budget must be >= 0"):
+        TrainConfig(time_budget=-1)
+    assert from_recipe(TrainConfig, {"time_budget": 85}).time_budget == 85
+    state = SimpleNamespace(train_config=TrainConfig(time_budget=85.0))
+    assert _train_config(state, 2, 0.01).time_budget == 0.0

@@ -55,7 +55,8 @@ def train(framework: str, arch: str | ArchSpec, data: str | Dataset, data_dir: s
     model = backend.build(spec, seed=cfg.seed)
     if verbose:
         print(f"training {spec.name} ({framework}) on {ds.name} [{ds.source}]: {len(ds.y_train)} train / "
-              f"{len(ds.y_test)} test images, {cfg.epochs} epochs", flush=True)
+              f"{len(ds.y_test)} test images, " + (f"a {cfg.time_budget:g}-minute time budget (at most {cfg.epochs} "
+              f"epochs)" if cfg.time_budget else f"{cfg.epochs} epochs"), flush=True)
     t0 = time.time()
     hist = backend.fit(model, ds, cfg, verbose=verbose, loss_fn=loss_fn)
     train_seconds = time.time() - t0
@@ -65,7 +66,8 @@ def train(framework: str, arch: str | ArchSpec, data: str | Dataset, data_dir: s
     metrics = {"test_accuracy": test_acc, "test_loss": test_loss, "test_images": int(len(ds.y_test)),
                # "params" means trainable parameters everywhere (compress, bench); BatchNorm statistics add to the total
                "params": params["trainable"], "params_total": params["total"], "epochs": len(hist.epochs),
-               "best_epoch": hist.best_epoch, "train_seconds": round(train_seconds, 2), "framework": framework,
+               "stopped_on_time": hist.stopped_on_time, "best_epoch": hist.best_epoch,
+               "train_seconds": round(train_seconds, 2), "framework": framework,
                "arch": spec.name, "data": ds.name, "data_source": ds.source, "config": cfg.to_dict()}
     rec = ArtifactRecord("checkpoint", ckpt.name, framework=framework, format=framework, arch=spec.to_dict(),
                          dataset=dataset_info(ds), metrics={k: metrics[k] for k in ("test_accuracy", "params", "epochs")},

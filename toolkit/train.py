@@ -16,7 +16,7 @@ SCHEDULES = ("constant", "cosine", "onecycle")
 @dataclass
 class TrainConfig:
     """Training options, declared once: `edgepack train` flags and recipe train-step keys come from these fields."""
-    epochs: int = option(4, "training epochs")
+    epochs: int = option(4, "training epochs (with a time budget: the most epochs)")
     batch_size: int = option(32, "batch size (32: the Keras fit() default of the TFMOT tutorials)")
     optimizer: str = option("adam", "optimizer (SGD: Nesterov momentum)", choices=OPTIMIZERS)
     lr: float = option(1e-3, "learning rate (the peak of a one-cycle schedule)")
@@ -32,6 +32,9 @@ class TrainConfig:
     patience: int = option(0, "early-stopping patience in epochs on validation loss (0: off; best weights still restored)")
     restore_best: bool = option(True, "restore the best-validation weights at the end (off while pruning: masks move on)",
                                 negate="--keep-last")
+    time_budget: float = option(0.0, "minutes of training: after each epoch the number of epochs is planned again "
+                                     "from the measured epoch time (at most `epochs`) and the LR schedule is "
+                                     "stretched or shrunk to end on time (0: off; a fine-tune does not inherit it)")
     seed: int = option(0, "seed of data order, augmentation and initialisation")
     threads: int | None = option(None, "framework threads (default: the framework's own choice)")
 
@@ -45,6 +48,8 @@ class TrainConfig:
             raise OptionError(f"validation fraction must be in [0, 1), got {self.val_fraction}")
         if not 0 <= self.label_smoothing < 1:
             raise OptionError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not self.time_budget >= 0:
+            raise OptionError(f"time budget must be >= 0 minutes, got {self.time_budget}")
         if self.cutout < 0:
             raise OptionError(f"cutout must be >= 0 pixels, got {self.cutout}")
         if self.cutout and not self.augment:
@@ -86,6 +91,19 @@ def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
     return cfg.lr / 1e4 + (cfg.lr - cfg.lr / 1e4) * 0.5 * (1 + math.cos(math.pi * u))
 
 
+def plan_epochs(budget_s: float, seconds: list[float], most: int) -> int:
+    """Epochs that fit a training time budget, given the seconds each finished epoch took: the finished ones plus
+    as many more as the remaining time holds at the recent pace (the slower of the last epoch and the mean of the
+    last three, so a slowdown shortens the plan at once); never fewer than finished, never more than `most`."""
+    done = len(seconds)
+    if not done:
+        return most
+    recent = seconds[-3:]
+    pace = max(seconds[-1], sum(recent) / len(recent), 1e-9)
+    more = int(max(budget_s - sum(seconds), 0.0) // pace)
+    return max(done, min(most, done + more))
+
+
 @dataclass
 class EarlyStopper:
     """Tracks the best validation loss; `stop` turns true after `patience` epochs without improvement."""
@@ -108,23 +126,26 @@ class EarlyStopper:
 
 
 def run_epochs(model, ds, cfg: "TrainConfig", layout: str, *, step, validate, snapshot, restore,
-               callbacks=None, verbose: bool = True) -> "History":
+               callbacks=None, verbose: bool = True, clock=None) -> "History":
     """The epoch loop both backends share: seeded batches, per-step LR, callbacks, validation, early
-    stopping with best-weights restore. Backends supply `step(x, y, lr) -> (loss, n_correct)`,
-    `validate(val_idx) -> (loss, acc)`, `snapshot() -> state` and `restore(state)`."""
+    stopping with best-weights restore, and the time budget's epoch plan. Backends supply
+    `step(x, y, lr) -> (loss, n_correct)`, `validate(val_idx) -> (loss, acc)`, `snapshot() -> state` and
+    `restore(state)`; `clock` (seconds, default time.monotonic) is for tests."""
     import time
     from toolkit.data import iterate_batches
     from toolkit.progress import progress
+    clock = clock or time.monotonic
     train_idx, val_idx = ds.split(cfg.val_fraction, cfg.seed)
     steps_per_epoch = -(-len(train_idx) // cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
+    planned, budget_s = cfg.epochs, cfg.time_budget * 60.0
     call_hooks(callbacks, "on_train_begin", model)
-    stopper, hist, best, n_step, lr = EarlyStopper(cfg.patience), History(), None, 0, cfg.lr
-    for epoch in range(cfg.epochs):
-        t0, seen, loss_sum, correct = time.time(), 0, 0.0, 0
+    stopper, hist, best, n_step, lr, epoch = EarlyStopper(cfg.patience), History(), None, 0, cfg.lr, 0
+    while epoch < planned:
+        t0, seen, loss_sum, correct = clock(), 0, 0.0, 0
+        total = steps_per_epoch * planned                  # the schedule's length: fixed, or the budget's plan
         batches = iterate_batches(ds, train_idx, cfg.batch_size, layout, shuffle=True, augment=cfg.augment,
                                   cutout=cfg.cutout, seed=cfg.seed, epoch=epoch)
-        bar = progress(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=verbose)
+        bar = progress(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{planned}", enabled=verbose)
         for xb, yb in bar:
             lr = lr_at(cfg, n_step, total)
             call_hooks(callbacks, "on_step_begin", n_step)
@@ -138,17 +159,25 @@ def run_epochs(model, ds, cfg: "TrainConfig", layout: str, *, step, validate, sn
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
         call_hooks(callbacks, "on_epoch_end", epoch)
         val_loss, val_acc = validate(val_idx) if len(val_idx) else (None, None)
+        seconds = clock() - t0
         hist.add(epoch=epoch + 1, loss=loss_sum / seen, accuracy=correct / seen, val_loss=val_loss,
-                 val_accuracy=val_acc, lr=lr, seconds=time.time() - t0)
+                 val_accuracy=val_acc, lr=lr, seconds=seconds)
+        epoch += 1
         if verbose:
             vl = f" val_loss {val_loss:.4f} val_acc {val_acc:.4f}" if val_loss is not None else ""
-            print(f"epoch {epoch + 1}: loss {loss_sum / seen:.4f} acc {correct / seen:.4f}{vl} ({time.time() - t0:.1f}s)", flush=True)
+            print(f"epoch {epoch}: loss {loss_sum / seen:.4f} acc {correct / seen:.4f}{vl} ({seconds:.1f}s)", flush=True)
+        if budget_s:
+            before, planned = planned, plan_epochs(budget_s, [r["seconds"] for r in hist.epochs], cfg.epochs)
+            if verbose and planned != before:
+                print(f"time budget {cfg.time_budget:g} min: {planned} epochs planned "
+                      f"({sum(r['seconds'] for r in hist.epochs) / 60:.1f} min used in {epoch})", flush=True)
         if val_loss is not None:
-            if stopper.update(val_loss, epoch + 1) and cfg.restore_best:
+            if stopper.update(val_loss, epoch) and cfg.restore_best:
                 best = snapshot()
             if stopper.stop:
                 hist.stopped_early = True
                 break
+    hist.stopped_on_time = bool(budget_s) and len(hist.epochs) < cfg.epochs and not hist.stopped_early
     call_hooks(callbacks, "on_train_end", model)
     if best is not None:
         restore(best)
@@ -161,12 +190,14 @@ class History:
     epochs: list[dict] = field(default_factory=list)   # one dict per epoch: loss, accuracy, val_loss, val_accuracy, lr, seconds
     best_epoch: int | None = None
     stopped_early: bool = False
+    stopped_on_time: bool = False      # the time budget planned fewer epochs than `epochs`
 
     def add(self, **row) -> None:
         self.epochs.append({k: (float(v) if v is not None else None) for k, v in row.items()})
 
     def to_dict(self) -> dict:
-        return {"epochs": self.epochs, "best_epoch": self.best_epoch, "stopped_early": self.stopped_early}
+        return {"epochs": self.epochs, "best_epoch": self.best_epoch, "stopped_early": self.stopped_early,
+                "stopped_on_time": self.stopped_on_time}
 
     def save(self, json_path: Path, png_path: Path | None = None, title: str = "") -> None:
         Path(json_path).write_text(json.dumps(self.to_dict(), indent=2))
