@@ -338,3 +338,17 @@ def test_time_budget_option_is_checked_and_not_inherited_by_fine_tunes():
     assert from_recipe(TrainConfig, {"time_budget": 85}).time_budget == 85
     state = SimpleNamespace(train_config=TrainConfig(time_budget=85.0))
     assert _train_config(state, 2, 0.01).time_budget == 0.0
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_time_budget_stops_real_training_in_both_backends(framework, mnist_small, tmp_path):
+    """The budget goes through each backend's fit to the shared loop, on the real clock: 50 epochs of 3,000 digits
+    take far longer than 4 seconds, so the plan cuts them and the metrics say so."""
+    from toolkit.api import train
+    cfg = TrainConfig(epochs=50, batch_size=64, schedule="onecycle", lr=0.01, val_fraction=0.0, time_budget=4 / 60)
+    train(framework, "mnist-tutorial", mnist_small, out=tmp_path, config=cfg, verbose=False)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    hist = json.loads((tmp_path / "history.json").read_text())
+    assert 1 <= m["epochs"] < 50 and m["stopped_on_time"] is True and hist["stopped_on_time"] is True
+    spent = sum(r["seconds"] for r in hist["epochs"])
+    assert spent <= 4 + 2 * max(r["seconds"] for r in hist["epochs"])   # on time, give or take the epoch it measures
