@@ -315,8 +315,11 @@ def test_time_budget_shortens_the_plan_when_epochs_slow_down_and_caps_at_epochs(
     hist, lrs, clock = _timed_run(cfg, lambda epoch: 1.0 if epoch < 3 else 2.0)   # 10 s, then 20 s per epoch
     assert clock.now <= 120.0                                    # inside the budget despite the slowdown
     assert len(hist.epochs) == 7 and lrs[-1] < 2e-3 * cfg.lr     # 3 x 10 s + 4 x 20 s = 110 s; an 8th would not fit
-    capped, _, _ = _timed_run(TrainConfig(epochs=3, batch_size=4, val_fraction=0.0, time_budget=10.0), lambda e: 1.0)
+    capped, capped_lrs, _ = _timed_run(TrainConfig(epochs=3, batch_size=4, val_fraction=0.0, schedule="onecycle",
+                                                   time_budget=10.0), lambda e: 1.0)
     assert len(capped.epochs) == 3 and not capped.stopped_on_time   # a budget never adds epochs beyond `epochs`
+    _, fixed_lrs, _ = _timed_run(TrainConfig(epochs=3, batch_size=4, val_fraction=0.0, schedule="onecycle"), lambda e: 1.0)
+    assert capped_lrs == fixed_lrs                                  # a budget that does not bind changes nothing
     plain, _, _ = _timed_run(TrainConfig(epochs=3, batch_size=4, val_fraction=0.0), lambda e: 100.0)
     assert len(plain.epochs) == 3 and not plain.stopped_on_time     # no budget: epochs as asked, however slow
 
@@ -352,3 +355,13 @@ def test_time_budget_stops_real_training_in_both_backends(framework, mnist_small
     assert 1 <= m["epochs"] < 50 and m["stopped_on_time"] is True and hist["stopped_on_time"] is True
     spent = sum(r["seconds"] for r in hist["epochs"])
     assert spent <= 4 + 2 * max(r["seconds"] for r in hist["epochs"])   # on time, give or take the epoch it measures
+
+
+def test_report_names_the_time_budget_beside_the_epochs_it_planned():
+    from toolkit.recipes.report import epochs_cell
+    assert epochs_cell({"epochs": 105, "config": {"epochs": 105, "time_budget": 0.0}}) == "105"
+    assert epochs_cell({"epochs": 117, "stopped_on_time": True, "config": {"epochs": 300, "time_budget": 85.0}}) == \
+        "117 of at most 300 (85-min time budget, stopped on time)"
+    assert epochs_cell({"epochs": 30, "stopped_on_time": False, "config": {"epochs": 30, "time_budget": 85.0}}) == \
+        "30 of at most 30 (85-min time budget)"
+    assert epochs_cell({}) == "-"                                   # a summary recorded before epochs were

@@ -10,6 +10,15 @@ def _pct(v):
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
+def epochs_cell(summary: dict) -> str:
+    """A train step's epochs for the report; under a time budget, also the budget and the ceiling it planned within."""
+    n, cfg = summary.get("epochs", "-"), summary.get("config") or {}
+    if not cfg.get("time_budget"):
+        return str(n)
+    return (f"{n} of at most {cfg.get('epochs', '?')} ({cfg['time_budget']:g}-min time budget"
+            + (", stopped on time)" if summary.get("stopped_on_time") else ")"))
+
+
 def write_run_report(runner, seconds: float) -> None:
     from benchmarks.machine import machine_record
     from benchmarks.report import label
@@ -39,7 +48,7 @@ def write_run_report(runner, seconds: float) -> None:
         for sid, info in trains:
             s = info["summary"]
             lines.append(f"| {sid} | {s.get('framework', info['kind'])} | {s.get('arch', '-')} | {s.get('params', '-'):,} | "
-                         f"{_pct(s.get('test_accuracy'))} | {s.get('epochs', '-')} | {s.get('train_seconds', '-')} s | "
+                         f"{_pct(s.get('test_accuracy'))} | {epochs_cell(s)} | {s.get('train_seconds', '-')} s | "
                          f"{s.get('distilled_from', '-')} |" if isinstance(s.get("params"), int) else
                          f"| {sid} | {info['kind']} | - | - | {_pct(s.get('test_accuracy'))} | - | - | - |")
         lines += [""] + [f"![{sid} training]({sid}/history.png)" for sid, info in trains if info["kind"] == "train"] + [""]
