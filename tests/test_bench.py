@@ -376,3 +376,25 @@ def test_macs_propagate_through_an_unfused_batchnorm(tmp_path):
                           [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4, 6, 6])], inits)
     data = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
     assert onnx_metrics(data)["macs"] == 4 * 3 * 3 * 3 * 6 * 6
+
+
+def test_budget_curve_plots_one_cpu_kind_and_leaves_untimed_runs_out(tmp_path):
+    from benchmarks.budget_curve import CurveError, load_runs, main, timed_runs
+    csv_path = tmp_path / "budget.csv"
+    csv_path.write_text("run,epochs,train_min,cpu,n,fp32,int8_onnx\n"
+                        "short,10,,AMD EPYC,10000,0.77,0.77\n"          # no time recorded: not on a time axis
+                        "long,80,74.0,AMD EPYC,10000,0.8356,0.8371\n"
+                        "mid,30,20.5,AMD EPYC,10000,0.80,\n"            # a file not measured: that point is left out
+                        "xeon,30,31.2,Intel Xeon,10000,0.8154,0.8144\n")
+    rows, cols = load_runs(csv_path)
+    assert cols == ["fp32", "int8_onnx"]
+    cpu, runs = timed_runs(rows)                                    # the kind with the most timed runs, by time
+    assert cpu == "AMD EPYC" and [r["run"] for r in runs] == ["mid", "long"]
+    assert [r["run"] for r in timed_runs(rows, "xeon")[1]] == ["xeon"]
+    with pytest.raises(CurveError, match="no timed run on a CPU matching 'arm'"):
+        timed_runs(rows, "arm")
+    assert main([str(csv_path)]) == 0 and (tmp_path / "budget.png").stat().st_size > 10_000
+    (tmp_path / "bad.csv").write_text("run,epochs,fp32\nx,1,0.5\n")
+    assert main([str(tmp_path / "bad.csv")]) == 2                   # missing columns: a one-line error, exit 2
+    with pytest.raises(CurveError, match="missing column"):
+        load_runs(tmp_path / "bad.csv")
