@@ -55,7 +55,7 @@ def train(framework: str, arch: str | ArchSpec, data: str | Dataset, data_dir: s
     model = backend.build(spec, seed=cfg.seed)
     if verbose:
         print(f"training {spec.name} ({framework}) on {ds.name} [{ds.source}]: {len(ds.y_train)} train / "
-              f"{len(ds.y_test)} test images, " + (f"a {cfg.time_budget:g}-minute time budget (at most {cfg.epochs} "
+              f"{len(ds.y_test)} test images, " + (f"a time budget of {cfg.time_budget:g} min (at most {cfg.epochs} "
               f"epochs)" if cfg.time_budget else f"{cfg.epochs} epochs"), flush=True)
     t0 = time.time()
     hist = backend.fit(model, ds, cfg, verbose=verbose, loss_fn=loss_fn)
