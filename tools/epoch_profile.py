@@ -1,7 +1,7 @@
 """Where a CIFAR-10 training epoch's time goes on this CPU: the shared batch pipeline (crop + flip + normalize)
-against the PyTorch train step (forward, backward, SGD) of an architecture, per batch, and optionally the same
-step under torch.compile. Each part is timed `--repeats` times, interleaved in one run, and the median is
-reported, since timings on a shared host drift by the minute.
+against the PyTorch train step that `fit` runs (forward, backward, SGD), per batch, and optionally the same step
+under torch.compile. Each part is timed `--repeats` times, interleaved in one run, and the median is reported,
+since timings on a shared host drift by the minute.
 
     python -m tools.epoch_profile [--arch resnet8] [--batch-size 128] [--compile]
 Prints one table; `--json PATH` writes the figures with the machine record.
@@ -43,13 +43,14 @@ def main(argv=None) -> int:
 
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
     from benchmarks.machine import cpu_label, machine_record
     from toolkit.arch.zoo import get_arch
-    from toolkit.backends.torch.model import build, to_input
+    from toolkit.backends.torch.model import build
+    from toolkit.backends.torch.train import train_step
     from toolkit.data import iterate_batches, load_dataset
     from toolkit.errors import EdgepackError
+    from toolkit.train import TrainConfig
 
     try:
         ds = load_dataset("cifar10", args.data_dir, allow_download=False, allow_fallback=False, quiet=True)
@@ -72,18 +73,11 @@ def main(argv=None) -> int:
         return (time.perf_counter() - t) / n
 
     model = build(spec)
-    model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-5)
+    cfg = TrainConfig(batch_size=args.batch_size, optimizer="sgd", lr=0.1, weight_decay=5e-5)  # the recipe's
 
     def make_step(net):
-        def step(xb, yb):
-            net.train()
-            x, y = to_input(xb), torch.from_numpy(yb)
-            loss = F.cross_entropy(net(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return step
+        step = train_step(net, cfg)
+        return lambda xb, yb: step(xb, yb, cfg.lr)
 
     steps = {"eager": make_step(model)}
     compile_s = None

@@ -24,13 +24,11 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, extra=()):
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
 
 
-def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, verbose: bool = True,
-        callbacks: list | None = None, extra_parameters: list | None = None) -> History:
-    """Train in place. `loss_fn(logits, y, x)` replaces cross-entropy; `extra_parameters` (e.g. a distillation
-    adapter) are optimised alongside the model's own."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+def train_step(model: nn.Module, cfg: TrainConfig, *, loss_fn: LossFn | None = None,
+               extra_parameters: list | None = None) -> Callable[[np.ndarray, np.ndarray, float], tuple[float, int]]:
+    """The step `fit` runs, `step(x, y, lr) -> (loss, n_correct)` on one normalized NCHW batch: the model in
+    channels_last, the optimizer of `cfg`, cross-entropy (with cfg's label smoothing) unless `loss_fn` replaces it.
+    Also what tools.epoch_profile times."""
     model.to(memory_format=torch.channels_last)
     opt = _optimizer(model, cfg, extra_parameters or ())
     loss_fn = loss_fn or (lambda logits, y, x: F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing))
@@ -46,7 +44,17 @@ def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | No
         loss.backward()
         opt.step()
         return float(loss.detach()), int((logits.argmax(1) == y).sum())
+    return step
 
+
+def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, verbose: bool = True,
+        callbacks: list | None = None, extra_parameters: list | None = None) -> History:
+    """Train in place. `loss_fn(logits, y, x)` replaces cross-entropy; `extra_parameters` (e.g. a distillation
+    adapter) are optimised alongside the model's own."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    step = train_step(model, cfg, loss_fn=loss_fn, extra_parameters=extra_parameters)
     hist = run_epochs(model, ds, cfg, "NCHW", step=step, validate=lambda idx: evaluate(model, ds, idx, split="train"),
                       snapshot=lambda: copy.deepcopy(model.state_dict()), restore=model.load_state_dict,
                       callbacks=callbacks, verbose=verbose)
