@@ -365,3 +365,140 @@ def test_report_names_the_time_budget_beside_the_epochs_it_planned():
     assert epochs_cell({"epochs": 30, "stopped_on_time": False, "config": {"epochs": 30, "time_budget": 85.0}}) == \
         "30 of at most 30 (85-min time budget)"
     assert epochs_cell({}) == "-"                                   # a summary recorded before epochs were
+
+
+def test_area_resize_averages_boxes_in_both_layouts():
+    from toolkit.data.dataset import area_weights, resize_area
+    w = area_weights(32, 24)
+    assert w.shape == (24, 32) and np.allclose(w.sum(1), 1.0) and (w >= 0).all()
+    assert np.allclose(area_weights(32, 16), np.kron(np.eye(16), [[0.5, 0.5]]))   # halving: 2x2 means
+    rng = np.random.default_rng(0)
+    nhwc = rng.random((3, 32, 32, 3), dtype=np.float32)
+    half = resize_area(nhwc, 16, 16, "NHWC")
+    assert np.allclose(half, nhwc.reshape(3, 16, 2, 16, 2, 3).mean((2, 4)), atol=1e-6)
+    nchw = resize_area(np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2)), 24, 20, "NCHW")
+    assert nchw.shape == (3, 3, 24, 20) and nchw.dtype == np.float32
+    assert np.allclose(nchw.transpose(0, 2, 3, 1), resize_area(nhwc, 24, 20, "NHWC"), atol=1e-6)
+    assert np.allclose(resize_area(np.full((1, 32, 32, 3), 0.7, np.float32), 20, 20, "NHWC"), 0.7)  # flat stays flat
+    assert resize_area(nhwc, 32, 32, "NHWC") is nhwc
+
+
+def test_progressive_resizing_schedule_grows_in_steps_of_4_to_full_size():
+    from toolkit.train import train_size
+    cfg = TrainConfig(resize_from=16, resize_until=0.5)
+    sides = [train_size(cfg, (32, 32), e, 10)[0] for e in range(10)]
+    assert sides == [16, 16, 20, 24, 28, 32, 32, 32, 32, 32]
+    assert [train_size(cfg, (32, 32), e, 100)[0] for e in (0, 49, 50, 99)] == [16, 28, 32, 32]
+    assert train_size(cfg, (32, 48), 0, 10) == (16, 24)                              # width in proportion
+    assert train_size(TrainConfig(), (32, 32), 0, 10) == (32, 32)                    # off by default
+    assert train_size(TrainConfig(resize_from=40), (32, 32), 0, 10) == (32, 32)      # never upscales
+
+
+def test_training_batches_follow_the_resize_schedule_in_the_shared_epoch_loop():
+    from toolkit.train import run_epochs
+    ds = _flat_rgb(n=16, side=32)
+    for layout, axis in (("NCHW", 2), ("NHWC", 1)):
+        seen = []
+        hist = run_epochs(None, ds, TrainConfig(epochs=4, batch_size=8, val_fraction=0.0, augment=True, resize_from=16),
+                          layout, step=lambda x, y, lr: (seen.append(x.shape[axis:axis + 2]), (1.0, 0))[1],
+                          validate=lambda idx: (1.0, 0.5), snapshot=lambda: None, restore=lambda s: None, verbose=False)
+        assert seen == [(16, 16)] * 2 + [(24, 24)] * 2 + [(32, 32)] * 4
+        assert [r["size"] for r in hist.epochs] == [16, 24, 32, 32]
+
+
+def test_plan_epochs_counts_cheaper_epochs_by_their_cost():
+    from toolkit.train import plan_epochs
+    assert plan_epochs(100, [5.0], 50, costs=[1.0], cost=lambda e, n: 1.0) == plan_epochs(100, [5.0], 50) == 20
+    # a half-cost epoch took 5 s: 10 s per full one; 95 s left hold 19 more half-cost epochs
+    assert plan_epochs(100, [5.0], 50, costs=[0.5], cost=lambda e, n: 0.5) == 20
+    # the rest at full cost: 9 more
+    assert plan_epochs(100, [5.0], 50, costs=[0.5], cost=lambda e, n: 1.0) == 10
+    # the first half of any plan at half cost: n epochs cost 5 * (n - 1) + ... ; the largest n inside 95 s
+    half_first = lambda e, n: 0.5 if e < n / 2 else 1.0          # noqa: E731
+    n = plan_epochs(100, [5.0], 50, costs=[0.5], cost=half_first)
+    spend = lambda n: 10 * sum(half_first(e, n) for e in range(1, n))   # noqa: E731
+    assert spend(n) <= 95 < spend(n + 1) and n == 13
+
+
+def test_time_budget_with_progressive_resizing_fits_more_epochs_and_ends_on_time():
+    """Fake steps whose time follows the cost model (from the batch's own size): the budget plans more epochs than
+    of full-size ones, ends at full size inside the budget, and the one-cycle schedule still anneals to its end."""
+    from toolkit.train import RESIZE_FIXED_COST, run_epochs
+    base = dict(epochs=100, batch_size=4, lr=0.1, val_fraction=0.0, schedule="onecycle", time_budget=2.0, augment=True)
+
+    def timed(cfg):              # 40 images of 16x16, 10 steps per epoch, 1 fake second per full-size step
+        clock, lrs = _FakeClock(), []
+
+        def step(x, y, lr):
+            lrs.append(lr)
+            clock.now += RESIZE_FIXED_COST + (1 - RESIZE_FIXED_COST) * (x.shape[1] / 16) ** 2
+            return 1.0, 0
+        hist = run_epochs(None, _flat_rgb(n=40), cfg, "NHWC", step=step, validate=lambda idx: (1.0, 0.5),
+                          snapshot=lambda: None, restore=lambda s: None, verbose=False, clock=clock)
+        return hist, lrs, clock.now
+
+    plain, _, plain_spent = timed(TrainConfig(**base))
+    hist, lrs, spent = timed(TrainConfig(**base, resize_from=8, resize_until=0.5))
+    assert len(plain.epochs) == 12 and plain_spent <= 120.0
+    assert len(hist.epochs) > len(plain.epochs) and spent <= 120.0 and hist.stopped_on_time
+    assert hist.epochs[0]["size"] == 8 and hist.epochs[-1]["size"] == 16
+    assert 120.0 - spent < 10.0                  # no full-size epoch (10 s) left unused
+    assert lrs[-1] < 2e-3 * 0.1
+
+
+def test_a_plan_that_grows_never_sends_progressive_resizing_back_to_smaller_images():
+    """Epochs that get 4x faster mid-run (a busy host going quiet) stretch the plan and with it the resize ramp;
+    sizes already reached are kept."""
+    from toolkit.train import run_epochs
+    clock = _FakeClock()
+    cfg = TrainConfig(epochs=100, batch_size=4, lr=0.1, val_fraction=0.0, schedule="onecycle", time_budget=2.0,
+                      augment=True, resize_from=8, resize_until=0.5)
+
+    def step(x, y, lr):
+        clock.now += (1.0 if clock.now < 30 else 0.25) * (x.shape[1] / 16) ** 2
+        return 1.0, 0
+    hist = run_epochs(None, _flat_rgb(n=40), cfg, "NHWC", step=step, validate=lambda idx: (1.0, 0.5),
+                      snapshot=lambda: None, restore=lambda s: None, verbose=False, clock=clock)
+    sizes = [r["size"] for r in hist.epochs]
+    assert sizes == sorted(sizes) and sizes[0] == 8 and sizes[-1] == 16 and clock.now <= 120.0
+
+
+def test_progressive_resizing_options_are_checked_and_not_inherited_by_fine_tunes():
+    import argparse
+    from types import SimpleNamespace
+    from toolkit.compress.techniques import _train_config
+    from toolkit.options import add_arguments, from_args, from_recipe
+    with pytest.raises(OptionError, match="resize_from must be >= 0"):
+        TrainConfig(resize_from=-4)
+    with pytest.raises(OptionError, match=r"resize_until must be in \(0, 1\]"):
+        TrainConfig(resize_from=16, resize_until=0.0)
+    assert from_recipe(TrainConfig, {"resize_from": 16, "resize_until": 0.6}).resize_until == 0.6
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, TrainConfig)
+    assert from_args(TrainConfig, parser.parse_args(["--resize-from", "16"])).resize_from == 16
+    state = SimpleNamespace(train_config=TrainConfig(resize_from=16))
+    assert _train_config(state, 2, 0.01).resize_from == 0
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_progressive_resizing_trains_a_pooling_network_and_names_a_flattening_one(framework):
+    """Both backends train ResNet-8 on smaller images and still take full-size ones afterwards (Keras: its
+    input-shape check is back); a network with a flatten gets a one-line ModelError naming the option."""
+    from toolkit.arch import get_arch
+    from toolkit.backends import get_backend
+    from toolkit.data import Dataset
+    from toolkit.errors import ModelError
+    backend, rng = get_backend(framework), np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), np.arange(32) % 10
+    ds = Dataset("rgb", "synthetic", x, y, x, y, [str(c) for c in range(10)], (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=0.01, val_fraction=0.0, resize_from=16, resize_until=0.6)
+    model = backend.build(get_arch("resnet8"))
+    hist = backend.fit(model, ds, cfg, verbose=False)
+    assert [r["size"] for r in hist.epochs] == [16, 24, 32]
+    assert backend.predict(model, ds.normalize(x[:4], backend.LAYOUT)).shape == (4, 10)
+    if framework == "keras":
+        assert model.input_spec[0].shape[1:3] == (32, 32)
+    flat = backend.build(get_arch("mnist-tutorial", input_shape=(32, 32, 3)))
+    with pytest.raises(ModelError, match="progressive resizing .*accepts inputs smaller than 32x32") as err:
+        backend.fit(flat, ds, cfg, verbose=False)
+    assert "\n" not in str(err.value)

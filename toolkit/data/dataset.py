@@ -208,11 +208,33 @@ def cutout_mask(n: int, h: int, w: int, size: int, rng: np.random.Generator) -> 
     return in_y[:, :, None] & in_x[:, None, :]
 
 
+def area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) box-filter resampling weights: output pixel i averages the input span [i, i+1) * n_in/n_out,
+    partial pixels weighted by their overlap (PIL's BOX, OpenCV's INTER_AREA); every row sums to 1."""
+    edges = np.arange(n_out + 1) * (n_in / n_out)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    px = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(hi, px + 1) - np.maximum(lo, px), 0, None)
+    return (overlap / overlap.sum(1, keepdims=True)).astype(np.float32)
+
+
+def resize_area(x: np.ndarray, height: int, width: int, layout: str) -> np.ndarray:
+    """Downscale a float batch (NHWC or NCHW) to height x width by area averaging; unchanged when already that size."""
+    h_axis = 2 if layout == "NCHW" else 1
+    h, w = x.shape[h_axis], x.shape[h_axis + 1]
+    if (h, w) == (height, width):
+        return x
+    rh, rw = area_weights(h, height), area_weights(w, width)
+    spec = "ih,nchw,jw->ncij" if layout == "NCHW" else "ih,nhwc,jw->nijc"
+    return np.ascontiguousarray(np.einsum(spec, rh, x, rw, optimize=True), dtype=np.float32)
+
+
 def iterate_batches(ds: Dataset, indices: np.ndarray, batch_size: int, layout: str, *, shuffle: bool,
                     augment: bool, seed: int, epoch: int = 0, split: str = "train",
-                    cutout: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                    cutout: int = 0, size: tuple[int, int] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield normalized float32 batches in `layout`; seeded per epoch so both frameworks see one order.
-    With augment: random crop + flip, then (cutout > 0) a cutout square set to 0 after normalization, the mean colour."""
+    With augment: random crop + flip, then (cutout > 0) a cutout square set to 0 after normalization, the mean colour.
+    `size` (height, width): the batch is then downscaled to it by area averaging (progressive resizing)."""
     x_all = ds.x_train if split == "train" else ds.x_test
     y_all = ds.y_train if split == "train" else ds.y_test
     rng = np.random.default_rng((seed, epoch))
@@ -226,4 +248,6 @@ def iterate_batches(ds: Dataset, indices: np.ndarray, batch_size: int, layout: s
         if augment and cutout:
             mask = cutout_mask(len(xb), xb.shape[1], xb.shape[2], cutout, rng)
             (xn.transpose(0, 2, 3, 1) if layout == "NCHW" else xn)[mask] = 0.0
+        if size is not None:
+            xn = resize_area(xn, *size, layout)
         yield xn, y_all[sel]

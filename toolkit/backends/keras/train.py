@@ -75,8 +75,24 @@ def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, 
         loss, corr = train_step(tf.constant(xb), tf.constant(yb))
         return float(loss), int(corr)
 
-    return run_epochs(model, ds, cfg, "NHWC", step=step, validate=lambda idx: evaluate(model, ds, idx, split="train"),
-                      snapshot=model.get_weights, restore=model.set_weights, callbacks=callbacks, verbose=verbose)
+    def run():
+        return run_epochs(model, ds, cfg, "NHWC", step=step, validate=lambda idx: evaluate(model, ds, idx, split="train"),
+                          snapshot=model.get_weights, restore=model.set_weights, callbacks=callbacks, verbose=verbose)
+    if not cfg.resize_from:
+        return run()
+    # progressive resizing feeds smaller images: lift the functional model's input-shape check while training
+    manual = model.__dict__.get("_manual_input_spec", _UNSET)
+    model.input_spec = None
+    try:
+        return run()
+    finally:
+        if manual is _UNSET:
+            model.__dict__.pop("_manual_input_spec", None)
+        else:
+            model.input_spec = manual
+
+
+_UNSET = object()
 
 
 def evaluate(model, ds: Dataset, indices: np.ndarray | None = None, split: str = "test",
