@@ -446,6 +446,40 @@ def test_time_budget_with_progressive_resizing_fits_more_epochs_and_ends_on_time
     assert lrs[-1] < 2e-3 * 0.1
 
 
+def test_fixed_share_is_fitted_from_the_median_time_of_each_size():
+    from toolkit.train import fixed_share
+    line = lambda a: 10 + 40 * a                                   # noqa: E731  fixed 10 s + 40 s x area: 0.2
+    areas = [0.25, 0.25, 0.25, 0.5625, 0.5625, 1.0]
+    times = [30.0] + [line(a) for a in areas[1:]]                 # a slow first epoch: its size's median ignores it
+    assert fixed_share(areas, times) == pytest.approx(0.2)
+    assert fixed_share(areas[:4], times[:4]) is None              # one size with two epochs: nothing to fit yet
+    assert fixed_share([0.25, 0.25, 1.0, 1.0], [20.0, 20.0, 10.0, 10.0]) is None   # smaller images slower: no line
+    assert fixed_share([0.25, 0.25, 1.0, 1.0], [1.0, 1.0, 40.0, 40.0]) == 0.0     # time below proportional: kept at 0
+
+
+def test_time_budget_measures_what_smaller_epochs_cost_and_settles_its_plan(capsys):
+    """Fake steps whose fixed share is 0.05, not the prior's 0.3: once two sizes have two epochs each the plan
+    prices epochs by the measured share, stops changing long before the full size, and uses the budget."""
+    import re
+    from toolkit.train import RESIZE_FIXED_COST, run_epochs
+    assert RESIZE_FIXED_COST != 0.05
+    clock = _FakeClock()
+    cfg = TrainConfig(epochs=300, batch_size=8, lr=0.1, val_fraction=0.0, schedule="onecycle", time_budget=10.0,
+                      augment=True, resize_from=16, resize_until=0.5)
+
+    def step(x, y, lr):                                            # 8 steps per epoch, 1 fake second per full step
+        clock.now += 0.05 + 0.95 * (x.shape[1] / 32) ** 2
+        return 1.0, 0
+    hist = run_epochs(None, _flat_rgb(n=64, side=32), cfg, "NHWC", step=step, validate=lambda idx: (1.0, 0.5),
+                      snapshot=lambda: None, restore=lambda s: None, verbose=True, clock=clock)
+    plans = re.findall(r"(\d+) epochs planned \(.* used in (\d+)(.*)\)", capsys.readouterr().out)
+    n, used, priced = plans[-1]
+    assert int(n) == len(hist.epochs) and "0.05 + 0.95 x its area, measured" in priced
+    sizes = [r["size"] for r in hist.epochs]
+    assert int(used) < sizes.index(32) and sizes[-1] == 32        # settled while the images were still small
+    assert 600.0 - 8.0 < clock.now <= 600.0                        # less than one full-size epoch left unused
+
+
 def test_a_plan_that_grows_never_sends_progressive_resizing_back_to_smaller_images():
     """Epochs that get 4x faster mid-run (a busy host going quiet) stretch the plan and with it the resize ramp;
     sizes already reached are kept."""

@@ -104,10 +104,33 @@ def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
 
 
 # The share of an epoch's time that does not shrink with the image area (per-step dispatch, optimizer, batch
-# pipeline). Measured for ResNet-8 at batch 128 on the 2-core AMD EPYC (AVX2): a 16x16 epoch takes 0.46 of a
-# 32x32 one, not 0.25. Only the time budget's plan uses it, and the plan is re-made from measured epochs as
-# the sizes grow.
+# pipeline): the time budget's plan prices a smaller epoch at share + (1 - share) x its area fraction. This is only
+# the prior, used until epochs at two sizes have been timed; from then on `fixed_share` measures it (the 2-core AMD
+# EPYC, AVX2, ResNet-8 at batch 128: about 0.1-0.2, where a fixed 0.3 made the first plans of a run too long).
 RESIZE_FIXED_COST = 0.3
+
+
+def fixed_share(areas: list[float], seconds: list[float]) -> float | None:
+    """The share of an epoch's time that does not scale with image area, fitted from finished epochs: `areas` are
+    their image areas relative to the full size, `seconds` their times. Sizes with two or more epochs give a point
+    each (their median time, so a slow first epoch or one busy minute does not move it); a least-squares line
+    time = fixed + per_area x area through two or more such points gives fixed / (fixed + per_area), kept in
+    [0, 0.95]. None until there are two points, or when the line does not rise with area."""
+    import statistics
+    groups: dict[float, list[float]] = {}
+    for a, s in zip(areas, seconds):
+        groups.setdefault(round(a, 6), []).append(s)
+    points = [(a, statistics.median(ts)) for a, ts in groups.items() if len(ts) >= 2]
+    if len(points) < 2:
+        return None
+    ma = sum(a for a, _ in points) / len(points)
+    mt = sum(t for _, t in points) / len(points)
+    sxx = sum((a - ma) ** 2 for a, _ in points)
+    slope = sum((a - ma) * (t - mt) for a, t in points) / sxx
+    fixed = mt - slope * ma
+    if slope <= 0:
+        return None
+    return min(max(fixed / (fixed + slope), 0.0), 0.95)
 
 
 def train_size(cfg: TrainConfig, full: tuple[int, int], epoch: int, planned: int) -> tuple[int, int]:
@@ -189,12 +212,19 @@ def run_epochs(model, ds, cfg: "TrainConfig", layout: str, *, step, validate, sn
     def size_at(e: int, n: int) -> tuple[int, int]:
         return max(train_size(cfg, full, e, n), reached)
 
-    def cost(e: int, n: int) -> float:                     # an epoch's time relative to a full-size one
-        h, w = size_at(e, n)
-        return RESIZE_FIXED_COST + (1 - RESIZE_FIXED_COST) * h * w / (full[0] * full[1])
+    def area(size: tuple[int, int]) -> float:
+        return size[0] * size[1] / (full[0] * full[1])
+
+    share = RESIZE_FIXED_COST                              # re-measured by fixed_share as epochs finish
+
+    def cost_of(a: float) -> float:                        # an epoch's time relative to a full-size one
+        return share + (1 - share) * a
+
+    def cost(e: int, n: int) -> float:
+        return cost_of(area(size_at(e, n)))
     call_hooks(callbacks, "on_train_begin", model)
     stopper, hist, best, n_step, lr, epoch = EarlyStopper(cfg.patience), History(), None, 0, cfg.lr, 0
-    epoch_costs: list[float] = []      # each finished epoch's cost relative to a full-size one
+    epoch_areas: list[float] = []      # each finished epoch's image area relative to the full size
     while epoch < planned:
         t0, seen, loss_sum, correct = clock(), 0, 0.0, 0
         total = steps_per_epoch * planned                  # the schedule's length: fixed, or the budget's plan
@@ -220,7 +250,7 @@ def run_epochs(model, ds, cfg: "TrainConfig", layout: str, *, step, validate, sn
         call_hooks(callbacks, "on_epoch_end", epoch)
         val_loss, val_acc = validate(val_idx) if len(val_idx) else (None, None)
         seconds = clock() - t0
-        epoch_costs.append(cost(epoch, planned))
+        epoch_areas.append(area(size))
         resized = {"size": size[0]} if cfg.resize_from else {}
         hist.add(epoch=epoch + 1, loss=loss_sum / seen, accuracy=correct / seen, val_loss=val_loss,
                  val_accuracy=val_acc, lr=lr, seconds=seconds, **resized)
@@ -231,13 +261,18 @@ def run_epochs(model, ds, cfg: "TrainConfig", layout: str, *, step, validate, sn
             print(f"epoch {epoch}: loss {loss_sum / seen:.4f} acc {correct / seen:.4f}{vl} ({seconds:.1f}s{at})",
                   flush=True)
         if budget_s:
+            times = [r["seconds"] for r in hist.epochs]
             resizing = bool(cfg.resize_from)
+            measured = fixed_share(epoch_areas, times) if resizing else None
+            share = RESIZE_FIXED_COST if measured is None else measured
             before, planned = planned, plan_epochs(
-                budget_s, [r["seconds"] for r in hist.epochs], cfg.epochs,
-                costs=epoch_costs if resizing else None, cost=cost if resizing else None)
+                budget_s, times, cfg.epochs, costs=[cost_of(a) for a in epoch_areas] if resizing else None,
+                cost=cost if resizing else None)
             if verbose and planned != before:
+                priced = (f"; a smaller epoch costs {share:.2f} + {1 - share:.2f} x its area"
+                          f"{', measured' if measured is not None else ''}") if resizing else ""
                 print(f"time budget {cfg.time_budget:g} min: {planned} epochs planned "
-                      f"({sum(r['seconds'] for r in hist.epochs) / 60:.1f} min used in {epoch})", flush=True)
+                      f"({sum(times) / 60:.1f} min used in {epoch}{priced})", flush=True)
         if val_loss is not None:
             if stopper.update(val_loss, epoch) and cfg.restore_best:
                 best = snapshot()
