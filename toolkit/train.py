@@ -116,21 +116,17 @@ def fixed_share(areas: list[float], seconds: list[float]) -> float | None:
     each (their median time, so a slow first epoch or one busy minute does not move it); a least-squares line
     time = fixed + per_area x area through two or more such points gives fixed / (fixed + per_area), kept in
     [0, 0.95]. None until there are two points, or when the line does not rise with area."""
-    import statistics
+    import numpy as np
     groups: dict[float, list[float]] = {}
     for a, s in zip(areas, seconds):
         groups.setdefault(round(a, 6), []).append(s)
-    points = [(a, statistics.median(ts)) for a, ts in groups.items() if len(ts) >= 2]
+    points = [(a, float(np.median(ts))) for a, ts in groups.items() if len(ts) >= 2]
     if len(points) < 2:
         return None
-    ma = sum(a for a, _ in points) / len(points)
-    mt = sum(t for _, t in points) / len(points)
-    sxx = sum((a - ma) ** 2 for a, _ in points)
-    slope = sum((a - ma) * (t - mt) for a, t in points) / sxx
-    fixed = mt - slope * ma
+    slope, fixed = np.polyfit(*zip(*points), 1)
     if slope <= 0:
         return None
-    return min(max(fixed / (fixed + slope), 0.0), 0.95)
+    return float(min(max(fixed / (fixed + slope), 0.0), 0.95))
 
 
 def train_size(cfg: TrainConfig, full: tuple[int, int], epoch: int, planned: int) -> tuple[int, int]:
