@@ -32,6 +32,18 @@ def test_raw_idx_under_any_name(tmp_path, mnist):
     np.testing.assert_array_equal(ds.x_test[:5], mnist.x_test[:5])
 
 
+def test_channel_statistics_are_exact_without_a_float_copy():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (300_000, 1, 1, 3), dtype=np.uint8)      # more than one counting slice per channel
+    x[:, 0, 0, 1] //= 4                                               # channels that differ
+    ref = x.reshape(-1, 3).astype(np.float64) / 255.0
+    mean, std = sources._stats(x)
+    np.testing.assert_allclose(mean, ref.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(std, ref.std(0), rtol=1e-10)
+    assert sources._stats(np.full((4, 2, 2, 1), 7, np.uint8))[1] == (1e-6,)     # a constant channel: the floor
+    np.testing.assert_allclose(sources._stats(x.astype(np.float32))[0], ref.mean(0), rtol=1e-6)
+
+
 def test_truncated_gzip_names_the_file(tmp_path):
     for stem in sources.MNIST_FILES:
         shutil.copy(MNIST_DIR / f"{stem}.gz", tmp_path)
