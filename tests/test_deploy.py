@@ -190,11 +190,11 @@ def test_deploy_nothing_within_budget_fails_in_one_line_keeping_the_pick(deploye
     assert "too large" in table and "not timed" not in table         # over the size budget: judged without a benchmark
 
 
-@pytest.mark.slow
 def meta_reference(meta):
     return next(c["accuracy"]["onnxruntime"] for c in meta["candidates"] if c["file"].startswith("candidates/onnx-fp32/"))
 
 
+@pytest.mark.slow
 def test_bundle_device_bench_and_select_two_devices(trained, runtime_venv, tmp_path):
     bundle = tmp_path / "bundle"
     r = _cli("deploy", trained["torch"], "--data", "mnist", "--data-dir", MNIST_DIR, "--out", bundle, "--no-mixed",
