@@ -211,6 +211,20 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "toolkit.cli", *args], capture_output=True, text=True, timeout=300)
 
 
+def test_unreadable_torch_checkpoints_say_what_the_file_is_not(tmp_path):
+    import torch
+    from toolkit.backends.torch.model import load
+    from toolkit.errors import ModelError
+    torch.save({"w": torch.zeros(100)}, tmp_path / "good.pt")
+    (tmp_path / "truncated.pt").write_bytes((tmp_path / "good.pt").read_bytes()[:300])
+    (tmp_path / "text.pt").write_bytes(b"not a checkpoint")
+    for name, says in (("truncated.pt", "a damaged or truncated torch.save archive: "),
+                       ("text.pt", "neither a torch.save archive nor a pickle: ")):
+        with pytest.raises(ModelError) as e:
+            load(tmp_path / name)
+        assert says in str(e.value) and "weights_only" not in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
 def test_cli_export_lists_formats_and_rejects_bad_input(tmp_path, trained):
     r = _cli("export", "--help")
     assert r.returncode == 0 and "tflite-int8" in r.stdout and "weights-uint8" in r.stdout

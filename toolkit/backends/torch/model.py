@@ -176,6 +176,19 @@ def _is_torchscript(path: Path) -> bool:
         return False
 
 
+def _why_unreadable(path: Path, e: Exception) -> str:
+    """What torch.load's failure means, in a few words: torch's own message leads with weights_only advice that
+    does not apply to a file that is simply not a checkpoint."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    what = ("a damaged or truncated torch.save archive" if head.startswith(b"PK") else
+            "a damaged or truncated pickle" if head[:1] == b"\x80" else "neither a torch.save archive nor a pickle")
+    text = str(e).strip()
+    if "WeightsUnpickler error:" in text:               # the cause sits after torch's weights_only preamble
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
+    return f"{what}: {text.splitlines()[0].split('. ')[0][:100]}" if text else what
+
+
 def load(path: str | Path, spec: S.ArchSpec | None = None, model: nn.Module | None = None) -> nn.Module:
     """Load a state_dict into `model`, or into a fresh build of `spec`."""
     path = Path(path)
@@ -193,7 +206,7 @@ def load(path: str | Path, spec: S.ArchSpec | None = None, model: nn.Module | No
             raise ModelError(f"{path}: a full pickled model; loading it would run code from the file. Save it as TorchScript "
                              "(torch.jit.script(model).save(...)), or as a state_dict beside an edgepack record, or export it "
                              "to ONNX, and use that") from None
-        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({first_line(e, 120)})") from None
+        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({_why_unreadable(path, e)})") from None
     if isinstance(state, nn.Module):  # pragma: no cover - weights_only forbids it
         return state
     if model is None:
