@@ -200,6 +200,10 @@ WEIGHT_OPS = {"CONV_2D": (1, 2), "DEPTHWISE_CONV_2D": (1, 2), "FULLY_CONNECTED":
 def tflite_metrics(path: Path) -> dict:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
     from toolkit.tf_import import quiet_stderr
+    with open(path, "rb") as f:
+        ident = f.read(8)[4:]
+    if ident != b"TFL3":                               # the flatbuffer file identifier every .tflite carries
+        raise ModelError(f"{path}: not a TFLite model (bytes 4-7 are {ident!r}; a .tflite flatbuffer has b'TFL3' there)")
     try:
         with quiet_stderr():
             it = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,

@@ -356,9 +356,12 @@ def test_an_exception_without_a_message_is_still_one_line(tmp_path, monkeypatch)
     def broken(*a, **k):
         raise RuntimeError()
     monkeypatch.setattr(li, "Interpreter", broken)
-    (tmp_path / "m.tflite").write_bytes(b"x")
+    (tmp_path / "m.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(24))
     with pytest.raises(ModelError, match=r"not a loadable TFLite model \(RuntimeError\)"):
         tflite_metrics(tmp_path / "m.tflite")
+    (tmp_path / "text.tflite").write_bytes(b"garbage\nmore")     # not a flatbuffer at all: said before any runtime opens it
+    with pytest.raises(ModelError, match=r"not a TFLite model \(bytes 4-7 are b'age\\n'"):
+        tflite_metrics(tmp_path / "text.tflite")
     assert first_line(ValueError()) == "ValueError" and first_line(ValueError("a\nb")) == "ValueError: a"
 
 
