@@ -28,8 +28,8 @@ class ArrayCalibrationReader:
 
 
 def compact_names(path: Path) -> dict:
-    """Lossless size pass: short tensor names, no node names/doc strings/value_info (graph inputs and outputs
-    keep their names). Quantized graphs carry long generated names for every Q/DQ tensor."""
+    """Lossless size pass: short tensor names, no node names/doc strings/metadata/value_info (graph inputs and
+    outputs keep their names). Quantized graphs carry long generated names for every Q/DQ tensor."""
     import onnx
     m = onnx.load(str(path))
     g = m.graph
@@ -52,6 +52,7 @@ def compact_names(path: Path) -> dict:
         t.doc_string = ""
     for n in g.node:
         n.name, n.doc_string = "", ""
+        del n.metadata_props[:]                    # exporters' debug metadata (torch dynamo: module paths, FX nodes)
         n.input[:] = [short(x) for x in n.input]
         n.output[:] = [short(x) for x in n.output]
     del g.value_info[:]

@@ -87,6 +87,16 @@ def test_int8_onnx_names_are_compacted_losslessly(exported):
     assert r.ok and r.verification.passed                             # verified after compaction
 
 
+def test_torch_onnx_files_carry_no_exporter_debug_metadata(exported):
+    """torch's dynamo exporter tags every node with module paths and FX nodes (~300 B a node): not in the files."""
+    import onnx
+    for fmt in ("onnx", "onnx-int8", "onnx-int8-dynamic"):
+        m = onnx.load(str(exported["torch"][fmt].path))
+        assert not any(len(n.metadata_props) for n in m.graph.node), fmt
+    fp32 = onnx.load(str(exported["torch"]["onnx"].path))                # names the layers are matched by stay
+    assert any(i.name.endswith(".weight") for i in fp32.graph.initializer) and all(n.name for n in fp32.graph.node)
+
+
 def test_onnx_dynamic_uses_weight_type_ort_runs(exported):
     import onnx
     from onnx import TensorProto

@@ -34,12 +34,29 @@ def to_onnx(model, path: str | Path, input_shape_hwc: tuple[int, int, int], opse
                                       input_names=["input"], output_names=["logits"],
                                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
             m = onnx.load(str(path))
+            stripped = _strip_node_metadata(m.graph)
+            if stripped:
+                onnx.save(m, str(path))
             onnx.checker.check_model(m)
             return {"exporter": "torch.onnx dynamo" if dynamo else "torch.onnx torchscript", "opset": _opset(m),
                     "torch": torch.__version__, "input_layout": "NCHW", "fallback_reason": errors[0] if errors else None}
         except Exception as e:  # the TorchScript exporter is the documented fallback
             errors.append(first_line(e))
     raise ModelError(f"ONNX export failed: {'; '.join(errors)}")
+
+
+def _strip_node_metadata(graph) -> int:
+    """Drop the dynamo exporter's per-node debug metadata (module paths, FX nodes, rewrite rules: about 300 bytes a
+    node, a fifth of an int8 ResNet-8's .onnx); runtimes never read it, names and shapes stay. Returns nodes changed."""
+    changed = 0
+    for n in graph.node:
+        if len(n.metadata_props):
+            del n.metadata_props[:]
+            changed += 1
+        for a in n.attribute:                            # If/Loop/Scan bodies
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                changed += _strip_node_metadata(g)
+    return changed
 
 
 def _opset(m) -> int:
