@@ -56,6 +56,7 @@ def compact_names(path: Path) -> dict:
         n.input[:] = [short(x) for x in n.input]
         n.output[:] = [short(x) for x in n.output]
     del g.value_info[:]
+    del g.metadata_props[:]
     m.doc_string = ""
     onnx.checker.check_model(m)
     onnx.save(m, str(path))

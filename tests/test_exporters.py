@@ -92,7 +92,7 @@ def test_torch_onnx_files_carry_no_exporter_debug_metadata(exported):
     import onnx
     for fmt in ("onnx", "onnx-int8", "onnx-int8-dynamic"):
         m = onnx.load(str(exported["torch"][fmt].path))
-        assert not any(len(n.metadata_props) for n in m.graph.node), fmt
+        assert not any(len(n.metadata_props) for n in m.graph.node) and not len(m.graph.metadata_props), fmt
     fp32 = onnx.load(str(exported["torch"]["onnx"].path))                # names the layers are matched by stay
     assert any(i.name.endswith(".weight") for i in fp32.graph.initializer) and all(n.name for n in fp32.graph.node)
 
