@@ -126,6 +126,20 @@ def test_moving_an_image_between_class_folders_invalidates_the_decode_cache(tmp_
     shutil.move(str(root / "train" / "cats" / "cats0.png"), str(root / "train" / "dogs" / "cats0.png"))
     second = load_dataset("pets", root)                      # same file count, same train/ mtime
     assert second.y_train.tolist().count(1) == 4
+    # the key is the one decode caches were written under (path relative to the tree | size | mtime per file): a
+    # faster way to compute it must not send every user's cached CIFAR-10 back to decoding
+    import hashlib
+    import os
+    from toolkit.data.sources import _tree_stamp
+    (root / "train" / "dogs" / "deeper").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "train" / "dogs" / "deeper" / "x.png")
+    h = hashlib.sha256(str(root.resolve()).encode())
+    for split in ("train", "test"):
+        for dirpath, _, files in sorted(os.walk(root / split)):
+            for f in sorted(files):
+                st = os.stat(os.path.join(dirpath, f))
+                h.update(f"{os.path.relpath(os.path.join(dirpath, f), root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    assert _tree_stamp(root) == h.hexdigest()[:16]
 
 
 def test_idx_labels_given_as_images_is_a_data_error(tmp_path):
