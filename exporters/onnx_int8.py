@@ -8,6 +8,7 @@ import numpy as np
 from exporters.base import ExportContext, Exporter
 from exporters.onnx_fp32 import input_layout
 from exporters.verify import TARGETS
+from toolkit.backends.onnx_portable import make_portable
 from toolkit.errors import ModelError, first_line
 
 
@@ -28,8 +29,9 @@ class ArrayCalibrationReader:
 
 
 def compact_names(path: Path) -> dict:
-    """Lossless size pass: short tensor names, no node names/doc strings/metadata/value_info (graph inputs and
-    outputs keep their names). Quantized graphs carry long generated names for every Q/DQ tensor."""
+    """Lossless size pass: short tensor names, no node names/doc strings/value_info (graph inputs and outputs keep
+    their names; quantized graphs carry long generated names for every Q/DQ tensor), then the portability pass of
+    toolkit.backends.onnx_portable (no debug metadata or unused opsets, the lowest IR version)."""
     import onnx
     m = onnx.load(str(path))
     g = m.graph
@@ -52,15 +54,15 @@ def compact_names(path: Path) -> dict:
         t.doc_string = ""
     for n in g.node:
         n.name, n.doc_string = "", ""
-        del n.metadata_props[:]                    # exporters' debug metadata (torch dynamo: module paths, FX nodes)
         n.input[:] = [short(x) for x in n.input]
         n.output[:] = [short(x) for x in n.output]
     del g.value_info[:]
-    del g.metadata_props[:]
     m.doc_string = ""
+    portable = make_portable(m)
     onnx.checker.check_model(m)
     onnx.save(m, str(path))
-    return {"compacted": True, "bytes_before": before, "bytes_after": path.stat().st_size}
+    return {"compacted": True, "bytes_before": before, "bytes_after": path.stat().st_size, "ir_version": m.ir_version,
+            "portable": portable}
 
 
 def preprocess(src: Path, dst: Path) -> Path:

@@ -87,14 +87,49 @@ def test_int8_onnx_names_are_compacted_losslessly(exported):
     assert r.ok and r.verification.passed                             # verified after compaction
 
 
-def test_torch_onnx_files_carry_no_exporter_debug_metadata(exported):
-    """torch's dynamo exporter tags every node with module paths and FX nodes (~300 B a node): not in the files."""
+def test_onnx_files_are_written_portable(exported):
+    """torch's dynamo exporter tags every node with module paths and FX nodes (~300 B a node) and writes IR 10,
+    which ONNX Runtime before 1.18 refuses; ORT's quantizer declares opsets no node uses. None of it in the files."""
     import onnx
-    for fmt in ("onnx", "onnx-int8", "onnx-int8-dynamic"):
-        m = onnx.load(str(exported["torch"][fmt].path))
+    for fw, fmt in [(fw, fmt) for fw in ("torch", "keras") for fmt in ("onnx", "onnx-int8", "onnx-int8-dynamic")]:
+        m = onnx.load(str(exported[fw][fmt].path))
         assert not any(len(n.metadata_props) for n in m.graph.node) and not len(m.graph.metadata_props), fmt
+        assert m.ir_version == onnx.helper.find_min_ir_version_for(list(m.opset_import), ignore_unknown=True) <= 9, fmt
+        assert {o.domain for o in m.opset_import} == {""} | {n.domain for n in m.graph.node}, (fw, fmt)
     fp32 = onnx.load(str(exported["torch"]["onnx"].path))                # names the layers are matched by stay
     assert any(i.name.endswith(".weight") for i in fp32.graph.initializer) and all(n.name for n in fp32.graph.node)
+
+
+def test_portability_pass_lowers_ir_only_as_far_as_opsets_and_types_allow():
+    import onnx
+    from onnx import TensorProto, helper
+    from toolkit.backends.onnx_portable import make_portable
+
+    def model(init_type=TensorProto.FLOAT, functions=()):
+        node = helper.make_node("Relu", ["x"], ["y"])
+        node.metadata_props.add(key="pkg.torch.onnx.fx_node", value="%relu : call_function[...]")
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                                  initializer=[helper.make_tensor("w", init_type, [1], [0])])
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1),
+                                                    helper.make_opsetid("ai.onnx.training", 1)], functions=list(functions))
+        m.ir_version = 10
+        return m
+    m = model()
+    done = make_portable(m)
+    onnx.checker.check_model(m)
+    assert m.ir_version == 8 and done["ir_version"] == {"from": 10, "to": 8}           # opset 18 needs IR 8
+    assert [o.domain for o in m.opset_import] == [""] and done["opsets_removed"] == ["com.microsoft", "ai.onnx.training"]
+    assert not len(m.graph.node[0].metadata_props) and done["debug_metadata_removed"] == 1
+    f8 = model(TensorProto.FLOAT8E4M3FN)
+    make_portable(f8)
+    assert f8.ir_version == 9                                                          # float8 types came with IR 9
+    assert make_portable(f8) == {"debug_metadata_removed": 0}                          # a second pass changes nothing
+    fn = helper.make_function("local", "f", ["a"], ["b"], [helper.make_node("Relu", ["a"], ["b"])],
+                              [helper.make_opsetid("", 18)])
+    with_fn = model(functions=[fn])
+    make_portable(with_fn)
+    assert with_fn.ir_version == 10 and len(with_fn.opset_import) == 3                 # local functions: left as they are
 
 
 def test_onnx_dynamic_uses_weight_type_ort_runs(exported):

@@ -3,6 +3,7 @@ benchmarks .onnx, .tflite and .epk files without torch or TensorFlow installed a
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -92,3 +93,45 @@ def test_runtime_extra_installs_and_benches_on_newer_pythons(minor, exported, tm
     here = benchmark(files, "mnist", str(MNIST_DIR), BenchSettings(runs=2, min_seconds=0), progress=lambda m: None)
     assert [x["accuracy"] for x in rows] == [h.accuracy for h in here]          # identical to Python 3.11's
     assert all(x["accuracy"] > 0.5 for x in rows)
+
+
+OLD_ORT = "1.17.3"     # the last ONNX Runtime line before IR 10 (ORT 1.18): "max supported IR version: 9"
+
+
+def test_onnx_files_load_in_an_onnx_runtime_from_before_ir_10(exported, mnist_small, tmp_path):
+    """Devices keep older runtimes: every .onnx edgepack writes, from either framework, loads in ORT 1.17 and gives
+    the outputs the current ORT gives (torch writes IR 10, which ORT 1.17 refuses, unless edgepack lowers it)."""
+    import numpy as np
+    import onnxruntime as ort
+    if sys.version_info >= (3, 13):
+        pytest.skip(f"onnxruntime {OLD_ORT} has no wheel for Python 3.13")
+    d = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(d)], check=True, timeout=300)
+    r = subprocess.run([str(d / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        "--only-binary", ":all:", f"onnxruntime=={OLD_ORT}", "numpy==1.26.4"],
+                       capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    x = ((mnist_small.x_test[:256].astype(np.float32) / 255 - 0.1307) / 0.3081)
+    files = {f"{fw}-{fmt}": exported[fw][fmt].path for fw in ("torch", "keras")
+             for fmt in ("onnx", "onnx-int8", "onnx-int8-dynamic")}
+    for name, path in files.items():
+        layout = x if ort.InferenceSession(str(path)).get_inputs()[0].shape[-1] == 1 else x.transpose(0, 3, 1, 2)
+        np.save(tmp_path / f"{name}.x.npy", np.ascontiguousarray(layout))
+    code = ("import sys, json, numpy as np, onnxruntime as ort\n"
+            "for name, path in json.loads(sys.argv[1]).items():\n"
+            "    s = ort.InferenceSession(path, providers=['CPUExecutionProvider'])\n"
+            "    x = np.load(sys.argv[2] + '/' + name + '.x.npy')\n"
+            "    np.save(sys.argv[2] + '/' + name + '.old.npy', s.run(None, {s.get_inputs()[0].name: x})[0])\n"
+            "print(ort.__version__)\n")
+    out = subprocess.run([str(d / "bin" / "python"), "-c", code, json.dumps({k: str(v) for k, v in files.items()}),
+                          str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == OLD_ORT
+    for name, path in files.items():
+        s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        now = s.run(None, {s.get_inputs()[0].name: np.load(tmp_path / f"{name}.x.npy")})[0]
+        old = np.load(tmp_path / f"{name}.old.npy")
+        if name.endswith("-onnx"):
+            np.testing.assert_allclose(old, now, atol=1e-4, err_msg=name)
+        else:                                          # int8 kernels may round differently between versions
+            assert (old.argmax(1) == now.argmax(1)).mean() >= 0.98, name

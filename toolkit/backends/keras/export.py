@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from toolkit.backends.keras.model import tf
+from toolkit.backends.onnx_portable import make_portable
 from toolkit.errors import ModelError, first_line
 from toolkit.tf_import import quiet_stderr
 
@@ -21,9 +22,11 @@ def to_onnx(model, path: str | Path, input_shape_hwc: tuple[int, int, int], opse
             model_proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
     except Exception as e:
         raise ModelError(f"tf2onnx conversion failed: {first_line(e)}") from None
+    portable = make_portable(model_proto)
     onnx.checker.check_model(model_proto)
     Path(path).write_bytes(model_proto.SerializeToString())
-    return {"exporter": f"tf2onnx {tf2onnx.__version__}", "opset": opset, "tensorflow": tf.__version__, "input_layout": "NHWC"}
+    return {"exporter": f"tf2onnx {tf2onnx.__version__}", "opset": opset, "ir_version": model_proto.ir_version,
+            "portable": portable, "tensorflow": tf.__version__, "input_layout": "NHWC"}
 
 
 def to_tflite(model, mode: str, representative: Callable[[], Iterable] | None = None, io_dtype: str = "int8",

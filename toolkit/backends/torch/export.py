@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from toolkit.backends.onnx_portable import make_portable
 from toolkit.errors import ModelError, first_line
 
 DEFAULT_OPSET = 18
@@ -34,31 +35,15 @@ def to_onnx(model, path: str | Path, input_shape_hwc: tuple[int, int, int], opse
                                       input_names=["input"], output_names=["logits"],
                                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
             m = onnx.load(str(path))
-            stripped = _strip_node_metadata(m.graph)
-            if stripped:
-                onnx.save(m, str(path))
+            portable = make_portable(m)
             onnx.checker.check_model(m)
+            onnx.save(m, str(path))
             return {"exporter": "torch.onnx dynamo" if dynamo else "torch.onnx torchscript", "opset": _opset(m),
+                    "ir_version": m.ir_version, "portable": portable,
                     "torch": torch.__version__, "input_layout": "NCHW", "fallback_reason": errors[0] if errors else None}
         except Exception as e:  # the TorchScript exporter is the documented fallback
             errors.append(first_line(e))
     raise ModelError(f"ONNX export failed: {'; '.join(errors)}")
-
-
-def _strip_node_metadata(graph) -> int:
-    """Drop the dynamo exporter's debug metadata (per node: module paths, FX nodes, rewrite rules, about 300 bytes
-    each; per graph: torch.export's signature): a fifth of an int8 ResNet-8's .onnx. Runtimes never read it; names
-    and shapes stay. Returns how many nodes and graphs changed."""
-    changed = 1 if len(graph.metadata_props) else 0
-    del graph.metadata_props[:]                          # torch.export's graph signature, ~4.5 KB for ResNet-8
-    for n in graph.node:
-        if len(n.metadata_props):
-            del n.metadata_props[:]
-            changed += 1
-        for a in n.attribute:                            # If/Loop/Scan bodies
-            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                changed += _strip_node_metadata(g)
-    return changed
 
 
 def _opset(m) -> int:
