@@ -130,6 +130,8 @@ def _export_one(ctx: ExportContext, fmt: str, verbose: bool) -> ExportResult:
     rec.save(final)
     if verbose:
         print(f"[{fmt}] {verification_line(rec.sizes, ver)}", flush=True)
+        if details.get("runtime_note"):
+            print(f"[{fmt}] note: {details['runtime_note']}", flush=True)
     return ExportResult(fmt, final, rec, ver, None if ver.passed else f"verification failed: {'; '.join(ver.failures)}")
 
 

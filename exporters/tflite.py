@@ -188,6 +188,33 @@ def mixed_int8(ctx: ExportContext) -> tuple[bytes, dict]:
     return data, details
 
 
+# tflite-runtime's last release: still what `pip install tflite-runtime` gives on a Raspberry Pi, beside ai-edge-litert
+LAST_TFLITE_RUNTIME = "2.14.0"
+
+
+def min_runtime_version(data: bytes) -> str | None:
+    """The oldest TFLite runtime the converter says runs this file (its `min_runtime_version` metadata, from the
+    op versions it used), or None when the file does not say."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+        m = schema.Model.GetRootAsModel(data, 0)
+        for k in range(m.MetadataLength()):
+            md = m.Metadata(k)
+            if md.Name() == b"min_runtime_version":
+                raw = bytes(m.Buffers(md.Buffer()).DataAsNumpy()).split(b"\0")[0].decode()
+                if raw:
+                    return raw
+    except Exception:                                    # an unreadable table: the figure stays unknown, not guessed
+        return None
+    return None
+
+
+def _newer(version: str, than: str) -> bool:
+    def key(v):
+        return tuple(int(p) if p.isdigit() else 0 for p in v.split("."))
+    return key(version) > key(than)
+
+
 class _TFLiteExporter(Exporter):
     suffix = ".tflite"
     options = ("tflite_route", "keep_nchw")
@@ -202,6 +229,13 @@ class _TFLiteExporter(Exporter):
             data, details = (via_converter if route == "converter" else via_onnx2tf)(ctx, self.mode)
         path.write_bytes(data)
         details["route"] = route
+        details["min_runtime_version"] = needs = min_runtime_version(data)
+        if needs and _newer(needs, LAST_TFLITE_RUNTIME):
+            details["runtime_note"] = (f"needs TFLite >= {needs}: tflite-runtime {LAST_TFLITE_RUNTIME} (the last "
+                                       "tflite-runtime wheel, still common on Raspberry Pi) cannot load it; LiteRT can")
+            if self.mode == "dynamic" and route == "converter" and ctx.options.dense_per_channel:
+                details["runtime_note"] += ("; per-channel Dense weights make it so: --dense-per-tensor writes a file "
+                                            "older runtimes load")
         return details
 
 

@@ -358,6 +358,16 @@ def test_dense_per_tensor_weights_keep_convs_per_channel(trained, mnist_small, t
     assert scales[(10, 2028)] == 1                    # FullyConnected weights: one scale
     assert scales[(12, 3, 3, 1)] == 12                # conv weights: still one per filter
     assert res.record.steps[-1]["details"]["weights"] == "int8 per-channel (Dense per-tensor)"
+    # dynamic range: per-channel Dense weights need a newer runtime (FULLY_CONNECTED v12), which the file records,
+    # says, and names the way out of; per-tensor Dense weights load in the last tflite-runtime
+    from exporters.tflite import LAST_TFLITE_RUNTIME, _newer
+    (per_tensor,) = export_model(loaded.model, ["tflite-dynamic"], mnist_small, tmp_path / "pt", opts, verbose=False)
+    (per_channel,) = export_model(loaded.model, ["tflite-dynamic"], mnist_small, tmp_path / "pc",
+                                  ExportOptions(verify_images=512), verbose=False)
+    pt, pc = (r.record.steps[-1]["details"] for r in (per_tensor, per_channel))
+    assert not _newer(pt["min_runtime_version"], LAST_TFLITE_RUNTIME) and "runtime_note" not in pt
+    if _newer(pc["min_runtime_version"], LAST_TFLITE_RUNTIME):
+        assert f"needs TFLite >= {pc['min_runtime_version']}" in pc["runtime_note"] and "--dense-per-tensor" in pc["runtime_note"]
     # the PyTorch route (onnx2tf) quantizes every layer one way: the option is refused with a clear message
     (bad,) = export_checkpoint(trained["torch"], ["tflite-int8"], tmp_path / "t", data_dir=MNIST_DIR, options=opts, verbose=False)
     assert not bad.ok and "converter TFLite route" in bad.error

@@ -95,43 +95,72 @@ def test_runtime_extra_installs_and_benches_on_newer_pythons(minor, exported, tm
     assert all(x["accuracy"] > 0.5 for x in rows)
 
 
-OLD_ORT = "1.17.3"     # the last ONNX Runtime line before IR 10 (ORT 1.18): "max supported IR version: 9"
+OLD_RUNTIMES = {"onnxruntime": "1.17.3",    # the last ONNX Runtime line before IR 10 ("max supported IR version: 9")
+                "tflite-runtime": "2.14.0"}  # the last tflite-runtime wheel (Raspberry Pi installs still use it)
 
 
-def test_onnx_files_load_in_an_onnx_runtime_from_before_ir_10(exported, mnist_small, tmp_path):
-    """Devices keep older runtimes: every .onnx edgepack writes, from either framework, loads in ORT 1.17 and gives
-    the outputs the current ORT gives (torch writes IR 10, which ORT 1.17 refuses, unless edgepack lowers it)."""
+def test_files_load_in_the_runtimes_devices_keep(exported, mnist_small, tmp_path):
+    """Devices keep older runtimes. Every .onnx, from either framework, loads in ORT 1.17 and gives the current
+    ORT's outputs (torch writes IR 10, which ORT 1.17 refuses, unless edgepack lowers it). Every .tflite loads in
+    tflite-runtime 2.14 exactly when its manifest's min_runtime_version says it does, with LiteRT's fp32 outputs."""
     import numpy as np
     import onnxruntime as ort
-    if sys.version_info >= (3, 13):
-        pytest.skip(f"onnxruntime {OLD_ORT} has no wheel for Python 3.13")
+    from ai_edge_litert.interpreter import Interpreter
+    from toolkit.record import ArtifactRecord
+    if sys.version_info >= (3, 12):
+        pytest.skip("tflite-runtime 2.14 has no wheel for Python 3.12 or later")
     d = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(d)], check=True, timeout=300)
     r = subprocess.run([str(d / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        "--only-binary", ":all:", f"onnxruntime=={OLD_ORT}", "numpy==1.26.4"],
+                        "--only-binary", ":all:", *(f"{k}=={v}" for k, v in OLD_RUNTIMES.items()), "numpy==1.26.4"],
                        capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
     x = ((mnist_small.x_test[:256].astype(np.float32) / 255 - 0.1307) / 0.3081)
     files = {f"{fw}-{fmt}": exported[fw][fmt].path for fw in ("torch", "keras")
-             for fmt in ("onnx", "onnx-int8", "onnx-int8-dynamic")}
+             for fmt in ("onnx", "onnx-int8", "onnx-int8-dynamic", "tflite", "tflite-int8", "tflite-dynamic")}
     for name, path in files.items():
-        layout = x if ort.InferenceSession(str(path)).get_inputs()[0].shape[-1] == 1 else x.transpose(0, 3, 1, 2)
-        np.save(tmp_path / f"{name}.x.npy", np.ascontiguousarray(layout))
+        if path.suffix == ".onnx":
+            nchw = ort.InferenceSession(str(path)).get_inputs()[0].shape[-1] != 1
+            np.save(tmp_path / f"{name}.x.npy", np.ascontiguousarray(x.transpose(0, 3, 1, 2) if nchw else x))
     code = ("import sys, json, numpy as np, onnxruntime as ort\n"
+            "from tflite_runtime.interpreter import Interpreter\n"
+            "out = {}\n"
             "for name, path in json.loads(sys.argv[1]).items():\n"
-            "    s = ort.InferenceSession(path, providers=['CPUExecutionProvider'])\n"
-            "    x = np.load(sys.argv[2] + '/' + name + '.x.npy')\n"
-            "    np.save(sys.argv[2] + '/' + name + '.old.npy', s.run(None, {s.get_inputs()[0].name: x})[0])\n"
-            "print(ort.__version__)\n")
-    out = subprocess.run([str(d / "bin" / "python"), "-c", code, json.dumps({k: str(v) for k, v in files.items()}),
+            "    try:\n"
+            "        if path.endswith('.onnx'):\n"
+            "            s = ort.InferenceSession(path, providers=['CPUExecutionProvider'])\n"
+            "            y = s.run(None, {s.get_inputs()[0].name: np.load(sys.argv[2] + '/' + name + '.x.npy')})[0]\n"
+            "        else:\n"
+            "            it = Interpreter(model_path=path); it.allocate_tensors(); i = it.get_input_details()[0]\n"
+            "            it.set_tensor(i['index'], np.zeros(i['shape'], i['dtype'])); it.invoke()\n"
+            "            y = it.get_tensor(it.get_output_details()[0]['index'])\n"
+            "        np.save(sys.argv[2] + '/' + name + '.old.npy', y); out[name] = 'ok'\n"
+            "    except Exception as e:\n"
+            "        out[name] = str(e)[:300]\n"
+            "print(json.dumps(out))\n")
+    run = subprocess.run([str(d / "bin" / "python"), "-c", code, json.dumps({k: str(v) for k, v in files.items()}),
                           str(tmp_path)], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip() == OLD_ORT
+    assert run.returncode == 0, run.stderr[-3000:]
+    loaded = json.loads(run.stdout.strip().splitlines()[-1])
     for name, path in files.items():
-        s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        now = s.run(None, {s.get_inputs()[0].name: np.load(tmp_path / f"{name}.x.npy")})[0]
-        old = np.load(tmp_path / f"{name}.old.npy")
-        if name.endswith("-onnx"):
-            np.testing.assert_allclose(old, now, atol=1e-4, err_msg=name)
-        else:                                          # int8 kernels may round differently between versions
-            assert (old.argmax(1) == now.argmax(1)).mean() >= 0.98, name
+        old = tmp_path / f"{name}.old.npy"
+        if path.suffix == ".onnx":
+            assert loaded[name] == "ok", (name, loaded[name])
+            s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            now = s.run(None, {s.get_inputs()[0].name: np.load(tmp_path / f"{name}.x.npy")})[0]
+            if name.endswith("-onnx"):
+                np.testing.assert_allclose(np.load(old), now, atol=1e-4, err_msg=name)
+            else:                                      # int8 kernels may round differently between versions
+                assert (np.load(old).argmax(1) == now.argmax(1)).mean() >= 0.98, name
+            continue
+        needs = ArtifactRecord.load(path).steps[-1]["details"]["min_runtime_version"]
+        older = tuple(map(int, needs.split("."))) <= tuple(map(int, OLD_RUNTIMES["tflite-runtime"].split(".")))
+        assert (loaded[name] == "ok") == older, (name, needs, loaded[name])
+        if older and name.endswith("-tflite"):         # fp32: LiteRT's outputs on the same (zero) input
+            it = Interpreter(model_path=str(path))
+            it.allocate_tensors()
+            i = it.get_input_details()[0]
+            it.set_tensor(i["index"], np.zeros(i["shape"], i["dtype"]))
+            it.invoke()
+            np.testing.assert_allclose(np.load(old), it.get_tensor(it.get_output_details()[0]["index"]), atol=1e-4)
+    assert any(not files[n].suffix == ".onnx" and loaded[n] == "ok" for n in files)     # the claim is tested both ways
