@@ -116,10 +116,10 @@ def runtime_venv(tmp_path_factory):
     d = tmp_path_factory.mktemp("runtime-venv")
     venv.EnvBuilder(with_pip=True).create(d)
     py = d / "bin" / "python"
-    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-c", str(LOCK),
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile", "-c", str(LOCK),
                         "--no-build-isolation", f"{ROOT}[runtime]"], capture_output=True, text=True, timeout=900)
     if r.returncode != 0:   # older bundled setuptools cannot build the project: install its pins, run from the tree
-        r2 = subprocess.run([str(py), "-m", "pip", "install", "-q", "-c", str(LOCK),
+        r2 = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-compile", "-c", str(LOCK),
                              "numpy", "onnxruntime", "ai-edge-litert", "pillow"], capture_output=True, text=True, timeout=900)
         assert r2.returncode == 0, r2.stderr[-2000:]
     return py

@@ -78,7 +78,7 @@ def test_runtime_extra_installs_and_benches_on_newer_pythons(minor, exported, tm
         pytest.skip(f"python3.{minor} is not installed here")
     d = tmp_path / "venv"
     subprocess.run([py, "-m", "venv", str(d)], check=True, timeout=300)
-    r = subprocess.run([str(d / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+    r = subprocess.run([str(d / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile",
                         "--only-binary", "numpy,onnxruntime,ai-edge-litert,pillow", f"{ROOT}[runtime]"],
                        capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -111,7 +111,7 @@ def test_files_load_in_the_runtimes_devices_keep(exported, mnist_small, tmp_path
         pytest.skip("tflite-runtime 2.14 has no wheel for Python 3.12 or later")
     d = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(d)], check=True, timeout=300)
-    r = subprocess.run([str(d / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+    r = subprocess.run([str(d / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile",
                         "--only-binary", ":all:", *(f"{k}=={v}" for k, v in OLD_RUNTIMES.items()), "numpy==1.26.4"],
                        capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -38,7 +38,7 @@ def test_wheel_installs_and_runs_the_demo_outside_the_repository(tmp_path):
     research = ("benchmarks/honesty.py", "benchmarks/collect.py", "benchmarks/litert_kernels.py", "benchmarks/structured_pruning.py")
     assert not set(research) & set(names), "research scripts belong in tools/, not in the installed package"
     site = tmp_path / "site"
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-compile", "--no-deps", "--target", str(site), str(wheel)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     # the installed copy, not the checkout: PYTHONPATH precedes the editable install; cwd is outside the repository
