@@ -34,6 +34,17 @@ def route_for(ctx: ExportContext) -> str:
     return route
 
 
+def dense_per_channel(options, mode: str) -> bool:
+    """Whether the converter route quantizes Dense weights per channel: as asked, else per channel in full-integer
+    files and per tensor in dynamic-range ones, where per-channel FULLY_CONNECTED weights need TFLite 2.17 (measured:
+    tflite-runtime 2.14, the last wheel of it, refuses them) and per-tensor ones cost MNIST's tutorial model 0.01 pp."""
+    if not options.per_channel:
+        return False
+    if options.dense_per_channel is not None:
+        return options.dense_per_channel
+    return mode != "dynamic"
+
+
 def via_converter(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
     calib = ctx.dataset.calibration(ctx.options.calibration_samples, ctx.options.seed, "NHWC")
 
@@ -41,7 +52,7 @@ def via_converter(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
         for i in range(len(calib)):
             yield [calib[i:i + 1].astype(np.float32)]
     data, details = ctx.backend.to_tflite(ctx.model, mode, representative, ctx.options.io_dtype,
-                                          ctx.options.per_channel, ctx.options.dense_per_channel)
+                                          ctx.options.per_channel, dense_per_channel(ctx.options, mode))
     if mode in ("int8", "sparse-int8"):
         details["calibration"] = {"samples": len(calib), "split": "train", "seed": ctx.options.seed}
     return data, details
@@ -127,7 +138,7 @@ def onnx2tf_convert(ctx: ExportContext) -> Path:
 def via_onnx2tf(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
     if mode not in ONNX2TF_SUFFIX:
         raise OptionError(f"TFLite mode {mode!r} is not available through onnx2tf (only {', '.join(ONNX2TF_SUFFIX)})")
-    if not ctx.options.dense_per_channel and ctx.options.per_channel and mode in ("dynamic", "int8"):
+    if ctx.options.dense_per_channel is False and ctx.options.per_channel and mode in ("dynamic", "int8"):
         raise OptionError("per-tensor Dense weights (dense_per_channel=false) need the converter TFLite route; "
                           "onnx2tf quantizes every layer one way (use per_channel=false)")
     out = onnx2tf_convert(ctx)                   # imports TensorFlow quietly first: import onnx2tf only after it
@@ -161,9 +172,9 @@ def mixed_int8(ctx: ExportContext) -> tuple[bytes, dict]:
     if route == "converter":
         def run(nodes):
             return ctx.backend.to_tflite(ctx.model, "int8", representative, opts.io_dtype, opts.per_channel,
-                                         opts.dense_per_channel, float_nodes=tuple(nodes))
+                                         dense_per_channel(opts, "int8"), float_nodes=tuple(nodes))
     else:
-        if not opts.dense_per_channel and opts.per_channel:
+        if opts.dense_per_channel is False and opts.per_channel:
             raise OptionError("per-tensor Dense weights (dense_per_channel=false) need the converter TFLite route")
         if opts.keep_nchw:
             raise OptionError("keep_float with the onnx2tf route makes NHWC files; drop keep_nchw")
@@ -177,7 +188,7 @@ def mixed_int8(ctx: ExportContext) -> tuple[bytes, dict]:
             details = configure(conv, "int8", representative, opts.io_dtype, opts.per_channel, opts.per_channel,
                                 allow_float=bool(nodes))
             return convert(conv, "int8", representative, tuple(nodes)), {**details, "from": "onnx2tf SavedModel"}
-    key = (f"tflite-nodes:{route}:{opts.io_dtype}:{opts.per_channel}:{opts.dense_per_channel}:"
+    key = (f"tflite-nodes:{route}:{opts.io_dtype}:{opts.per_channel}:{dense_per_channel(opts, 'int8')}:"
            f"{opts.calibration_samples}:{opts.seed}")
     if key not in ctx.produced:                              # node names of a full-int8 conversion, once per context
         ctx.produced[key] = match_tflite(layers, tflite_compute_ops(run(())[0]))
@@ -233,9 +244,9 @@ class _TFLiteExporter(Exporter):
         if needs and _newer(needs, LAST_TFLITE_RUNTIME):
             details["runtime_note"] = (f"needs TFLite >= {needs}: tflite-runtime {LAST_TFLITE_RUNTIME} (the last "
                                        "tflite-runtime wheel, still common on Raspberry Pi) cannot load it; LiteRT can")
-            if self.mode == "dynamic" and route == "converter" and ctx.options.dense_per_channel:
-                details["runtime_note"] += ("; per-channel Dense weights make it so: --dense-per-tensor writes a file "
-                                            "older runtimes load")
+            if self.mode == "dynamic" and route == "converter" and dense_per_channel(ctx.options, self.mode):
+                details["runtime_note"] += ("; per-channel Dense weights (--dense-per-channel) make it so: without "
+                                            "that option the file loads in older runtimes")
         return details
 
 

@@ -358,16 +358,24 @@ def test_dense_per_tensor_weights_keep_convs_per_channel(trained, mnist_small, t
     assert scales[(10, 2028)] == 1                    # FullyConnected weights: one scale
     assert scales[(12, 3, 3, 1)] == 12                # conv weights: still one per filter
     assert res.record.steps[-1]["details"]["weights"] == "int8 per-channel (Dense per-tensor)"
-    # dynamic range: per-channel Dense weights need a newer runtime (FULLY_CONNECTED v12), which the file records,
-    # says, and names the way out of; per-tensor Dense weights load in the last tflite-runtime
+    # dynamic range: per-channel Dense weights need a newer runtime (FULLY_CONNECTED v12) than the last
+    # tflite-runtime, so the default there is per tensor; asked for, per channel is written, recorded and explained
     from exporters.tflite import LAST_TFLITE_RUNTIME, _newer
-    (per_tensor,) = export_model(loaded.model, ["tflite-dynamic"], mnist_small, tmp_path / "pt", opts, verbose=False)
+    (default,) = export_model(loaded.model, ["tflite-dynamic"], mnist_small, tmp_path / "d",
+                              ExportOptions(verify_images=512), verbose=False)
     (per_channel,) = export_model(loaded.model, ["tflite-dynamic"], mnist_small, tmp_path / "pc",
-                                  ExportOptions(verify_images=512), verbose=False)
-    pt, pc = (r.record.steps[-1]["details"] for r in (per_tensor, per_channel))
-    assert not _newer(pt["min_runtime_version"], LAST_TFLITE_RUNTIME) and "runtime_note" not in pt
-    if _newer(pc["min_runtime_version"], LAST_TFLITE_RUNTIME):
-        assert f"needs TFLite >= {pc['min_runtime_version']}" in pc["runtime_note"] and "--dense-per-tensor" in pc["runtime_note"]
+                                  ExportOptions(verify_images=512, dense_per_channel=True), verbose=False)
+    assert default.ok and per_channel.ok
+    d, pc = (r.record.steps[-1]["details"] for r in (default, per_channel))
+    assert d["weights"] == "int8 per-channel (Dense per-tensor)" and pc["weights"] == "int8 per-channel"
+    assert _weight_scales(default.path)[(10, 2028)] == 1 and _weight_scales(per_channel.path)[(10, 2028)] == 10
+    assert not _newer(d["min_runtime_version"], LAST_TFLITE_RUNTIME) and "runtime_note" not in d
+    assert _newer(pc["min_runtime_version"], LAST_TFLITE_RUNTIME)
+    assert f"needs TFLite >= {pc['min_runtime_version']}" in pc["runtime_note"] and "--dense-per-channel" in pc["runtime_note"]
+    # full-integer files keep per-channel Dense weights by default (TFLite 1.14 loads them)
+    (int8,) = export_model(loaded.model, ["tflite-int8"], mnist_small, tmp_path / "i",
+                           ExportOptions(verify_images=512, calibration_samples=100), verbose=False)
+    assert _weight_scales(int8.path)[(10, 2028)] == 10 and not _newer(int8.record.steps[-1]["details"]["min_runtime_version"], LAST_TFLITE_RUNTIME)
     # the PyTorch route (onnx2tf) quantizes every layer one way: the option is refused with a clear message
     (bad,) = export_checkpoint(trained["torch"], ["tflite-int8"], tmp_path / "t", data_dir=MNIST_DIR, options=opts, verbose=False)
     assert not bad.ok and "converter TFLite route" in bad.error

@@ -38,7 +38,13 @@ def test_cli_and_recipe_give_the_same_options():
     from_toml = from_recipe(ExportOptions, {"input": "m", "formats": ["onnx-int8"], "calibration": "entropy",
                                             "per_channel": False, "target": "x86-vnni", "max_accuracy_drop": 0.5})
     assert from_cli == from_toml
-    assert from_cli.calibration_method == "entropy" and not from_cli.per_channel and from_cli.dense_per_channel
+    assert from_cli.calibration_method == "entropy" and not from_cli.per_channel
+    assert from_cli.dense_per_channel is None                    # unset: each TFLite mode picks (tests/test_exporters.py)
+    for flags, expected in (([], None), (["--dense-per-channel"], True), (["--dense-per-tensor"], False)):
+        args = _subparser("export").parse_args(["ckpt.pt", "--to", "tflite-dynamic", "--out", "o", *flags])
+        assert from_args(ExportOptions, args).dense_per_channel is expected
+        assert from_recipe(ExportOptions, {} if expected is None else {"dense_per_channel": expected}) == \
+            from_args(ExportOptions, args)
     t = from_args(TrainConfig, _subparser("train").parse_args(
         ["--framework", "torch", "--arch", "resnet8", "--data", "cifar10", "--out", "o", "--epochs", "7", "--augment",
          "--keep-last"]))
@@ -59,12 +65,16 @@ def test_a_new_field_reaches_both_the_cli_and_the_schema():
         rate: float = option(0.5, "a rate")
         mode: str = option("a", "a mode", choices=("a", "b"), flag="--m", key="the_mode")
         on: bool = option(True, "switch it off", negate="--off")
+        auto: bool | None = option(None, "unset, on or off", negate="--manual")
     p = argparse.ArgumentParser()
     add_arguments(p, Demo)
-    assert from_args(Demo, p.parse_args(["--rate", "2", "--m", "b", "--off"])) == Demo(2.0, "b", False)
+    assert from_args(Demo, p.parse_args(["--rate", "2", "--m", "b", "--off"])) == Demo(2.0, "b", False, None)
+    assert from_args(Demo, p.parse_args(["--auto"])).auto is True
+    assert from_args(Demo, p.parse_args(["--manual"])).auto is False
     schema = recipe_schema(Demo)
-    assert schema == {"rate": ((int, float), False), "the_mode": (str, False), "on": (bool, False)}
-    assert from_recipe(Demo, {"the_mode": "b", "rate": 1}) == Demo(1, "b", True)
+    assert schema == {"rate": ((int, float), False), "the_mode": (str, False), "on": (bool, False),
+                      "auto": (bool, False)}
+    assert from_recipe(Demo, {"the_mode": "b", "rate": 1}) == Demo(1, "b", True, None)
 
 
 def test_each_format_declares_the_options_it_reads():

@@ -3,7 +3,8 @@ choices with `option(...)`; the command-line flags (`add_arguments`), the recipe
 conversions from either (`from_args`, `from_recipe`) are derived from that declaration, so a new option is one field.
 
 A field's flag is `--name-with-dashes` and its recipe key its name, unless `flag=` / `key=` say otherwise; a boolean
-that defaults to True is switched off by its `negate=` flag (e.g. `--per-tensor` for `per_channel`)."""
+that defaults to True is switched off by its `negate=` flag (e.g. `--per-tensor` for `per_channel`); one that
+defaults to None (each user of it decides) gets both flags, `--name` and the `negate=` one."""
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = 
         m, typ = f.metadata, _type(f)
         flag = m.get("flag") or "--" + f.name.replace("_", "-")
         if typ is bool:
-            if f.default:
+            if f.default is None:                        # three states: unset (the format decides), on, off
+                parser.add_argument(flag, dest=f.name, action="store_const", const=True, default=None,
+                                    help=m["help"])
+                parser.add_argument(m.get("negate") or "--no-" + f.name.replace("_", "-"), dest=f.name,
+                                    action="store_const", const=False, help=f"the opposite of {flag}")
+            elif f.default:
                 parser.add_argument(m.get("negate") or "--no-" + f.name.replace("_", "-"), dest=f.name,
                                     action="store_false", help=m["help"])
             else:
