@@ -40,10 +40,11 @@ class ExportOptions:
     target: str = option("any", f"CPUs the files must keep their accuracy on. {TARGET_HELP}", choices=tuple(TARGETS))
     # weights of every int8 format
     per_channel: bool = option(True, "int8 weights with one scale per tensor (default per channel)", negate="--per-tensor")
-    dense_per_channel: bool | None = option(None, "TFLite converter route: Dense weights per channel, or per tensor "
-                                            "(--dense-per-tensor: fewer distinct values, smaller gzip). Default: per "
-                                            "channel in full-integer files, per tensor in dynamic-range ones (per-"
-                                            "channel Dense there needs TFLite 2.17)", negate="--dense-per-tensor")
+    dense_per_channel: bool | None = option(None, "TFLite: Dense weights per channel, or per tensor (--dense-per-"
+                                            "tensor: fewer distinct values, smaller gzip; in full-integer files, the "
+                                            "converter route only). Default: per channel in full-integer files, per "
+                                            "tensor in dynamic-range ones (per-channel Dense there needs TFLite 2.17)",
+                                            negate="--dense-per-tensor")
     # TFLite
     io_dtype: str = option("int8", "full-integer TFLite input/output type", choices=IO_DTYPES)
     tflite_route: str = option("auto", "the framework's own converter (Keras) or onnx2tf; auto: the converter where "

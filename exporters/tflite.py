@@ -138,11 +138,13 @@ def onnx2tf_convert(ctx: ExportContext) -> Path:
 def via_onnx2tf(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
     if mode not in ONNX2TF_SUFFIX:
         raise OptionError(f"TFLite mode {mode!r} is not available through onnx2tf (only {', '.join(ONNX2TF_SUFFIX)})")
-    if ctx.options.dense_per_channel is False and ctx.options.per_channel and mode in ("dynamic", "int8"):
-        raise OptionError("per-tensor Dense weights (dense_per_channel=false) need the converter TFLite route; "
-                          "onnx2tf quantizes every layer one way (use per_channel=false)")
+    if ctx.options.dense_per_channel is False and ctx.options.per_channel and mode == "int8":
+        raise OptionError("per-tensor Dense weights (dense_per_channel=false) in full-integer files need the converter "
+                          "TFLite route; onnx2tf quantizes every layer one way (use per_channel=false)")
     out = onnx2tf_convert(ctx)                   # imports TensorFlow quietly first: import onnx2tf only after it
     import onnx2tf
+    if mode == "dynamic" and ctx.options.per_channel and not dense_per_channel(ctx.options, mode):
+        return _dynamic_from_saved_model(ctx, out, onnx2tf.__version__)
     f = out / f"{ctx.fp32_onnx().stem}{ONNX2TF_SUFFIX[mode]}"
     if not f.is_file():
         made = ", ".join(sorted(p.name for p in out.glob("*.tflite"))) or "nothing"
@@ -153,6 +155,19 @@ def via_onnx2tf(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
         details.update(io_dtype=ctx.options.io_dtype, calibration={"samples": ctx.options.calibration_samples,
                        "split": "train", "seed": ctx.options.seed, "passed_explicitly": True})
     return f.read_bytes(), details
+
+
+def _dynamic_from_saved_model(ctx: ExportContext, saved_model: Path, version: str) -> tuple[bytes, dict]:
+    """Dynamic range with per-tensor Dense weights from the SavedModel onnx2tf writes: onnx2tf's own dynamic-range
+    file has per-channel FULLY_CONNECTED weights, which need TFLite 2.17 (tflite-runtime 2.14 refuses them)."""
+    from toolkit.tf_import import import_tensorflow
+    from toolkit.tflite_convert import configure, convert
+    tf = import_tensorflow()
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    details = configure(conv, "dynamic", per_channel=True, dense_per_channel=False)
+    details.update(converter=f"onnx2tf {version} SavedModel, then {details['converter']}", **{"from": "fp32 ONNX"},
+                   input_layout="NCHW" if ctx.options.keep_nchw else "NHWC")
+    return convert(conv, "dynamic"), details
 
 
 def mixed_int8(ctx: ExportContext) -> tuple[bytes, dict]:
@@ -244,7 +259,7 @@ class _TFLiteExporter(Exporter):
         if needs and _newer(needs, LAST_TFLITE_RUNTIME):
             details["runtime_note"] = (f"needs TFLite >= {needs}: tflite-runtime {LAST_TFLITE_RUNTIME} (the last "
                                        "tflite-runtime wheel, still common on Raspberry Pi) cannot load it; LiteRT can")
-            if self.mode == "dynamic" and route == "converter" and dense_per_channel(ctx.options, self.mode):
+            if self.mode == "dynamic" and dense_per_channel(ctx.options, self.mode):
                 details["runtime_note"] += ("; per-channel Dense weights (--dense-per-channel) make it so: without "
                                             "that option the file loads in older runtimes")
         return details
