@@ -111,6 +111,43 @@ def test_generic_image_folder(tmp_path):
     assert len(ds.mean) == 3 and all(0 < s for s in ds.std)
 
 
+def test_caches_filled_by_two_processes_at_once_stay_whole(tmp_path, monkeypatch):
+    """Workers of a grid on a fresh machine load the same data at once. Here a second loader finishes while the
+    first is mid-write: the first must neither destroy the folder the second published (and may be reading) nor
+    trip over a temporary they share; both get the data, and no temporaries are left."""
+    monkeypatch.setenv("EDGEPACK_CACHE", str(tmp_path / "cache"))
+    _png_tree(tmp_path / "src" / "pets", ["dog", "cat"])
+    tarball = tmp_path / "pets.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "pets", arcname="pets")
+    real_extract, in_use = sources.safe_extract, []
+
+    def extract_while_another_finishes(src, dest):
+        real_extract(src, dest)
+        if not in_use:                               # the other process: extracts, publishes, starts reading
+            in_use.append(None)
+            in_use[0] = sources._extracted(tarball)
+            (in_use[0] / "reading").touch()
+    monkeypatch.setattr(sources, "safe_extract", extract_while_another_finishes)
+    folder = sources._extracted(tarball)
+    assert folder == in_use[0] and (folder / "reading").is_file() and (folder / ".done").is_file()
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]          # no temporaries left
+
+    real_savez, other = np.savez, []
+
+    def savez_while_another_finishes(path, **arrays):
+        real_savez(path, **arrays)
+        if not other:                                # the other process decodes and publishes in between
+            other.append(None)
+            other[0] = sources.load_image_tree("pets", folder / "pets")
+    monkeypatch.setattr(np, "savez", savez_while_another_finishes)
+    ds = sources.load_image_tree("pets", folder / "pets")
+    assert ds.x_train.shape == other[0].x_train.shape == (6, 10, 12, 3)
+    decoded = tmp_path / "cache" / "decoded"
+    assert [p.suffix for p in decoded.iterdir()] == [".npz"]                          # one file, no temporaries
+    np.testing.assert_array_equal(np.load(next(decoded.iterdir()))["x_train"], ds.x_train)
+
+
 def test_tarball_path_traversal_is_refused(tmp_path):
     evil = tmp_path / "evil.tar.gz"
     with tarfile.open(evil, "w:gz") as tar:

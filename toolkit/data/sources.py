@@ -5,6 +5,7 @@ Each built-in data set is one `DatasetSpec` in `DATASETS`. Every load says what 
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -128,6 +129,21 @@ def _tree_stamp(root: Path) -> str:
     return h.hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def _published(target: Path, suffix: str):
+    """A temporary path of its own beside `target`, renamed onto it once written: a reader never sees half a file,
+    and processes filling the same cache at once (workers of a grid on a fresh machine) never share a temporary."""
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
 def load_image_tree(name: str, root: Path, mean=None, std=None, channels: int | None = None) -> Dataset:
     """`root/train/<class>/*` and `root/test/<class>/*`, decoded once and cached as .npz."""
     train, test = root / "train", root / "test"
@@ -148,9 +164,8 @@ def load_image_tree(name: str, root: Path, mean=None, std=None, channels: int | 
         x_tr, y_tr = read_image_folder(train, classes, channels)
         x_te, y_te = read_image_folder(test, classes, channels, size=x_tr.shape[1:3])
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp.npz")
-        np.savez(tmp, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
-        os.replace(tmp, cached)
+        with _published(cached, ".npz") as tmp:      # processes decoding at once each publish a whole file
+            np.savez(tmp, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
     if mean is None:
         mean, std = _stats(x_tr)
     return Dataset(name, str(root), x_tr, y_tr, x_te, y_te, classes, tuple(mean), tuple(std))
@@ -160,15 +175,27 @@ def _extracted(tarball: Path) -> Path:
     """Extract a tarball into the cache once; return the folder holding train/test or batches."""
     digest = hashlib.sha256(f"{tarball.resolve()}|{tarball.stat().st_size}|{tarball.stat().st_mtime_ns}".encode()).hexdigest()[:16]
     dest = cache_dir() / "extracted" / f"{tarball.name.split('.')[0]}-{digest}"
-    if not (dest / ".done").is_file():
-        note(f"extracting {tarball} into {dest}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent))       # same file system: the final rename is atomic
+    if (dest / ".done").is_file():
+        return dest
+    note(f"extracting {tarball} into {dest}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))   # same file system: the rename is atomic
+    try:
         safe_extract(tarball, tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-        (dest / ".done").touch()
+        (tmp / ".done").touch()                      # published complete, marker included, by one rename
+        if dest.exists() and not (dest / ".done").is_file():    # left by an interrupted extraction: set it aside
+            stale = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.stale."))
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(dest, stale / "old")
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.replace(tmp, dest)
+        except OSError:
+            if not (dest / ".done").is_file():
+                raise
+            # another process published the same extraction first; theirs may be in use, ours goes
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
@@ -222,9 +249,8 @@ def download_mnist(dest: Path) -> Path:
                 data = _fetch(mirror + stem + ".gz")
                 if md5_of(gzip.decompress(data)) != MNIST_MD5[stem]:
                     raise DataError(f"{mirror}{stem}.gz: checksum mismatch")
-                tmp = target.with_suffix(".part")
-                tmp.write_bytes(data)
-                os.replace(tmp, target)
+                with _published(target, ".part") as tmp:
+                    tmp.write_bytes(data)
                 break
             except Exception as e:  # network errors of every kind: try the next mirror
                 last = e
@@ -240,9 +266,8 @@ def download_cifar10(dest: Path) -> Path:
         data = _fetch(CIFAR10_URL, timeout=60)
         if md5_of(data) != CIFAR10_MD5:
             raise DataError(f"{CIFAR10_URL}: checksum mismatch")
-        tmp = target.with_suffix(".part")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        with _published(target, ".part") as tmp:
+            tmp.write_bytes(data)
     return dest
 
 
