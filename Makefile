@@ -30,13 +30,19 @@ $(STAMP): $(LOCK) pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
+# Test files run on TEST_WORKERS pytest-xdist workers, one file per worker at a time (the session fixtures of a file
+# are built once); the suite spends much of its time in single-threaded imports and subprocesses, so 2 workers on the
+# 2-core machine take ~0.7x the time of one. TEST_WORKERS=0: one process, as plain `pytest tests` runs.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 # Both tiers; the data folder must be there (../shared/data, or EDGEPACK_TEST_DATA): CI never passes by skipping.
 test: setup
-	EDGEPACK_REQUIRE_DATA=1 $(PY) -m pytest -q -ra tests
+	EDGEPACK_REQUIRE_DATA=1 $(PY) -m pytest -q -ra $(XDIST) tests
 
 # The unit tier alone: no data set, no training or conversion of real models (under a minute).
 test-unit: setup
-	$(PY) -m pytest -q -ra -m "not integration and not slow" tests
+	$(PY) -m pytest -q -ra $(XDIST) -m "not integration and not slow" tests
 
 demo: setup
 	$(VENV)/bin/edgepack demo

@@ -55,8 +55,12 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
-    """Tests never read or write the user's cache, except the decoded-CIFAR cache (slow to rebuild)."""
-    os.environ["EDGEPACK_CACHE"] = str(tmp_path_factory.mktemp("edgepack-cache"))
+    """Tests never read or write the user's cache. The run's cache is shared by its xdist workers (`make test`
+    runs two): the CIFAR-10 tarball is extracted and decoded once (~40 s), not once per worker."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent / "edgepack-cache" if os.environ.get("PYTEST_XDIST_WORKER") else base / "edgepack-cache"
+    shared.mkdir(exist_ok=True)
+    os.environ["EDGEPACK_CACHE"] = str(shared)
     os.environ.pop("EDGEPACK_DATA", None)
     yield
 
