@@ -64,6 +64,9 @@ class ExportOptions:
     def __post_init__(self):
         self.tflite_route = ROUTE_ALIASES.get(self.tflite_route, self.tflite_route)
         check_choices(self)                       # target, route, dtypes, calibration: from the declarations
+        if self.dense_per_channel and not self.per_channel:
+            raise OptionError("per-channel Dense weights (dense_per_channel) contradict per-tensor weights everywhere "
+                              "(per_channel=false / --per-tensor): drop one")
         if self.calibration_samples < 1:
             raise OptionError("calibration samples must be >= 1")
         if self.verify_images < 1:

@@ -57,6 +57,8 @@ def test_choices_are_checked_where_they_are_declared():
     with pytest.raises(OptionError, match="optimizer"):
         from_recipe(TrainConfig, {"optimizer": "lamb"})
     assert ExportOptions(tflite_route="keras").tflite_route == "converter"      # the pre-0.2 name still works
+    with pytest.raises(OptionError, match="contradict"):
+        ExportOptions(per_channel=False, dense_per_channel=True)
 
 
 def test_a_new_field_reaches_both_the_cli_and_the_schema():
