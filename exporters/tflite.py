@@ -35,9 +35,10 @@ def route_for(ctx: ExportContext) -> str:
 
 
 def dense_per_channel(options, mode: str) -> bool:
-    """Whether the converter route quantizes Dense weights per channel: as asked, else per channel in full-integer
-    files and per tensor in dynamic-range ones, where per-channel FULLY_CONNECTED weights need TFLite 2.17 (measured:
-    tflite-runtime 2.14, the last wheel of it, refuses them) and per-tensor ones cost MNIST's tutorial model 0.01 pp."""
+    """Whether a file's Dense weights are quantized per channel: as asked, else per channel in full-integer files
+    and per tensor in dynamic-range ones (either route), where per-channel FULLY_CONNECTED weights need TFLite 2.17
+    (measured: tflite-runtime 2.14, the last wheel of it, refuses them) and per-tensor ones cost MNIST's tutorial
+    model 0.01 pp."""
     if not options.per_channel:
         return False
     if options.dense_per_channel is not None:
