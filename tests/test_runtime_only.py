@@ -118,7 +118,8 @@ def test_files_load_in_the_runtimes_devices_keep(exported, mnist_small, tmp_path
     assert r.returncode == 0, r.stderr[-3000:]
     x = ((mnist_small.x_test[:256].astype(np.float32) / 255 - 0.1307) / 0.3081)
     files = {f"{fw}-{fmt}": exported[fw][fmt].path for fw in ("torch", "keras")
-             for fmt in ("onnx", "onnx-int8", "onnx-int8-dynamic", "tflite", "tflite-int8", "tflite-dynamic")}
+             for fmt in ("onnx", "onnx-int8", "onnx-int8-dynamic", "tflite", "tflite-int8", "tflite-dynamic",
+                         "tflite-fp16", "tflite-sparse") if fmt in exported[fw]}
     for name, path in files.items():
         if path.suffix == ".onnx":
             nchw = ort.InferenceSession(str(path)).get_inputs()[0].shape[-1] != 1
