@@ -54,11 +54,13 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _isolated_cache(tmp_path_factory):
+def _isolated_cache(tmp_path_factory, request):
     """Tests never read or write the user's cache. The run's cache is shared by its xdist workers (`make test`
-    runs two): the CIFAR-10 tarball is extracted and decoded once (~40 s), not once per worker."""
+    runs two): the CIFAR-10 tarball is extracted and decoded once (~40 s), not once per worker. (A worker's
+    `workerinput`, not the PYTEST_XDIST_WORKER variable, which pytest processes started by a test inherit.)"""
     base = tmp_path_factory.getbasetemp()
-    shared = base.parent / "edgepack-cache" if os.environ.get("PYTEST_XDIST_WORKER") else base / "edgepack-cache"
+    worker = hasattr(request.config, "workerinput")
+    shared = base.parent / "edgepack-cache" if worker else base / "edgepack-cache"
     shared.mkdir(exist_ok=True)
     os.environ["EDGEPACK_CACHE"] = str(shared)
     os.environ.pop("EDGEPACK_DATA", None)
