@@ -167,3 +167,54 @@ def test_files_load_in_the_runtimes_devices_keep(exported, mnist_small, tmp_path
             it.invoke()
             np.testing.assert_allclose(np.load(old), it.get_tensor(it.get_output_details()[0]["index"]), atol=1e-4)
     assert any(not files[n].suffix == ".onnx" and loaded[n] == "ok" for n in files)     # the claim is tested both ways
+
+
+TFLITE_MICRO = "0.dev20261023182759"     # TensorFlow Lite for Microcontrollers' Python wheel (nightly builds only)
+
+
+def test_full_integer_tflite_runs_in_tflite_micro(exported, mnist_small, tmp_path):
+    """Microcontrollers run full-integer .tflite files in TensorFlow Lite Micro (MLPerf Tiny's runtime), whose
+    reference kernels share no code with LiteRT's XNNPACK: the int8 files of both frameworks must load there and
+    give LiteRT's outputs, within a few int8 steps (requantization rounding), with the same top-1 class."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    d = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(d)], check=True, timeout=300)
+    r = subprocess.run([str(d / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile",
+                        "--only-binary", ":all:", f"tflite-micro=={TFLITE_MICRO}", f"numpy=={np.__version__}"],
+                       capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    x = ((mnist_small.x_test[:256].astype(np.float32) / 255 - 0.1307) / 0.3081)
+    files, litert = {}, {}
+    for fw in ("torch", "keras"):
+        path = exported[fw]["tflite-int8"].path
+        it = Interpreter(model_path=str(path))
+        it.allocate_tensors()
+        i, o = it.get_input_details()[0], it.get_output_details()[0]
+        scale, zero = i["quantization"]
+        q = np.clip(np.round(x / scale + zero), -128, 127).astype(i["dtype"])
+        q = q.reshape((len(q), *i["shape"][1:]))
+        outs = []
+        for k in range(len(q)):
+            it.set_tensor(i["index"], q[k:k + 1])
+            it.invoke()
+            outs.append(it.get_tensor(o["index"]).copy())
+        litert[fw] = np.concatenate(outs)
+        np.save(tmp_path / f"{fw}.x.npy", q)
+        files[fw] = str(path)
+    code = ("import sys, json, numpy as np\n"
+            "from tflite_micro.python.tflite_micro import runtime\n"
+            "for name, path in json.loads(sys.argv[1]).items():\n"
+            "    it = runtime.Interpreter.from_file(path, arena_size=1 << 22)\n"
+            "    q = np.load(sys.argv[2] + '/' + name + '.x.npy'); out = []\n"
+            "    for k in range(len(q)):\n"
+            "        it.set_input(q[k:k + 1], 0); it.invoke(); out.append(it.get_output(0).copy())\n"
+            "    np.save(sys.argv[2] + '/' + name + '.tflm.npy', np.concatenate(out))\n")
+    run = subprocess.run([str(d / "bin" / "python"), "-c", code, json.dumps(files), str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for fw in files:
+        micro = np.load(tmp_path / f"{fw}.tflm.npy")
+        assert micro.shape == litert[fw].shape and micro.dtype == litert[fw].dtype
+        assert np.abs(micro.astype(int) - litert[fw].astype(int)).max() <= 4, fw
+        assert (micro.argmax(1) == litert[fw].argmax(1)).mean() >= 0.98, fw
