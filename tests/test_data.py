@@ -1,5 +1,6 @@
 import gzip
 import io
+import os
 import shutil
 import tarfile
 
@@ -132,6 +133,9 @@ def test_caches_filled_by_two_processes_at_once_stay_whole(tmp_path, monkeypatch
     folder = sources._extracted(tarball)
     assert folder == in_use[0] and (folder / "reading").is_file() and (folder / ".done").is_file()
     assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]          # no temporaries left
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~mask                           # as mkdir would make it
 
     real_savez, other = np.savez, []
 
@@ -146,6 +150,7 @@ def test_caches_filled_by_two_processes_at_once_stay_whole(tmp_path, monkeypatch
     decoded = tmp_path / "cache" / "decoded"
     assert [p.suffix for p in decoded.iterdir()] == [".npz"]                          # one file, no temporaries
     np.testing.assert_array_equal(np.load(next(decoded.iterdir()))["x_train"], ds.x_train)
+    assert next(decoded.iterdir()).stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_tarball_path_traversal_is_refused(tmp_path):

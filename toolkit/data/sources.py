@@ -129,6 +129,12 @@ def _tree_stamp(root: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def _published(target: Path, suffix: str):
     """A temporary path of its own beside `target`, renamed onto it once written: a reader never sees half a file,
@@ -138,6 +144,7 @@ def _published(target: Path, suffix: str):
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())             # mkstemp's 0600 would hide a shared cache from other users
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -183,6 +190,7 @@ def _extracted(tarball: Path) -> Path:
     try:
         safe_extract(tarball, tmp)
         (tmp / ".done").touch()                      # published complete, marker included, by one rename
+        os.chmod(tmp, 0o777 & ~_umask())             # mkdtemp's 0700, as a plain mkdir would have made it
         if dest.exists() and not (dest / ".done").is_file():    # left by an interrupted extraction: set it aside
             stale = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.stale."))
             with contextlib.suppress(FileNotFoundError):
