@@ -84,9 +84,11 @@ def test_a_grid_on_ray_matches_the_sequential_run_and_benchmarks_never_overlap(r
             out[cell] = (r["accuracy"], r["size_bytes"], r["gzip_bytes"])
         return out
     a, b = cells(seq), cells(par)
-    # seeded training: the same accuracy and file size; TensorFlow's thread pools differ between this process and a
-    # Ray worker, so the weights may differ in the last bits (a clean CI clone showed gzip sizes 1-2 bytes apart)
-    assert {k: v[:2] for k, v in a.items()} == {k: v[:2] for k, v in b.items()}
+    # seeded training: the same accuracy and, within a few bytes, the same file; TensorFlow's thread pools differ
+    # between this process and a Ray worker, so the weights may differ in the last bits (clean CI clones showed gzip
+    # sizes 1-2 bytes apart, and once the int8 .onnx 2 bytes apart: 22,451 against 22,449)
+    assert {k: v[0] for k, v in a.items()} == {k: v[0] for k, v in b.items()}
+    assert all(abs(a[k][1] - b[k][1]) <= 16 for k in a), (a, b)
     assert all(abs(a[k][2] - b[k][2]) <= 0.005 * a[k][2] for k in a), (a, b)
     steps = json.loads((par / ".edgepack" / "state.json").read_text())["steps"]
     assert set(steps) == {"base", "x-tflite-int8", "x-onnx-int8", "b-tflite-int8", "b-onnx-int8"}
