@@ -161,14 +161,11 @@ def via_onnx2tf(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
 def _dynamic_from_saved_model(ctx: ExportContext, saved_model: Path, version: str) -> tuple[bytes, dict]:
     """Dynamic range with per-tensor Dense weights from the SavedModel onnx2tf writes: onnx2tf's own dynamic-range
     file has per-channel FULLY_CONNECTED weights, which need TFLite 2.17 (tflite-runtime 2.14 refuses them)."""
-    from toolkit.tf_import import import_tensorflow
-    from toolkit.tflite_convert import configure, convert
-    tf = import_tensorflow()
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    details = configure(conv, "dynamic", per_channel=True, dense_per_channel=False)
+    from toolkit.tflite_convert import convert_saved_model
+    data, details = convert_saved_model(saved_model, "dynamic", per_channel=True, dense_per_channel=False)
     details.update(converter=f"onnx2tf {version} SavedModel, then {details['converter']}", **{"from": "fp32 ONNX"},
                    input_layout="NCHW" if ctx.options.keep_nchw else "NHWC")
-    return convert(conv, "dynamic"), details
+    return data, details
 
 
 def mixed_int8(ctx: ExportContext) -> tuple[bytes, dict]:
@@ -195,15 +192,12 @@ def mixed_int8(ctx: ExportContext) -> tuple[bytes, dict]:
         if opts.keep_nchw:
             raise OptionError("keep_float with the onnx2tf route makes NHWC files; drop keep_nchw")
         saved_model = onnx2tf_convert(ctx)                   # onnx2tf writes its SavedModel beside the .tflite files
-        from toolkit.tflite_convert import configure, convert
-        from toolkit.tf_import import import_tensorflow
-        tf = import_tensorflow()
+        from toolkit.tflite_convert import convert_saved_model
 
         def run(nodes):
-            conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-            details = configure(conv, "int8", representative, opts.io_dtype, opts.per_channel, opts.per_channel,
-                                allow_float=bool(nodes))
-            return convert(conv, "int8", representative, tuple(nodes)), {**details, "from": "onnx2tf SavedModel"}
+            data, details = convert_saved_model(saved_model, "int8", representative, opts.io_dtype, opts.per_channel,
+                                                opts.per_channel, float_nodes=tuple(nodes))
+            return data, {**details, "from": "onnx2tf SavedModel"}
     key = (f"tflite-nodes:{route}:{opts.io_dtype}:{opts.per_channel}:{dense_per_channel(opts, 'int8')}:"
            f"{opts.calibration_samples}:{opts.seed}")
     if key not in ctx.produced:                              # node names of a full-int8 conversion, once per context

@@ -53,3 +53,14 @@ def convert(conv, mode: str, representative=None, float_nodes: tuple[str, ...] =
     except Exception as e:
         raise ModelError(f"TFLite conversion ({mode}{', mixed precision' if float_nodes else ''}) failed: "
                          f"{first_line(e, 300)}") from None
+
+
+def convert_saved_model(saved_model, mode: str, representative=None, io_dtype: str = "int8", per_channel: bool = True,
+                        dense_per_channel: bool = True, float_nodes: tuple[str, ...] = ()) -> tuple[bytes, dict]:
+    """A TFLite file from a SavedModel (onnx2tf writes one beside its .tflite files), with `configure`'s settings."""
+    tf = import_tensorflow()
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    details = configure(conv, mode, representative, io_dtype, per_channel, dense_per_channel,
+                        allow_float=bool(float_nodes))
+    return convert(conv, mode, representative, tuple(float_nodes)), details
+
