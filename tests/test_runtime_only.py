@@ -70,20 +70,25 @@ def _interpreter(minor: int):
     return str(found[-1]) if found else shutil.which(f"python3.{minor}")
 
 
+def _venv_with(tmp_path, python, *pip_args) -> str:
+    """A fresh venv from `python` with `pip install <pip_args>` (no bytecode compiling: half the install time)."""
+    d = tmp_path / "venv"
+    subprocess.run([python, "-m", "venv", str(d)], check=True, timeout=300)
+    r = subprocess.run([str(d / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        "--no-compile", *pip_args], capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return str(d / "bin" / "python")
+
+
 @pytest.mark.parametrize("minor", [12, 13])
 def test_runtime_extra_installs_and_benches_on_newer_pythons(minor, exported, tmp_path):
     """Ubuntu 24.04 (3.12) and Raspberry Pi OS trixie (3.13): `.[runtime]` from wheels, same accuracy as 3.11."""
     py = _interpreter(minor)
     if py is None:
         pytest.skip(f"python3.{minor} is not installed here")
-    d = tmp_path / "venv"
-    subprocess.run([py, "-m", "venv", str(d)], check=True, timeout=300)
-    r = subprocess.run([str(d / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile",
-                        "--only-binary", "numpy,onnxruntime,ai-edge-litert,pillow", f"{ROOT}[runtime]"],
-                       capture_output=True, text=True, timeout=1200)
-    assert r.returncode == 0, r.stderr[-3000:]
+    new_py = _venv_with(tmp_path, py, "--only-binary", "numpy,onnxruntime,ai-edge-litert,pillow", f"{ROOT}[runtime]")
     files = [exported["torch"]["onnx-int8"].path, exported["keras"]["tflite-int8"].path]
-    out = subprocess.run([str(d / "bin" / "edgepack"), "bench", *map(str, files), "--data", "mnist", "--data-dir",
+    out = subprocess.run([os.path.join(os.path.dirname(new_py), "edgepack"), "bench", *map(str, files), "--data", "mnist", "--data-dir",
                           str(MNIST_DIR), "--runs", "5", "--min-seconds", "0", "--json", str(tmp_path / "r.json")],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -110,12 +115,8 @@ def test_files_load_in_the_runtimes_devices_keep(exported, mnist_small, tmp_path
     from toolkit.record import ArtifactRecord
     if sys.version_info >= (3, 12):
         pytest.skip("tflite-runtime 2.14 has no wheel for Python 3.12 or later")
-    d = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(d)], check=True, timeout=300)
-    r = subprocess.run([str(d / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile",
-                        "--only-binary", ":all:", *(f"{k}=={v}" for k, v in OLD_RUNTIMES.items()), "numpy==1.26.4"],
-                       capture_output=True, text=True, timeout=1200)
-    assert r.returncode == 0, r.stderr[-3000:]
+    old_py = _venv_with(tmp_path, sys.executable, "--only-binary", ":all:",
+                        *(f"{k}=={v}" for k, v in OLD_RUNTIMES.items()), "numpy==1.26.4")
     x = ((mnist_small.x_test[:256].astype(np.float32) / 255 - 0.1307) / 0.3081)
     files = {f"{fw}-{fmt}": exported[fw][fmt].path for fw in ("torch", "keras")
              for fmt in ("onnx", "onnx-int8", "onnx-int8-dynamic", "tflite", "tflite-int8", "tflite-dynamic",
@@ -140,7 +141,7 @@ def test_files_load_in_the_runtimes_devices_keep(exported, mnist_small, tmp_path
             "    except Exception as e:\n"
             "        out[name] = str(e)[:300]\n"
             "print(json.dumps(out))\n")
-    run = subprocess.run([str(d / "bin" / "python"), "-c", code, json.dumps({k: str(v) for k, v in files.items()}),
+    run = subprocess.run([old_py, "-c", code, json.dumps({k: str(v) for k, v in files.items()}),
                           str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     loaded = json.loads(run.stdout.strip().splitlines()[-1])
@@ -178,12 +179,8 @@ def test_full_integer_tflite_runs_in_tflite_micro(exported, mnist_small, tmp_pat
     give LiteRT's outputs, within a few int8 steps (requantization rounding), with the same top-1 class."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
-    d = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(d)], check=True, timeout=300)
-    r = subprocess.run([str(d / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile",
-                        "--only-binary", ":all:", f"tflite-micro=={TFLITE_MICRO}", f"numpy=={np.__version__}"],
-                       capture_output=True, text=True, timeout=1200)
-    assert r.returncode == 0, r.stderr[-3000:]
+    micro_py = _venv_with(tmp_path, sys.executable, "--only-binary", ":all:", f"tflite-micro=={TFLITE_MICRO}",
+                          f"numpy=={np.__version__}")
     x = ((mnist_small.x_test[:256].astype(np.float32) / 255 - 0.1307) / 0.3081)
     files, litert = {}, {}
     for fw in ("torch", "keras"):
@@ -210,7 +207,7 @@ def test_full_integer_tflite_runs_in_tflite_micro(exported, mnist_small, tmp_pat
             "    for k in range(len(q)):\n"
             "        it.set_input(q[k:k + 1], 0); it.invoke(); out.append(it.get_output(0).copy())\n"
             "    np.save(sys.argv[2] + '/' + name + '.tflm.npy', np.concatenate(out))\n")
-    run = subprocess.run([str(d / "bin" / "python"), "-c", code, json.dumps(files), str(tmp_path)],
+    run = subprocess.run([micro_py, "-c", code, json.dumps(files), str(tmp_path)],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     for fw in files:
