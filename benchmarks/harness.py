@@ -129,12 +129,12 @@ def _child(request: dict, timeout: float) -> dict:
 
 def _runtimes_for(path: Path, wanted: list[str] | None) -> list[str]:
     """The runtimes that run this file: its format's default, every one ('all'), or those named that run it."""
-    from benchmarks.runners import runtimes_for
+    from benchmarks.runners import every_runtime_for, runtimes_for
     able = runtimes_for(path)
     if not wanted:
         return able[:1]
     if wanted == ["all"]:
-        return able
+        return every_runtime_for(path)
     chosen = [rt for rt in wanted if rt in able]
     if not chosen:
         raise ModelError(f"{path}: none of the runtimes {', '.join(wanted)} runs {path.suffix} files (those that do: {', '.join(able)})")
@@ -181,7 +181,7 @@ def benchmark(models: list[str | Path], data: str | None, data_dir: str | None =
     """Benchmark each model at each thread count; failures become records with `ok=False` (others go on).
     `data=None`: each file's recorded data set, or random input (no accuracy) for files without a record."""
     settings = settings or BenchSettings()
-    from benchmarks.runners import formats_by_suffix
+    from benchmarks.runners import formats_by_suffix, runner_class, runtime_label
     suffixes = formats_by_suffix()                       # every suffix a registered runtime runs
     machine = machine_record()
     results: list[BenchResult] = []
@@ -215,7 +215,12 @@ def benchmark(models: list[str | Path], data: str | None, data_dir: str | None =
             continue
         for runtime in runtimes:
             accuracy = None
-            for threads in settings.threads:
+            cap = runner_class(path, runtime).max_threads
+            counts = [t for t in settings.threads if cap is None or t <= cap] or [cap]
+            if counts != settings.threads:
+                progress(f"{path.name}: {runtime_label(runtime)} runs on at most {cap} thread(s): "
+                         f"timed at {', '.join(map(str, counts))} only")
+            for threads in counts:
                 progress(f"benchmarking {path.name} ({fmt} on {runtime}, {threads} thread{'s' if threads > 1 else ''})")
                 req = {"model": str(path), "data": model_data, "data_dir": data_dir,
                        "preprocessing": preprocessing_for(static.get("record"), settings.preprocessing), "threads": threads, "batch": settings.batch,

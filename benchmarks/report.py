@@ -329,6 +329,13 @@ def write_markdown(results, path: Path, plots: list[Path], command: str = "") ->
     unmeasured = {names[d["model"]]: d["accuracy_note"] for d in ds if d.get("accuracy_note")}
     if unmeasured:
         lines += ["Not measured: " + "; ".join(f"**{k}**: {v}" for k, v in unmeasured.items()) + ".", ""]
+    arenas = [(d, ((d.get("runtime_info") or {}).get("settings") or {}).get("tensor_arena_bytes")) for d in ds if d["ok"]]
+    arenas = [(d, a) for d, a in arenas if a is not None]
+    if arenas:
+        lines += ["## Tensor arena", "", "The RAM a microcontroller must give the file's tensors besides the file itself in "
+                  "flash, as TensorFlow Lite Micro's recording allocator measured it (reference kernels; optimized kernel "
+                  "libraries may add scratch buffers).", "", "| model | runtime | tensor arena B | file B |", "| --- | --- | ---: | ---: |"]
+        lines += [f"| {names[d['model']]} | {d['runtime']} | {a:,} | {_fmt(d['size_bytes'], ',')} |" for d, a in arenas] + [""]
     notes = [(d, m) for d in ds for m in d.get("diagnostics") or []]
     if notes:
         lines += ["## Diagnostics", ""] + [f"- **{names[d['model']]}** ({d['runtime']}, {d['threads']} thr): {m}" for d, m in notes] + [""]

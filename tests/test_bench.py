@@ -318,7 +318,7 @@ def test_a_bare_state_dict_says_what_would_work(tmp_path):
 def test_runtime_registry_is_keyed_by_format_and_runtime():
     from benchmarks.runners import all_runtimes, format_of, runner_class, runtimes_for
     assert runtimes_for("m.onnx")[0] == "onnxruntime" and {"openvino", "openvino-f32"} <= set(runtimes_for("m.onnx"))
-    assert runtimes_for("m.tflite") == ["litert"] and format_of("m.epk") == "edgepack-archive"
+    assert runtimes_for("m.tflite") == ["litert", "tflite-micro"] and format_of("m.epk") == "edgepack-archive"
     assert runner_class("m.onnx", "openvino").extra == "openvino"
     with pytest.raises(OptionError, match="unknown runtime 'tvm'"):
         runner_class("m.onnx", "tvm")
@@ -327,6 +327,28 @@ def test_runtime_registry_is_keyed_by_format_and_runtime():
     with pytest.raises(OptionError, match="unknown runtime"):
         BenchSettings(runtimes=["tvm"])
     assert "litert" in all_runtimes()
+
+
+def test_a_by_name_only_runtime_is_left_out_of_all_and_asks_for_its_extra(monkeypatch, tmp_path):
+    """TFLite Micro runs a .tflite only when named: not in `--runtime all`, not among deploy's installed runtimes
+    (even where its wheel is installed); named without the wheel, the error says which extra installs it; asked for
+    more threads than it has, the error says so before anything loads."""
+    from benchmarks.harness import _runtimes_for
+    from benchmarks.runners import every_runtime_for, installed_runtimes, open_runner, runner_class
+    from toolkit.deploy.search import search_runtimes
+    assert every_runtime_for("m.tflite") == ["litert"] and _runtimes_for(tmp_path / "m.tflite", ["all"]) == ["litert"]
+    assert _runtimes_for(tmp_path / "m.tflite", ["tflite-micro"]) == ["tflite-micro"]
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: object())      # every package "installed"
+    assert "tflite-micro" not in installed_runtimes("m.tflite") and "tflite-micro" not in search_runtimes("tflite-int8", None)
+    assert "tflite-micro" in installed_runtimes("m.tflite", ["tflite-micro"])
+    assert search_runtimes("tflite-int8", ["tflite-micro"]) == ["tflite-micro"]
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(24))
+    monkeypatch.setitem(sys.modules, "tflite_micro", None)                          # not installed
+    with pytest.raises(OptionError, match=r"needs the 'tflite_micro' package \(pip install 'edgepack\[micro\]'\)"):
+        open_runner(model, runtime="tflite-micro")
+    with pytest.raises(ModelError, match="TFLite Micro runs on at most 1 thread"):
+        runner_class(model, "tflite-micro")(model, threads=2).load()
 
 
 def test_one_onnx_file_on_every_runtime_side_by_side(exported, tmp_path):

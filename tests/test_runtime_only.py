@@ -176,11 +176,17 @@ TFLITE_MICRO = "0.dev20261023182759"     # TensorFlow Lite for Microcontrollers'
 def test_full_integer_tflite_runs_in_tflite_micro(exported, mnist_small, tmp_path):
     """Microcontrollers run full-integer .tflite files in TensorFlow Lite Micro (MLPerf Tiny's runtime), whose
     reference kernels share no code with LiteRT's XNNPACK: the int8 files of both frameworks must load there and
-    give LiteRT's outputs, within a few int8 steps (requantization rounding), with the same top-1 class."""
+    give LiteRT's outputs, within a few int8 steps (requantization rounding), with the same top-1 class. Then the
+    same files through `edgepack bench --runtime litert,tflite-micro`: TFLite Micro's accuracy on the full test set
+    beside LiteRT's, timed at one thread only, and the tensor arena it measured in the report."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
-    micro_py = _venv_with(tmp_path, sys.executable, "--only-binary", ":all:", f"tflite-micro=={TFLITE_MICRO}",
-                          f"numpy=={np.__version__}")
+    micro = tmp_path / "micro"                  # the wheel alone (its numpy, flatbuffers and PyYAML are this venv's)
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile",
+                        "--no-deps", "--only-binary", ":all:", "--target", str(micro), f"tflite-micro=={TFLITE_MICRO}"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(micro)])}
     x = ((mnist_small.x_test[:256].astype(np.float32) / 255 - 0.1307) / 0.3081)
     files, litert = {}, {}
     for fw in ("torch", "keras"):
@@ -207,11 +213,30 @@ def test_full_integer_tflite_runs_in_tflite_micro(exported, mnist_small, tmp_pat
             "    for k in range(len(q)):\n"
             "        it.set_input(q[k:k + 1], 0); it.invoke(); out.append(it.get_output(0).copy())\n"
             "    np.save(sys.argv[2] + '/' + name + '.tflm.npy', np.concatenate(out))\n")
-    run = subprocess.run([micro_py, "-c", code, json.dumps(files), str(tmp_path)],
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run([sys.executable, "-c", code, json.dumps(files), str(tmp_path)],
+                         capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     for fw in files:
-        micro = np.load(tmp_path / f"{fw}.tflm.npy")
-        assert micro.shape == litert[fw].shape and micro.dtype == litert[fw].dtype
-        assert np.abs(micro.astype(int) - litert[fw].astype(int)).max() <= 4, fw
-        assert (micro.argmax(1) == litert[fw].argmax(1)).mean() >= 0.98, fw
+        micro_out = np.load(tmp_path / f"{fw}.tflm.npy")
+        assert micro_out.shape == litert[fw].shape and micro_out.dtype == litert[fw].dtype
+        assert np.abs(micro_out.astype(int) - litert[fw].astype(int)).max() <= 4, fw
+        assert (micro_out.argmax(1) == litert[fw].argmax(1)).mean() >= 0.98, fw
+
+    bench = subprocess.run([sys.executable, "-m", "toolkit.cli", "bench", *files.values(), "--runtime", "litert,tflite-micro",
+                            "--threads", "1,2", "--data", "mnist", "--data-dir", str(MNIST_DIR), "--runs", "3",
+                            "--min-seconds", "0", "--json", str(tmp_path / "r.json"), "--report", str(tmp_path / "rep")],
+                           capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    assert bench.returncode == 0, bench.stderr[-3000:]
+    assert "TFLite Micro runs on at most 1 thread(s): timed at 1 only" in bench.stderr
+    rows = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert [(x["runtime"], x["threads"], x["ok"]) for x in rows] == [("litert", 1, True), ("litert", 2, True),
+                                                                     ("tflite-micro", 1, True)] * 2
+    report = (tmp_path / "rep" / "report.md").read_text()
+    for k in (0, 3):
+        lite, tflm = rows[k], rows[k + 2]
+        assert tflm["test_images"] == lite["test_images"] == 10_000
+        assert abs(tflm["accuracy"] - lite["accuracy"]) <= 0.005      # the outputs above: within a few int8 steps
+        arena = tflm["runtime_info"]["settings"]["tensor_arena_bytes"]
+        assert 2_000 < arena < 200_000                                  # 28x28 activations, far below the 64 MiB offered
+        assert f"| tflite-micro | {arena:,} | {tflm['size_bytes']:,} |" in report
+    assert "## Same file, several runtimes" in report and "## Tensor arena" in report

@@ -2,7 +2,8 @@
 they run (`format`, `suffixes`), what they need (`needs`, `extra`) and their label, and lists them in `RUNNERS`;
 `RUNNER_MODULES` is the one list of those modules (a new runtime = a new module + one line). Runner modules never
 import this registry, so registration makes no import cycle.
-A format's default runtime is the first registered for it; others run a file when asked (`bench --runtime`).
+A format's default runtime is the first registered for it; others run a file when asked (`bench --runtime`), and
+`--runtime all` runs every one except those registered as `by_name_only` (they run only when named).
 Modules are imported without their runtimes: a runtime-only install never loads torch or TensorFlow."""
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from toolkit.errors import ModelError, OptionError
 
 RUNNER_MODULES = ("benchmarks.runners.onnxruntime", "benchmarks.runners.tflite", "benchmarks.runners.archive",
-                  "benchmarks.runners.frameworks", "benchmarks.runners.openvino")
+                  "benchmarks.runners.frameworks", "benchmarks.runners.openvino", "benchmarks.runners.tflite_micro")
 
 _REGISTRY: dict[tuple[str, str], type] = {}
 _loaded = False
@@ -66,12 +67,20 @@ def runtimes_for(path: str | Path) -> list[str]:
     return [rt for (f, rt) in _load() if f == fmt]
 
 
-def installed_runtimes(path: str | Path) -> list[str]:
-    """The runtimes that run this file's format and whose packages are importable here, the default first."""
+def every_runtime_for(path: str | Path) -> list[str]:
+    """What `--runtime all` runs this file on: every registered runtime of its format but the by-name-only ones."""
+    fmt = format_of(path)
+    return [rt for (f, rt), cls in _load().items() if f == fmt and not cls.by_name_only]
+
+
+def installed_runtimes(path: str | Path, named: list[str] | None = None) -> list[str]:
+    """The runtimes that run this file's format and whose packages are importable here, the default first; a
+    by-name-only runtime only when it is in `named`."""
     import importlib.util
     fmt = format_of(path)
     return [rt for (f, rt), cls in _load().items()
-            if f == fmt and all(importlib.util.find_spec(m) is not None for m in cls.needs)]
+            if f == fmt and (not cls.by_name_only or rt in (named or ()))
+            and all(importlib.util.find_spec(m) is not None for m in cls.needs)]
 
 
 def runner_class(path: str | Path, runtime: str | None = None):

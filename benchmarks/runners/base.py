@@ -44,6 +44,8 @@ class Runner:
     needs: tuple[str, ...] = ()          # modules that must be importable
     extra = "runtime"                    # the pip extra that installs them
     label = "?"                          # in reports and plot legends
+    by_name_only = False                 # True: runs only when named, never in "all" (nor in deploy's default runtimes)
+    max_threads: int | None = None       # the most threads the runtime uses (None: as many as asked)
 
     def __init__(self, path: str | Path, threads: int | None = 1, **options):
         self.path = Path(path)
@@ -59,6 +61,8 @@ class Runner:
             raise ModelError(f"{self.path}: is a folder, not a model file")
         if not self.path.is_file():
             raise ModelError(f"{self.path}: file not found")
+        if self.max_threads is not None and (self.threads or 1) > self.max_threads:
+            raise ModelError(f"{self.path}: {self.label} runs on at most {self.max_threads} thread(s), not {self.threads}")
         t0 = time.perf_counter()
         try:
             self._load()

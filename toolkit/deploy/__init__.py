@@ -47,7 +47,7 @@ def candidates_for(runtimes: list[str] | None) -> list[tuple]:
         return list(BASE_CANDIDATES)
     from benchmarks.runners import installed_runtimes
     from exporters.registry import get_exporter
-    keep = [c for c in BASE_CANDIDATES if set(installed_runtimes("x" + get_exporter(c[1]).suffix)) & set(runtimes)]
+    keep = [c for c in BASE_CANDIDATES if set(installed_runtimes("x" + get_exporter(c[1]).suffix, runtimes)) & set(runtimes)]
     if not keep:
         raise OptionError(f"none of the runtimes {', '.join(runtimes)} is installed here to run a candidate format")
     return keep

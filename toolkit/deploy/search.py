@@ -191,7 +191,7 @@ def search_runtimes(fmt: str, wanted: list[str] | None) -> list[str]:
     ["all"]; none when no runtime of the format is installed or wanted (the format is then not searched)."""
     from benchmarks.runners import installed_runtimes
     from exporters.registry import get_exporter
-    able = installed_runtimes("x" + get_exporter(fmt).suffix)
+    able = installed_runtimes("x" + get_exporter(fmt).suffix, wanted)
     return able if not wanted or wanted == ["all"] else [rt for rt in able if rt in wanted]
 
 

@@ -1,0 +1,89 @@
+"""TensorFlow Lite for Microcontrollers (`tflite-micro`, MLPerf Tiny's runtime) for .tflite files: the same file a
+microcontroller runs, in TFLM's reference kernels, which share no code with LiteRT's XNNPACK.
+
+What it tells: the file's accuracy in TFLM on the full test set (`edgepack bench FILE --runtime litert,tflite-micro`
+puts it beside LiteRT's, with the top-1 agreement), whether TFLM loads the file at all (it runs full-integer and
+float files, not dynamic-range ones), and the tensor arena the file needs, measured by TFLM's recording allocator:
+the RAM a board must give it besides the model in flash. What it does not tell: latency on a board. It runs on
+the host CPU, one thread, one image at a time, in plain C++ kernels; its timings are reported as measured there.
+
+Runs only when named (`--runtime tflite-micro`), never in `--runtime all` or a deploy's default runtimes: its kernels
+are slow on a full test set and its latencies say nothing of a device. Install with `pip install 'edgepack[micro]'`
+(the project publishes nightly wheels only, for Linux x86_64).
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+
+import numpy as np
+
+from benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
+from toolkit.errors import ModelError
+
+ARENA_BYTES = 64 << 20     # room to allocate in; the arena a file needs is measured, never this figure
+
+
+def _spec(name: str, d: dict) -> TensorSpec:
+    q = d.get("quantization_parameters") or {}
+    scales, zps = np.ravel(q.get("scales", [])), np.ravel(q.get("zero_points", []))
+    quantized = len(scales) == 1 and float(scales[0]) != 0.0
+    return TensorSpec(name, tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"]),
+                      float(scales[0]) if quantized else None, int(zps[0]) if quantized and len(zps) else None)
+
+
+def _fd2_text(fn) -> str:
+    """What `fn` writes to file descriptor 2 (TFLM prints its allocation record from C++)."""
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        saved = os.dup(2)
+        try:
+            os.dup2(tmp.fileno(), 2)
+            fn()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        return tmp.read().decode("utf-8", "replace")
+
+
+class TFLiteMicroRunner(Runner):
+    runtime = "tflite-micro"
+    format = "tflite"
+    suffixes = (".tflite",)
+    needs = ("tflite_micro",)
+    extra = "micro"
+    label = "TFLite Micro"
+    by_name_only = True
+
+    max_threads = 1
+
+    def _load(self) -> None:
+        from tflite_micro.python.tflite_micro import runtime
+        self.interp = runtime.Interpreter.from_file(str(self.path), arena_size=ARENA_BYTES)
+        self.inputs = [_spec("input", self.interp.get_input_details(0))]
+        self.outputs = [_spec("output", self.interp.get_output_details(0))]
+        self._arena: int | None = None
+
+    def _run(self, feed: np.ndarray):
+        self.interp.set_input(feed, 0)
+        self.interp.invoke()
+        return [self.interp.get_output(0)]
+
+    def arena_bytes(self) -> int:
+        """The tensor arena the file needed (TFLM's recording allocator, after an inference)."""
+        if self._arena is None:
+            text = _fd2_text(self.interp.print_allocations)
+            m = re.search(r"Arena allocation total (\d+) bytes", text)
+            if m is None:
+                raise ModelError(f"{self.path}: TFLite Micro printed no arena allocation record")
+            self._arena = int(m.group(1))
+        return self._arena
+
+    def info(self) -> RunnerInfo:
+        from importlib.metadata import version
+        return RunnerInfo(self.runtime, version("tflite-micro"), 1,
+                          {"kernels": "reference (host CPU)", "tensor_arena_bytes": self.arena_bytes()})
+
+
+RUNNERS = (TFLiteMicroRunner,)   # registered by benchmarks/runners/__init__.py
