@@ -222,15 +222,17 @@ def test_full_integer_tflite_runs_in_tflite_micro(exported, mnist_small, tmp_pat
         assert np.abs(micro_out.astype(int) - litert[fw].astype(int)).max() <= 4, fw
         assert (micro_out.argmax(1) == litert[fw].argmax(1)).mean() >= 0.98, fw
 
-    bench = subprocess.run([sys.executable, "-m", "toolkit.cli", "bench", *files.values(), "--runtime", "litert,tflite-micro",
+    dynamic = str(exported["keras"]["tflite-dynamic"].path)     # float activations, int8 weights: TFLM has no kernels
+    bench = subprocess.run([sys.executable, "-m", "toolkit.cli", "bench", *files.values(), dynamic, "--runtime", "litert,tflite-micro",
                             "--threads", "1,2", "--data", "mnist", "--data-dir", str(MNIST_DIR), "--runs", "3",
                             "--min-seconds", "0", "--json", str(tmp_path / "r.json"), "--report", str(tmp_path / "rep")],
                            capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
-    assert bench.returncode == 0, bench.stderr[-3000:]
+    assert bench.returncode == 2, bench.stderr[-3000:]                # the dynamic-range file's TFLM row is an error
     assert "TFLite Micro runs on at most 1 thread(s): timed at 1 only" in bench.stderr
     rows = json.loads((tmp_path / "r.json").read_text())["results"]
-    assert [(x["runtime"], x["threads"], x["ok"]) for x in rows] == [("litert", 1, True), ("litert", 2, True),
-                                                                     ("tflite-micro", 1, True)] * 2
+    per_file = [("litert", 1, True), ("litert", 2, True), ("tflite-micro", 1, True)]
+    assert [(x["runtime"], x["threads"], x["ok"]) for x in rows] == per_file * 2 + per_file[:2] + [("tflite-micro", 1, False)]
+    assert "TensorFlow Lite Micro cannot run it (Input type: FLOAT32 with filter type: INT8 not supported" in rows[-1]["error"]
     report = (tmp_path / "rep" / "report.md").read_text()
     for k in (0, 3):
         lite, tflm = rows[k], rows[k + 2]

@@ -33,18 +33,22 @@ def _spec(name: str, d: dict) -> TensorSpec:
                       float(scales[0]) if quantized else None, int(zps[0]) if quantized and len(zps) else None)
 
 
-def _fd2_text(fn) -> str:
-    """What `fn` writes to file descriptor 2 (TFLM prints its allocation record from C++)."""
+def _with_fd2(fn):
+    """fn's result (or exception) and what it wrote to file descriptor 2: TFLM prints from C++ there, its allocation
+    record and why a file does not load."""
     with tempfile.TemporaryFile(mode="w+b") as tmp:
         saved = os.dup(2)
         try:
             os.dup2(tmp.fileno(), 2)
-            fn()
+            try:
+                result, error = fn(), None
+            except Exception as e:     # noqa: BLE001 - handed back with the text that explains it
+                result, error = None, e
         finally:
             os.dup2(saved, 2)
             os.close(saved)
         tmp.seek(0)
-        return tmp.read().decode("utf-8", "replace")
+        return result, error, tmp.read().decode("utf-8", "replace")
 
 
 class TFLiteMicroRunner(Runner):
@@ -60,7 +64,10 @@ class TFLiteMicroRunner(Runner):
 
     def _load(self) -> None:
         from tflite_micro.python.tflite_micro import runtime
-        self.interp = runtime.Interpreter.from_file(str(self.path), arena_size=ARENA_BYTES)
+        self.interp, error, said = _with_fd2(lambda: runtime.Interpreter.from_file(str(self.path), arena_size=ARENA_BYTES))
+        if error is not None:          # e.g. dynamic-range files: "Input type: FLOAT32 with filter type: INT8 not supported."
+            why = " ".join(line.strip() for line in said.splitlines() if line.strip())[:300]
+            raise ModelError(f"{self.path}: TensorFlow Lite Micro cannot run it ({why or error})")
         self.inputs = [_spec("input", self.interp.get_input_details(0))]
         self.outputs = [_spec("output", self.interp.get_output_details(0))]
         self._arena: int | None = None
@@ -73,7 +80,7 @@ class TFLiteMicroRunner(Runner):
     def arena_bytes(self) -> int:
         """The tensor arena the file needed (TFLM's recording allocator, after an inference)."""
         if self._arena is None:
-            text = _fd2_text(self.interp.print_allocations)
+            _, _, text = _with_fd2(self.interp.print_allocations)
             m = re.search(r"Arena allocation total (\d+) bytes", text)
             if m is None:
                 raise ModelError(f"{self.path}: TFLite Micro printed no arena allocation record")
