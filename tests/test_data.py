@@ -137,20 +137,47 @@ def test_caches_filled_by_two_processes_at_once_stay_whole(tmp_path, monkeypatch
     os.umask(mask)
     assert folder.stat().st_mode & 0o777 == 0o777 & ~mask                           # as mkdir would make it
 
-    real_savez, other = np.savez, []
+    real_save, other = np.save, []
 
-    def savez_while_another_finishes(path, **arrays):
-        real_savez(path, **arrays)
+    def save_while_another_finishes(path, array):
+        real_save(path, array)
         if not other:                                # the other process decodes and publishes in between
             other.append(None)
             other[0] = sources.load_image_tree("pets", folder / "pets")
-    monkeypatch.setattr(np, "savez", savez_while_another_finishes)
+            (tmp_path / "cache" / "decoded" / next((tmp_path / "cache" / "decoded").iterdir()).name / "reading").touch()
+    monkeypatch.setattr(np, "save", save_while_another_finishes)
     ds = sources.load_image_tree("pets", folder / "pets")
     assert ds.x_train.shape == other[0].x_train.shape == (6, 10, 12, 3)
     decoded = tmp_path / "cache" / "decoded"
-    assert [p.suffix for p in decoded.iterdir()] == [".npz"]                          # one file, no temporaries
-    np.testing.assert_array_equal(np.load(next(decoded.iterdir()))["x_train"], ds.x_train)
-    assert next(decoded.iterdir()).stat().st_mode & 0o777 == 0o666 & ~mask
+    (cached,) = decoded.iterdir()                                                     # one folder, no temporaries
+    assert sorted(p.name for p in cached.iterdir()) == [".done", "reading", "x_test.npy", "x_train.npy",
+                                                        "y_test.npy", "y_train.npy"]  # the winner's, kept
+    np.testing.assert_array_equal(np.load(cached / "x_train.npy"), ds.x_train)
+    assert cached.stat().st_mode & 0o777 == 0o777 & ~mask
+    assert (cached / "x_train.npy").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_decoded_images_are_mapped_not_read_and_writes_stay_private(tmp_path, monkeypatch):
+    """A later load maps the decoded arrays (a benchmark child reads the test split alone, not 150 MB of CIFAR-10
+    training images); a consumer that writes into them in place changes its own copy, never the cache; a tarball's
+    extraction is keyed by its path, not by a walk over every image file."""
+    monkeypatch.setenv("EDGEPACK_CACHE", str(tmp_path / "cache"))
+    _png_tree(tmp_path / "src" / "pets", ["dog", "cat"])
+    first = load_dataset("pets", tmp_path / "src" / "pets")
+    again = load_dataset("pets", tmp_path / "src" / "pets")
+    assert again.x_train.base is not None and not again.x_train.flags.owndata          # a view of a mapping
+    np.testing.assert_array_equal(first.x_train, again.x_train)
+    again.x_train[:] = 0
+    again.y_test[:] = 1
+    third = load_dataset("pets", tmp_path / "src" / "pets")
+    np.testing.assert_array_equal(first.x_train, third.x_train)
+    np.testing.assert_array_equal(first.y_test, third.y_test)
+    tarball = tmp_path / "pets.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "pets", arcname="pets")
+    monkeypatch.setattr(sources, "_tree_stamp", lambda root: pytest.fail("a tarball's extraction was walked"))
+    ds = sources.load_cifar_like("pets", tarball, (0.5,) * 3, (0.25,) * 3)
+    assert ds.x_test.shape == (6, 10, 12, 3)
 
 
 def test_tarball_path_traversal_is_refused(tmp_path):

@@ -151,18 +151,19 @@ def _published(target: Path, suffix: str):
             tmp.unlink()
 
 
-def load_image_tree(name: str, root: Path, mean=None, std=None, channels: int | None = None) -> Dataset:
-    """`root/train/<class>/*` and `root/test/<class>/*`, decoded once and cached as .npz."""
+def load_image_tree(name: str, root: Path, mean=None, std=None, channels: int | None = None,
+                    immutable: bool = False) -> Dataset:
+    """`root/train/<class>/*` and `root/test/<class>/*`, decoded once and cached as one .npy file per array, which
+    later loads map into memory (copy-on-write) instead of reading: a consumer of the test split alone (a benchmark
+    child) never reads the training images. The cache key is every file's path, size and mtime, or, for a folder
+    that never changes (`immutable`: a tarball's extraction, keyed by the tarball), the folder's path alone."""
     train, test = root / "train", root / "test"
     if not train.is_dir() or not test.is_dir():
         raise DataError(f"{root}: expected train/<class>/ and test/<class>/ folders")
     classes = list_classes(train)
-    stamp = _tree_stamp(root)
-    cached = cache_dir() / "decoded" / f"{name}-{stamp}.npz"
-    if cached.is_file():
-        z = np.load(cached)
-        x_tr, y_tr, x_te, y_te = z["x_train"], z["y_train"], z["x_test"], z["y_test"]
-    else:
+    stamp = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16] if immutable else _tree_stamp(root)
+    cached = cache_dir() / "decoded" / f"{name}-{stamp}"
+    if not (cached / ".done").is_file():
         if channels is None:
             from PIL import Image
             first = next(p for p in (train / classes[0]).iterdir())
@@ -170,28 +171,29 @@ def load_image_tree(name: str, root: Path, mean=None, std=None, channels: int | 
         note(f"decoding images under {root} (once; cached in {cached.parent})")
         x_tr, y_tr = read_image_folder(train, classes, channels)
         x_te, y_te = read_image_folder(test, classes, channels, size=x_tr.shape[1:3])
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        with _published(cached, ".npz") as tmp:      # processes decoding at once each publish a whole file
-            np.savez(tmp, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+
+        def fill(tmp: Path):
+            for key, array in (("x_train", x_tr), ("y_train", y_tr), ("x_test", x_te), ("y_test", y_te)):
+                np.save(tmp / f"{key}.npy", array)
+        _publish_dir(cached, fill)
+    x_tr, y_tr, x_te, y_te = (np.asarray(np.load(cached / f"{key}.npy", mmap_mode="c"))
+                              for key in ("x_train", "y_train", "x_test", "y_test"))
     if mean is None:
         mean, std = _stats(x_tr)
     return Dataset(name, str(root), x_tr, y_tr, x_te, y_te, classes, tuple(mean), tuple(std))
 
 
-def _extracted(tarball: Path) -> Path:
-    """Extract a tarball into the cache once; return the folder holding train/test or batches."""
-    digest = hashlib.sha256(f"{tarball.resolve()}|{tarball.stat().st_size}|{tarball.stat().st_mtime_ns}".encode()).hexdigest()[:16]
-    dest = cache_dir() / "extracted" / f"{tarball.name.split('.')[0]}-{digest}"
-    if (dest / ".done").is_file():
-        return dest
-    note(f"extracting {tarball} into {dest}")
+def _publish_dir(dest: Path, fill) -> None:
+    """Fill a temporary folder beside `dest` (`fill(tmp)`) and publish it, its `.done` marker inside, by one rename.
+    Processes filling the same cache at once (workers of a grid on a fresh machine) never share a temporary; one
+    that finds another's folder published first keeps it (it may be in use); one left half-written is set aside."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))   # same file system: the rename is atomic
     try:
-        safe_extract(tarball, tmp)
-        (tmp / ".done").touch()                      # published complete, marker included, by one rename
+        fill(tmp)
+        (tmp / ".done").touch()
         os.chmod(tmp, 0o777 & ~_umask())             # mkdtemp's 0700, as a plain mkdir would have made it
-        if dest.exists() and not (dest / ".done").is_file():    # left by an interrupted extraction: set it aside
+        if dest.exists() and not (dest / ".done").is_file():    # left by an interrupted run: set it aside
             stale = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.stale."))
             with contextlib.suppress(FileNotFoundError):
                 os.replace(dest, stale / "old")
@@ -201,9 +203,18 @@ def _extracted(tarball: Path) -> Path:
         except OSError:
             if not (dest / ".done").is_file():
                 raise
-            # another process published the same extraction first; theirs may be in use, ours goes
+            # another process published the same folder first; theirs may be in use, ours goes
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _extracted(tarball: Path) -> Path:
+    """Extract a tarball into the cache once; return the folder holding train/test or batches."""
+    digest = hashlib.sha256(f"{tarball.resolve()}|{tarball.stat().st_size}|{tarball.stat().st_mtime_ns}".encode()).hexdigest()[:16]
+    dest = cache_dir() / "extracted" / f"{tarball.name.split('.')[0]}-{digest}"
+    if not (dest / ".done").is_file():
+        note(f"extracting {tarball} into {dest}")
+        _publish_dir(dest, lambda tmp: safe_extract(tarball, tmp))
     return dest
 
 
@@ -220,7 +231,8 @@ def _find_layout(folder: Path) -> tuple[str, Path] | None:
 
 def load_cifar_like(name: str, location: Path, mean, std) -> Dataset:
     location = Path(location)
-    if location.is_file():
+    from_tarball = location.is_file()
+    if from_tarball:
         if not (location.name.endswith((".tar.gz", ".tgz", ".tar"))):
             raise DataError(f"{location}: expected a folder or a .tar.gz for {name}")
         location = _extracted(location)
@@ -234,8 +246,7 @@ def load_cifar_like(name: str, location: Path, mean, std) -> Dataset:
     if kind == "batches":
         x_tr, y_tr, x_te, y_te = read_cifar_batches(folder)
         return Dataset(name, str(folder), x_tr, y_tr, x_te, y_te, list(CIFAR10_CLASSES), tuple(mean), tuple(std))
-    ds = load_image_tree(name, folder, mean, std, channels=3)
-    return ds
+    return load_image_tree(name, folder, mean, std, channels=3, immutable=from_tarball)
 
 
 # ---------------------------------------------------------------- downloads (online users)
