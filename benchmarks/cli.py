@@ -27,7 +27,8 @@ def add_bench_parser(sub, func):
     from benchmarks.runners import all_runtimes
     p.add_argument("--runtime", default=None,
                    help=f"runtimes to run each file on: comma-separated ({', '.join(all_runtimes())}) "
-                        "or 'all' (every runtime that runs the file); default: each format's default runtime")
+                        "or 'all' (every runtime that runs the file, but tflite-micro, which runs only when named); "
+                        "default: each format's default runtime")
     p.add_argument("--threads", default="1", help="comma-separated thread counts, e.g. 1,2,4")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--runs", type=int, default=50, help="minimum timed runs (default 50)")

@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_budget_args(s)
     s.add_argument("--threads", type=int, default=1, help="thread count the files are timed at (default 1)")
     s.add_argument("--runtime", default=None, help="runtimes the candidates are benchmarked on, comma-separated "
-                   "(default: every installed runtime that runs each file, OpenVINO included)")
+                   "(default: every installed runtime that runs each file, OpenVINO included; tflite-micro only when named)")
     s.add_argument("--no-mixed", action="store_true", help="skip the per-layer attribution and mixed-precision candidates")
     s.add_argument("--mixed-search", default="attribution", help="how the layers kept float are found: attribution "
                    "(default: each layer float in turn, measured), or a search of --trials trials for spaces too "
