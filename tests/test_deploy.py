@@ -62,6 +62,31 @@ def test_pick_fastest_within_budgets_with_reasons_for_the_rest():
     assert pick(_rows(), Budgets(max_size=50_000, max_latency_ms=0.02), None).label == "mixed"
 
 
+def test_a_tensor_arena_budget_judges_the_arena_measured_and_never_an_unmeasured_one(tmp_path):
+    """A microcontroller's RAM: --max-arena judges the tensor arena TFLite Micro measured; a row of a runtime that
+    measures none is rejected for it (never waved through); the table gets the column where an arena was measured;
+    asked without a runtime that measures arenas, deploy refuses before any work."""
+    from toolkit.deploy import deploy
+    from toolkit.deploy.select import arena_of, table
+    micro = [Row("int8", "c.tflite", "tflite-int8", "int8", "tflite-micro", p50_ms=1.1, size=23_700, accuracy=97.2,
+                 verified=True, arena=arena_of({"settings": {"tensor_arena_bytes": 11_984}})),
+             Row("fp32", "a.tflite", "tflite", "fp32", "tflite-micro", p50_ms=0.9, size=84_000, accuracy=97.5,
+                 verified=True, arena=40_000),
+             Row("int8", "c.tflite", "tflite-int8", "int8", "litert", p50_ms=0.1, size=23_700, accuracy=97.2, verified=True)]
+    best = pick(micro, Budgets(max_arena=16 * 1024), None)
+    assert (best.runtime, best.label) == ("tflite-micro", "int8")
+    assert micro[1].reasons == ["tensor arena too large (40,000 > 16,384 B)"]
+    assert micro[2].reasons == ["tensor arena not measured in litert (measured in: tflite-micro)"]
+    lines = table(micro)
+    assert "tensor arena B" in lines[0] and "| 11,984 | 97.20% | **picked** |" in "\n".join(lines)
+    assert "tensor arena" not in table(_rows())[0]
+    with pytest.raises(ModelError, match="tensor arena too large"):
+        pick(micro[1:2], Budgets(max_arena=1000), None)
+    with pytest.raises(OptionError, match="--max-arena judges the tensor arena a runtime measures"):
+        deploy(tmp_path / "missing.pt", tmp_path / "out", budgets=Budgets(max_arena=1000), runtimes=["litert"])
+    assert not (tmp_path / "out").exists()
+
+
 def test_no_candidate_meets_the_budget_names_why():
     with pytest.raises(ModelError) as e:
         pick(_rows(), Budgets(max_size=1000, max_accuracy_drop=0.5), reference=98.16)

@@ -112,6 +112,8 @@ def _add_executor_args(p, what: str, task: str, timing: str, shared: str) -> Non
 
 def _add_budget_args(p) -> None:
     p.add_argument("--max-size", default=None, help="largest file: bytes or with a unit (120KB, 1.5MB)")
+    p.add_argument("--max-arena", default=None, help="largest tensor arena (a microcontroller's RAM for the file's "
+                   "tensors), as TFLite Micro measures it: bytes or with a unit (64KiB); needs --runtime tflite-micro")
     p.add_argument("--max-latency", default=None, help="largest p50: ms (0.5, 0.5ms; 200us works)")
     p.add_argument("--max-accuracy-drop", default=None, help="percentage points below the fp32 file (e.g. 0.5)")
     p.add_argument("--min-accuracy", default=None, help="accuracy floor in percent (e.g. 98.5)")

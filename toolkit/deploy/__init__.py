@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.deploy.budgets import Budgets
-from toolkit.deploy.select import Row, pareto_plot, pick, table
+from toolkit.deploy.select import ARENA_RUNTIMES, Row, arena_of, pareto_plot, pick, table
 from toolkit.errors import ModelError, OptionError
 
 # (folder, format, ExportOptions overrides, label): the candidates every source gets
@@ -90,6 +90,9 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
     from benchmarks.harness import BenchSettings
     budgets = budgets or Budgets()
     BenchSettings(threads=[threads], runtimes=runtimes or ["all"])       # option errors before any work
+    if budgets.max_arena is not None and not set(runtimes or ()) & set(ARENA_RUNTIMES):
+        raise OptionError(f"--max-arena judges the tensor arena a runtime measures; add one that does to --runtime "
+                          f"({', '.join(ARENA_RUNTIMES)})")
     if mixed_search != "attribution":
         from toolkit.deploy.search import SAMPLERS
         if mixed_search not in SAMPLERS:
@@ -202,7 +205,7 @@ def _measure(variants, results, labels, data_name, data_dir, threads, progress, 
                             accuracy=None if b.accuracy is None else 100 * b.accuracy,
                             accuracy_from=f"full test set ({b.test_images:,} images) in {b.runtime}" if b.accuracy is not None else "",
                             verified=True, error=None if b.ok else b.error, float_layers=floats,
-                            sha256=sha256_file(r.path)))
+                            sha256=sha256_file(r.path), arena=arena_of(b.runtime_info)))
     return rows, {"machine": machine_record(), "results": res,
                   "timing": f"p50 of at least {settings.runs} runs and {settings.min_seconds:g} s after {settings.warmup} warm-up"}
 
@@ -348,7 +351,7 @@ def select_for_device(bundle_dir, device_json, out, budgets: Budgets | None = No
             rows.append(Row(e["label"], str(Path(bundle_dir) / e["file"]), e["format"], e["precision"], r.get("runtime"),
                             p50_ms=(r.get("latency_ms") or {}).get("p50"), size=e["size"], gzip=r.get("gzip_bytes"),
                             accuracy=acc, accuracy_from=src, verified=True, error=err, float_layers=e["float_layers"],
-                            sha256=e["sha256"]))
+                            sha256=e["sha256"], arena=arena_of(r.get("runtime_info"))))
     if not rows:
         raise ModelError(f"{device_json}: none of its results are files of the bundle {bundle_dir}")
     reference, reference_from = next((((e["accuracy"] or {})[rt], what) for folder, rt, what in REFERENCES

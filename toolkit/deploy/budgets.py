@@ -53,6 +53,7 @@ def parse_accuracy(text, flag: str = "--min-accuracy") -> float:
 @dataclass
 class Budgets:
     max_size: int | None = None              # bytes of the file as shipped
+    max_arena: int | None = None             # bytes of tensor arena, as the runtime measured it (TFLite Micro)
     max_latency_ms: float | None = None      # p50 at the first thread count
     max_accuracy_drop: float | None = None   # percentage points below the fp32 reference
     min_accuracy: float | None = None        # percent
@@ -67,6 +68,7 @@ class Budgets:
     @classmethod
     def from_args(cls, args) -> "Budgets":
         return cls(max_size=None if args.max_size is None else parse_size(args.max_size),
+                   max_arena=None if getattr(args, "max_arena", None) is None else parse_size(args.max_arena, "--max-arena"),
                    max_latency_ms=None if args.max_latency is None else parse_latency(args.max_latency),
                    max_accuracy_drop=None if args.max_accuracy_drop is None else parse_drop(args.max_accuracy_drop),
                    min_accuracy=None if args.min_accuracy is None else parse_accuracy(args.min_accuracy),
@@ -76,6 +78,8 @@ class Budgets:
         parts = []
         if self.max_size is not None:
             parts.append(f"size <= {self.max_size:,} B")
+        if self.max_arena is not None:
+            parts.append(f"tensor arena <= {self.max_arena:,} B")
         if self.max_latency_ms is not None:
             parts.append(f"p50 <= {self.max_latency_ms:g} ms")
         if self.max_accuracy_drop is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from toolkit.deploy import _atomic_text
 from toolkit.deploy.budgets import Budgets
-from toolkit.deploy.select import Row, pareto_plot, pick
+from toolkit.deploy.select import Row, arena_of, pareto_plot, pick
 from toolkit.errors import ModelError
 
 
@@ -78,7 +78,7 @@ def load_device(path: str | Path) -> Device:
                             size=r.get("size_bytes"), gzip=r.get("gzip_bytes"),
                             accuracy=None if acc is None else 100 * acc,
                             accuracy_from=f"{r.get('test_images') or '?'} test images on this device" if acc is not None else "",
-                            verified=bool(ver.get("passed", True)), error=err, sha256=sha))
+                            verified=bool(ver.get("passed", True)), error=err, sha256=sha, arena=arena_of(r.get("runtime_info"))))
         dev.keys.append((sha or name, r.get("runtime"), r.get("threads")))
     return dev
 

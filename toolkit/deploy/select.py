@@ -25,11 +25,20 @@ class Row:
     error: str | None = None         # export, verification, benchmark or golden-vector failure
     float_layers: list = field(default_factory=list)
     sha256: str | None = None
+    arena: int | None = None         # tensor arena bytes the runtime measured (TFLite Micro), else None
     reasons: list = field(default_factory=list)
     picked: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+ARENA_RUNTIMES = ("tflite-micro",)   # the runtimes whose runner measures a tensor arena
+
+
+def arena_of(runtime_info: dict | None) -> int | None:
+    """The tensor arena in a bench result's `runtime_info` (only TFLite Micro's runner measures one)."""
+    return ((runtime_info or {}).get("settings") or {}).get("tensor_arena_bytes")
 
 
 def judge(rows: list[Row], budgets: Budgets, reference: float | None) -> None:
@@ -54,6 +63,11 @@ def judge(rows: list[Row], budgets: Budgets, reference: float | None) -> None:
                 r.reasons.append("not timed")
         elif budgets.max_latency_ms is not None and r.p50_ms > budgets.max_latency_ms:
             r.reasons.append(f"too slow ({r.p50_ms:.3f} > {budgets.max_latency_ms:g} ms)")
+        if budgets.max_arena is not None and not too_large:
+            if r.arena is None:
+                r.reasons.append(f"tensor arena not measured in {r.runtime} (measured in: {', '.join(ARENA_RUNTIMES)})")
+            elif r.arena > budgets.max_arena:
+                r.reasons.append(f"tensor arena too large ({r.arena:,} > {budgets.max_arena:,} B)")
         if floor is not None and not too_large:
             if r.accuracy is None:
                 r.reasons.append("accuracy not measured")
@@ -80,14 +94,16 @@ def pick(rows: list[Row], budgets: Budgets, reference: float | None) -> Row:
 
 
 def table(rows: list[Row]) -> list[str]:
-    """Markdown: every candidate, fastest first, with its verdict."""
-    out = ["| candidate | runtime | p50 ms | size B | gzip B | accuracy | verdict |",
-           "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
+    """Markdown: every candidate, fastest first, with its verdict (and the tensor arena, where one was measured)."""
+    arenas = any(r.arena is not None for r in rows)
+    out = ["| candidate | runtime | p50 ms | size B | gzip B | " + ("tensor arena B | " if arenas else "") + "accuracy | verdict |",
+           "| --- | --- | ---: | ---: | ---: | " + ("---: | " if arenas else "") + "---: | --- |"]
     for r in sorted(rows, key=lambda r: (r.p50_ms is None, r.p50_ms or 0)):
         acc = f"{r.accuracy:.2f}%" if r.accuracy is not None else "-"
         verdict = "**picked**" if r.picked else ("ok" if not r.reasons else "; ".join(r.reasons))
+        arena = (f"{'-' if r.arena is None else f'{r.arena:,}'} | " if arenas else "")
         out.append(f"| {r.label} | {r.runtime or '-'} | {'-' if r.p50_ms is None else f'{r.p50_ms:.4f}'} | "
-                   f"{'-' if r.size is None else f'{r.size:,}'} | {'-' if r.gzip is None else f'{r.gzip:,}'} | {acc} | {verdict} |")
+                   f"{'-' if r.size is None else f'{r.size:,}'} | {'-' if r.gzip is None else f'{r.gzip:,}'} | {arena}{acc} | {verdict} |")
     return out
 
 
