@@ -242,3 +242,13 @@ def test_full_integer_tflite_runs_in_tflite_micro(exported, mnist_small, tmp_pat
         assert 2_000 < arena < 200_000                                  # 28x28 activations, far below the 64 MiB offered
         assert f"| tflite-micro | {arena:,} | {tflm['size_bytes']:,} |" in report
     assert "## Same file, several runtimes" in report and "## Tensor arena" in report
+    # the same results judged as a device's (`report merge`, `deploy --select`): an arena budget picks a TFLM row
+    from toolkit.deploy.budgets import Budgets
+    from toolkit.deploy.fleet import load_device
+    from toolkit.deploy.select import pick
+    device = load_device(tmp_path / "r.json").rows
+    arenas = sorted(r.arena for r in device if r.arena is not None)
+    assert arenas == sorted(x["runtime_info"]["settings"]["tensor_arena_bytes"] for x in (rows[2], rows[5]))
+    best = pick(device, Budgets(max_arena=arenas[0]), None)
+    assert best.runtime == "tflite-micro" and best.arena == arenas[0]
+    assert all(r.reasons for r in device if r.runtime == "litert")          # no arena measured: never waved through
