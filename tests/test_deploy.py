@@ -67,7 +67,7 @@ def test_a_tensor_arena_budget_judges_the_arena_measured_and_never_an_unmeasured
     measures none is rejected for it (never waved through); the table gets the column where an arena was measured;
     asked without a runtime that measures arenas, deploy refuses before any work."""
     from toolkit.deploy import deploy
-    from toolkit.deploy.select import arena_of, table
+    from toolkit.deploy.select import arena_of, host_timing_note, table
     micro = [Row("int8", "c.tflite", "tflite-int8", "int8", "tflite-micro", p50_ms=1.1, size=23_700, accuracy=97.2,
                  verified=True, arena=arena_of({"settings": {"tensor_arena_bytes": 11_984}})),
              Row("fp32", "a.tflite", "tflite", "fp32", "tflite-micro", p50_ms=0.9, size=84_000, accuracy=97.5,
@@ -75,6 +75,8 @@ def test_a_tensor_arena_budget_judges_the_arena_measured_and_never_an_unmeasured
              Row("int8", "c.tflite", "tflite-int8", "int8", "litert", p50_ms=0.1, size=23_700, accuracy=97.2, verified=True)]
     best = pick(micro, Budgets(max_arena=16 * 1024), None)
     assert (best.runtime, best.label) == ("tflite-micro", "int8")
+    assert "not a board's" in host_timing_note(best, Budgets()) and host_timing_note(best, Budgets(prefer="size")) is None
+    assert host_timing_note(micro[2], Budgets()) is None                     # LiteRT's latency is this CPU's own
     assert micro[1].reasons == ["tensor arena too large (40,000 > 16,384 B)"]
     assert micro[2].reasons == ["tensor arena not measured in litert (measured in: tflite-micro)"]
     lines = table(micro)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.deploy.budgets import Budgets
-from toolkit.deploy.select import ARENA_RUNTIMES, Row, arena_of, pareto_plot, pick, table
+from toolkit.deploy.select import MICRO_RUNTIMES, Row, arena_of, host_timing_note, pareto_plot, pick, table
 from toolkit.errors import ModelError, OptionError
 
 # (folder, format, ExportOptions overrides, label): the candidates every source gets
@@ -90,9 +90,9 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
     from benchmarks.harness import BenchSettings
     budgets = budgets or Budgets()
     BenchSettings(threads=[threads], runtimes=runtimes or ["all"])       # option errors before any work
-    if budgets.max_arena is not None and not set(runtimes or ()) & set(ARENA_RUNTIMES):
+    if budgets.max_arena is not None and not set(runtimes or ()) & set(MICRO_RUNTIMES):
         raise OptionError(f"--max-arena judges the tensor arena a runtime measures; add one that does to --runtime "
-                          f"({', '.join(ARENA_RUNTIMES)})")
+                          f"({', '.join(MICRO_RUNTIMES)})")
     if mixed_search != "attribution":
         from toolkit.deploy.search import SAMPLERS
         if mixed_search not in SAMPLERS:
@@ -224,7 +224,9 @@ def _report(out: Path, rows, best, budgets, reference, info, attributions, headi
              f"same run)" if reference is not None
              else "- fp32 reference accuracy: not measured",
              f"- **pick: {best.label}** in {best.runtime}: p50 {best.p50_ms:.4f} ms, {best.size:,} B, accuracy "
-             f"{best.accuracy:.2f}% -> `best{Path(best.file).suffix}`", "", "## Candidates", ""] + table(rows)
+             f"{best.accuracy:.2f}% -> `best{Path(best.file).suffix}`"
+             + (f" ({host_timing_note(best, budgets)})" if host_timing_note(best, budgets) else ""),
+             "", "## Candidates", ""] + table(rows)
     if plot:
         lines += ["", "![pareto](pareto.png)"]
     if attributions:
@@ -272,6 +274,8 @@ def choose(out: Path, rows, budgets, reference, info, attributions=(), progress=
     progress("\n".join(table(rows)))
     progress(f"picked {best.label} in {best.runtime}: p50 {best.p50_ms:.4f} ms, {best.size:,} B, accuracy "
              f"{best.accuracy:.2f}% -> {out / ('best' + suffix)} (report {report})")
+    if host_timing_note(best, budgets):
+        progress("note: " + host_timing_note(best, budgets))
     return {"best": best, "rows": rows, "report": report}
 
 
