@@ -345,7 +345,8 @@ def test_a_by_name_only_runtime_is_left_out_of_all_and_asks_for_its_extra(monkey
     model = tmp_path / "m.tflite"
     model.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(24))
     monkeypatch.setitem(sys.modules, "tflite_micro", None)                          # not installed
-    with pytest.raises(OptionError, match=r"needs the 'tflite_micro' package \(pip install 'edgepack\[micro\]'\)"):
+    with pytest.raises(OptionError, match=r"needs the 'tflite_micro' package \(pip install 'edgepack\[micro\]'; "
+                                          r"its wheels exist for Linux x86_64 only\)"):
         open_runner(model, runtime="tflite-micro")
     with pytest.raises(ModelError, match="TFLite Micro runs on at most 1 thread"):
         runner_class(model, "tflite-micro")(model, threads=2).load()

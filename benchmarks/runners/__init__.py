@@ -102,5 +102,5 @@ def open_runner(path: str | Path, threads: int | None = 1, runtime: str | None =
             importlib.import_module(need)
         except ImportError:
             raise OptionError(f"{path}: running it on {cls.runtime} needs the '{need}' package "
-                              f"(pip install 'edgepack[{cls.extra}]')") from None
+                              f"(pip install 'edgepack[{cls.extra}]'{'; ' + cls.install_note if cls.install_note else ''})") from None
     return cls(path, threads=threads, **options).load()

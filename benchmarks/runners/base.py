@@ -43,6 +43,7 @@ class Runner:
     suffixes: tuple[str, ...] = ()       # file suffixes of that format
     needs: tuple[str, ...] = ()          # modules that must be importable
     extra = "runtime"                    # the pip extra that installs them
+    install_note = ""                    # where that extra has no wheels, said with the install hint
     label = "?"                          # in reports and plot legends
     by_name_only = False                 # True: runs only when named, never in "all" (nor in deploy's default runtimes)
     max_threads: int | None = None       # the most threads the runtime uses (None: as many as asked)

@@ -57,6 +57,7 @@ class TFLiteMicroRunner(Runner):
     suffixes = (".tflite",)
     needs = ("tflite_micro",)
     extra = "micro"
+    install_note = "its wheels exist for Linux x86_64 only"
     label = "TFLite Micro"
     by_name_only = True
 
