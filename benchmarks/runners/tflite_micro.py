@@ -60,7 +60,6 @@ class TFLiteMicroRunner(Runner):
     install_note = "its wheels exist for Linux x86_64 only"
     label = "TFLite Micro"
     by_name_only = True
-
     max_threads = 1
 
     def _load(self) -> None:
