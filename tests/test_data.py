@@ -144,7 +144,8 @@ def test_caches_filled_by_two_processes_at_once_stay_whole(tmp_path, monkeypatch
         if not other:                                # the other process decodes and publishes in between
             other.append(None)
             other[0] = sources.load_image_tree("pets", folder / "pets")
-            (tmp_path / "cache" / "decoded" / next((tmp_path / "cache" / "decoded").iterdir()).name / "reading").touch()
+            (published,) = (d for d in (tmp_path / "cache" / "decoded").iterdir() if (d / ".done").is_file())
+            (published / "reading").touch()          # (our own temporary lies beside it, still unmarked)
     monkeypatch.setattr(np, "save", save_while_another_finishes)
     ds = sources.load_image_tree("pets", folder / "pets")
     assert ds.x_train.shape == other[0].x_train.shape == (6, 10, 12, 3)
