@@ -168,3 +168,11 @@ def test_two_node_cluster_run_interrupted_then_rerun_recomputes_only_unfinished_
     assert all(s.get("node") for s in steps.values())
     if not finished & {"x-tflite-int8", "x-onnx-int8"}:         # submitted together, 1 CPU each: one per node
         assert steps["x-tflite-int8"]["node"] != steps["x-onnx-int8"]["node"], steps
+    # with that cluster up (the last `ray start` on this machine), --executor ray without --ray-address starts a
+    # Ray of its own, one node with its benchmark slot, instead of joining the cluster (Ray refused num_cpus there)
+    import ray
+    own = RayExecutor()
+    try:
+        assert own.parallelism() >= 1 and len(ray.nodes()) == 1 and own._bench_cpus(ray) >= 1
+    finally:
+        ray.shutdown()

@@ -102,7 +102,7 @@ def cmd_deploy(args) -> int:
 
 def _add_executor_args(p, what: str, task: str, timing: str, shared: str) -> None:
     p.add_argument("--executor", default="local", help=f"local (default: one after another in this process) or "
-                   f"ray ({what} side by side on a local Ray, or on a cluster with --ray-address; "
+                   f"ray ({what} side by side on a local Ray of its own, or on a cluster with --ray-address; "
                    f"pip install 'edgepack[ray]')")
     p.add_argument("--cpus-per-step", type=int, default=1, help=f"with --executor ray: CPUs each {task} reserves "
                    f"(its framework threads); {timing} always takes a whole node")

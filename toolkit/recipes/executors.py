@@ -99,7 +99,10 @@ class RayExecutor(Executor):
         if self.address:
             ray.init(address=self.address, **quiet)
         else:
-            ray.init(num_cpus=os.cpu_count(), resources={BENCH_RESOURCE: 1}, include_dashboard=False, **quiet)
+            # a Ray of its own: without "local", ray.init() joins whatever cluster RAY_ADDRESS or the last `ray start`
+            # on this machine names (and then refuses num_cpus): another user's cluster, or another edgepack's
+            ray.init(address="local", num_cpus=os.cpu_count(), resources={BENCH_RESOURCE: 1}, include_dashboard=False,
+                     **quiet)
         return ray
 
     def _bench_cpus(self, ray) -> float:
