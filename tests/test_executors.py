@@ -1,8 +1,11 @@
 """Executors: the sequential default and Ray. Without Ray, `--executor ray` is one line saying how to install it;
 with it, a grid runs as Ray tasks with the same accuracies and files as in order, every finished cell is recorded
 as it finishes (so a re-run recomputes only what is missing), and no two benchmarks overlap in time on a node."""
+import contextlib
 import json
+import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -118,7 +121,10 @@ def two_node_cluster(tmp_path):
     token = tmp_path / "ray_token"                               # Ray >= 2.59 authenticates local clusters by token
     token.write_text(os.urandom(32).hex())
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
-    common = ["--num-cpus", "1", "--resources", '{"edgepack_bench": 1}', "--disable-usage-stats"]
+    # a temp dir of its own (short: Ray's socket paths live under it), by which its processes are found and stopped;
+    # `ray stop` would stop every Ray on the machine, a Ray test on the other pytest worker's included
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    common = ["--num-cpus", "1", "--resources", '{"edgepack_bench": 1}', "--disable-usage-stats", "--temp-dir", temp]
     address = f"127.0.0.1:{port}"
     try:
         subprocess.run([bin_, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
@@ -127,7 +133,25 @@ def two_node_cluster(tmp_path):
                        capture_output=True, env=env, timeout=180)
         yield address, env
     finally:
-        subprocess.run([bin_, "stop", "--force"], capture_output=True, env=env, timeout=180)
+        _stop_ray_processes(temp, port)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_ray_processes(temp: str, port: int) -> None:
+    """Kill the processes of the cluster whose temp dir or GCS port their command lines name, and their children
+    (Ray's agents outlive a killed raylet otherwise)."""
+    import psutil
+    me = psutil.Process().pid
+    found = [p for p in psutil.process_iter(["cmdline"]) if p.pid != me
+             and any(temp in a or a.endswith(f":{port}") for a in (p.info["cmdline"] or []))]
+    procs = {p.pid: p for p in found}
+    for p in found:
+        with contextlib.suppress(psutil.Error):
+            procs.update({c.pid: c for c in p.children(recursive=True)})
+    for p in procs.values():
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(list(procs.values()), timeout=30)
 
 
 def test_two_node_cluster_run_interrupted_then_rerun_recomputes_only_unfinished_cells(two_node_cluster, tmp_path):
