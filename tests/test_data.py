@@ -164,7 +164,11 @@ def test_decoded_images_are_mapped_not_read_and_writes_stay_private(tmp_path, mo
     extraction is keyed by its path, not by a walk over every image file."""
     monkeypatch.setenv("EDGEPACK_CACHE", str(tmp_path / "cache"))
     _png_tree(tmp_path / "src" / "pets", ["dog", "cat"])
+    (tmp_path / "cache" / "decoded").mkdir(parents=True)
+    np.savez(tmp_path / "cache" / "decoded" / "pets-0123456789abcdef.npz", x=np.zeros(3))    # the old format
+    (tmp_path / "cache" / "decoded" / "birds-0123456789abcdef.npz").write_bytes(b"another data set's")
     first = load_dataset("pets", tmp_path / "src" / "pets")
+    assert sorted(p.suffix for p in (tmp_path / "cache" / "decoded").iterdir()) == ["", ".npz"]   # pets' removed
     again = load_dataset("pets", tmp_path / "src" / "pets")
     assert again.x_train.base is not None and not again.x_train.flags.owndata          # a view of a mapping
     np.testing.assert_array_equal(first.x_train, again.x_train)

@@ -176,6 +176,9 @@ def load_image_tree(name: str, root: Path, mean=None, std=None, channels: int | 
             for key, array in (("x_train", x_tr), ("y_train", y_tr), ("x_test", x_te), ("y_test", y_te)):
                 np.save(tmp / f"{key}.npy", array)
         _publish_dir(cached, fill)
+        for old in cached.parent.glob(f"{name}-*.npz"):   # the single-file format before 2026-12-05, never read now
+            with contextlib.suppress(OSError):
+                old.unlink()
     x_tr, y_tr, x_te, y_te = (np.asarray(np.load(cached / f"{key}.npy", mmap_mode="c"))
                               for key in ("x_train", "y_train", "x_test", "y_test"))
     if mean is None:
