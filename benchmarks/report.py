@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from benchmarks.runners.base import arena_of
+
 JSON_VERSION = 1
 CSV_FIELDS = ["model", "format", "runtime", "threads", "ok", "error", "batch", "latency_min_ms", "latency_p50_ms",
               "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms", "runs", "throughput_ips", "load_ms",
@@ -329,7 +331,7 @@ def write_markdown(results, path: Path, plots: list[Path], command: str = "") ->
     unmeasured = {names[d["model"]]: d["accuracy_note"] for d in ds if d.get("accuracy_note")}
     if unmeasured:
         lines += ["Not measured: " + "; ".join(f"**{k}**: {v}" for k, v in unmeasured.items()) + ".", ""]
-    arenas = [(d, ((d.get("runtime_info") or {}).get("settings") or {}).get("tensor_arena_bytes")) for d in ds if d["ok"]]
+    arenas = [(d, arena_of(d.get("runtime_info"))) for d in ds if d["ok"]]
     arenas = [(d, a) for d, a in arenas if a is not None]
     if arenas:
         lines += ["## Tensor arena", "", "The RAM a microcontroller must give the file's tensors besides the file itself in "

@@ -73,6 +73,11 @@ def every_runtime_for(path: str | Path) -> list[str]:
     return [rt for (f, rt), cls in _load().items() if f == fmt and not cls.by_name_only]
 
 
+def arena_runtimes() -> list[str]:
+    """The runtimes whose runners measure the tensor arena a file needs (microcontroller runtimes)."""
+    return list(dict.fromkeys(rt for (_, rt), cls in _load().items() if cls.measures_arena))
+
+
 def installed_runtimes(path: str | Path, named: list[str] | None = None) -> list[str]:
     """The runtimes that run this file's format and whose packages are importable here, the default first; a
     by-name-only runtime only when it is in `named`."""

@@ -28,6 +28,14 @@ class TensorSpec:
         return self.scale is not None and np.issubdtype(self.dtype, np.integer)
 
 
+ARENA_KEY = "tensor_arena_bytes"     # in RunnerInfo.settings, from runners that measure a tensor arena
+
+
+def arena_of(runtime_info: dict | None) -> int | None:
+    """The tensor arena in a bench result's `runtime_info`, where its runner measured one."""
+    return ((runtime_info or {}).get("settings") or {}).get(ARENA_KEY)
+
+
 @dataclass
 class RunnerInfo:
     runtime: str
@@ -47,6 +55,7 @@ class Runner:
     label = "?"                          # in reports and plot legends
     by_name_only = False                 # True: runs only when named, never in "all" (nor in deploy's default runtimes)
     max_threads: int | None = None       # the most threads the runtime uses (None: as many as asked)
+    measures_arena = False               # True: info() reports the tensor arena a file needs (ARENA_KEY)
 
     def __init__(self, path: str | Path, threads: int | None = 1, **options):
         self.path = Path(path)

@@ -19,7 +19,7 @@ import tempfile
 
 import numpy as np
 
-from benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
+from benchmarks.runners.base import ARENA_KEY, Runner, RunnerInfo, TensorSpec
 from toolkit.errors import ModelError
 
 ARENA_BYTES = 64 << 20     # room to allocate in; the arena a file needs is measured, never this figure
@@ -61,6 +61,7 @@ class TFLiteMicroRunner(Runner):
     label = "TFLite Micro"
     by_name_only = True
     max_threads = 1
+    measures_arena = True
 
     def _load(self) -> None:
         from tflite_micro.python.tflite_micro import runtime
@@ -90,7 +91,7 @@ class TFLiteMicroRunner(Runner):
     def info(self) -> RunnerInfo:
         from importlib.metadata import version
         return RunnerInfo(self.runtime, version("tflite-micro"), 1,
-                          {"kernels": "reference (host CPU)", "tensor_arena_bytes": self.arena_bytes()})
+                          {"kernels": "reference (host CPU)", ARENA_KEY: self.arena_bytes()})
 
 
 RUNNERS = (TFLiteMicroRunner,)   # registered by benchmarks/runners/__init__.py

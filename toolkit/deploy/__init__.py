@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.deploy.budgets import Budgets
-from toolkit.deploy.select import MICRO_RUNTIMES, Row, arena_of, host_timing_note, pareto_plot, pick, table
+from benchmarks.runners.base import arena_of
+from toolkit.deploy.select import Row, host_timing_note, pareto_plot, pick, table
 from toolkit.errors import ModelError, OptionError
 
 # (folder, format, ExportOptions overrides, label): the candidates every source gets
@@ -90,9 +91,11 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
     from benchmarks.harness import BenchSettings
     budgets = budgets or Budgets()
     BenchSettings(threads=[threads], runtimes=runtimes or ["all"])       # option errors before any work
-    if budgets.max_arena is not None and not set(runtimes or ()) & set(MICRO_RUNTIMES):
-        raise OptionError(f"--max-arena judges the tensor arena a runtime measures; add one that does to --runtime "
-                          f"({', '.join(MICRO_RUNTIMES)})")
+    if budgets.max_arena is not None:
+        from benchmarks.runners import arena_runtimes
+        if not set(runtimes or ()) & set(arena_runtimes()):
+            raise OptionError(f"--max-arena judges the tensor arena a runtime measures; add one that does to --runtime "
+                              f"({', '.join(arena_runtimes())})")
     if mixed_search != "attribution":
         from toolkit.deploy.search import SAMPLERS
         if mixed_search not in SAMPLERS:

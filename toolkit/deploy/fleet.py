@@ -15,7 +15,8 @@ from pathlib import Path
 
 from toolkit.deploy import _atomic_text
 from toolkit.deploy.budgets import Budgets
-from toolkit.deploy.select import Row, arena_of, pareto_plot, pick
+from benchmarks.runners.base import arena_of
+from toolkit.deploy.select import Row, pareto_plot, pick
 from toolkit.errors import ModelError
 
 

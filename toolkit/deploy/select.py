@@ -33,21 +33,14 @@ class Row:
         return asdict(self)
 
 
-# microcontroller runtimes: their runners measure the tensor arena, and time reference kernels on the host CPU
-MICRO_RUNTIMES = ("tflite-micro",)
-
-
 def host_timing_note(best: Row, budgets: Budgets) -> str | None:
-    """Said with a pick made on latency in a microcontroller runtime: the latency is the host's, not the board's."""
-    if best.runtime in MICRO_RUNTIMES and budgets.prefer == "latency":
+    """Said with a pick made on latency in a microcontroller runtime (one whose runner measures a tensor arena, and
+    times reference kernels on the host CPU): the latency is the host's, not the board's."""
+    from benchmarks.runners import arena_runtimes
+    if best.runtime in arena_runtimes() and budgets.prefer == "latency":
         return (f"the latency that decided it is {best.runtime}'s reference kernels on this host CPU, not a board's: "
                 "for a board, --prefer size, or time the files on it")
     return None
-
-
-def arena_of(runtime_info: dict | None) -> int | None:
-    """The tensor arena in a bench result's `runtime_info` (only TFLite Micro's runner measures one)."""
-    return ((runtime_info or {}).get("settings") or {}).get("tensor_arena_bytes")
 
 
 def judge(rows: list[Row], budgets: Budgets, reference: float | None) -> None:
@@ -74,7 +67,8 @@ def judge(rows: list[Row], budgets: Budgets, reference: float | None) -> None:
             r.reasons.append(f"too slow ({r.p50_ms:.3f} > {budgets.max_latency_ms:g} ms)")
         if budgets.max_arena is not None and not too_large:
             if r.arena is None:
-                r.reasons.append(f"tensor arena not measured in {r.runtime} (measured in: {', '.join(MICRO_RUNTIMES)})")
+                from benchmarks.runners import arena_runtimes
+                r.reasons.append(f"tensor arena not measured in {r.runtime} (measured in: {', '.join(arena_runtimes())})")
             elif r.arena > budgets.max_arena:
                 r.reasons.append(f"tensor arena too large ({r.arena:,} > {budgets.max_arena:,} B)")
         if floor is not None and not too_large:
