@@ -2,10 +2,11 @@
 own trade-off. Times measured on different CPU kinds are not comparable, so a plot holds one CPU kind.
 
     python -m benchmarks.budget_curve benchmarks/results/cifar10_resnet8/budget.csv [--cpu "AMD EPYC"] [--target 0.85]
+        [--out budget-xeon.png]
 
 CSV columns: `run` (a label), `epochs`, `train_min` (empty: not recorded; such a run is left out), `cpu`, `n`
 (test images), and one column per file whose accuracy was measured (`fp32`, `int8_tflite`, `int8_onnx`, ...).
-The PNG is written beside the CSV (`<name>.png`); each point carries its 95% interval on `n` images.
+The PNG is written beside the CSV (`<name>.png`, or `--out`: one image per CPU kind); each point carries its 95% interval on `n` images.
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def timed_runs(rows: list[dict], cpu: str | None = None) -> tuple[str, list[dict
     return mine[0]["cpu"], sorted(mine, key=lambda r: float(r["train_min"]))
 
 
-def plot(path: Path, cpu: str | None = None, target: float | None = 0.85) -> Path:
+def plot(path: Path, cpu: str | None = None, target: float | None = 0.85, out: Path | None = None) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -100,7 +101,9 @@ def plot(path: Path, cpu: str | None = None, target: float | None = 0.85) -> Pat
     ax.set_title(f"Accuracy against training time on {cpu_name}", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
-    out = Path(path).with_suffix(".png")
+    out = Path(out) if out else Path(path).with_suffix(".png")
+    if out.suffix.lower() != ".png":
+        raise CurveError(f"{out}: the plot is written as PNG; give a .png path")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
@@ -112,9 +115,10 @@ def main(argv=None) -> int:
     ap.add_argument("csv", type=Path)
     ap.add_argument("--cpu", help="CPU kind to plot (a part of its name; default: the kind with the most timed runs)")
     ap.add_argument("--target", type=float, default=0.85, help="accuracy line to draw (0: none)")
+    ap.add_argument("--out", type=Path, help="PNG to write (default: beside the CSV, <name>.png)")
     args = ap.parse_args(argv)
     try:
-        out = plot(args.csv, args.cpu, args.target or None)
+        out = plot(args.csv, args.cpu, args.target or None, args.out)
     except CurveError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -420,6 +420,9 @@ def test_budget_curve_plots_one_cpu_kind_and_leaves_untimed_runs_out(tmp_path):
     with pytest.raises(CurveError, match="no timed run on a CPU matching 'arm'"):
         timed_runs(rows, "arm")
     assert main([str(csv_path)]) == 0 and (tmp_path / "budget.png").stat().st_size > 10_000
+    assert main([str(csv_path), "--cpu", "xeon", "--out", str(tmp_path / "xeon.png")]) == 0   # one image per kind
+    assert (tmp_path / "xeon.png").stat().st_size > 10_000
+    assert main([str(csv_path), "--out", str(tmp_path / "xeon.jpg")]) == 2                     # PNG only, one line
     (tmp_path / "bad.csv").write_text("run,epochs,fp32\nx,1,0.5\n")
     assert main([str(tmp_path / "bad.csv")]) == 2                   # missing columns: a one-line error, exit 2
     with pytest.raises(CurveError, match="missing column"):
