@@ -536,3 +536,57 @@ def test_progressive_resizing_trains_a_pooling_network_and_names_a_flattening_on
     with pytest.raises(ModelError, match="progressive resizing .*accepts inputs smaller than 32x32") as err:
         backend.fit(flat, ds, cfg, verbose=False)
     assert "\n" not in str(err.value)
+
+
+def test_bf16_precision_runs_convolutions_in_bfloat16_and_keeps_weights_loss_and_evaluation_float32(monkeypatch):
+    """precision = bf16: the train step's convolutions compute in bfloat16 (autocast), the loss and the weights
+    stay float32, and the network still learns a separable set; "auto" follows the CPU's AMX, and Keras refuses
+    bf16 in one line."""
+    import torch
+    from torch import nn
+    from toolkit.backends import get_backend
+    from toolkit.backends.torch import train as torch_train
+    ds = _separable()
+    seen = []
+
+    def model():
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                            nn.Linear(32, 10))
+        net[0].register_forward_hook(lambda mod, inp, out: seen.append(out.dtype) if mod.training else None)
+        return net
+
+    cfg = TrainConfig(epochs=12, batch_size=32, lr=0.05, val_fraction=0.0, seed=0, precision="bf16")
+    net = model()
+    hist = get_backend("torch").fit(net, ds, cfg, verbose=False)
+    assert set(seen) == {torch.bfloat16} and hist.precision == "bf16"
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    seen.clear()
+    ref = get_backend("torch").fit(model(), ds, TrainConfig(**{**cfg.to_dict(), "precision": "fp32"}), verbose=False)
+    assert set(seen) == {torch.float32} and ref.precision == "fp32"           # the default arithmetic
+    assert TrainConfig().precision == "fp32"
+    # bf16 learns what float32 learns from the same start (chance is 10%)
+    assert hist.epochs[-1]["accuracy"] > 0.6 and hist.epochs[-1]["loss"] < 0.5 * hist.epochs[0]["loss"]
+    assert abs(hist.epochs[-1]["accuracy"] - ref.epochs[-1]["accuracy"]) < 0.05
+    for amx, want in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        assert torch_train.resolve_precision("auto") == want
+        assert torch_train.resolve_precision("fp32") == "fp32"
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert torch_train.resolve_precision("auto") == "fp32"                   # a torch that cannot tell: fp32
+    with pytest.raises(OptionError, match="must be one of|precision"):
+        TrainConfig(precision="fp16")
+    from toolkit.backends.keras.model import keras
+    kmodel = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
+    with pytest.raises(OptionError, match="PyTorch-only") as err:
+        get_backend("keras").fit(kmodel, ds, cfg, verbose=False)
+    assert "\n" not in str(err.value)
+
+
+def test_report_names_bf16_training_beside_the_epochs():
+    from toolkit.recipes.report import epochs_cell
+    assert epochs_cell({"epochs": 219, "stopped_on_time": True, "precision": "bf16",
+                        "config": {"epochs": 300, "time_budget": 85.0}}) == \
+        "219 of at most 300 (85-min time budget, bf16, stopped on time)"
+    assert epochs_cell({"epochs": 30, "precision": "bf16", "config": {"epochs": 30}}) == "30 (bf16)"
+    assert epochs_cell({"epochs": 30, "precision": "fp32", "config": {"epochs": 30}}) == "30"

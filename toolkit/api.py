@@ -67,6 +67,7 @@ def train(framework: str, arch: str | ArchSpec, data: str | Dataset, data_dir: s
                # "params" means trainable parameters everywhere (compress, bench); BatchNorm statistics add to the total
                "params": params["trainable"], "params_total": params["total"], "epochs": len(hist.epochs),
                "stopped_on_time": hist.stopped_on_time, "best_epoch": hist.best_epoch,
+               "precision": hist.precision,
                "train_seconds": round(train_seconds, 2), "framework": framework,
                "arch": spec.name, "data": ds.name, "data_source": ds.source, "config": cfg.to_dict()}
     rec = ArtifactRecord("checkpoint", ckpt.name, framework=framework, format=framework, arch=spec.to_dict(),

@@ -11,6 +11,7 @@ from toolkit.options import check_choices, option
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle")
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass
@@ -43,6 +44,11 @@ class TrainConfig:
     time_budget: float = option(0.0, "minutes of training: after each epoch the number of epochs is planned again "
                                      "from the measured epoch time (at most `epochs`) and the LR schedule is "
                                      "stretched or shrunk to end on time (0: off; a fine-tune does not inherit it)")
+    precision: str = option("fp32", "arithmetic of the training forward pass: fp32, or bf16 (PyTorch autocast: "
+                                     "convolutions and matmuls in bfloat16, weights, optimizer and loss in float32; "
+                                     "x2 on the ResNet-8 train step on a Xeon with AMX); auto: bf16 where the CPU has "
+                                     "AMX, fp32 elsewhere (bf16 without AMX is emulated and slower). Evaluation, "
+                                     "checkpoints and exports stay float32. PyTorch only", choices=PRECISIONS)
     seed: int = option(0, "seed of data order, augmentation and initialisation")
     threads: int | None = option(None, "framework threads (default: the framework's own choice)")
 
@@ -300,13 +306,14 @@ class History:
     best_epoch: int | None = None
     stopped_early: bool = False
     stopped_on_time: bool = False      # the time budget planned fewer epochs than `epochs`
+    precision: str = "fp32"            # the arithmetic training ran in (cfg.precision "auto" resolved)
 
     def add(self, **row) -> None:
         self.epochs.append({k: (float(v) if v is not None else None) for k, v in row.items()})
 
     def to_dict(self) -> dict:
         return {"epochs": self.epochs, "best_epoch": self.best_epoch, "stopped_early": self.stopped_early,
-                "stopped_on_time": self.stopped_on_time}
+                "stopped_on_time": self.stopped_on_time, "precision": self.precision}
 
     def save(self, json_path: Path, png_path: Path | None = None, title: str = "") -> None:
         Path(json_path).write_text(json.dumps(self.to_dict(), indent=2))

@@ -3,7 +3,7 @@ against the PyTorch train step that `fit` runs (forward, backward, SGD), per bat
 under torch.compile. Each part is timed `--repeats` times, interleaved in one run, and the median is reported,
 since timings on a shared host drift by the minute.
 
-    python -m tools.epoch_profile [--arch resnet8] [--batch-size 128] [--compile]
+    python -m tools.epoch_profile [--arch resnet8] [--batch-size 128] [--compile] [--bf16]
 Prints one table; `--json PATH` writes the figures with the machine record.
 """
 from __future__ import annotations
@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--compile", action="store_true", help="also time the step under torch.compile")
+    ap.add_argument("--bf16", action="store_true", help="also time the step in bf16 (the train option precision = bf16)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     if args.batch_size < 1 or args.batches < 1 or args.repeats < 1:
@@ -75,11 +76,13 @@ def main(argv=None) -> int:
     model = build(spec)
     cfg = TrainConfig(batch_size=args.batch_size, optimizer="sgd", lr=0.1, weight_decay=5e-5)  # the recipe's
 
-    def make_step(net):
-        step = train_step(net, cfg)
-        return lambda xb, yb: step(xb, yb, cfg.lr)
+    def make_step(net, config=cfg):
+        step = train_step(net, config)
+        return lambda xb, yb: step(xb, yb, config.lr)
 
     steps = {"eager": make_step(model)}
+    if args.bf16:
+        steps["bf16"] = make_step(model, TrainConfig(**{**cfg.to_dict(), "precision": "bf16"}))
     compile_s = None
     if args.compile:
         steps["compiled"] = make_step(torch.compile(model))
@@ -107,6 +110,8 @@ def main(argv=None) -> int:
               f"data {med['data'] / total:.0%} of it")
     if "compiled" in med:
         print(f"  torch.compile: x{med['eager'] / med['compiled']:.2f} on the step, {compile_s:.0f} s to compile")
+    if "bf16" in med:
+        print(f"  bf16 autocast: x{med['eager'] / med['bf16']:.2f} on the step")
     if args.json:
         Path(args.json).write_text(json.dumps({"arch": args.arch, "batch_size": args.batch_size, "cpu": cpu,
                                                "machine": machine_record(), "seconds_per_batch": times,

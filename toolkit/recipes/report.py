@@ -13,9 +13,10 @@ def _pct(v):
 def epochs_cell(summary: dict) -> str:
     """A train step's epochs for the report; under a time budget, also the budget and the ceiling it planned within."""
     n, cfg = summary.get("epochs", "-"), summary.get("config") or {}
+    bf16 = ", bf16" if summary.get("precision", "fp32") != "fp32" else ""
     if not cfg.get("time_budget"):
-        return str(n)
-    return (f"{n} of at most {cfg.get('epochs', '?')} ({cfg['time_budget']:g}-min time budget"
+        return f"{n} ({summary['precision']})" if bf16 else str(n)
+    return (f"{n} of at most {cfg.get('epochs', '?')} ({cfg['time_budget']:g}-min time budget{bf16}"
             + (", stopped on time)" if summary.get("stopped_on_time") else ")"))
 
 

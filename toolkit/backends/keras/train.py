@@ -44,6 +44,10 @@ def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, 
         callbacks: list | None = None, extra_parameters: list | None = None) -> History:
     """Train in place. `loss_fn(logits, y, x)` replaces cross-entropy; `extra_parameters` (variables) are
     optimised alongside the model's own."""
+    if cfg.precision == "bf16":
+        from toolkit.errors import OptionError
+        raise OptionError("precision = bf16 is PyTorch-only (a Keras model takes its dtype policy when it is built); "
+                          "train in fp32, or use precision = auto, which is fp32 in Keras")
     if cfg.threads:
         tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
     keras.utils.set_random_seed(cfg.seed)
