@@ -339,8 +339,9 @@ def test_time_budget_option_is_checked_and_not_inherited_by_fine_tunes():
     with pytest.raises(OptionError, match="time budget must be >= 0"):
         TrainConfig(time_budget=-1)
     assert from_recipe(TrainConfig, {"time_budget": 85}).time_budget == 85
-    state = SimpleNamespace(train_config=TrainConfig(time_budget=85.0))
+    state = SimpleNamespace(train_config=TrainConfig(time_budget=85.0, precision="bf16"))
     assert _train_config(state, 2, 0.01).time_budget == 0.0
+    assert _train_config(state, 2, 0.01).precision == "fp32"       # nor bf16: QAT's ranges are float32
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])

@@ -44,11 +44,12 @@ class TrainConfig:
     time_budget: float = option(0.0, "minutes of training: after each epoch the number of epochs is planned again "
                                      "from the measured epoch time (at most `epochs`) and the LR schedule is "
                                      "stretched or shrunk to end on time (0: off; a fine-tune does not inherit it)")
-    precision: str = option("fp32", "arithmetic of the training forward pass: fp32, or bf16 (PyTorch autocast: "
-                                     "convolutions and matmuls in bfloat16, weights, optimizer and loss in float32; "
-                                     "x2 on the ResNet-8 train step on a Xeon with AMX); auto: bf16 where the CPU has "
-                                     "AMX, fp32 elsewhere (bf16 without AMX is emulated and slower). Evaluation, "
-                                     "checkpoints and exports stay float32. PyTorch only", choices=PRECISIONS)
+    precision: str = option(
+        "fp32", "arithmetic of the training forward pass: fp32, or bf16 (PyTorch autocast: convolutions and matmuls "
+                "in bfloat16; weights, optimizer and loss in float32; x1.66 on the ResNet-8 train step on a Xeon with "
+                "AMX); auto: bf16 where the CPU has AMX, fp32 elsewhere (only measured faster with AMX). "
+                "Evaluation, checkpoints and exports stay float32; fine-tunes (pruning, QAT) train in fp32. PyTorch "
+                "only", choices=PRECISIONS)
     seed: int = option(0, "seed of data order, augmentation and initialisation")
     threads: int | None = option(None, "framework threads (default: the framework's own choice)")
 

@@ -49,6 +49,7 @@ def _fine_tune(state, epochs, lr):
 def _train_config(state, epochs, lr, batch_size=None, **extra):
     extra.setdefault("time_budget", 0.0)    # a fine-tune's epochs are its own, not a training budget's plan
     extra.setdefault("resize_from", 0)      # nor does it start again from small images
+    extra.setdefault("precision", "fp32")   # nor train in bf16: QAT's fake-quant ranges and pruning masks are float32
     if not extra.get("augment", state.train_config.augment):
         extra["cutout"] = 0                 # cutout is part of the augmentation a fine-tune turns off
     base = dataclasses.replace(state.train_config, epochs=epochs, lr=lr, **extra)
