@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -563,7 +564,7 @@ def test_bf16_precision_runs_convolutions_in_bfloat16_and_keeps_weights_loss_and
     assert set(seen) == {torch.bfloat16} and hist.precision == "bf16"
     assert all(p.dtype == torch.float32 for p in net.parameters())
     seen.clear()
-    ref = get_backend("torch").fit(model(), ds, TrainConfig(**{**cfg.to_dict(), "precision": "fp32"}), verbose=False)
+    ref = get_backend("torch").fit(model(), ds, dataclasses.replace(cfg, precision="fp32"), verbose=False)
     assert set(seen) == {torch.float32} and ref.precision == "fp32"           # the default arithmetic
     assert TrainConfig().precision == "fp32"
     # bf16 learns what float32 learns from the same start (chance is 10%)

@@ -9,6 +9,7 @@ Prints one table; `--json PATH` writes the figures with the machine record.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
 
     steps = {"eager": make_step(model)}
     if args.bf16:
-        steps["bf16"] = make_step(model, TrainConfig(**{**cfg.to_dict(), "precision": "bf16"}))
+        steps["bf16"] = make_step(model, dataclasses.replace(cfg, precision="bf16"))
     compile_s = None
     if args.compile:
         steps["compiled"] = make_step(torch.compile(model))

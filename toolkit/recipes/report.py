@@ -13,10 +13,12 @@ def _pct(v):
 def epochs_cell(summary: dict) -> str:
     """A train step's epochs for the report; under a time budget, also the budget and the ceiling it planned within."""
     n, cfg = summary.get("epochs", "-"), summary.get("config") or {}
-    bf16 = ", bf16" if summary.get("precision", "fp32") != "fp32" else ""
+    precision = summary.get("precision", "fp32")
+    named = "" if precision == "fp32" else precision    # the default arithmetic goes unsaid
     if not cfg.get("time_budget"):
-        return f"{n} ({summary['precision']})" if bf16 else str(n)
-    return (f"{n} of at most {cfg.get('epochs', '?')} ({cfg['time_budget']:g}-min time budget{bf16}"
+        return f"{n} ({named})" if named else str(n)
+    return (f"{n} of at most {cfg.get('epochs', '?')} ({cfg['time_budget']:g}-min time budget"
+            + (f", {named}" if named else "")
             + (", stopped on time)" if summary.get("stopped_on_time") else ")"))
 
 
