@@ -56,6 +56,15 @@ def timed_runs(rows: list[dict], cpu: str | None = None) -> tuple[str, list[dict
     return mine[0]["cpu"], sorted(mine, key=lambda r: float(r["train_min"]))
 
 
+def headroom(anchor: float, offset_pt: float, y_lo: float, height_pt: float) -> float:
+    """The lowest top of the y axis at which a point `offset_pt` points above `anchor` is still inside an axes
+    `height_pt` points tall whose bottom is `y_lo` (one point is (top - y_lo) / height_pt data units)."""
+    k = offset_pt / height_pt
+    if k >= 1:
+        raise CurveError(f"{offset_pt:g} pt of stacked labels do not fit in a {height_pt:g} pt tall plot")
+    return (anchor - k * y_lo) / (1 - k)
+
+
 def plot(path: Path, cpu: str | None = None, target: float | None = 0.85, out: Path | None = None) -> Path:
     import matplotlib
     matplotlib.use("Agg")
@@ -87,24 +96,31 @@ def plot(path: Path, cpu: str | None = None, target: float | None = 0.85, out: P
     cluster = [0]
     for lv in levels[1:]:
         cluster.append(cluster[-1] + (lv == 0))
-    for t, r, lv, top, cl in zip(times, runs, levels, tops, cluster):   # labels above the highest interval, stacked
-        anchor = max(tp for tp, c in zip(tops, cluster) if c == cl and tp is not None) if top is not None else None
-        if anchor is not None:
-            ax.annotate(f"{glyphs[lv % 4]} {r['run']}", (t, 100 * anchor), textcoords="offset points",
-                        xytext=(0, 4 + 11 * lv), ha="center", fontsize=7)
-    if target:
-        ax.axhline(100 * target, color="grey", linestyle="--", linewidth=1)
-        ax.text(ax.get_xlim()[0], 100 * target, f" target {100 * target:g}%", va="bottom", fontsize=8, color="grey")
-    ax.margins(x=0.12, y=0.12)
     ax.set_xlabel("training time (min)")
     ax.set_ylabel("test accuracy (%), 95% interval")
     ax.set_title(f"Accuracy against training time on {cpu_name}", fontsize=10)
+    if target:                                            # named in the legend, where no run label can cover it
+        ax.axhline(100 * target, color="grey", linestyle="--", linewidth=1, label=f"target {100 * target:g}%")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
+    ax.margins(x=0.12, y=0.12)
+    fig.tight_layout()                                    # the axes' final size: the label room below depends on it
+    x_lo, x_hi = ax.get_xlim()
+    labels = []                                                          # (x, anchor %, offset pt, text)
+    for t, r, lv, top, cl in zip(times, runs, levels, tops, cluster):   # labels above the highest interval, stacked
+        anchor = max(tp for tp, c in zip(tops, cluster) if c == cl and tp is not None) if top is not None else None
+        if anchor is not None:
+            labels.append((t, 100 * anchor, 4 + 11 * lv, f"{glyphs[lv % 4]} {r['run']}"))
+    height_pt = ax.get_position().height * fig.get_figheight() * 72
+    y_lo, y_hi = ax.get_ylim()
+    y_hi = max([y_hi] + [headroom(a, off + 10, y_lo, height_pt) for _, a, off, _ in labels])
+    ax.set_ylim(y_lo, y_hi)                                               # every stacked label inside the axes
+    for t, a, off, text in labels:                                        # text runs inwards from its run's time
+        ax.annotate(text, (t, a), textcoords="offset points", xytext=(0, off), fontsize=7,
+                    ha="left" if t < (x_lo + x_hi) / 2 else "right")
     out = Path(out) if out else Path(path).with_suffix(".png")
     if out.suffix.lower() != ".png":
         raise CurveError(f"{out}: the plot is written as PNG; give a .png path")
-    fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out

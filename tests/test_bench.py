@@ -427,3 +427,13 @@ def test_budget_curve_plots_one_cpu_kind_and_leaves_untimed_runs_out(tmp_path):
     assert main([str(tmp_path / "bad.csv")]) == 2                   # missing columns: a one-line error, exit 2
     with pytest.raises(CurveError, match="missing column"):
         load_runs(tmp_path / "bad.csv")
+
+
+def test_budget_curve_headroom_keeps_stacked_labels_inside_the_axes():
+    from benchmarks.budget_curve import CurveError, headroom
+    top = headroom(86.0, 20, 81.0, 200)             # a label 20 pt above 86% in a 200 pt tall axes from 81%
+    assert top > 86.0
+    assert 86.0 + 20 * (top - 81.0) / 200 == pytest.approx(top)   # the label's top lands exactly on the axis top
+    assert headroom(86.0, 40, 81.0, 200) > top      # a higher stack needs more room
+    with pytest.raises(CurveError, match="do not fit"):
+        headroom(86.0, 200, 81.0, 200)
