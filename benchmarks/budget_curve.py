@@ -56,6 +56,9 @@ def timed_runs(rows: list[dict], cpu: str | None = None) -> tuple[str, list[dict
     return mine[0]["cpu"], sorted(mine, key=lambda r: float(r["train_min"]))
 
 
+LABEL_LINE_PT = 11     # one 7-pt run label's line: the step between stacked labels, and the room each needs
+
+
 def headroom(anchor: float, offset_pt: float, y_lo: float, height_pt: float) -> float:
     """The lowest top of the y axis at which a point `offset_pt` points above `anchor` is still inside an axes
     `height_pt` points tall whose bottom is `y_lo` (one point is (top - y_lo) / height_pt data units)."""
@@ -110,10 +113,10 @@ def plot(path: Path, cpu: str | None = None, target: float | None = 0.85, out: P
     for t, r, lv, top, cl in zip(times, runs, levels, tops, cluster):   # labels above the highest interval, stacked
         anchor = max(tp for tp, c in zip(tops, cluster) if c == cl and tp is not None) if top is not None else None
         if anchor is not None:
-            labels.append((t, 100 * anchor, 4 + 11 * lv, f"{glyphs[lv % 4]} {r['run']}"))
+            labels.append((t, 100 * anchor, 4 + LABEL_LINE_PT * lv, f"{glyphs[lv % 4]} {r['run']}"))
     height_pt = ax.get_position().height * fig.get_figheight() * 72
     y_lo, y_hi = ax.get_ylim()
-    y_hi = max([y_hi] + [headroom(a, off + 10, y_lo, height_pt) for _, a, off, _ in labels])
+    y_hi = max([y_hi] + [headroom(a, off + LABEL_LINE_PT, y_lo, height_pt) for _, a, off, _ in labels])
     ax.set_ylim(y_lo, y_hi)                                               # every stacked label inside the axes
     for t, a, off, text in labels:                                        # text runs inwards from its run's time
         ax.annotate(text, (t, a), textcoords="offset points", xytext=(0, off), fontsize=7,
