@@ -25,7 +25,7 @@ PACKAGES = ("toolkit", "exporters", "benchmarks")
 LAYERS = [
     ("core", ["=toolkit", "=benchmarks", "toolkit.errors", "toolkit.progress", "toolkit.tf_import", "toolkit.outputs",
               "toolkit.record", "toolkit.data", "toolkit.arch", "toolkit.train", "toolkit.sparsity",
-              "toolkit.options", "toolkit.tflite_convert"]),
+              "toolkit.options", "toolkit.tflite_convert", "toolkit.tasks"]),
     ("frameworks", ["toolkit.backends", "toolkit.api"]),
     ("runtime", ["benchmarks.runners", "benchmarks.onnx_reader", "benchmarks.machine", "benchmarks.metrics"]),
     ("pipelines", ["toolkit.compress", "exporters", "benchmarks"]),

@@ -44,6 +44,7 @@ class ArtifactRecord:
     metrics: dict = field(default_factory=dict)
     verification: dict | None = None
     sizes: dict = field(default_factory=dict)
+    task: dict | None = None             # what the model is for ({"name", options}; None: a classifier, as before tasks)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     version: int = RECORD_VERSION
 
