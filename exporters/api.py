@@ -46,8 +46,11 @@ def _versions() -> dict:
 
 def export_model(model, formats: list[str], dataset, out_dir: str | Path, options: ExportOptions | None = None, *,
                  stem: str = "model", source_record: ArtifactRecord | None = None, source_path: Path | None = None,
-                 verbose: bool = True) -> list[ExportResult]:
-    ctx = export_context(model, dataset, out_dir, stem=stem, source_record=source_record, source_path=source_path)
+                 verbose: bool = True, task=None) -> list[ExportResult]:
+    """`task`: what the model is for (a name or {"name", options}); default: the source record's, else inferred from
+    its outputs (a classifier), else one line asking for it."""
+    ctx = export_context(model, dataset, out_dir, stem=stem, source_record=source_record, source_path=source_path,
+                         task=task)
     backend = ctx.backend
     ctx.options = options = options or ExportOptions()
     formats = _check_formats(formats)
@@ -70,12 +73,16 @@ def export_model(model, formats: list[str], dataset, out_dir: str | Path, option
 
 
 def export_context(model, dataset, out_dir: str | Path, *, stem: str = "model", source_record: ArtifactRecord | None = None,
-                   source_path: Path | None = None) -> ExportContext:
-    """One context for several exports of one source (the fp32 ONNX and onnx2tf's conversion are made once);
-    the caller calls `cleanup()`."""
+                   source_path: Path | None = None, task=None) -> ExportContext:
+    """One context for several exports of one source (the fp32 ONNX and onnx2tf's conversion are made once), with
+    the source's task and the data set as that task reads it; the caller calls `cleanup()`."""
+    from toolkit.api import resolve_task
     from toolkit.backends import backend_for_model
-    return ExportContext(model, backend_for_model(model), dataset, ExportOptions(), Path(out_dir), stem,
-                         getattr(model, "edgepack_spec", None), source_record, source_path)
+    backend = backend_for_model(model)
+    where = source_path.name if source_path is not None else "the model"
+    task, dataset = resolve_task(model, backend, dataset, task, source_record, where)
+    return ExportContext(model, backend, dataset, ExportOptions(), Path(out_dir), stem,
+                         getattr(model, "edgepack_spec", None), source_record, source_path, task=task)
 
 
 def export_variants(ctx: ExportContext, variants: list[tuple[str, str, ExportOptions]], progress=print) -> list[ExportResult]:
@@ -136,17 +143,21 @@ def _export_one(ctx: ExportContext, fmt: str, verbose: bool) -> ExportResult:
 
 
 def verification_line(sizes: dict, ver: Verification) -> str:
-    """One line: size, accuracy change with its margin, agreement, per-kernel-class proof, verdict."""
+    """One line: size, the task's figures (a classifier: accuracy change with its margin, agreement), per-kernel-class
+    proof, verdict."""
+    from toolkit.tasks import get_task
     status = "ok" if ver.passed else "FAILED: " + "; ".join(ver.failures)
-    line = (f"{sizes['bytes']:,} B (gzip {sizes['gzip_bytes']:,} B), accuracy {ver.export_accuracy:.2%} vs source "
-            f"{ver.source_accuracy:.2%} ({ver.accuracy_delta_pp:+.2f} +- {ver.accuracy_delta_se_pp:.2f} pp) on {ver.images} "
-            f"images of {ver.classes_covered} classes, agreement {ver.top1_agreement:.2%}")
-    if ver.confident_agreement is not None and ver.atol is None:
-        line += f" ({ver.confident_agreement:.2%} on {ver.confident_images} clear-margin inputs)"
+    task = get_task(ver.task)
+    line = f"{sizes['bytes']:,} B (gzip {sizes['gzip_bytes']:,} B), " + task.verification_line(ver)
+    if ver.output_match and ver.output_match not in ("by name", "the only output"):
+        line += f" (outputs matched {ver.output_match})"
     if ver.kernel_classes:
         line += f", target {ver.target}: kernel classes " + ", ".join(
-            f"{k} {v['accuracy']:.2%}{'' if v['required_by_target'] else ' (not in target)'}"
-            for k, v in ver.kernel_classes.items() if not k.startswith("_") and v.get("accuracy") is not None)
+            f"{k} {task.format_figure(v['accuracy'])}{'' if v['required_by_target'] else ' (not in target)'}"
+            if v.get("accuracy") is not None else
+            f"{k} SNR {v['min_snr_db']:.1f} dB{'' if v['required_by_target'] else ' (not in target)'}"
+            for k, v in ver.kernel_classes.items() if not k.startswith("_")
+            and (v.get("accuracy") is not None or v.get("min_snr_db") is not None))
     return f"{line}, on {ver.machine}: {status}"
 
 
@@ -157,7 +168,8 @@ def _record(ctx: ExportContext, exp, path: Path, details: dict, ver: Verificatio
     rec = ArtifactRecord("export", path.name, framework=ctx.framework, format=exp.name,
                          arch=src.arch if src else (ctx.spec.to_dict() if ctx.spec is not None else None),
                          dataset=dataset_info(ctx.dataset), parent=parent,
-                         steps=list(src.steps) if src else [], metrics=dict(src.metrics) if src else {})
+                         steps=list(src.steps) if src else [], metrics=dict(src.metrics) if src else {},
+                         task=ctx.task.to_dict())
     rec.steps.append({"step": "export", "format": exp.name, "precision": exp.precision, "runtime": exp.runtime,
                       "details": details, "options": exp.option_values(ctx.options)})
     rec.verification = ver.to_dict()
@@ -169,14 +181,14 @@ def _record(ctx: ExportContext, exp, path: Path, details: dict, ver: Verificatio
 
 def export_checkpoint(checkpoint: str | Path, formats: list[str], out: str | Path, data=None,
                       data_dir: str | None = None, options: ExportOptions | None = None, verbose: bool = True,
-                      preprocessing: dict | None = None):
+                      preprocessing: dict | None = None, task=None):
     from toolkit.api import check_fits, dataset_for, load_checkpoint
     _check_formats(formats)                              # option errors before the model and the data are read
     loaded = load_checkpoint(checkpoint)
     ds = dataset_for(loaded, data, data_dir, preprocessing)
     check_fits(loaded, ds)
     return export_model(loaded.model, formats, ds, out, options, stem=Path(checkpoint).stem,
-                        source_record=loaded.record, source_path=Path(checkpoint), verbose=verbose)
+                        source_record=loaded.record, source_path=Path(checkpoint), verbose=verbose, task=task)
 
 
 def raise_on_failures(results: list[ExportResult]) -> None:

@@ -95,7 +95,12 @@ class ExportContext:
     source_record: object | None = None
     source_path: Path | None = None
     produced: dict = field(default_factory=dict)     # format name -> Path, for exporters that build on others
+    task: object = None                       # the source's toolkit.tasks.Task (classification unless told)
     _work: Path | None = None
+
+    def __post_init__(self):
+        from toolkit.tasks import get_task
+        self.task = get_task(self.task)
 
     @property
     def framework(self) -> str:

@@ -17,6 +17,8 @@ def add_export_parser(sub, add_data_args, func):
     add_data_args(p, required=False)
     from toolkit.data.dataset import add_preprocessing_args
     add_preprocessing_args(p)                           # for a model file whose input is not the data set's default
+    from toolkit.tasks import add_task_args
+    add_task_args(p)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="write beside exports of another model already in --out")
     add_arguments(p, ExportOptions)                     # every export option, declared once in ExportOptions
@@ -39,6 +41,8 @@ def run_export(args) -> int:
     pre = parse_preprocessing(args.mean, args.std, args.scale)
     formats = [f.strip() for f in args.to.split(",") if f.strip()]
     opts = from_args(ExportOptions, args)
-    results = export_checkpoint(args.checkpoint, formats, args.out, args.data, args.data_dir, opts, preprocessing=pre)
+    from toolkit.tasks import task_from_args
+    results = export_checkpoint(args.checkpoint, formats, args.out, args.data, args.data_dir, opts, preprocessing=pre,
+                                task=task_from_args(args))
     raise_on_failures(results)
     return 0

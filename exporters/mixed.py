@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from toolkit.errors import EdgepackError
+from toolkit.tasks import match_outputs, renamed
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Attribution:
     images: int
     full_p50_us: float
     full_rms: float
-    full_agreement: float
+    full_agreement: float | None   # top-1 agreement with the source (a classifier's; None for other tasks)
     noise_us: float            # spread of the full-int8 file's per-round medians
     layers: list[LayerCost]
     error: str | None = None
@@ -75,7 +76,7 @@ def attribute(ctx, fmt: str, threads: int = 1, images: int = 500, rounds: int = 
     work.mkdir(exist_ok=True)
     base = ctx.options
     x = ctx.dataset.calibration(images, base.seed + 7, "NHWC")       # training images, not the calibration draw
-    ref = ctx.backend.predict(ctx.model, x if ctx.backend.LAYOUT == "NHWC" else x.transpose(0, 3, 1, 2))
+    ref = ctx.backend.predict_outputs(ctx.model, x if ctx.backend.LAYOUT == "NHWC" else x.transpose(0, 3, 1, 2))
     variants = [("", None)] + [(layer.name, layer) for layer in layers]
     paths = []
     try:
@@ -91,7 +92,11 @@ def attribute(ctx, fmt: str, threads: int = 1, images: int = 500, rounds: int = 
         ctx.options = base
     runners = [open_runner(p, threads=threads) for p in paths]
     try:
-        outs = [r.predict(x) for r in runners]
+        shapes = lambda o: {k: (-1, *v.shape[1:]) for k, v in o.items()}  # noqa: E731
+        outs = []
+        for r, p in zip(runners, paths):                  # every output, matched to the source's by name
+            got = r.predict_outputs(x)
+            outs.append(renamed(got, match_outputs(shapes(ref), shapes(got), p.name)[0]))
         feeds = [r.prepare(x[:1]) for r in runners]
         med = _time_interleaved([r.run for r in runners], feeds, rounds, runs)
         runtime = runners[0].info().runtime
@@ -99,8 +104,11 @@ def attribute(ctx, fmt: str, threads: int = 1, images: int = 500, rounds: int = 
         for r in runners:
             r.close()
     p50 = np.median(med, axis=0)
-    rms = [float(np.sqrt(np.mean((o - ref) ** 2))) for o in outs]
-    agree = [float((o.argmax(1) == ref.argmax(1)).mean()) for o in outs]
+    flat_ref = np.concatenate([v.reshape(len(x), -1) for v in ref.values()], axis=1)
+    flat = [np.concatenate([o[k].reshape(len(x), -1) for k in ref], axis=1) for o in outs]
+    rms = [float(np.sqrt(np.mean((o - flat_ref) ** 2))) for o in flat]
+    classifier = ctx.task.name == "classification"
+    agree = [float((o.argmax(1) == flat_ref.argmax(1)).mean()) if classifier else None for o in flat]
     noise = float(np.median(np.abs(med[:, 0] - p50[0])) * 1.4826) if rounds > 1 else 0.0
     costs = [LayerCost(layer.name, layer.op, float(p50[i]), float(p50[0] - p50[i]), rms[i], rms[0] - rms[i], agree[i])
              for i, (_, layer) in enumerate(variants) if layer is not None]
@@ -129,8 +137,9 @@ def attribution_table(att: Attribution, float_layers: list[str] = ()) -> list[st
     if att.error:
         return [f"attribution of {att.format} failed: {att.error}"]
     lines = [f"**{att.format}** in {att.runtime}, {att.threads} thread(s): full-int8 p50 {att.full_p50_us:.1f} us "
-             f"(round-to-round spread {att.noise_us:.1f} us), logit RMS vs source {att.full_rms:.4f}, top-1 agreement "
-             f"{att.full_agreement:.2%} on {att.images} training images", "",
+             f"(round-to-round spread {att.noise_us:.1f} us), output RMS vs source {att.full_rms:.4f} (every output), "
+             + (f"top-1 agreement {att.full_agreement:.2%} " if att.full_agreement is not None else "")
+             + f"on {att.images} training images", "",
              "| layer | op | p50 with this layer float (us) | time int8 costs here (us) | logit RMS, layer float | "
              "int8 error it carries (RMS) |", "| --- | --- | ---: | ---: | ---: | ---: |"]
     for c in att.layers:

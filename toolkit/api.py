@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from toolkit.arch import ArchSpec, get_arch
 from toolkit.backends import backend_for_file, get_backend
 from toolkit.data import Dataset, load_dataset
@@ -39,16 +41,28 @@ class TrainResult:
 
 
 def train(framework: str, arch: str | ArchSpec, data: str | Dataset, data_dir: str | None = None, *,
-          out: str | Path, config: TrainConfig | None = None, verbose: bool = True, loss_fn=None) -> TrainResult:
+          out: str | Path, config: TrainConfig | None = None, verbose: bool = True, loss_fn=None,
+          task=None) -> TrainResult:
     """Train a built-in (or given) architecture; write checkpoint, record, metrics.json and history.
-    `loss_fn` replaces cross-entropy (e.g. a distillation loss, for a student trained from scratch with a teacher)."""
+    `loss_fn` replaces cross-entropy (e.g. a distillation loss, for a student trained from scratch with a teacher);
+    `task` (a name or {"name", options}; default classification) decides the data set's view, the training objective
+    and the test figures (anomaly: a one-class set-up, reconstruction, ROC AUC)."""
+    from toolkit.tasks import get_task
     backend = get_backend(framework)
     if isinstance(arch, str):
         get_arch(arch)                                  # an unknown name fails before any data is read
-    ds = data if isinstance(data, Dataset) else load_dataset(data, data_dir)
+    t = get_task(task)
+    if t.objective is None:
+        raise ModelError(f"task {t.name}: edgepack trains no models of this task (it has no training objective); "
+                         "bring the model as an fp32 .onnx/.tflite file to export, bench and deploy it")
+    ds = t.view(data if isinstance(data, Dataset) else load_dataset(data, data_dir))
     spec = arch if isinstance(arch, ArchSpec) else get_arch(arch, input_shape=ds.input_shape, num_classes=ds.num_classes)
     if tuple(spec.input_shape) != ds.input_shape:
         raise ModelError(f"architecture {spec.name} expects input {tuple(spec.input_shape)}, data {ds.name} has {ds.input_shape}")
+    reconstructs = spec.num_classes == int(np.prod(ds.input_shape))
+    if (t.objective == "reconstruction") != reconstructs:
+        raise ModelError(f"architecture {spec.name} {'reconstructs its input' if reconstructs else 'outputs ' + str(spec.num_classes) + ' values'}"
+                         f"; task {t.name} trains {'an autoencoder (e.g. ae-fc, ae-conv)' if t.objective == 'reconstruction' else 'a classifier'}")
     cfg = config or TrainConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -56,11 +70,20 @@ def train(framework: str, arch: str | ArchSpec, data: str | Dataset, data_dir: s
     if verbose:
         print(f"training {spec.name} ({framework}) on {ds.name} [{ds.source}]: {len(ds.y_train)} train / "
               f"{len(ds.y_test)} test images, " + (f"a time budget of {cfg.time_budget:g} min (at most {cfg.epochs} "
-              f"epochs)" if cfg.time_budget else f"{cfg.epochs} epochs"), flush=True)
+              f"epochs)" if cfg.time_budget else f"{cfg.epochs} epochs")
+              + ("" if t.name == "classification" else f", task {t.name} ({ds.notes[-1] if ds.notes else t.objective})"),
+              flush=True)
     t0 = time.time()
-    hist = backend.fit(model, ds, cfg, verbose=verbose, loss_fn=loss_fn)
+    hist = backend.fit(model, ds, cfg, verbose=verbose, loss_fn=loss_fn, objective=t.objective)
     train_seconds = time.time() - t0
-    test_loss, test_acc = backend.evaluate(model, ds)
+    if t.objective == "classification":
+        test_loss, test_acc = backend.evaluate(model, ds)
+        quality = None
+    else:                                               # the task's own figures on the test set
+        x = ds.normalize(ds.x_test, "NHWC")
+        outs = backend.predict_outputs(model, x if backend.LAYOUT == "NHWC" else ds.normalize(ds.x_test, backend.LAYOUT))
+        quality = t.quality(outs, x, ds.y_test, ds)
+        test_loss, test_acc = None, None
     params = backend.count_params(model)
     ckpt = backend.save(model, out / f"model{backend.SUFFIXES[0]}")
     metrics = {"test_accuracy": test_acc, "test_loss": test_loss, "test_images": int(len(ds.y_test)),
@@ -70,17 +93,24 @@ def train(framework: str, arch: str | ArchSpec, data: str | Dataset, data_dir: s
                "precision": hist.precision,
                "train_seconds": round(train_seconds, 2), "framework": framework,
                "arch": spec.name, "data": ds.name, "data_source": ds.source, "config": cfg.to_dict()}
+    if quality is not None:
+        metrics["test_quality"] = {k: v for k, v in quality.items() if k != "roc"}
     rec = ArtifactRecord("checkpoint", ckpt.name, framework=framework, format=framework, arch=spec.to_dict(),
                          dataset=dataset_info(ds), metrics={k: metrics[k] for k in ("test_accuracy", "params", "epochs")},
                          steps=[{"step": "train", "config": cfg.to_dict(), "test_accuracy": test_acc,
                                  "params": params["trainable"], "macs": spec.counts()["macs"],
-                                 "seconds": round(train_seconds, 2)}])
+                                 "seconds": round(train_seconds, 2)}],
+                         task=None if t.name == "classification" else t.to_dict())
+    if quality is not None:
+        rec.metrics["test_quality"] = metrics["test_quality"]
+        rec.steps[-1]["test_quality"] = metrics["test_quality"]
     rec.fill_sizes(ckpt)
     rec.save(ckpt)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     hist.save(out / "history.json", out / "history.png", f"{spec.name} ({framework}) on {ds.name}")
     if verbose:
-        print(f"test accuracy {test_acc:.4f} on {len(ds.y_test)} images; {params['trainable']:,} params ({params['total']:,} with BatchNorm statistics); "
+        figure = (f"test accuracy {test_acc:.4f}" if quality is None else t.quality_line(quality))
+        print(f"{figure} on {len(ds.y_test)} images; {params['trainable']:,} params ({params['total']:,} with BatchNorm statistics); "
               f"{train_seconds:.1f}s training -> {ckpt}", flush=True)
     return TrainResult(ckpt, metrics, model, backend, ds)
 
@@ -132,6 +162,26 @@ def dataset_for(loaded: Loaded, data=None, data_dir: str | None = None, preproce
     rec = loaded.record.dataset if loaded.record else {}
     recorded = rec.get("preprocessing") if rec.get("name") in (ds.name, None) else None
     return ds.with_preprocessing(preprocessing or (recorded if recorded and recorded.get("mean") else None))
+
+
+def resolve_task(model, backend, ds: Dataset, task=None, record: ArtifactRecord | None = None,
+                 where: str = "the model"):
+    """(task, the data set as that task reads it) for work on a model: the task given (a name or {"name", options}),
+    else the one its record names, else inferred from its outputs where that is safe (one [N, classes] vector: a
+    classifier), else one line asking for --task. The model's outputs are checked against the task on two images."""
+    from toolkit.tasks import get_task, infer_task
+    given = task if task is not None else (record.task if record is not None else None)
+
+    def shapes(view):
+        outs = backend.predict_outputs(model, view.normalize(view.x_test[:2], backend.LAYOUT))
+        return {k: (-1, *v.shape[1:]) for k, v in outs.items()}
+    if given is None:
+        t = infer_task(shapes(ds), ds, where)
+    else:
+        t = get_task(given)
+    view = t.view(ds)
+    t.check_outputs(shapes(view), view, where)
+    return t, view
 
 
 def data_location(loaded: Loaded, data=None, data_dir: str | None = None) -> tuple[str, str | None]:

@@ -44,6 +44,12 @@ class RunnerInfo:
     settings: dict = field(default_factory=dict)
 
 
+def _dequantize(out: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    if spec.quantized:
+        return (out.astype(np.float32) - spec.zero_point) * spec.scale
+    return out.astype(np.float32)
+
+
 class Runner:
     """Subclasses implement `_load`, `_run` and set `self.inputs` / `self.outputs`."""
     runtime = "?"
@@ -144,27 +150,39 @@ class Runner:
         return rng.standard_normal(shape).astype(self.input.dtype)
 
     def decode(self, outs: list[np.ndarray]) -> np.ndarray:
-        out, spec = outs[0], self.outputs[0]
-        if spec.quantized:
-            return (out.astype(np.float32) - spec.zero_point) * spec.scale
-        return out.astype(np.float32)
+        return _dequantize(outs[0], self.outputs[0])
 
     def run(self, feed: np.ndarray) -> list[np.ndarray]:
         """One inference on a prepared feed: the call the harness times."""
         return self._run(feed)
 
-    def predict(self, x_nhwc: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Float logits for canonical input, in the largest batches the model accepts."""
+    def _batched(self, x_nhwc: np.ndarray, batch_size: int):
+        """(n, raw outputs) per chunk of canonical input, in the largest batches the model accepts (a fixed batch is
+        padded with the last input; the first n rows of each output are real)."""
         fixed = self.fixed_batch()
         bs = fixed or batch_size
-        outs = []
         for i in range(0, len(x_nhwc), bs):
             chunk = x_nhwc[i:i + bs]
             n = len(chunk)
             if fixed and n < fixed:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - n, 0)])
-            outs.append(self.decode(self.run(self.prepare(chunk)))[:n])
-        return np.concatenate(outs)
+            yield n, self.run(self.prepare(chunk))
+
+    def predict(self, x_nhwc: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Float logits (the first output) for canonical input."""
+        return np.concatenate([self.decode(outs)[:n] for n, outs in self._batched(x_nhwc, batch_size)])
+
+    def output_names(self) -> list[str]:
+        """The outputs' names, in the order `run` returns them (ONNX output names, TFLite signature names)."""
+        return [o.name for o in self.outputs]
+
+    def predict_outputs(self, x_nhwc: np.ndarray, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """Every output, dequantized to float, by name: what tasks other than classification read."""
+        parts: list[list[np.ndarray]] = [[] for _ in self.outputs]
+        for n, outs in self._batched(x_nhwc, batch_size):
+            for i, (o, spec) in enumerate(zip(outs, self.outputs)):
+                parts[i].append(_dequantize(o, spec)[:n])
+        return {name: np.concatenate(p) for name, p in zip(self.output_names(), parts)}
 
     def close(self) -> None:
         pass

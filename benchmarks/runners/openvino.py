@@ -47,7 +47,9 @@ class OpenVINORunner(Runner):
 
     def _run(self, feed: np.ndarray):
         self.request.infer({0: feed})
-        return [self.request.get_output_tensor(0).data.copy()]
+        if len(self.outputs) == 1:
+            return [self.request.get_output_tensor(0).data.copy()]
+        return [self.request.get_output_tensor(i).data.copy() for i in range(len(self.outputs))]
 
     def info(self) -> RunnerInfo:
         import openvino as ov

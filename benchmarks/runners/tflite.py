@@ -38,6 +38,19 @@ class LiteRTRunner(Runner):
         self._out_idx = [d["index"] for d in self.interp.get_output_details()]
         self._batch = int(self.interp.get_input_details()[0]["shape"][0])
 
+    def output_names(self) -> list[str]:
+        """The signature's output names where the file has one signature (what converters keep of the source's
+        names), else the tensor names."""
+        try:
+            sigs = self.interp._get_full_signature_list()
+        except Exception:  # noqa: BLE001 - files without signatures, older interpreters
+            sigs = {}
+        if len(sigs) == 1:
+            by_index = {idx: name for name, idx in next(iter(sigs.values())).get("outputs", {}).items()}
+            if all(i in by_index for i in self._out_idx):
+                return [by_index[i] for i in self._out_idx]
+        return super().output_names()
+
     def fixed_batch(self):
         """LiteRT tensors have a concrete batch; resize to the requested one when the signature allows."""
         sig = self.inputs[0].shape[0]

@@ -54,9 +54,15 @@ class Framework(ABC):
     def predict(self, model, x, batch_size: int = 500):
         """Logits (NumPy) for float32 input in this framework's LAYOUT."""
 
+    def predict_outputs(self, model, x, batch_size: int = 500) -> dict:
+        """Every output by name (NumPy); models built from a description have one, named 'logits' as in their ONNX."""
+        return {"logits": self.predict(model, x, batch_size)}
+
     @abstractmethod
-    def fit(self, model, ds, cfg, *, loss_fn=None, verbose: bool = True, callbacks=None, extra_parameters=None):
-        """Train in place with `toolkit.train.run_epochs`; returns its History."""
+    def fit(self, model, ds, cfg, *, loss_fn=None, verbose: bool = True, callbacks=None, extra_parameters=None,
+            objective: str = "classification"):
+        """Train in place with `toolkit.train.run_epochs`; returns its History. `objective` (a task's): classification
+        (cross-entropy on labels) or reconstruction (mean squared error against the input, flattened H, W, C)."""
 
     @abstractmethod
     def evaluate(self, model, ds, indices=None, split: str = "test") -> tuple[float, float]:

@@ -27,6 +27,7 @@ class ImportedModel:
     def __init__(self, path: Path, kind: str, input_shape: list, input_name: str = ""):
         self.path, self.kind, self.input_shape, self.input_name = Path(path), kind, list(input_shape), input_name
         self.session = None
+        self.output_shapes: dict[str, tuple] = {}        # name -> shape (batch first, -1 dynamic), in the file's order
 
     def __repr__(self) -> str:
         return f"<imported {self.kind} model {self.path.name}, input {self.input_shape}>"
@@ -95,19 +96,27 @@ class ImportedFramework(Framework):
         model.layout(hwc)
 
     def predict(self, model: ImportedModel, x, batch_size: int = 500):
-        """Logits for float32 NHWC input, in the batches the file takes (a fixed batch is padded)."""
+        """Logits (the first output) for float32 NHWC input."""
+        return next(iter(self.predict_outputs(model, x, batch_size).values()))
+
+    def predict_outputs(self, model: ImportedModel, x, batch_size: int = 500) -> dict:
+        """Every output by name for float32 NHWC input, in the batches the file takes (a fixed batch is padded)."""
         x = np.asarray(x, np.float32)
         if model.layout(x.shape[1:]) == "NCHW":
             x = x.transpose(0, 3, 1, 2)
         bs = model.fixed_batch or batch_size
-        outs = []
+        parts: dict[str, list] = {}
         for i in range(0, len(x), bs):
             chunk = x[i:i + bs]
             n = len(chunk)
             if model.fixed_batch and n < bs:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], bs - n, 0)])
-            outs.append(np.asarray(self._run(model, np.ascontiguousarray(chunk)), np.float32)[:n])
-        return np.concatenate(outs)
+            for name, out in self._run_all(model, np.ascontiguousarray(chunk)).items():
+                parts.setdefault(name, []).append(np.asarray(out, np.float32)[:n])
+        return {name: np.concatenate(p) for name, p in parts.items()}
+
+    def output_shapes(self, model: ImportedModel) -> dict:
+        return dict(model.output_shapes)
 
     def evaluate(self, model, ds, indices=None, split: str = "test") -> tuple[float, float]:
         x, y = (ds.x_test, ds.y_test) if split == "test" else (ds.x_train, ds.y_train)
@@ -125,7 +134,8 @@ class ImportedFramework(Framework):
     def _open(self, path: Path) -> ImportedModel:
         raise NotImplementedError
 
-    def _run(self, model: ImportedModel, x: np.ndarray) -> np.ndarray:
+    def _run_all(self, model: ImportedModel, x: np.ndarray) -> dict:
+        """Every output of one batch in the file's layout, by name."""
         raise NotImplementedError
 
     def _weights(self, model: ImportedModel) -> list[np.ndarray]:

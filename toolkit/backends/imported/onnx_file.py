@@ -37,10 +37,11 @@ class OnnxFile(ImportedFramework):
         shape = [d if isinstance(d, int) else -1 for d in inputs[0].shape]
         model = ImportedModel(path, self.NAME, shape, inputs[0].name)
         model.session = sess
+        model.output_shapes = {o.name: tuple(d if isinstance(d, int) else -1 for d in o.shape) for o in sess.get_outputs()}
         return model
 
-    def _run(self, model: ImportedModel, x: np.ndarray) -> np.ndarray:
-        return model.session.run(None, {model.input_name: x})[0]
+    def _run_all(self, model: ImportedModel, x: np.ndarray) -> dict:
+        return dict(zip(model.output_shapes, model.session.run(None, {model.input_name: x})))
 
     def _weights(self, model: ImportedModel) -> list[np.ndarray]:
         import onnx

@@ -38,18 +38,23 @@ class TfliteFile(ImportedFramework):
         shape = [int(d) for d in (sig if sig is not None and len(sig) else inputs[0]["shape"])]
         model = ImportedModel(path, self.NAME, shape, inputs[0]["name"])
         model.session, model.batch = interp, int(inputs[0]["shape"][0])
+        names = _signature_output_names(interp)
+        model.output_shapes = {names.get(d["index"], d["name"]): tuple(int(v) for v in (
+            d.get("shape_signature") if d.get("shape_signature") is not None and len(d["shape_signature"]) else d["shape"]))
+            for d in interp.get_output_details()}
         return model
 
-    def _run(self, model: ImportedModel, x: np.ndarray) -> np.ndarray:
+    def _run_all(self, model: ImportedModel, x: np.ndarray) -> dict:
         interp = model.session
-        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+        inp = interp.get_input_details()[0]
         if len(x) != model.batch:                       # LiteRT runs the batch the tensors were allocated for
             interp.resize_tensor_input(inp["index"], [len(x), *inp["shape"][1:]])
             interp.allocate_tensors()
             model.batch = len(x)
         interp.set_tensor(inp["index"], x)
         interp.invoke()
-        return interp.get_tensor(out["index"]).copy()
+        return {name: interp.get_tensor(d["index"]).copy()
+                for name, d in zip(model.output_shapes, interp.get_output_details())}
 
     def _weights(self, model: ImportedModel) -> list[np.ndarray]:
         interp = model.session
@@ -79,6 +84,17 @@ class TfliteFile(ImportedFramework):
                 "opset": opset or DEFAULT_OPSET, "input_layout": model.layout(input_shape_hwc), "renamed": renamed}
 
 
+def _signature_output_names(interp) -> dict:
+    """Tensor index -> signature output name, for a file with one signature (else empty: tensor names are used)."""
+    try:
+        sigs = interp._get_full_signature_list()
+    except Exception:  # noqa: BLE001 - files without signatures
+        return {}
+    if len(sigs) != 1:
+        return {}
+    return {idx: name for name, idx in next(iter(sigs.values())).get("outputs", {}).items()}
+
+
 def _tidy_names(path: Path, model: ImportedModel) -> dict:
     """Names the ONNX consumers and the layer tables can use. tf2onnx keeps TFLite's signature names
     ('serving_default_input:0', which onnx2tf cannot look up after sanitising) and names folded weights
@@ -87,7 +103,11 @@ def _tidy_names(path: Path, model: ImportedModel) -> dict:
     import onnx
     m = onnx.load(str(path))
     rename = {m.graph.input[0].name: "input"}
-    rename.update({o.name: "logits" if len(m.graph.output) == 1 else f"output_{i}" for i, o in enumerate(m.graph.output)})
+    sig = _signature_output_names(model.session)            # several outputs keep the source's names, found by tensor
+    by_tensor = {d["name"]: sig.get(d["index"], d["name"]) for d in model.session.get_output_details()}
+    for i, o in enumerate(m.graph.output):
+        tensor = o.name[:-2] if o.name.endswith(":0") else o.name
+        rename[o.name] = "logits" if len(m.graph.output) == 1 else by_tensor.get(tensor, by_tensor.get(o.name, f"output_{i}"))
     interp = model.session
     tensors = {t["index"]: t["name"] for t in interp.get_tensor_details()}
     tfl = [op for op in interp._get_ops_details() if op["op_name"] in TFLITE_COMPUTE]

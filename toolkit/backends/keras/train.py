@@ -40,10 +40,16 @@ def _optimizer(cfg: TrainConfig):
                                 weight_decay=cfg.weight_decay or None)
 
 
+def reconstruction_loss(out, y, x):
+    """Mean squared error between the output and the input, both flattened in (H, W, C) order (as in PyTorch)."""
+    n = tf.shape(x)[0]
+    return tf.reduce_mean(tf.square(tf.reshape(out, [n, -1]) - tf.reshape(x, [n, -1])))
+
+
 def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, verbose: bool = True,
-        callbacks: list | None = None, extra_parameters: list | None = None) -> History:
+        callbacks: list | None = None, extra_parameters: list | None = None, objective: str = "classification") -> History:
     """Train in place. `loss_fn(logits, y, x)` replaces cross-entropy; `extra_parameters` (variables) are
-    optimised alongside the model's own."""
+    optimised alongside the model's own; objective "reconstruction" trains an autoencoder."""
     if cfg.precision == "bf16":
         from toolkit.errors import OptionError
         raise OptionError("precision = bf16 is PyTorch-only (a Keras model takes its dtype policy when it is built); "
@@ -59,8 +65,9 @@ def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, 
                              "rebuild it without the final softmax (tf.keras.applications: classifier_activation=None)")
         if verbose:
             print(f"note: {model.name} ends in a softmax: trained with cross-entropy on probabilities", flush=True)
+    labels = objective == "classification"
     ce = _cross_entropy(model, cfg.label_smoothing)
-    loss_fn = loss_fn or (lambda logits, y, x: ce(y, logits))
+    loss_fn = loss_fn or ((lambda logits, y, x: ce(y, logits)) if labels else reconstruction_loss)
 
     @tf.function(reduce_retracing=True)
     def train_step(x, y):
@@ -77,10 +84,12 @@ def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, 
     def step(xb, yb, lr):
         opt.learning_rate.assign(lr)
         loss, corr = train_step(tf.constant(xb), tf.constant(yb))
-        return float(loss), int(corr)
+        return float(loss), int(corr) if labels else None
+    validate = ((lambda idx: evaluate(model, ds, idx, split="train")) if labels else
+                (lambda idx: (reconstruction_error(model, ds, idx, split="train"), None)))
 
     def run():
-        return run_epochs(model, ds, cfg, "NHWC", step=step, validate=lambda idx: evaluate(model, ds, idx, split="train"),
+        return run_epochs(model, ds, cfg, "NHWC", step=step, validate=validate,
                           snapshot=model.get_weights, restore=model.set_weights, callbacks=callbacks, verbose=verbose)
     if not cfg.resize_from:
         return run()
@@ -109,3 +118,12 @@ def evaluate(model, ds: Dataset, indices: np.ndarray | None = None, split: str =
     y = y_all[indices]
     loss = float(_cross_entropy(model)(y, logits))
     return loss, float((logits.argmax(1) == y).mean())
+
+
+def reconstruction_error(model, ds: Dataset, indices: np.ndarray | None = None, split: str = "test",
+                         batch_size: int = 500) -> float:
+    """Mean squared reconstruction error on `split` (all of it, or `indices`), as `reconstruction_loss` computes it."""
+    x_all = ds.x_train if split == "train" else ds.x_test
+    x = ds.normalize(x_all if indices is None else x_all[indices], "NHWC")
+    out = predict(model, x, batch_size)
+    return float(np.mean((out.reshape(len(x), -1) - x.reshape(len(x), -1)) ** 2))

@@ -24,14 +24,23 @@ def _optimizer(model: nn.Module, cfg: TrainConfig, extra=()):
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
 
 
+def reconstruction_loss(out: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between the output and the input, both flattened in (H, W, C) order: an autoencoder's
+    reconstruction is the same vector in both frameworks, whatever layout each takes its input in."""
+    return F.mse_loss(out.reshape(len(x), -1), x.permute(0, 2, 3, 1).reshape(len(x), -1))
+
+
 def train_step(model: nn.Module, cfg: TrainConfig, *, loss_fn: LossFn | None = None,
-               extra_parameters: list | None = None) -> Callable[[np.ndarray, np.ndarray, float], tuple[float, int]]:
+               extra_parameters: list | None = None,
+               objective: str = "classification") -> Callable[[np.ndarray, np.ndarray, float], tuple[float, int]]:
     """The step `fit` runs, `step(x, y, lr) -> (loss, n_correct)` on one normalized NCHW batch: the model in
-    channels_last, the optimizer of `cfg`, cross-entropy (with cfg's label smoothing) unless `loss_fn` replaces it.
-    Also what tools.epoch_profile times."""
+    channels_last, the optimizer of `cfg`, cross-entropy (with cfg's label smoothing) unless `loss_fn` replaces it
+    (objective "reconstruction": the reconstruction error, and n_correct None). Also what tools.epoch_profile times."""
     model.to(memory_format=torch.channels_last)
     opt = _optimizer(model, cfg, extra_parameters or ())
-    loss_fn = loss_fn or (lambda logits, y, x: F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing))
+    labels = objective == "classification"
+    loss_fn = loss_fn or (reconstruction_loss if not labels else
+                          (lambda logits, y, x: F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)))
     bf16 = resolve_precision(cfg.precision) == "bf16"
 
     def step(xb, yb, lr):
@@ -46,7 +55,7 @@ def train_step(model: nn.Module, cfg: TrainConfig, *, loss_fn: LossFn | None = N
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(loss.detach()), int((logits.argmax(1) == y).sum())
+        return float(loss.detach()), int((logits.argmax(1) == y).sum()) if labels else None
     return step
 
 
@@ -67,9 +76,9 @@ def resolve_precision(precision: str) -> str:
 
 
 def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, verbose: bool = True,
-        callbacks: list | None = None, extra_parameters: list | None = None) -> History:
+        callbacks: list | None = None, extra_parameters: list | None = None, objective: str = "classification") -> History:
     """Train in place. `loss_fn(logits, y, x)` replaces cross-entropy; `extra_parameters` (e.g. a distillation
-    adapter) are optimised alongside the model's own."""
+    adapter) are optimised alongside the model's own; objective "reconstruction" trains an autoencoder."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -77,8 +86,10 @@ def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | No
     if verbose and precision != "fp32":
         print(f"training in {precision} (autocast; precision = {cfg.precision!r}); weights, optimizer, evaluation "
               f"and exports stay float32", flush=True)
-    step = train_step(model, cfg, loss_fn=loss_fn, extra_parameters=extra_parameters)
-    hist = run_epochs(model, ds, cfg, "NCHW", step=step, validate=lambda idx: evaluate(model, ds, idx, split="train"),
+    step = train_step(model, cfg, loss_fn=loss_fn, extra_parameters=extra_parameters, objective=objective)
+    validate = ((lambda idx: evaluate(model, ds, idx, split="train")) if objective == "classification" else
+                (lambda idx: (reconstruction_error(model, ds, idx, split="train"), None)))
+    hist = run_epochs(model, ds, cfg, "NCHW", step=step, validate=validate,
                       snapshot=lambda: copy.deepcopy(model.state_dict()), restore=model.load_state_dict,
                       callbacks=callbacks, verbose=verbose)
     hist.precision = precision
@@ -96,3 +107,12 @@ def evaluate(model: nn.Module, ds: Dataset, indices: np.ndarray | None = None, s
     y = torch.from_numpy(y_all[indices])
     lt = torch.from_numpy(logits)
     return float(F.cross_entropy(lt, y)), float((lt.argmax(1) == y).float().mean())
+
+
+def reconstruction_error(model: nn.Module, ds: Dataset, indices: np.ndarray | None = None, split: str = "test",
+                         batch_size: int = 500) -> float:
+    """Mean squared reconstruction error on `split` (all of it, or `indices`), as `reconstruction_loss` computes it."""
+    x_all = ds.x_train if split == "train" else ds.x_test
+    x = x_all if indices is None else x_all[indices]
+    out = predict(model, ds.normalize(x, "NCHW"), batch_size)
+    return float(np.mean((out.reshape(len(x), -1) - ds.normalize(x, "NHWC").reshape(len(x), -1)) ** 2))
