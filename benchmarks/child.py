@@ -43,6 +43,23 @@ def _energy_uj(path):
 SYNTHETIC = "synthetic"
 
 
+def _quality(req: dict, runner, ds, x_all, y_all) -> dict:
+    """The file's task figures on the full test set: its recorded or given task, else a classifier where its outputs
+    say so safely; a file whose task cannot be told is an error row saying so (give --task)."""
+    from toolkit.tasks import get_task, infer_task
+    shapes = dict(zip(runner.output_names(), (o.shape for o in runner.outputs)))
+    task = get_task(req["task"]) if req.get("task") else infer_task(shapes, ds, req["model"])
+    outputs = runner.predict_outputs(x_all, batch_size=req.get("accuracy_batch", 256))
+    q = task.quality(outputs, x_all, y_all, ds)
+    out = {"task": task.to_dict(), "test_images": int(len(y_all)), "classes": ds.classes, "data_source": ds.source}
+    if q is None:
+        return {**out, "accuracy_note": f"task {task.name}: no quality figure on the test set (its outputs are verified "
+                                        "against the source's at export)"}
+    if task.metric == "accuracy":
+        out.update(accuracy=q["value"], confusion=q.pop("confusion"), predictions=q.pop("predictions"))
+    return {**out, "quality": q}
+
+
 def main(req: dict) -> dict:
     if req.get("static"):                              # file-level figures: opening a bad file may crash a runtime
         from benchmarks.harness import static_metrics
@@ -53,6 +70,9 @@ def main(req: dict) -> dict:
     from toolkit.errors import ModelError
 
     ds = None if req["data"] == SYNTHETIC else load_dataset(req["data"], req.get("data_dir"), allow_fallback=False, quiet=True)
+    if ds is not None and req.get("task"):            # the data set as the file's task reads it (a one-class view)
+        from toolkit.tasks import get_task
+        ds = get_task(req["task"]).view(ds)
     rapl = rapl_path()
     try:                                               # reset the high-water mark: data loading is not the model's
         with open("/proc/self/clear_refs", "w") as f:
@@ -109,17 +129,7 @@ def main(req: dict) -> dict:
         result["data"] = {"name": ds.name, "source": ds.source, "fallback": ds.fallback, "test_images": int(len(ds.y_test)),
                           "classes": ds.num_classes, "test_sha256": ds.test_sha256(), "line": ds.describe()}
     if req.get("accuracy", True) and ds is not None:
-        logits = runner.predict(x_all, batch_size=req.get("accuracy_batch", 256))
-        if logits.ndim != 2 or logits.shape[1] != ds.num_classes:
-            raise ModelError(f"{req['model']}: the model has {logits.shape[-1]} outputs but {ds.name} has {ds.num_classes} "
-                             "classes; benchmark it on the data set it was made for")
-        pred = logits.argmax(1)
-        n = ds.num_classes
-        cm = np.zeros((n, n), np.int64)
-        np.add.at(cm, (y_all, pred), 1)
-        result.update(accuracy=float((pred == y_all).mean()), confusion=cm.tolist(), test_images=int(len(y_all)),
-                      predictions=pred.astype(int).tolist(),
-                      classes=ds.classes, data_source=ds.source)
+        result.update(_quality(req, runner, ds, x_all, y_all))
     runner.close()
     return result
 

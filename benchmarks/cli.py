@@ -24,6 +24,8 @@ def add_bench_parser(sub, func):
     p.add_argument("--data-dir", default=None, help="folder or tarball holding the data set (default: $EDGEPACK_DATA, the cache, a download)")
     from toolkit.data.dataset import add_preprocessing_args
     add_preprocessing_args(p)
+    from toolkit.tasks import add_task_args
+    add_task_args(p)
     from benchmarks.runners import all_runtimes
     p.add_argument("--runtime", default=None,
                    help=f"runtimes to run each file on: comma-separated ({', '.join(all_runtimes())}) "
@@ -45,7 +47,9 @@ def add_bench_parser(sub, func):
 
 def _settings(args, pre, runtimes, accuracy: bool):
     from benchmarks.harness import BenchSettings
+    from toolkit.tasks import task_from_args
     return BenchSettings(threads=_number_list(args.threads, "--threads"), preprocessing=pre, runtimes=runtimes,
+                         task=task_from_args(args),
                          warmup=args.warmup, runs=args.runs, min_seconds=args.min_seconds, batch=args.batch,
                          accuracy=accuracy, cpu_power_w=args.cpu_power_w,
                          runtime_options={"graph_optimization": args.ort_graph_optimization})

@@ -32,6 +32,8 @@ class BenchSettings:
     timeout_s: float = 1800
     preprocessing: dict | None = None   # {"mean", "std", "scale"} for every model (default: each file's record, else the data set's)
     runtimes: list[str] | None = None   # None: each format's default runtime; ["all"]: every runtime that runs the file
+    task: dict | None = None            # what every model is for ({"name", options}; default: each file's record, else
+                                        # a classifier where its outputs are one [N, classes] vector)
 
     def __post_init__(self):
         if not self.threads or any(t < 1 for t in self.threads):
@@ -88,6 +90,8 @@ class BenchResult:
     data_warning: str | None = None         # the file's record names other data than it was benchmarked on
     predictions: list | None = None         # top-1 class per test image (raw results only): runtimes compared per file
     golden: dict | None = None              # a deploy bundle's golden-vector check of this file on this machine
+    task: dict | None = None                # the task its figures were measured as ({"name", options})
+    quality: dict | None = None             # the task's figures on the full test set: metric, value, se, ...
 
     def to_dict(self, raw: bool = False) -> dict:
         d = asdict(self)
@@ -226,12 +230,12 @@ def benchmark(models: list[str | Path], data: str | None, data_dir: str | None =
                        "preprocessing": preprocessing_for(static.get("record"), settings.preprocessing), "threads": threads, "batch": settings.batch,
                        "warmup": settings.warmup, "runs": settings.runs, "min_seconds": settings.min_seconds,
                        "accuracy": settings.accuracy and accuracy is None, "runtime_options": settings.runtime_options,
-                       "runtime": runtime}
+                       "runtime": runtime, "task": settings.task or (static.get("record") or {}).get("task")}
                 out = _child(req, settings.timeout_s)
                 if not out.get("ok"):
                     results.append(BenchResult(str(path), fmt, runtime, threads, ok=False, error=out.get("error"), machine=machine, **static))
                     break
-                if "accuracy" in out:
+                if "accuracy" in out or "quality" in out or "task" in out:
                     accuracy = out
                 lat = latency_stats(out["latencies_ms"])
                 info = out["info"]
@@ -248,6 +252,7 @@ def benchmark(models: list[str | Path], data: str | None, data_dir: str | None =
                     energy_mj=energy, machine=machine, input=out["input"], runtime_info=info,
                     latencies_ms=out["latencies_ms"], accuracy_note=out.get("accuracy_note"), data=out.get("data"),
                     predictions=accuracy.get("predictions") if accuracy else None,
+                    task=accuracy.get("task") if accuracy else None, quality=accuracy.get("quality") if accuracy else None,
                     data_warning=data_mismatch(static.get("record"), out.get("data")), **static))
                 used = out.get("data") or {}
                 if used.get("line") and used["line"] != announced.get("line"):

@@ -110,8 +110,27 @@ def table_lines(results) -> list[str]:
         lines.append(f"{name:<34}{d['runtime'] or '-':<12}{d['threads']:>4}{lat['p50']:>9.3f}{lat['p90']:>9.3f}"
                      f"{_fmt(d['load_ms'], '.1f'):>9}{_fmt(d['size_bytes'], ','):>12}{_fmt(d['gzip_bytes'], ','):>12}"
                      f"{_fmt(d['params'], ','):>12}{_fmt(d['nonzero_params'], ','):>12}{_fmt(d['macs'], ','):>15}"
-                     f"{_fmt(d['peak_rss_mb'], '.1f'):>8}{_fmt(d['accuracy'], '.4f'):>8}")
+                     f"{_fmt(d['peak_rss_mb'], '.1f'):>8}{_fmt(_headline(d), '.4f'):>8}")
     return lines
+
+
+def _headline(d: dict) -> float | None:
+    """The task's figure: top-1 accuracy for a classifier, else the task's metric (ROC AUC), None for raw files."""
+    if d.get("accuracy") is not None:
+        return d["accuracy"]
+    return (d.get("quality") or {}).get("value")
+
+
+def task_lines(ds: list[dict], names: dict) -> list[str]:
+    """The figures of files measured as another task than classification (one line each, first thread count)."""
+    from toolkit.tasks import get_task
+    t0 = min((d["threads"] for d in ds), default=1)
+    out = []
+    for d in ds:
+        if d["ok"] and d.get("quality") and d["threads"] == t0 and d["quality"].get("metric") != "accuracy":
+            task = get_task(d.get("task"))
+            out.append(f"- **{names[d['model']]}** ({d['runtime']}), task {task.name}: {task.quality_line(d['quality'])}")
+    return out
 
 
 def print_table(results, file=None) -> None:
@@ -151,6 +170,22 @@ def busy_machine(d: dict) -> bool:
     return bool(lat) and (lat.get("std", 0) > 3 * lat["p50"] or lat.get("p99", 0) > 10 * lat["p50"])
 
 
+def task_plots(ok: list[dict], names: dict, out_dir: Path) -> list[Path]:
+    """Each task's own figure over the files measured as it (anomaly: the ROC curves in one plot)."""
+    from toolkit.tasks import get_task
+    t0 = min((d["threads"] for d in ok), default=1)
+    by_task: dict[str, list] = {}
+    for d in ok:
+        if d.get("quality") and d.get("task") and d["threads"] == t0:
+            by_task.setdefault(d["task"]["name"], []).append((f"{names[d['model']]} ({d['runtime']})", d["quality"], d["task"]))
+    made = []
+    for name, curves in by_task.items():
+        path = get_task(curves[0][2]).plot([(label, q) for label, q, _ in curves], out_dir / f"{name}.png")
+        if path:
+            made.append(Path(path))
+    return made
+
+
 def plot_all(results, out_dir: Path) -> list[Path]:
     try:
         import matplotlib
@@ -170,11 +205,11 @@ def plot_all(results, out_dir: Path) -> list[Path]:
     models = list(dict.fromkeys(d["model"] for d in ok))
     number = {m: i + 1 for i, m in enumerate(models)}
     acc_of = {d["model"]: d for d in ok if d["accuracy"] is not None}          # accuracy: first thread count
+    made = task_plots(ok, names, out_dir)
     threads = sorted({d["threads"] for d in ok})
     compressible = [d for d in ok if d.get("gzip_bytes") and d.get("size_bytes")]
     ratios = [d["gzip_bytes"] / d["size_bytes"] for d in compressible]
     use_gzip = bool(ratios) and (max(ratios) - min(ratios) > 0.15)            # e.g. pruned files: only gzip shows it
-    made = []
     for key in ("p50", "size"):
         pts = []
         for d in ok:
@@ -302,14 +337,20 @@ def write_markdown(results, path: Path, plots: list[Path], command: str = "") ->
         lat, e = d["latency_ms"], d.get("energy_mj") or {}
         est = "" if "measured" in (e.get("method") or "") else " (est.)"
         acc = ("not measured" if d.get("accuracy_note") else "-") if d["accuracy"] is None else f"{100 * d['accuracy']:.2f}%"
+        if d["accuracy"] is None and (d.get("quality") or {}).get("value") is not None:
+            acc = f"{d['quality']['metric']} {d['quality']['value']:.4f}"
         lines.append(f"| {name} | {d['runtime']} | {d['threads']} | {lat['p50']:.3f} | {lat['p90']:.3f} | {lat['p99']:.3f} | "
                      f"{_fmt(d['load_ms'], '.1f')} | {_fmt(d['size_bytes'], ',')} | {_fmt(d['gzip_bytes'], ',')} | "
                      f"{_fmt(d['params'], ',')} | {_fmt(d['nonzero_params'], ',')} | {_fmt(d['macs'], ',')} | "
                      f"{_fmt(d['peak_rss_mb'], '.1f')} | {acc} | "
                      f"{_fmt(e.get('value'), '.3f')}{est} |")
-    first = next((d for d in ds if d.get("test_images")), None)
+    first = next((d for d in ds if d.get("test_images") and d.get("accuracy") is not None), None)
     lines += ["", f"Latency: batch {ds[0].get('batch', 1) if ds else 1}, warm runs after warm-up, each model in its own process. "
               + (f"Accuracy: top-1 on all {first['test_images']:,} test images, in the target runtime." if first else ""), ""]
+    figures = task_lines(ds, names)
+    if figures:
+        lines += ["## Task figures", "", "On the full test set, in the target runtime; the standard error follows +-.", ""]
+        lines += figures + [""]
     cross = cross_runtime_rows(results)
     if cross:
         lines += ["## Same file, several runtimes", "",
@@ -349,6 +390,11 @@ def write_markdown(results, path: Path, plots: list[Path], command: str = "") ->
             v = rec.get("verification") or {}
             ver = (f"{'passed' if v.get('passed') else 'FAILED'}: agreement {100 * v['top1_agreement']:.2f}%, max diff "
                    f"{v['max_abs_diff']:.2g} on {v['images']} images" if v else "-")
+            if v and (v.get("task") or {}).get("name", "classification") != "classification":
+                from types import SimpleNamespace
+                from toolkit.tasks import get_task
+                ver = (f"{'passed' if v.get('passed') else 'FAILED'} as {v['task']['name']}: "
+                       + get_task(v["task"]).verification_line(SimpleNamespace(**v)))
             if v.get("kernel_classes"):
                 ver += "; target " + str(v.get("target")) + ", " + ", ".join(
                     f"{k} {100 * c['accuracy']:.2f}% ({c['how'].split(':')[0]})" for k, c in v["kernel_classes"].items()
