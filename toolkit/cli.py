@@ -41,10 +41,12 @@ def cmd_models(args) -> int:
 def cmd_train(args) -> int:
     from toolkit.arch import get_arch
     from toolkit.outputs import guard_checkpoint_folder
+    from toolkit.tasks import task_from_args
     get_arch(args.arch)                               # option errors before torch/TensorFlow are imported
+    task = task_from_args(args)
     guard_checkpoint_folder(args.out, force=args.force)
     from toolkit.api import train
-    train(args.framework, args.arch, args.data, args.data_dir, out=args.out, config=_train_config(args))
+    train(args.framework, args.arch, args.data, args.data_dir, out=args.out, config=_train_config(args), task=task)
     return 0
 
 
@@ -88,7 +90,9 @@ def cmd_deploy(args) -> int:
         select_for_device(args.model, args.select, args.out, budgets)
         return 0
     from toolkit.data.dataset import parse_preprocessing
+    from toolkit.tasks import task_from_args
     pre = parse_preprocessing(args.mean, args.std, args.scale)
+    task_from_args(args)                               # an unknown task or a misplaced option: one line, before work
     runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()] if args.runtime else None
     from toolkit.recipes.executors import get_executor
     if args.executor != "local" and args.mixed_search == "attribution":
@@ -96,7 +100,7 @@ def cmd_deploy(args) -> int:
     executor = get_executor(args.executor, args.ray_address, args.cpus_per_step)
     deploy(args.model, args.out, args.data, args.data_dir, budgets, threads=args.threads,
            candidates_only=args.candidates_only, mixed=not args.no_mixed, runtimes=runtimes, preprocessing=pre,
-           mixed_search=args.mixed_search, trials=args.trials, executor=executor)
+           mixed_search=args.mixed_search, trials=args.trials, executor=executor, task=task_from_args(args))
     return 0
 
 
@@ -167,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(s, TrainConfig)                       # every training option, declared once in TrainConfig
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--force", action="store_true", help="replace a checkpoint already in --out")
+    from toolkit.tasks import add_task_args
+    add_task_args(s)
     s.set_defaults(func=cmd_train)
 
     from toolkit.compress.techniques import TECHNIQUES, describe_parameters
@@ -205,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     from toolkit.data.dataset import add_preprocessing_args
     add_preprocessing_args(s)                           # for a model file whose input is not the data set's default
     s.add_argument("--out", required=True, help="output folder (best.*, deploy.md, candidates/)")
+    from toolkit.tasks import add_task_args
+    add_task_args(s)
     _add_budget_args(s)
     s.add_argument("--threads", type=int, default=1, help="thread count the files are timed at (default 1)")
     s.add_argument("--runtime", default=None, help="runtimes the candidates are benchmarked on, comma-separated "

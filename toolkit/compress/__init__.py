@@ -85,6 +85,10 @@ def compress(checkpoint: str | Path, steps: list[dict], out: str | Path, data=No
     if not steps:
         raise OptionError("no compression steps given")
     loaded = load_checkpoint(checkpoint)
+    task = (loaded.record.task if loaded.record else None) or {}
+    if task.get("name", "classification") != "classification":
+        raise OptionError(f"{checkpoint}: compression steps fine-tune and measure a classifier (cross-entropy, top-1 "
+                          f"accuracy); they do not apply to task {task['name']} yet: export the checkpoint as it is")
     ds = dataset_for(loaded, data, data_dir)
     state, records = compress_model(loaded.model, steps, ds, train_config=train_config, verbose=verbose)
     out = Path(out)

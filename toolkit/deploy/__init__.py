@@ -80,11 +80,13 @@ def _check_source(model: Path) -> None:
 def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None, threads: int = 1,
            candidates_only: bool = False, mixed: bool = True, runtimes: list[str] | None = None, progress=print,
            preprocessing: dict | None = None, mixed_search: str = "attribution", trials: int = 32,
-           executor=None) -> dict:
+           executor=None, task=None) -> dict:
     """`runtimes`: those the candidates are benchmarked on (default: every runtime that runs each file);
     `preprocessing`: {"mean", "std", "scale"} of a model file whose input is not the data set's default;
     `mixed_search`: how the mixed-precision layer sets are found: `attribution` (each layer float in turn, measured),
-    or a search of `trials` trials (exhaustive | tpe | auto, toolkit.deploy.search) run through `executor`."""
+    or a search of `trials` trials (exhaustive | tpe | auto, toolkit.deploy.search) run through `executor`;
+    `task`: what the model is for (default: its record's, else a classifier where its outputs say so). A task without
+    a quality figure (raw) is picked on latency and size among the files verified by their outputs."""
     from exporters.api import export_context, export_variants
     from exporters.base import ExportOptions
     from toolkit.api import check_fits, data_location, dataset_for, load_checkpoint
@@ -113,13 +115,21 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
     if isinstance(data, str) or data is None:         # recorded folder, and a stand-in by its own name
         data_name, data_dir = data_location(loaded, data, data_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ctx = export_context(loaded.model, ds, out / "candidates", source_record=loaded.record, source_path=model)
+    ctx = export_context(loaded.model, ds, out / "candidates", source_record=loaded.record, source_path=model, task=task)
+    ds = ctx.dataset                                   # as the task reads it (a one-class view, say)
+    if ctx.task.metric is None and (budgets.max_accuracy_drop is not None or budgets.min_accuracy is not None):
+        raise OptionError(f"task {ctx.task.name} has no quality figure for --max-accuracy-drop/--min-accuracy to judge: "
+                          "its candidates are verified output by output (SNR floor); give size and latency budgets")
+    if mixed_search != "attribution" and ctx.task.name != "classification":
+        raise OptionError(f"--mixed-search scores trials by top-1 accuracy against labels; task {ctx.task.name} is not "
+                          "a classifier: drop --mixed-search (per-layer attribution still proposes mixed files)")
     labels = {}
     try:
         base = candidates_for(runtimes)
         variants = [(f, fmt, ExportOptions(**o)) for f, fmt, o, _ in base]
         labels.update({f: lab for f, _, _, lab in base})
-        progress(f"deploy: {len(variants)} candidates from {model.name}, then mixed precision found by measurement")
+        progress(f"deploy: {len(variants)} candidates from {model.name} (task {ctx.task.name})"
+                 + (", then mixed precision found by measurement" if mixed else ""))
         results = export_variants(ctx, variants, progress)
         attributions, searched = [], None
         if mixed and mixed_search != "attribution":
@@ -161,10 +171,13 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
         shutil.rmtree(out / "candidates" / ".search", ignore_errors=True)    # the trials' unverified files
     rows, bench = _measure(variants, results, labels, data_name, data_dir, threads, progress, runtimes or ["all"],
                            quick=candidates_only, max_size=None if candidates_only else budgets.max_size)
+    for r in rows:
+        r.metric = ctx.task.metric
     reference, reference_from = next(((r.accuracy, what) for folder, runtime, what in REFERENCES for r in rows
                                       if r.label == labels.get(folder) and r.runtime == runtime
                                       and r.accuracy is not None), (None, None))
     info = {"source": str(model), "data": data_name, "threads": threads, "machine": bench["machine"],
+            "task": ctx.task.to_dict(), "metric": ctx.task.metric,
             "timing": bench["timing"],
             "reference_accuracy": reference, "reference_from": reference_from,
             "attributions": [a.to_dict() for a in attributions],
@@ -205,12 +218,20 @@ def _measure(variants, results, labels, data_name, data_dir, threads, progress, 
         for b in by_file.get(str(r.path), []):
             rows.append(Row(labels[folder], str(r.path), fmt, precision, b.runtime,
                             p50_ms=(b.latency_ms or {}).get("p50"), size=b.size_bytes, gzip=b.gzip_bytes,
-                            accuracy=None if b.accuracy is None else 100 * b.accuracy,
-                            accuracy_from=f"full test set ({b.test_images:,} images) in {b.runtime}" if b.accuracy is not None else "",
+                            accuracy=_figure(b),
+                            accuracy_from=f"full test set ({b.test_images:,} images) in {b.runtime}" if _figure(b) is not None else "",
                             verified=True, error=None if b.ok else b.error, float_layers=floats,
                             sha256=sha256_file(r.path), arena=arena_of(b.runtime_info)))
     return rows, {"machine": machine_record(), "results": res,
                   "timing": f"p50 of at least {settings.runs} runs and {settings.min_seconds:g} s after {settings.warmup} warm-up"}
+
+
+def _figure(b) -> float | None:
+    """A bench result's task figure in points (percent): top-1 accuracy, or the task's metric (ROC AUC x 100)."""
+    if b.accuracy is not None:
+        return 100 * b.accuracy
+    v = (b.quality or {}).get("value")
+    return None if v is None else 100 * v
 
 
 def _report(out: Path, rows, best, budgets, reference, info, attributions, heading: str, searched=None) -> Path:
@@ -222,12 +243,17 @@ def _report(out: Path, rows, best, budgets, reference, info, attributions, headi
     lines = [f"# {heading}", "", f"- source: `{info['source']}`, data: {info['data']}",
              f"- measured on: **{where}**, ONNX Runtime int8 kernel class `{m.get('ort_int8_kernel_class')}`; "
              f"{info['threads']} thread(s); {info.get('timing') or 'timing settings not recorded'}",
+             f"- task: {(info.get('task') or {}).get('name', 'classification')}"
+             + (f"; its quality figure, written as a percentage in this report: {info['metric']}" if info.get("metric") not in
+                (None, "accuracy") else "; no quality figure: every candidate verified output by output" if
+                info.get("task") and not info.get("metric") else ""),
              f"- budgets: {budgets.describe()}; preference: {budgets.prefer}",
-             f"- fp32 reference accuracy: {reference:.2f}% ({info.get('reference_from') or 'the fp32 ONNX in ONNX Runtime'}, "
-             f"same run)" if reference is not None
+             f"- fp32 reference {info.get('metric') or 'accuracy'}: {reference:.2f}% "
+             f"({info.get('reference_from') or 'the fp32 ONNX in ONNX Runtime'}, same run)" if reference is not None
+             else "- fp32 reference: no quality figure (task without one)" if info.get("task") and not info.get("metric")
              else "- fp32 reference accuracy: not measured",
-             f"- **pick: {best.label}** in {best.runtime}: p50 {best.p50_ms:.4f} ms, {best.size:,} B, accuracy "
-             f"{best.accuracy:.2f}% -> `best{Path(best.file).suffix}`"
+             f"- **pick: {best.label}** in {best.runtime}: p50 {best.p50_ms:.4f} ms, {best.size:,} B, "
+             f"{best.figure_text()} -> `best{Path(best.file).suffix}`"
              + (f" ({host_timing_note(best, budgets)})" if host_timing_note(best, budgets) else ""),
              "", "## Candidates", ""] + table(rows)
     if plot:
@@ -275,8 +301,8 @@ def choose(out: Path, rows, budgets, reference, info, attributions=(), progress=
     tables(best)
     report = _report(out, rows, best, budgets, reference, info, list(attributions), heading, searched)
     progress("\n".join(table(rows)))
-    progress(f"picked {best.label} in {best.runtime}: p50 {best.p50_ms:.4f} ms, {best.size:,} B, accuracy "
-             f"{best.accuracy:.2f}% -> {out / ('best' + suffix)} (report {report})")
+    progress(f"picked {best.label} in {best.runtime}: p50 {best.p50_ms:.4f} ms, {best.size:,} B, {best.figure_text()} "
+             f"-> {out / ('best' + suffix)} (report {report})")
     if host_timing_note(best, budgets):
         progress("note: " + host_timing_note(best, budgets))
     return {"best": best, "rows": rows, "report": report}
@@ -284,13 +310,14 @@ def choose(out: Path, rows, budgets, reference, info, attributions=(), progress=
 
 # ------------------------------------------------------------------ bundles: choose on the device's measurements
 def write_bundle(out: Path, rows, results, variants, ds, loaded, info, progress) -> dict:
-    from benchmarks.golden import BUNDLE_FILE, GOLDEN_FILE, compare_golden, golden_outputs, tolerance
+    from benchmarks.golden import BUNDLE_FILE, GOLDEN_FILE, compare_golden, golden_outputs, save_golden, tolerance
     from benchmarks.runners import open_runner
     from exporters.registry import get_exporter
     from toolkit.record import sha256_file
     x, y = ds.test_subset(GOLDEN_IMAGES, seed=1)
     xn = ds.normalize(x, "NHWC").astype(np.float32)
-    src = loaded.backend.predict(loaded.model, ds.normalize(x, loaded.backend.LAYOUT))
+    src = loaded.backend.predict_outputs(loaded.model, ds.normalize(x, loaded.backend.LAYOUT))
+    classifier = (info.get("task") or {}).get("name", "classification") == "classification"
     entries = []
     by_file: dict[str, list[Row]] = {}
     for r in rows:
@@ -300,7 +327,7 @@ def write_bundle(out: Path, rows, results, variants, ds, loaded, info, progress)
             continue
         runner = open_runner(res.path, threads=None)
         try:
-            home = compare_golden(golden_outputs(runner, xn), src)
+            home = compare_golden(golden_outputs(runner, xn), src, classifier, res.path.name)
         finally:
             runner.close()
         ver = res.record.verification or {}
@@ -313,7 +340,7 @@ def write_bundle(out: Path, rows, results, variants, ds, loaded, info, progress)
                         "kernel_classes": {k: v.get("accuracy") for k, v in (ver.get("kernel_classes") or {}).items()
                                            if not k.startswith("_")} if get_exporter(fmt).kernel_sensitive else None,
                         "golden": home, "tolerance": tolerance(home, get_exporter(fmt).atol)})
-    np.savez_compressed(out / GOLDEN_FILE, x=xn, labels=y, source=src.astype(np.float32))
+    save_golden(out / GOLDEN_FILE, xn, y, src)
     bundle = {"edgepack_bundle_version": 1, **info, "home_kernel_class": info["machine"].get("ort_int8_kernel_class"),
               "golden_images": int(len(x)), "candidates": entries}
     _atomic_text(out / BUNDLE_FILE, json.dumps(bundle, indent=2, default=str))
@@ -357,7 +384,7 @@ def select_for_device(bundle_dir, device_json, out, budgets: Budgets | None = No
                                                                   "on the device: " + str(golden.get("error")))
             rows.append(Row(e["label"], str(Path(bundle_dir) / e["file"]), e["format"], e["precision"], r.get("runtime"),
                             p50_ms=(r.get("latency_ms") or {}).get("p50"), size=e["size"], gzip=r.get("gzip_bytes"),
-                            accuracy=acc, accuracy_from=src, verified=True, error=err, float_layers=e["float_layers"],
+                            accuracy=acc, accuracy_from=src, metric=bundle.get("metric", "accuracy"), verified=True, error=err, float_layers=e["float_layers"],
                             sha256=e["sha256"], arena=arena_of(r.get("runtime_info"))))
     if not rows:
         raise ModelError(f"{device_json}: none of its results are files of the bundle {bundle_dir}")
@@ -370,6 +397,7 @@ def select_for_device(bundle_dir, device_json, out, budgets: Budgets | None = No
     timing = (f"p50 of at least {st['runs']} runs and {st.get('min_seconds', 0):g} s on the device" if "runs" in st
               else None)
     info = {"source": bundle.get("source"), "data": bundle.get("data"), "threads": (results[0].get("threads") or 1),
+            "task": bundle.get("task"), "metric": bundle.get("metric", "accuracy"),
             "timing": timing,
             "machine": machine, "reference_accuracy": reference, "reference_from": reference_from and
             f"{reference_from}, where the bundle was made", "bundle": str(bundle_dir), "device_results": str(device_json)}

@@ -74,12 +74,16 @@ def load_device(path: str | Path) -> Device:
             f"golden vectors: {golden.get('error')}" if golden and not golden.get("passed", True) else None)
         ver = rec.get("verification") or {}
         acc = r.get("accuracy")
+        quality = r.get("quality") or {}
+        if acc is None and quality.get("value") is not None:       # another task's figure (ROC AUC), in the same points
+            acc = quality["value"]
         dev.rows.append(Row(_label(r.get("model", "?")), r.get("model", "?"), r.get("format") or Path(name).suffix[1:],
                             _precision(rec, name), r.get("runtime"), p50_ms=(r.get("latency_ms") or {}).get("p50"),
                             size=r.get("size_bytes"), gzip=r.get("gzip_bytes"),
                             accuracy=None if acc is None else 100 * acc,
                             accuracy_from=f"{r.get('test_images') or '?'} test images on this device" if acc is not None else "",
-                            verified=bool(ver.get("passed", True)), error=err, sha256=sha, arena=arena_of(r.get("runtime_info"))))
+                            verified=bool(ver.get("passed", True)), error=err, sha256=sha, arena=arena_of(r.get("runtime_info")),
+                            metric=quality.get("metric") if r.get("task") else "accuracy"))
         dev.keys.append((sha or name, r.get("runtime"), r.get("threads")))
     return dev
 

@@ -28,6 +28,15 @@ class Row:
     arena: int | None = None         # tensor arena bytes the runtime measured (TFLite Micro), else None
     reasons: list = field(default_factory=list)
     picked: bool = False
+    metric: str | None = "accuracy"  # what `accuracy` holds (x 100): top-1 accuracy, the task's metric (ROC AUC), None
+
+    def figure_text(self) -> str:
+        """The row's task figure as reports print it."""
+        if self.accuracy is None:
+            return "no quality figure (verified by its outputs)" if self.metric is None else f"{self.metric} not measured"
+        if self.metric in (None, "accuracy"):
+            return f"accuracy {self.accuracy:.2f}%"
+        return f"{self.metric} {self.accuracy / 100:.4f}"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,10 +108,13 @@ def pick(rows: list[Row], budgets: Budgets, reference: float | None) -> Row:
 def table(rows: list[Row]) -> list[str]:
     """Markdown: every candidate, fastest first, with its verdict (and the tensor arena, where one was measured)."""
     arenas = any(r.arena is not None for r in rows)
-    out = ["| candidate | runtime | p50 ms | size B | gzip B | " + ("tensor arena B | " if arenas else "") + "accuracy | verdict |",
+    metrics = {r.metric for r in rows}
+    metric = next((m for m in metrics if m not in (None, "accuracy")), "accuracy" if "accuracy" in metrics else "quality")
+    out = ["| candidate | runtime | p50 ms | size B | gzip B | " + ("tensor arena B | " if arenas else "") + f"{metric} | verdict |",
            "| --- | --- | ---: | ---: | ---: | " + ("---: | " if arenas else "") + "---: | --- |"]
     for r in sorted(rows, key=lambda r: (r.p50_ms is None, r.p50_ms or 0)):
-        acc = f"{r.accuracy:.2f}%" if r.accuracy is not None else "-"
+        acc = "-" if r.accuracy is None else (f"{r.accuracy:.2f}%" if r.metric in (None, "accuracy") else
+                                              f"{r.accuracy / 100:.4f}")
         verdict = "**picked**" if r.picked else ("ok" if not r.reasons else "; ".join(r.reasons))
         arena = (f"{'-' if r.arena is None else f'{r.arena:,}'} | " if arenas else "")
         out.append(f"| {r.label} | {r.runtime or '-'} | {'-' if r.p50_ms is None else f'{r.p50_ms:.4f}'} | "
