@@ -199,7 +199,8 @@ def run_epochs(model, ds, cfg: "TrainConfig", layout: str, *, step, validate, sn
                callbacks=None, verbose: bool = True, clock=None) -> "History":
     """The epoch loop both backends share: seeded batches, per-step LR, callbacks, validation, early
     stopping with best-weights restore, and the time budget's epoch plan. Backends supply
-    `step(x, y, lr) -> (loss, n_correct)`, `validate(val_idx) -> (loss, acc)`, `snapshot() -> state` and
+    `step(x, y, lr) -> (loss, n_correct)`, `validate(val_idx) -> (loss, acc)` (n_correct and acc None for an objective
+    without labels, e.g. reconstruction), `snapshot() -> state` and
     `restore(state)`; `clock` (seconds, default time.monotonic) is for tests."""
     import time
     from toolkit.data import iterate_batches
@@ -247,22 +248,27 @@ def run_epochs(model, ds, cfg: "TrainConfig", layout: str, *, step, validate, sn
             n_step += 1
             seen += len(yb)
             loss_sum += loss * len(yb)
-            correct += n_correct
+            if n_correct is None:                          # an objective without labels (reconstruction)
+                correct = None
+            elif correct is not None:
+                correct += n_correct
             if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", **({} if correct is None else {"acc": f"{correct / seen:.4f}"}),
+                                refresh=False)
         call_hooks(callbacks, "on_epoch_end", epoch)
         val_loss, val_acc = validate(val_idx) if len(val_idx) else (None, None)
         seconds = clock() - t0
         epoch_areas.append(area(size))
         resized = {"size": size[0]} if cfg.resize_from else {}
-        hist.add(epoch=epoch + 1, loss=loss_sum / seen, accuracy=correct / seen, val_loss=val_loss,
-                 val_accuracy=val_acc, lr=lr, seconds=seconds, **resized)
+        hist.add(epoch=epoch + 1, loss=loss_sum / seen, accuracy=None if correct is None else correct / seen,
+                 val_loss=val_loss, val_accuracy=val_acc, lr=lr, seconds=seconds, **resized)
         epoch += 1
         if verbose:
-            vl = f" val_loss {val_loss:.4f} val_acc {val_acc:.4f}" if val_loss is not None else ""
+            vl = (f" val_loss {val_loss:.4f}" + ("" if val_acc is None else f" val_acc {val_acc:.4f}")
+                  if val_loss is not None else "")
             at = f" at {size[0]}x{size[1]}" if size != full else ""
-            print(f"epoch {epoch}: loss {loss_sum / seen:.4f} acc {correct / seen:.4f}{vl} ({seconds:.1f}s{at})",
-                  flush=True)
+            acc = "" if correct is None else f" acc {correct / seen:.4f}"
+            print(f"epoch {epoch}: loss {loss_sum / seen:.4f}{acc}{vl} ({seconds:.1f}s{at})", flush=True)
         if budget_s:
             times = [r["seconds"] for r in hist.epochs]
             resizing = bool(cfg.resize_from)
@@ -329,8 +335,10 @@ def plot_history(h: History, png_path: Path, title: str = "") -> None:
     from matplotlib.ticker import MaxNLocator
 
     ep = [r["epoch"] for r in h.epochs]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, ax, label in (("loss", a1, "loss"), ("accuracy", a2, "accuracy")):
+    keys = ["loss"] + (["accuracy"] if any(r.get("accuracy") is not None for r in h.epochs) else [])
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
+    for key, ax in zip(keys, axes[0]):
+        label = key
         ax.plot(ep, [r[key] for r in h.epochs], "o-", label=f"train {label}")
         if any(r.get("val_" + key) is not None for r in h.epochs):
             ax.plot(ep, [r.get("val_" + key) for r in h.epochs], "s-", label=f"validation {label}")
@@ -340,7 +348,7 @@ def plot_history(h: History, png_path: Path, title: str = "") -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     if h.best_epoch is not None:
-        for ax in (a1, a2):
+        for ax in axes[0]:
             ax.axvline(h.best_epoch, color="grey", ls="--", lw=1)
     fig.suptitle(title or "training history")
     fig.tight_layout()

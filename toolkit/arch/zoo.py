@@ -116,3 +116,28 @@ def resnet8(input_shape=(32, 32, 3), num_classes=10) -> ArchSpec:
 
 
 __all__ = ["register", "list_archs", "get_arch", "DepthwiseConv", "AvgPool"]
+
+
+def _dense_bn_relu(units: int) -> tuple:
+    return (Dense(units), BatchNorm(), Activation("relu"))
+
+
+@register
+def ae_fc(input_shape=(28, 28, 1), num_classes=None) -> ArchSpec:
+    """MLPerf Tiny's anomaly-detection autoencoder (4 x Dense 128 + BN + ReLU, a bottleneck of 8, 4 x Dense 128,
+    a linear reconstruction), its 640-value input adapted to the image's H x W x C values."""
+    size = int(input_shape[0] * input_shape[1] * input_shape[2])
+    layers = (Flatten(),) + sum((_dense_bn_relu(128) for _ in range(4)), ()) + _dense_bn_relu(8) \
+        + sum((_dense_bn_relu(128) for _ in range(4)), ()) + (Dense(size),)
+    return ArchSpec("ae-fc", tuple(input_shape), size, layers,
+                    "MLPerf Tiny AD fully-connected autoencoder; output: the input's values, flattened (H, W, C)")
+
+
+@register
+def ae_conv(input_shape=(28, 28, 1), num_classes=None) -> ArchSpec:
+    """A small convolutional autoencoder: two strided conv-bn-relu stages, a dense bottleneck of 32, a dense decoder."""
+    size = int(input_shape[0] * input_shape[1] * input_shape[2])
+    return ArchSpec("ae-conv", tuple(input_shape), size,
+                    _cbr(16, stride=2) + _cbr(32, stride=2) + (Flatten(),) + _dense_bn_relu(32) + _dense_bn_relu(128)
+                    + (Dense(size),),
+                    "convolutional encoder, dense decoder; output: the input's values, flattened (H, W, C)")

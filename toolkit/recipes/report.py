@@ -10,6 +10,23 @@ def _pct(v):
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
+def _figure(accuracy, quality: dict | None) -> str:
+    """A model's test figure: its accuracy, or its task's metric (ROC AUC) where it is not a classifier."""
+    if accuracy is None and quality and quality.get("value") is not None:
+        return f"{quality['metric']} {quality['value']:.4f}"
+    return _pct(accuracy)
+
+
+def _verified(v: dict, key: str) -> str:
+    """A verification's source/export figure: a classifier's accuracy, else the task's (ROC AUC), else '-'."""
+    name = (v.get("task") or {}).get("name", "classification")
+    if name == "classification":
+        return _pct(v.get(key))
+    q = v.get("quality") or {}
+    value = q.get({"source_accuracy": "source_auc", "export_accuracy": "auc"}[key])
+    return "-" if value is None else f"AUC {value:.4f}"
+
+
 def epochs_cell(summary: dict) -> str:
     """A train step's epochs for the report; under a time budget, also the budget and the ceiling it planned within."""
     n, cfg = summary.get("epochs", "-"), summary.get("config") or {}
@@ -51,7 +68,7 @@ def write_run_report(runner, seconds: float) -> None:
         for sid, info in trains:
             s = info["summary"]
             lines.append(f"| {sid} | {s.get('framework', info['kind'])} | {s.get('arch', '-')} | {s.get('params', '-'):,} | "
-                         f"{_pct(s.get('test_accuracy'))} | {epochs_cell(s)} | {s.get('train_seconds', '-')} s | "
+                         f"{_figure(s.get('test_accuracy'), s.get('test_quality'))} | {epochs_cell(s)} | {s.get('train_seconds', '-')} s | "
                          f"{s.get('distilled_from', '-')} |" if isinstance(s.get("params"), int) else
                          f"| {sid} | {info['kind']} | - | - | {_pct(s.get('test_accuracy'))} | - | - | - |")
         lines += [""] + [f"![{sid} training]({sid}/history.png)" for sid, info in trains if info["kind"] == "train"] + [""]
@@ -75,7 +92,8 @@ def write_run_report(runner, seconds: float) -> None:
             for fmt, s in info["summary"].items():
                 v = s.get("verification") or {}
                 lines.append(f"| {sid} | {fmt} | {s.get('file') or '-'} | {s.get('bytes') or '-':,} | {s.get('gzip_bytes') or '-':,} | "
-                             f"{_pct(v.get('source_accuracy'))} | {_pct(v.get('export_accuracy'))} | {_pct(v.get('top1_agreement'))} | "
+                             f"{_verified(v, 'source_accuracy')} | {_verified(v, 'export_accuracy')} | "
+                             f"{_pct(v.get('top1_agreement')) if (v.get('task') or {}).get('name', 'classification') == 'classification' else '-'} | "
                              f"{v.get('max_abs_diff', 0):.2g} | {'passed' if s['ok'] else 'FAILED: ' + str(s.get('error'))} |"
                              if s.get("bytes") else f"| {sid} | {fmt} | - | - | - | - | - | - | - | FAILED: {s.get('error')} |")
         lines += ["", "Verification accuracies are on N test images drawn per class, seeded (N in each manifest); the full-test-set "
@@ -95,7 +113,7 @@ def write_run_report(runner, seconds: float) -> None:
             if not d["ok"]:
                 lines.append(f"| {label(d['model'])} | error: {d['error']} |" + " |" * 10)
                 continue
-            lines.append(f"| {label(d['model'])} | {d['runtime']} | {d['threads']} | {_pct(d['accuracy'])} | {d['latency_ms']['p50']:.3f} | "
+            lines.append(f"| {label(d['model'])} | {d['runtime']} | {d['threads']} | {_figure(d['accuracy'], d.get('quality'))} | {d['latency_ms']['p50']:.3f} | "
                          f"{d['latency_ms']['p90']:.3f} | {d['size_bytes']:,} | {d['gzip_bytes']:,} | {d['params']:,} | "
                          f"{d['nonzero_params']:,} | {d['macs'] if d['macs'] is None else format(d['macs'], ',')} | {d['peak_rss_mb']:.1f} |")
         notes = [(d, n) for d in rows for n in d.get("diagnostics") or []]

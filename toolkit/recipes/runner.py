@@ -83,7 +83,7 @@ class Runner:
         h = hashlib.sha256()
         # the data's content, not its name: a re-run with other data (real MNIST after the offline stand-in,
         # images moved between class folders) recomputes every step
-        h.update(json.dumps({"kind": step.kind, "options": step.options, "data": self.recipe.data,
+        h.update(json.dumps({"kind": step.kind, "options": step.options, "data": self.recipe.data, "task": self.recipe.task,
                              "data_sha256": self.dataset.sha256(), "fallback": self.dataset.fallback,
                              "edgepack": __version__, "revision": CODE_REVISION}, sort_keys=True, default=str).encode())
         for ref in step.reads():
@@ -153,7 +153,7 @@ class Runner:
             loss_fn = get_backend(o["framework"]).kd_loss(teacher.model, kd.alpha, kd.temperature)
             extra = {"distilled_from": o["teacher"], "alpha": kd.alpha, "temperature": kd.temperature}
         res = train(o["framework"], o["arch"], self.dataset, out=d, config=self._train_config(o), verbose=self.verbose,
-                    loss_fn=loss_fn)
+                    loss_fn=loss_fn, task=self.recipe.task)
         m = {**res.metrics, **extra}
         (d / "metrics.json").write_text(json.dumps(m, indent=2, default=str))
         return {"primary": res.checkpoint, "outputs": [res.checkpoint, res.checkpoint.with_name(res.checkpoint.name + ".json"),

@@ -60,6 +60,7 @@ class Recipe:
     data: dict
     steps: list[Step] = field(default_factory=list)
     text: str = ""
+    task: dict | None = None         # [task]: what every model of the recipe is for (default: classification)
 
 
 def _type_name(t) -> str:
@@ -108,10 +109,20 @@ def load_recipe(path: str | Path) -> Recipe:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise OptionError(f"{path}: not valid TOML ({e})") from None
-    unknown_top = set(doc) - {"recipe", "data", "step", "grid"}
+    unknown_top = set(doc) - {"recipe", "data", "task", "step", "grid"}
     if unknown_top:
-        raise OptionError(f"{path}: unknown table(s) {sorted(unknown_top)}; expected [recipe], [data], [[step]] and "
-                          "[[grid]]")
+        raise OptionError(f"{path}: unknown table(s) {sorted(unknown_top)}; expected [recipe], [data], [task], [[step]] "
+                          "and [[grid]]")
+    task = doc.get("task")
+    if task is not None:
+        from toolkit.tasks import get_task
+        if not isinstance(task, dict) or not isinstance(task.get("name"), str):
+            raise OptionError(f"{path}: [task] needs name = \"classification\" | \"anomaly\" | ... (and the task's "
+                              "options, e.g. normal_classes = [0])")
+        try:
+            task = get_task(task).to_dict()
+        except OptionError as e:
+            raise OptionError(f"{path}: [task]: {e}") from None
     meta = doc.get("recipe", {})
     data = doc.get("data")
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
@@ -152,7 +163,12 @@ def load_recipe(path: str | Path) -> Recipe:
         _check_semantics(step, where)
         seen.add(step.id)
         steps.append(step)
-    return Recipe(path, meta.get("name", path.stem), meta.get("description", ""), data, steps, text)
+    if task is not None and task["name"] != "classification":
+        taught = [st.id for st in steps if st.kind == "train" and st.options.get("teacher")]
+        if taught:
+            raise OptionError(f"{path}: step {taught[0]}: distillation matches a teacher's class scores; it does not "
+                              f"apply to task {task['name']}")
+    return Recipe(path, meta.get("name", path.stem), meta.get("description", ""), data, steps, text, task)
 
 
 def _check_semantics(step: Step, where: str) -> None:
