@@ -45,6 +45,10 @@ class KerasFramework(Framework):
         from toolkit.backends.keras.model import predict
         return predict(model, x, batch_size)
 
+    def predict_outputs(self, model, x, batch_size: int = 500) -> dict:
+        from toolkit.backends.keras.model import predict_outputs
+        return predict_outputs(model, x, batch_size)
+
     def fit(self, model, ds, cfg, **kw):
         from toolkit.backends.keras.train import fit
         return fit(model, ds, cfg, **kw)

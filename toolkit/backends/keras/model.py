@@ -99,6 +99,19 @@ def predict(model, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
     return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
 
+def predict_outputs(model, x: np.ndarray, batch_size: int = 500) -> dict:
+    """Every output by name for float32 NHWC input: a one-output model's is 'logits' (as built models' ONNX names it),
+    a model with several outputs keeps Keras's output names (what its TFLite signature and ONNX carry)."""
+    names = list(getattr(model, "output_names", None) or [])
+    if len(names) <= 1:
+        return {"logits": predict(model, x, batch_size)}
+    parts = [[] for _ in names]
+    for i in range(0, len(x), batch_size):
+        for k, o in enumerate(model(x[i:i + batch_size], training=False)):
+            parts[k].append(o.numpy())
+    return {n: np.concatenate(p) for n, p in zip(names, parts)}
+
+
 def preferred_suffix(model) -> str:
     """tf-keras's native format cannot restore TFMOT quantize layers; QAT models go to HDF5 (as TFMOT documents)."""
     return ".h5" if any("Quantize" in type(layer).__name__ for layer in model.layers) else ".keras"
