@@ -63,7 +63,8 @@ def write_run_report(runner, seconds: float) -> None:
             f"{k} on {e.get('node', '?')} {hms(e['started'])}-{hms(e['finished'])}" for k, e in timed) + ".", ""]
     trains = [(s.id, st[s.id]) for s in recipe.steps if s.kind in ("train", "transfer") and s.id in st]
     if trains:
-        lines += ["## Models", "", "| step | framework | arch | params | test accuracy | epochs | train time | distilled from |",
+        figure = "test accuracy" if all(info["summary"].get("test_quality") is None for _, info in trains) else "test figure"
+        lines += ["## Models", "", f"| step | framework | arch | params | {figure} | epochs | train time | distilled from |",
                   "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]
         for sid, info in trains:
             s = info["summary"]

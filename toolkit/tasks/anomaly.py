@@ -203,21 +203,32 @@ class Anomaly(Task):
 
     # ------------------------------------------------------------ report
     def plot(self, curves, path) -> str | None:
+        """The ROC curves of every file in one figure: the whole curve, and the low false-positive region the pAUC
+        covers (where good detectors differ)."""
         curves = [(label, q) for label, q in curves if q and q.get("roc")]
         if not curves:
             return None
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(5.5, 5))
-        for label, q in curves:
-            ax.plot(q["roc"]["fpr"], q["roc"]["tpr"], lw=1.4, label=f"{label}: AUC {q['value']:.4f}")
-        ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=0.8)
-        ax.axvline(curves[0][1].get("max_fpr", DEFAULT_MAX_FPR), ls="--", color="grey", lw=0.6)
-        ax.set_xlabel("false-positive rate (normal inputs flagged)")
-        ax.set_ylabel("true-positive rate (anomalies flagged)")
-        ax.set_title("ROC, full test set, each file in its runtime", fontsize=9)
-        ax.legend(fontsize=7, loc="lower right")
+        max_fpr = curves[0][1].get("max_fpr", DEFAULT_MAX_FPR)
+        fig, (full, low) = plt.subplots(1, 2, figsize=(11, 5))
+        for k, (label, q) in enumerate(curves):
+            style = dict(lw=1.3, ls=("-", "--", ":", "-.")[k % 4])
+            full.plot(q["roc"]["fpr"], q["roc"]["tpr"], **style, label=f"{label}: AUC {q['value']:.4f}")
+            low.plot(q["roc"]["fpr"], q["roc"]["tpr"], **style, label=f"{label}: pAUC {q['pauc']:.4f}")
+        full.plot([0, 1], [0, 1], ls=":", color="grey", lw=0.8)
+        full.axvline(max_fpr, ls="--", color="grey", lw=0.6)
+        low.set_xlim(0, max_fpr)
+        lows = [t for _, q in curves for f, t in zip(q["roc"]["fpr"], q["roc"]["tpr"]) if 0 < f <= max_fpr]
+        low.set_ylim(max(min(lows, default=0) - 0.05, 0), 1.005)
+        for ax, title in ((full, "ROC, full test set, each file in its runtime"),
+                          (low, f"false-positive rate <= {max_fpr:g} (the pAUC region)")):
+            ax.set_xlabel("false-positive rate (normal inputs flagged)")
+            ax.set_ylabel("true-positive rate (anomalies flagged)")
+            ax.set_title(title, fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6.5, loc="lower right")
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
