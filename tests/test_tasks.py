@@ -179,6 +179,21 @@ def test_task_flags_parse_in_one_line():
         task_from_args(p.parse_args(["--normal-classes", "1"]))
 
 
+def test_a_recipe_names_its_task_once_and_is_checked_before_any_work(tmp_path):
+    from toolkit.recipes.schema import load_recipe
+    steps = ('[[step]]\nid = "fc"\nkind = "train"\nframework = "torch"\narch = "ae-fc"\n'
+             '[[step]]\nid = "student"\nkind = "train"\nframework = "torch"\narch = "ae-fc"\nteacher = "fc"\n')
+    p = tmp_path / "r.toml"
+    p.write_text('[data]\nname = "mnist"\n[task]\nname = "anomaly"\nnormal_classes = ["0"]\n' + steps.split("[[step]]\nid = \"student\"")[0])
+    assert load_recipe(p).task == {"name": "anomaly", "normal_classes": ["0"], "max_fpr": 0.1}
+    p.write_text('[data]\nname = "mnist"\n[task]\nname = "anomaly"\n' + steps)
+    with pytest.raises(OptionError, match="step student: distillation .* does not apply to task anomaly"):
+        load_recipe(p)
+    p.write_text('[data]\nname = "mnist"\n[task]\nname = "segmentation"\n' + steps)
+    with pytest.raises(OptionError, match=r"r.toml: \[task\]: unknown task 'segmentation'"):
+        load_recipe(p)
+
+
 @pytest.fixture(scope="module")
 def mnist_like():
     """Ten classes of 28x28x1 random images: the shape of MNIST, no data folder needed."""
@@ -280,6 +295,17 @@ def test_a_two_output_model_goes_through_export_bench_and_deploy_as_raw(users_mo
     r = _cli("deploy", users_models / "det.onnx", "--data", "mnist", "--data-dir", MNIST_DIR, "--task", "raw",
              "--max-accuracy-drop", "1", "--out", tmp_path / "dep2")
     assert r.returncode == 2 and "task raw has no quality figure" in r.stderr, r.stderr[-2000:]
+    # a bundle for another device: golden vectors of both outputs, checked there, then the pick from its results
+    deploy(users_models / "det.onnx", tmp_path / "bundle", "mnist", str(MNIST_DIR), mixed=False, candidates_only=True,
+           runtimes=["onnxruntime"], progress=lambda m: None, task="raw")
+    golden = np.load(tmp_path / "bundle" / "golden.npz")
+    assert {"out__boxes", "out__scores"} <= set(golden.files)
+    r = _cli("bench", tmp_path / "bundle", "--runs", "5", "--min-seconds", "0", "--json", tmp_path / "dev.json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    dev = json.loads((tmp_path / "dev.json").read_text())["results"]
+    assert dev and all(d["golden"]["passed"] and d["golden"]["agreement"] is None for d in dev)
+    r = _cli("deploy", "--select", tmp_path / "dev.json", tmp_path / "bundle", "--out", tmp_path / "picked")
+    assert r.returncode == 0 and "no quality figure" in r.stdout + r.stderr, r.stderr[-2000:]
 
 
 def test_an_autoencoder_goes_through_export_bench_and_deploy_as_anomaly(users_models, tmp_path):
