@@ -119,8 +119,10 @@ def _add_budget_args(p) -> None:
     p.add_argument("--max-arena", default=None, help="largest tensor arena (a microcontroller's RAM for the file's "
                    "tensors), as TFLite Micro measures it: bytes or with a unit (64KiB); needs --runtime tflite-micro")
     p.add_argument("--max-latency", default=None, help="largest p50: ms (0.5, 0.5ms; 200us works)")
-    p.add_argument("--max-accuracy-drop", default=None, help="percentage points below the fp32 file (e.g. 0.5)")
-    p.add_argument("--min-accuracy", default=None, help="accuracy floor in percent (e.g. 98.5)")
+    p.add_argument("--max-accuracy-drop", default=None, help="percentage points below the fp32 file (e.g. 0.5); for "
+                   "another task, points of its figure x 100 (anomaly: 0.5 = 0.005 ROC AUC)")
+    p.add_argument("--min-accuracy", default=None, help="accuracy floor in percent (e.g. 98.5); for another task, its "
+                   "figure x 100 (anomaly: 99 = ROC AUC 0.99)")
     p.add_argument("--prefer", default="latency", help="among files within every budget: latency (fastest) or size (smallest)")
 
 

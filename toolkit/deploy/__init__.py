@@ -247,7 +247,7 @@ def _report(out: Path, rows, best, budgets, reference, info, attributions, headi
              + (f"; its quality figure, written as a percentage in this report: {info['metric']}" if info.get("metric") not in
                 (None, "accuracy") else "; no quality figure: every candidate verified output by output" if
                 info.get("task") and not info.get("metric") else ""),
-             f"- budgets: {budgets.describe()}; preference: {budgets.prefer}",
+             f"- budgets: {budgets.describe(info.get('metric', 'accuracy'))}; preference: {budgets.prefer}",
              f"- fp32 reference {info.get('metric') or 'accuracy'}: {reference:.2f}% "
              f"({info.get('reference_from') or 'the fp32 ONNX in ONNX Runtime'}, same run)" if reference is not None
              else "- fp32 reference: no quality figure (task without one)" if info.get("task") and not info.get("metric")

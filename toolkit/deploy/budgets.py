@@ -74,7 +74,8 @@ class Budgets:
                    min_accuracy=None if args.min_accuracy is None else parse_accuracy(args.min_accuracy),
                    prefer=args.prefer)
 
-    def describe(self) -> str:
+    def describe(self, metric: str | None = "accuracy") -> str:
+        """The budgets in words; `metric`: the task's figure the accuracy budgets apply to (ROC AUC: in points x 100)."""
         parts = []
         if self.max_size is not None:
             parts.append(f"size <= {self.max_size:,} B")
@@ -82,8 +83,10 @@ class Budgets:
             parts.append(f"tensor arena <= {self.max_arena:,} B")
         if self.max_latency_ms is not None:
             parts.append(f"p50 <= {self.max_latency_ms:g} ms")
+        plain = metric in (None, "accuracy")
         if self.max_accuracy_drop is not None:
-            parts.append(f"accuracy >= fp32 - {self.max_accuracy_drop:g} pp")
+            parts.append(f"accuracy >= fp32 - {self.max_accuracy_drop:g} pp" if plain else
+                         f"{metric} >= fp32 - {self.max_accuracy_drop / 100:g}")
         if self.min_accuracy is not None:
-            parts.append(f"accuracy >= {self.min_accuracy:g}%")
+            parts.append(f"accuracy >= {self.min_accuracy:g}%" if plain else f"{metric} >= {self.min_accuracy / 100:g}")
         return ", ".join(parts) or "none"

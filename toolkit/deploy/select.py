@@ -84,7 +84,8 @@ def judge(rows: list[Row], budgets: Budgets, reference: float | None) -> None:
             if r.accuracy is None:
                 r.reasons.append("accuracy not measured")
             elif r.accuracy < floor - 1e-9:
-                r.reasons.append(f"below the accuracy floor ({r.accuracy:.2f}% < {floor:.2f}%)")
+                r.reasons.append(f"below the accuracy floor ({r.accuracy:.2f}% < {floor:.2f}%)" if r.metric in (None, "accuracy")
+                                 else f"below the {r.metric} floor ({r.accuracy / 100:.4f} < {floor / 100:.4f})")
 
 
 def pick(rows: list[Row], budgets: Budgets, reference: float | None) -> Row:
@@ -98,7 +99,8 @@ def pick(rows: list[Row], budgets: Budgets, reference: float | None) -> Row:
     if not ok:
         near = sorted((r for r in rows if not r.error), key=lambda r: len(r.reasons))[:3]
         why = "; ".join(f"{r.label}: {', '.join(r.reasons)}" for r in near) or "every candidate failed"
-        raise ModelError(f"no candidate meets the budgets ({budgets.describe()}): {why}")
+        metric = next((r.metric for r in rows), "accuracy")
+        raise ModelError(f"no candidate meets the budgets ({budgets.describe(metric)}): {why}")
     key = (lambda r: (r.p50_ms, r.size or 0)) if budgets.prefer == "latency" else (lambda r: (r.size or 0, r.p50_ms))
     best = min(ok, key=key)
     best.picked = True
