@@ -358,3 +358,34 @@ def test_anomaly_autoencoders_train_in_both_frameworks_and_keep_their_auc_in_int
               task="anomaly")
     r = _cli("compress", tmp_path / "torch" / "model.pt", "--steps", "prune(sparsity=0.5,epochs=1)", "--out", tmp_path / "c")
     assert r.returncode == 2 and "do not apply to task anomaly" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_users_own_two_head_models_in_both_frameworks_export_output_by_output(mnist_small, tmp_path):
+    """A PyTorch module returning a tuple and a Keras model with two named outputs, given to export_model as `raw`:
+    every file keeps both outputs under the source's names (output_<i> for the tuple, Keras's names), each verified."""
+    import torch
+    from torch import nn
+
+    from exporters.api import export_model
+    from exporters.base import ExportOptions
+    from toolkit.backends.keras.model import keras
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.ReLU(), nn.Flatten())
+            self.a, self.b = nn.Linear(4 * 196, 6), nn.Linear(4 * 196, 12)
+
+        def forward(self, x):
+            f = self.body(x)
+            return self.a(f), self.b(f)
+    inp = keras.Input((28, 28, 1))
+    f = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, strides=2, activation="relu")(inp))
+    k = keras.Model(inp, [keras.layers.Dense(6, name="boxes")(f), keras.layers.Dense(12, name="scores")(f)])
+    opts = ExportOptions(verify_images=200, calibration_samples=50)
+    for model, names in ((TwoHeads().eval(), ["output_0", "output_1"]), (k, ["boxes", "scores"])):
+        results = export_model(model, ["onnx-int8", "tflite-int8"], mnist_small, tmp_path / names[0], opts,
+                               verbose=False, task="raw")
+        for r in results:
+            assert r.ok, r.error
+            assert list(r.verification.outputs) == names and r.record.task == {"name": "raw"}

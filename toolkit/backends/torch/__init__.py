@@ -43,6 +43,10 @@ class TorchFramework(Framework):
         from toolkit.backends.torch.model import predict
         return predict(model, x, batch_size)
 
+    def predict_outputs(self, model, x, batch_size: int = 500) -> dict:
+        from toolkit.backends.torch.model import predict_outputs
+        return predict_outputs(model, x, batch_size)
+
     def fit(self, model, ds, cfg, **kw):
         from toolkit.backends.torch.train import fit
         return fit(model, ds, cfg, **kw)

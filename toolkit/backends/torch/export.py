@@ -13,11 +13,15 @@ DEFAULT_OPSET = 18
 
 
 def to_onnx(model, path: str | Path, input_shape_hwc: tuple[int, int, int], opset: int = DEFAULT_OPSET) -> dict:
-    """Write a single-file ONNX model with input 'input' (N, C, H, W) and output 'logits'."""
+    """Write a single-file ONNX model with input 'input' (N, C, H, W) and output 'logits' (a module with several
+    outputs: 'output_<i>' for a tuple, its keys for a dict, as `predict_outputs` names them)."""
     import onnx
+
+    from toolkit.backends.torch.model import output_names
     h, w, c = input_shape_hwc
     model = model.eval().to(memory_format=torch.contiguous_format)
     example = torch.zeros(2, c, h, w)
+    names = output_names(model, example)
     path = Path(path)
     errors = []
     for dynamo in (True, False):
@@ -26,14 +30,14 @@ def to_onnx(model, path: str | Path, input_shape_hwc: tuple[int, int, int], opse
                 warnings.simplefilter("ignore")
                 if dynamo:
                     prog = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset,
-                                             input_names=["input"], output_names=["logits"],
+                                             input_names=["input"], output_names=names,
                                              dynamic_shapes=({0: torch.export.Dim("batch")},),
                                              optimize=True, verbose=False, report=False)
                     prog.save(str(path), external_data=False)
                 else:
                     torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=min(opset, 17),
-                                      input_names=["input"], output_names=["logits"],
-                                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+                                      input_names=["input"], output_names=names,
+                                      dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}})
             m = onnx.load(str(path))
             portable = make_portable(m)
             onnx.checker.check_model(m)

@@ -146,6 +146,33 @@ def to_input(x: np.ndarray) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t
 
 
+def _named(out) -> dict:
+    """A module's output as name -> tensor: one tensor is 'logits' (its ONNX name), a tuple or list 'output_<i>', a
+    dict its keys."""
+    if isinstance(out, torch.Tensor):
+        return {"logits": out}
+    if isinstance(out, dict):
+        return {str(k): v for k, v in out.items()}
+    return {f"output_{i}": v for i, v in enumerate(out)}
+
+
+def output_names(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """The names `predict_outputs` and the ONNX export give a module's outputs, from one forward pass."""
+    with torch.no_grad():
+        return list(_named(model.eval()(example)))
+
+
+@torch.no_grad()
+def predict_outputs(model: nn.Module, x: np.ndarray, batch_size: int = 500) -> dict:
+    """Every output by name for float32 NCHW input (a module returning a tuple or dict has several)."""
+    model.eval()
+    parts: dict[str, list] = {}
+    for i in range(0, len(x), batch_size):
+        for name, t in _named(model(to_input(x[i:i + batch_size]))).items():
+            parts.setdefault(name, []).append(t.float().numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
     """Logits for float32 NCHW input."""
