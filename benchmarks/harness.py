@@ -90,6 +90,7 @@ class BenchResult:
     data_warning: str | None = None         # the file's record names other data than it was benchmarked on
     predictions: list | None = None         # top-1 class per test image (raw results only): runtimes compared per file
     golden: dict | None = None              # a deploy bundle's golden-vector check of this file on this machine
+    external_data: list | None = None       # files beside an .onnx holding its weights (counted in its sizes)
     task: dict | None = None                # the task its figures were measured as ({"name", options})
     quality: dict | None = None             # the task's figures on the full test set: metric, value, se, ...
 
@@ -153,6 +154,17 @@ def recorded_data(record: dict | None) -> str | None:
     return stand_in_name(name) if name and recorded_stand_in(ds) else name
 
 
+def recorded_folder(record: dict | None) -> str | None:
+    """The folder or tarball a file's record says its data set was read from, while it still exists (a data set under
+    its own name has no other way to be found; a named one found there is the same data, its hash checked after)."""
+    from toolkit.data.sources import recorded_stand_in
+    ds = (record or {}).get("dataset") or {}
+    src = ds.get("source")
+    if not src or recorded_stand_in(ds):
+        return None
+    return src if Path(src).exists() else None
+
+
 def preprocessing_for(record: dict | None, given: dict | None) -> dict | None:
     """How pixels become the model's input: what the user gave, else what the file's record says it was made with."""
     if given:
@@ -212,6 +224,7 @@ def benchmark(models: list[str | Path], data: str | None, data_dir: str | None =
             results.append(BenchResult(str(path), fmt, None, settings.threads[0], ok=False, error=str(e), machine=machine))
             continue
         model_data = data or recorded_data(static.get("record")) or "synthetic"
+        model_dir = data_dir if data_dir is not None or data else recorded_folder(static.get("record"))
         try:
             runtimes = _runtimes_for(path, settings.runtimes)
         except EdgepackError as e:
@@ -226,7 +239,7 @@ def benchmark(models: list[str | Path], data: str | None, data_dir: str | None =
                          f"timed at {', '.join(map(str, counts))} only")
             for threads in counts:
                 progress(f"benchmarking {path.name} ({fmt} on {runtime}, {threads} thread{'s' if threads > 1 else ''})")
-                req = {"model": str(path), "data": model_data, "data_dir": data_dir,
+                req = {"model": str(path), "data": model_data, "data_dir": model_dir,
                        "preprocessing": preprocessing_for(static.get("record"), settings.preprocessing), "threads": threads, "batch": settings.batch,
                        "warmup": settings.warmup, "runs": settings.runs, "min_seconds": settings.min_seconds,
                        "accuracy": settings.accuracy and accuracy is None, "runtime_options": settings.runtime_options,
@@ -271,6 +284,8 @@ def static_metrics(path: Path) -> dict:
     """File-level figures, measured from the file (and its edgepack record, if one lies beside it)."""
     m = file_metrics(path)
     rec = ArtifactRecord.load(path)
-    return {"size_bytes": path.stat().st_size, "gzip_bytes": gzip_size(path), "params": m["params"],
+    files = [path] + [path.parent / f for f in m.get("external_data") or []]     # an .onnx with its weights beside it
+    return {"size_bytes": sum(f.stat().st_size for f in files), "gzip_bytes": sum(gzip_size(f) for f in files),
+            "params": m["params"], "external_data": m.get("external_data") or None,
             "nonzero_params": m["nonzero_params"], "macs": m["macs"], "ops": m["ops"], "qdq_nodes": m["qdq_nodes"],
             "record": asdict(rec) if rec else None}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.onnx_reader import Graph, read_onnx
+from benchmarks.onnx_reader import Graph, external_files, load_external, read_onnx
 from toolkit.errors import ModelError, first_line
 
 Q_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
@@ -26,7 +26,7 @@ def file_metrics(path: str | Path) -> dict:
 def _file_metrics(path: Path) -> dict:
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        return onnx_metrics(path.read_bytes())
+        return onnx_metrics(path.read_bytes(), path.parent)
     if suffix == ".epk":
         from benchmarks.runners.epk import read_archive
         return onnx_metrics(read_archive(path)[0])
@@ -38,8 +38,13 @@ def _file_metrics(path: Path) -> dict:
 
 
 # ------------------------------------------------------------------ ONNX
-def onnx_metrics(data: bytes) -> dict:
+def onnx_metrics(data: bytes, folder=None) -> dict:
+    """Parameters, non-zeros, MACs and op counts of an ONNX graph; `folder`: where its external-data files lie (their
+    weights are counted, and their names returned as `external_data`)."""
     g = read_onnx(data)
+    external = external_files(g)
+    if external and folder is not None:
+        load_external(g, folder)
     skip, zero_points = set(), {}
     for n in g.nodes:
         if n.op_type in Q_OPS or n.op_type in SHAPE_INPUT_OPS:
@@ -68,7 +73,7 @@ def onnx_metrics(data: bytes) -> dict:
     ops = Counter(n.op_type for n in g.nodes)
     return {"params": int(params), "nonzero_params": int(nonzero), "macs": onnx_macs(g),
             "ops": dict(ops), "qdq_nodes": sum(ops.get(o, 0) for o in ("QuantizeLinear", "DequantizeLinear")),
-            "opset": g.opset}
+            "opset": g.opset, "external_data": external}
 
 
 def _conv_out(size, k, s, d, p0, p1, ceil=False):

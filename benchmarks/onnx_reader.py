@@ -71,6 +71,7 @@ class Tensor:
     dims: tuple
     dtype: int
     array: np.ndarray | None
+    external: dict | None = None      # external data: {"location", "offset", "length"} (the weights in another file)
 
 
 @dataclass
@@ -93,8 +94,14 @@ class Graph:
 
 def _tensor(buf: bytes) -> Tensor:
     dims, dtype, name, raw, floats, int64s, int32s = [], 1, "", None, [], [], []
+    external, location_kind = {}, 0
     for num, wt, v in fields(buf):
-        if num == 1:
+        if num == 13:                                    # StringStringEntryProto: key 1, value 2
+            entry = {n2: v2.decode() for n2, _, v2 in fields(v)}
+            external[entry.get(1, "")] = entry.get(2, "")
+        elif num == 14:
+            location_kind = v
+        elif num == 1:
             dims += _packed_ints(v, wt)
         elif num == 2:
             dtype = v
@@ -124,7 +131,37 @@ def _tensor(buf: bytes) -> Tensor:
             arr = arr.reshape(dims)
         else:
             arr = None if count else np.zeros(dims, np_t)
-    return Tensor(name, tuple(dims), dtype, arr)
+    ext = None
+    if location_kind == 1 and external.get("location"):
+        ext = {"location": external["location"], "offset": int(external.get("offset") or 0),
+               "length": int(external["length"]) if external.get("length") else None}
+    return Tensor(name, tuple(dims), dtype, arr, ext)
+
+
+def external_files(g: "Graph") -> list[str]:
+    """The files (relative to the model) holding initializers stored as external data, in first-use order."""
+    return list(dict.fromkeys(t.external["location"] for t in g.initializers.values() if t.external))
+
+
+def load_external(g: "Graph", folder) -> None:
+    """Read external-data initializers from their files beside the model (`torch.onnx.export` writes large models as
+    model.onnx + model.onnx.data); a missing file is a one-line error naming it."""
+    from pathlib import Path
+    for t in g.initializers.values():
+        if not t.external or t.array is not None:
+            continue
+        f = Path(folder) / t.external["location"]
+        np_t = DTYPES.get(t.dtype)
+        if not f.is_file():
+            raise ModelError(f"external data file {t.external['location']} (tensor {t.name}) not found beside the model")
+        if np_t is None:
+            continue
+        count = int(np.prod(t.dims)) if t.dims else 1
+        with open(f, "rb") as fh:
+            fh.seek(t.external["offset"])
+            raw = fh.read(t.external["length"] or count * np.dtype(np_t).itemsize)
+        arr = np.frombuffer(raw, np.dtype(np_t).newbyteorder("<"))
+        t.array = arr.reshape(t.dims) if arr.size == count else None
 
 
 def _attr(buf: bytes):
