@@ -80,6 +80,7 @@ class Verification:
     outputs: dict | None = None              # per output (source names): max/mean |diff|, SNR dB, cosine
     output_match: str | None = None          # how the file's outputs were matched to the source's
     quality: dict | None = None              # the task's verification figures (anomaly: AUC of source and file)
+    notes: list[str] = field(default_factory=list)   # what the verdict rests on, where a rule had no evidence
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -201,7 +202,7 @@ def verify_file(path, ctx, exporter, reference: dict | None = None) -> Verificat
         confident_images=m.get("confident", 0) if ok else 0, confident_agreement=m.get("confident_agreement") if ok else None,
         min_confident_agreement=MIN_CONFIDENT_AGREEMENT if quantized and classifier else None,
         target=opts.target, machine=cpu_label(), kernel_classes=kernel_classes, passed=not failures, failures=failures,
-        task=task.to_dict(), outputs=fid, output_match=how,
+        task=task.to_dict(), outputs=fid, output_match=how, notes=task.notes(m, criteria) if ok else [],
         quality={k: v for k, v in m.items() if k not in ("outputs", "shape_ok")} if not classifier and ok else None)
 
 

@@ -76,6 +76,10 @@ class Task:
         """The failed checks (empty: passed); `criteria` is the exporter's (atol, min_agreement), atol None: quantized."""
         return judge_fidelity(m, criteria, where)
 
+    def notes(self, m: dict, criteria: tuple) -> list[str]:
+        """What a verification must say beside its verdict (a rule without evidence, a source that proves nothing)."""
+        return list(m.get("notes") or [])
+
     def verification_line(self, ver) -> str:
         """One line of figures for a verification (the caller adds size, machine and verdict)."""
         return fidelity_line(ver.outputs or {})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from toolkit.errors import ModelError
-from toolkit.tasks.base import Task
+from toolkit.tasks.base import MIN_INT8_SNR_DB, Task
 
 CONFIDENT_MARGIN_X_RMS = 6.0          # source margin > 6 x RMS logit difference: "confident" input
 MIN_CONFIDENT_AGREEMENT = 0.99
@@ -31,11 +31,21 @@ def compare(got: np.ndarray, ref: np.ndarray, y: np.ndarray) -> dict:
     rms = float(np.sqrt(np.mean((got - ref) ** 2)))
     top2 = np.sort(ref, axis=1)[:, -2:] if ref.shape[1] > 1 else np.zeros((n, 2))
     confident = (top2[:, 1] - top2[:, 0]) > CONFIDENT_MARGIN_X_RMS * rms
+    signal = float(np.mean(ref.astype(np.float64) ** 2))
+    snr = float("inf") if rms == 0 else (10 * np.log10(signal / rms ** 2) if signal > 0 else float("-inf"))
+    notes = []
+    k = ref.shape[1]
+    top_share = float(np.bincount(r, minlength=k).max() / n) if n else 0.0
+    acc = float(src_ok.mean())
+    if n and (acc <= 1 / k + 2 * np.sqrt((1 / k) * (1 - 1 / k) / n) or top_share >= 0.9):
+        notes.append(f"the source is at chance level (accuracy {acc:.2%} on these inputs, chance {1 / k:.2%}; it gives "
+                     f"one class for {top_share:.0%} of them): agreeing with it proves little about this file")
     return {"shape_ok": True, "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
-            "agreement": float((g == r).mean()), "source_accuracy": float(src_ok.mean()),
+            "agreement": float((g == r).mean()), "source_accuracy": acc,
             "accuracy": float(exp_ok.mean()), "delta_pp": 100 * delta, "se_pp": 100 * se, "rms": rms,
-            "confident": int(confident.sum()),
-            "confident_agreement": float((g[confident] == r[confident]).mean()) if confident.any() else None}
+            "snr_db": snr, "confident": int(confident.sum()),
+            "confident_agreement": float((g[confident] == r[confident]).mean()) if confident.any() else None,
+            "notes": notes}
 
 
 def judge(m: dict, criteria: tuple, max_drop_pp: float, where: str = "") -> list[str]:
@@ -59,7 +69,21 @@ def judge(m: dict, criteria: tuple, max_drop_pp: float, where: str = "") -> list
     if ca is not None and ca < MIN_CONFIDENT_AGREEMENT:
         failures.append(f"top-1 agreement {ca:.2%} < {MIN_CONFIDENT_AGREEMENT:.0%} on the {m['confident']} inputs "
                         f"the source decides by a clear margin{at}")
+    if ca is None:                  # no input decided by a clear margin: that rule has no evidence; judge the logits
+        snr = m.get("snr_db", float("inf"))
+        if not snr >= MIN_INT8_SNR_DB:
+            failures.append(f"logit SNR {snr:.1f} dB < {MIN_INT8_SNR_DB:g} dB (no input is decided by a clear margin, "
+                            f"so the agreement rule had no evidence){at}")
     return failures
+
+
+def evidence_note(m: dict, quantized: bool) -> str | None:
+    """What to say when the clear-margin rule had no inputs to judge (it then falls back to the logit SNR)."""
+    if quantized and m.get("shape_ok") and m.get("confident_agreement") is None:
+        return (f"no input is decided by a clear margin (0 of them), so top-1 agreement there proves nothing: judged by "
+                f"logit SNR {m.get('snr_db', float('nan')):.1f} dB >= {MIN_INT8_SNR_DB:g} dB instead (overall agreement "
+                f"{m.get('agreement', 0):.2%})")
+    return None
 
 
 def _only(outputs: dict) -> np.ndarray:
@@ -100,6 +124,11 @@ class Classification(Task):
     def compare(self, got, ref, x, y, ds) -> dict:
         return compare(_only(got), _only(ref), y)
 
+    def notes(self, m: dict, criteria: tuple) -> list[str]:
+        out = list(m.get("notes") or [])
+        note = evidence_note(m, criteria[0] is None)
+        return out + ([note] if note else [])
+
     def judge(self, m, criteria, max_drop_pp, where=""):
         return judge(m, criteria, max_drop_pp, where)
 
@@ -109,6 +138,8 @@ class Classification(Task):
                 f"{ver.top1_agreement:.2%}")
         if ver.confident_agreement is not None and ver.atol is None:
             line += f" ({ver.confident_agreement:.2%} on {ver.confident_images} clear-margin inputs)"
+        for note in getattr(ver, "notes", None) or []:
+            line += f"; note: {note}"
         return line
 
 
