@@ -20,7 +20,7 @@ import numpy as np
 
 from toolkit.deploy.budgets import Budgets
 from benchmarks.runners.base import arena_of
-from toolkit.deploy.select import Row, host_timing_note, pareto_plot, pick, table
+from toolkit.deploy.select import Row, host_timing_note, notes_lines, pareto_plot, pick, table
 from toolkit.errors import ModelError, OptionError
 
 # (folder, format, ExportOptions overrides, label): the candidates every source gets
@@ -189,7 +189,8 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
 
 def _measure(variants, results, labels, data_name, data_dir, threads, progress, runtimes, quick=False, max_size=None):
     """Benchmark every verified candidate in the runtimes; rows for all, failures included. A file over the size
-    budget is not benchmarked (its size is known: it cannot be picked)."""
+    budget is not benchmarked (its size is known: it cannot be picked), except the fp32 references an accuracy-drop
+    budget is measured from."""
     from benchmarks.harness import BenchSettings, benchmark
     from benchmarks.machine import cpu_label, machine_record
     from toolkit.record import sha256_file
@@ -198,7 +199,7 @@ def _measure(variants, results, labels, data_name, data_dir, threads, progress, 
         if not r.ok:
             rows.append(Row(labels[folder], str(r.path or folder), fmt, "-", None, error=r.error or "export failed"))
             continue
-        if max_size is not None and r.path.stat().st_size > max_size:
+        if max_size is not None and r.path.stat().st_size > max_size and folder not in {f for f, _, _ in REFERENCES}:
             rows.append(Row(labels[folder], str(r.path), fmt, r.record.steps[-1].get("precision", "?"), None,
                             size=r.path.stat().st_size, gzip=r.record.sizes.get("gzip_bytes"), verified=True,
                             sha256=sha256_file(r.path)))
@@ -221,6 +222,7 @@ def _measure(variants, results, labels, data_name, data_dir, threads, progress, 
                             accuracy=_figure(b),
                             accuracy_from=f"full test set ({b.test_images:,} images) in {b.runtime}" if _figure(b) is not None else "",
                             verified=True, error=None if b.ok else b.error, float_layers=floats,
+                            notes=list((r.record.verification or {}).get("notes") or []),
                             sha256=sha256_file(r.path), arena=arena_of(b.runtime_info)))
     return rows, {"machine": machine_record(), "results": res,
                   "timing": f"p50 of at least {settings.runs} runs and {settings.min_seconds:g} s after {settings.warmup} warm-up"}
@@ -234,7 +236,8 @@ def _figure(b) -> float | None:
     return None if v is None else 100 * v
 
 
-def _report(out: Path, rows, best, budgets, reference, info, attributions, heading: str, searched=None) -> Path:
+def _report(out: Path, rows, best, budgets, reference, info, attributions, heading: str, searched=None,
+            failure: str = "") -> Path:
     from benchmarks.machine import cpu_label
     from exporters.mixed import attribution_table
     m = info["machine"]
@@ -252,10 +255,11 @@ def _report(out: Path, rows, best, budgets, reference, info, attributions, headi
              f"({info.get('reference_from') or 'the fp32 ONNX in ONNX Runtime'}, same run)" if reference is not None
              else "- fp32 reference: no quality figure (task without one)" if info.get("task") and not info.get("metric")
              else "- fp32 reference accuracy: not measured",
-             f"- **pick: {best.label}** in {best.runtime}: p50 {best.p50_ms:.4f} ms, {best.size:,} B, "
-             f"{best.figure_text()} -> `best{Path(best.file).suffix}`"
-             + (f" ({host_timing_note(best, budgets)})" if host_timing_note(best, budgets) else ""),
-             "", "## Candidates", ""] + table(rows)
+             (f"- **pick: {best.label}** in {best.runtime}: p50 {best.p50_ms:.4f} ms, {best.size:,} B, "
+              f"{best.figure_text()} -> `best{Path(best.file).suffix}`"
+              + (f" ({host_timing_note(best, budgets)})" if host_timing_note(best, budgets) else "")) if best is not None
+             else f"- **no pick**: {failure} (an earlier `best.*` in this folder, if any, was left as it was)",
+             "", "## Candidates", ""] + table(rows) + notes_lines(rows)
     if plot:
         lines += ["", "![pareto](pareto.png)"]
     if attributions:
@@ -263,7 +267,7 @@ def _report(out: Path, rows, best, budgets, reference, info, attributions, headi
                   "Each layer kept float in turn, the rest int8; timed in the runtime (interleaved rounds) and compared "
                   "with the source on training images. 'Time int8 costs here' > 0: int8 made this layer slower.", ""]
         for a in attributions:
-            lines += attribution_table(a, best.float_layers if best.format == a.format else []) + [""]
+            lines += attribution_table(a, best.float_layers if best is not None and best.format == a.format else []) + [""]
     if searched is not None:
         from toolkit.deploy.search import search_table
         lines += ["", "## Mixed-precision search", ""] + search_table(searched, [t.number for t in searched.best()])
@@ -283,8 +287,10 @@ def choose(out: Path, rows, budgets, reference, info, attributions=(), progress=
         _atomic_text(out / "candidates.md", "\n".join(table(rows)) + "\n")
     try:
         best = pick(rows, budgets, reference)
-    except ModelError:                                     # pick() has judged every row: write why, keep best.*
+    except ModelError as e:                                # pick() has judged every row: write why, keep best.*
         tables(None)
+        (out / "pareto.png").unlink(missing_ok=True)      # this run's plot or none: never an earlier run's pick
+        _report(out, rows, None, budgets, reference, info, list(attributions), heading, searched, failure=str(e))
         raise
     suffix = Path(best.file).suffix
     tmp = out / f".best{suffix}.tmp"
@@ -373,15 +379,20 @@ def select_for_device(bundle_dir, device_json, out, budgets: Budgets | None = No
         raise ModelError(f"{device_json}: its results carry no golden-vector checks; benchmark the bundle folder itself "
                          f"(edgepack bench {bundle_dir} --json ...)")
     rows = []
+    from toolkit.record import sha256_file
     for e in bundle["candidates"]:
+        path = Path(bundle_dir) / e["file"]
+        changed = None if path.is_file() and sha256_file(path) == e["sha256"] else (
+            f"{e['file']}: {'changed since the bundle was written (sha256 differs)' if path.is_file() else 'missing'}; "
+            "the device's figures are of the file as written")
         for r in by_sha.get(e["sha256"], []):
             acc, src = (e["accuracy"] or {}).get(r.get("runtime")), "full test set, measured where the bundle was made"
             if e.get("kernel_classes") and cls != bundle.get("home_kernel_class"):
                 acc = None if e["kernel_classes"].get(cls) is None else 100 * e["kernel_classes"][cls]
                 src = f"verification subset, kernel class {cls} (the device's), computed where the bundle was made"
             golden = r.get("golden") or {}
-            err = r.get("error") if not r.get("ok", True) else (None if golden.get("passed") else
-                                                                  "on the device: " + str(golden.get("error")))
+            err = changed or (r.get("error") if not r.get("ok", True) else (None if golden.get("passed") else
+                                                                            "on the device: " + str(golden.get("error"))))
             rows.append(Row(e["label"], str(Path(bundle_dir) / e["file"]), e["format"], e["precision"], r.get("runtime"),
                             p50_ms=(r.get("latency_ms") or {}).get("p50"), size=e["size"], gzip=r.get("gzip_bytes"),
                             accuracy=acc, accuracy_from=src, metric=bundle.get("metric", "accuracy"), verified=True, error=err, float_layers=e["float_layers"],

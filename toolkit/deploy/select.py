@@ -29,6 +29,7 @@ class Row:
     reasons: list = field(default_factory=list)
     picked: bool = False
     metric: str | None = "accuracy"  # what `accuracy` holds (x 100): top-1 accuracy, the task's metric (ROC AUC), None
+    notes: list = field(default_factory=list)   # what its verification could not prove (a source at chance level, ...)
 
     def figure_text(self) -> str:
         """The row's task figure as reports print it."""
@@ -118,10 +119,22 @@ def table(rows: list[Row]) -> list[str]:
         acc = "-" if r.accuracy is None else (f"{r.accuracy:.2f}%" if r.metric in (None, "accuracy") else
                                               f"{r.accuracy / 100:.4f}")
         verdict = "**picked**" if r.picked else ("ok" if not r.reasons else "; ".join(r.reasons))
+        if r.notes:
+            verdict += " (verification notes below)"
         arena = (f"{'-' if r.arena is None else f'{r.arena:,}'} | " if arenas else "")
         out.append(f"| {r.label} | {r.runtime or '-'} | {'-' if r.p50_ms is None else f'{r.p50_ms:.4f}'} | "
                    f"{'-' if r.size is None else f'{r.size:,}'} | {'-' if r.gzip is None else f'{r.gzip:,}'} | {arena}{acc} | {verdict} |")
     return out
+
+
+def notes_lines(rows: list[Row]) -> list[str]:
+    """Markdown: each file's verification notes, once per file."""
+    seen, out = set(), []
+    for r in rows:
+        if r.notes and r.file not in seen:
+            seen.add(r.file)
+            out += [f"- {r.label}: {n}" for n in r.notes]
+    return (["", "Verification notes:", ""] + out) if out else []
 
 
 def pareto_plot(rows: list[Row], path, title: str) -> str | None:
