@@ -94,7 +94,9 @@ def cmd_deploy(args) -> int:
     pre = parse_preprocessing(args.mean, args.std, args.scale)
     task_from_args(args)                               # an unknown task or a misplaced option: one line, before work
     runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()] if args.runtime else None
-    from toolkit.recipes.executors import get_executor
+    from toolkit.recipes.executors import EXECUTORS, get_executor
+    if args.executor not in EXECUTORS:
+        raise OptionError(f"unknown executor {args.executor!r}; expected one of {', '.join(EXECUTORS)}")
     if args.executor != "local" and args.mixed_search == "attribution":
         raise OptionError("--executor runs the trials of --mixed-search exhaustive|tpe|auto; the attribution runs here")
     executor = get_executor(args.executor, args.ray_address, args.cpus_per_step)
@@ -154,8 +156,18 @@ def _add_data_args(p, required=True):
     p.add_argument("--data-dir", default=None, help="folder (or tarball) holding the data set; overrides $EDGEPACK_DATA")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's errors in one line, with where to look, instead of the usage dump (sub-commands inherit it)."""
+
+    def error(self, message):
+        if message.endswith("expected one argument"):     # e.g. --max-size -5KB: a value that starts with '-'
+            message += " (a value that starts with '-' is written --flag=VALUE)"
+        sys.stderr.write(f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edgepack", description="Train, compress, export and benchmark small models for edge runtimes.")
+    p = OneLineParser(prog="edgepack", description="Train, compress, export and benchmark small models for edge runtimes.")
     from toolkit import __version__
     p.add_argument("--version", action="version", version=f"edgepack {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -234,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_deploy)
 
     s = sub.add_parser("report", help="reports across runs and devices (merge: several devices' bench results)")
-    rsub = s.add_subparsers(dest="report_command", required=True)
+    rsub = s.add_subparsers(dest="report_command", metavar="merge", required=True)
     m = rsub.add_parser("merge", help="bench results of several devices side by side, the pick per device, one Pareto "
                         "plot per device", description="Merge `edgepack bench --json` results of several devices (for "
                         "a deploy bundle: `edgepack bench BUNDLE --json dev.json` on each): one column group per "

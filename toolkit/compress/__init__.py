@@ -90,6 +90,9 @@ def compress(checkpoint: str | Path, steps: list[dict], out: str | Path, data=No
         raise OptionError(f"{checkpoint}: compression steps fine-tune and measure a classifier (cross-entropy, top-1 "
                           f"accuracy); they do not apply to task {task['name']} yet: export the checkpoint as it is")
     ds = dataset_for(loaded, data, data_dir)
+    from toolkit.api import check_fits, resolve_task
+    check_fits(loaded, ds)
+    resolve_task(loaded.model, loaded.backend, ds, None, loaded.record, Path(checkpoint).name)   # outputs fit the data
     state, records = compress_model(loaded.model, steps, ds, train_config=train_config, verbose=verbose)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,11 @@ def get_technique(name: str, **options):
     unknown = set(options) - known
     if unknown:
         raise OptionError(f"step {name!r}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
+    for f in fields(cls):                         # a word where a number belongs: said as such, not as a TypeError
+        v, default = options.get(f.name), f.default
+        if f.name in options and isinstance(default, (int, float)) and not isinstance(default, bool) \
+                and not (isinstance(v, (int, float)) and not isinstance(v, bool)) and v is not None:
+            raise OptionError(f"step {name!r}: {f.name} expects a number, got {v!r}")
     try:
         return cls(**options)
     except TypeError as e:

@@ -420,6 +420,9 @@ def _load_dataset(name: str, data_dir, *, allow_download: bool, allow_fallback: 
     if spec is None:
         raise DataError(f"unknown data set {name!r}: use one of {', '.join(DATASETS)} or pass --data-dir with IDX files or train/<class>/ images")
     env = os.environ.get("EDGEPACK_DATA")
+    if env and not Path(env).is_dir():
+        raise DataError(f"EDGEPACK_DATA={env}: no such folder (it names the folder holding mnist/, cifar10/, ...); "
+                        "fix it or unset it")
     if env:
         p = _locate(spec, Path(env))
         if p is not None:

@@ -75,6 +75,23 @@ def _run_step(runner_cls, recipe_path: str, out: str, step_id: str, digest: str,
     return entry
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """One line within seconds when nothing listens at a --ray-address HOST:PORT (ray.init would retry for about a
+    quarter of an hour, naming other addresses); 'auto' and 'local' are Ray's to resolve."""
+    import socket
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise OptionError(f"--ray-address {address}: expected HOST:PORT (e.g. 10.0.0.5:6379), ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise OptionError(f"--ray-address {address}: no Ray cluster answers there ({e.strerror or e}); start one "
+                          "(ray start --head ...) or leave --ray-address out for a Ray of edgepack's own") from None
+
+
 class RayExecutor(Executor):
     name = "ray"
 
@@ -86,6 +103,8 @@ class RayExecutor(Executor):
                               "steps run one after another in this process)") from None
         self.address, self.cpus_per_step = address, cpus_per_step
         self._bench: float | None = None             # CPUs a timing task takes: a whole node
+        if address:
+            check_reachable(address)
 
     def _start(self):
         import ray

@@ -104,7 +104,10 @@ def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise OptionError(f"{path}: recipe not found")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise OptionError(f"{path}: not a text file; a recipe is a TOML file (see examples/)") from None
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

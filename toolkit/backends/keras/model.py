@@ -120,13 +120,18 @@ def preferred_suffix(model) -> str:
 def save(model, path: str | Path) -> Path:
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    if path.suffix == ".h5":
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")                      # "HDF5 is legacy": chosen on purpose for QAT models
-            model.save(tmp, include_optimizer=False)
-    else:
-        model.save(tmp)
+    try:
+        if path.suffix == ".h5":
+            import warnings
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")                  # "HDF5 is legacy": chosen on purpose for QAT models
+                model.save(tmp, include_optimizer=False)
+        else:
+            model.save(tmp)
+    except (OSError, RuntimeError) as e:
+        tmp.unlink(missing_ok=True)
+        from toolkit.errors import write_error
+        raise write_error(path, e) from None
     os.replace(tmp, path)
     return path
 

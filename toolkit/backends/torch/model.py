@@ -189,7 +189,12 @@ def save(model: nn.Module, path: str | Path) -> Path:
     """state_dict only (loaded back with weights_only=True); the architecture lives in the record."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(model.state_dict(), tmp)
+    try:
+        torch.save(model.state_dict(), tmp)
+    except (OSError, RuntimeError) as e:            # a full disk comes back from torch's zip writer as RuntimeError
+        tmp.unlink(missing_ok=True)
+        from toolkit.errors import write_error
+        raise write_error(path, e) from None
     tmp.replace(path)
     return path
 
