@@ -1,6 +1,9 @@
 """ONNX int8 through ONNX Runtime's quantizer: static QDQ (calibrated on real training images) and dynamic."""
 from __future__ import annotations
 
+import logging
+import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,34 @@ from exporters.onnx_fp32 import input_layout
 from exporters.verify import TARGETS
 from toolkit.backends.onnx_portable import make_portable
 from toolkit.errors import ModelError, first_line
+
+
+class _Fallbacks(logging.Filter):
+    """Collects ORT's 'Axis 1 is out-of-range for weight ... with rank 1' warnings (per-channel asked for a rank-1
+    weight, e.g. a BatchNorm vector tf2onnx left unfolded: quantized per tensor) instead of printing one line each."""
+
+    def __init__(self):
+        super().__init__()
+        self.names: list[str] = []
+
+    def filter(self, record) -> bool:
+        m = re.match(r"Axis \d+ is out-of-range for weight '(.+)' with rank 1", record.getMessage())
+        if m:
+            self.names.append(m.group(1))
+            return False
+        return True
+
+
+@contextmanager
+def _per_tensor_fallbacks():
+    """The rank-1 weights ORT quantized per tensor although per-channel was asked (recorded in the manifest)."""
+    f = _Fallbacks()
+    root = logging.getLogger()
+    root.addFilter(f)
+    try:
+        yield f.names
+    finally:
+        root.removeFilter(f)
 
 
 class ArrayCalibrationReader:
@@ -102,12 +133,16 @@ class OnnxInt8StaticExporter(Exporter):
         from exporters.layers import onnx_layers, resolve
         floats = resolve(onnx_layers(src), opts.float_layers) if opts.float_layers else []
         try:
+            fell_back: list[str] = []
+
             def quantize(out: Path, calibrate_method) -> None:
-                quantize_static(str(src), str(out), ArrayCalibrationReader(name, calib), quant_format=QuantFormat.QDQ,
-                                per_channel=opts.per_channel, weight_type=QuantType.QInt8, reduce_range=seven_bit,
-                                activation_type=QuantType.QUInt8 if opts.onnx_activations == "uint8" else QuantType.QInt8,
-                                calibrate_method=calibrate_method, nodes_to_exclude=[f.node for f in floats],
-                                extra_options={"CalibTensorRangeSymmetric": False})
+                with _per_tensor_fallbacks() as names:
+                    quantize_static(str(src), str(out), ArrayCalibrationReader(name, calib), quant_format=QuantFormat.QDQ,
+                                    per_channel=opts.per_channel, weight_type=QuantType.QInt8, reduce_range=seven_bit,
+                                    activation_type=QuantType.QUInt8 if opts.onnx_activations == "uint8" else QuantType.QInt8,
+                                    calibrate_method=calibrate_method, nodes_to_exclude=[f.node for f in floats],
+                                    extra_options={"CalibTensorRangeSymmetric": False})
+                fell_back[:] = names
             quantize(path, method)
             same_as_minmax = None
             if opts.calibration_method != "minmax":         # say when a calibrator produced MinMax's ranges
@@ -123,6 +158,7 @@ class OnnxInt8StaticExporter(Exporter):
         bits = "7-bit" if seven_bit else "8-bit"
         return {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ", "activations": opts.onnx_activations, "names": compact,
                 "weights": f"int8 {'per-channel' if opts.per_channel else 'per-tensor'}, {bits} range",
+                "per_tensor_fallbacks": fell_back,
                 "target": opts.target, "reduce_range": seven_bit, "float_layers": [f.name for f in floats],
                 "calibration": {"method": opts.calibration_method, "samples": len(calib), "split": "train, stratified",
                                 "seed": opts.seed, "same_ranges_as_minmax": same_as_minmax}, "qdq_nodes": _count_qdq(path)}

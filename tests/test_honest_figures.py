@@ -244,3 +244,24 @@ def test_a_size_budget_nothing_meets_is_blamed_on_the_size_not_the_runtime(train
     assert "no candidate meets the budgets (size <= 1,000 B" in last and "too large" in last, last
     assert "no fp32 file was measured" not in r.stderr
     assert "**no pick**" in (tmp_path / "d" / "deploy.md").read_text()
+
+
+@pytest.mark.integration
+def test_a_keras_applications_model_exports_to_int8_onnx_without_a_warning_per_batchnorm(tmp_path, capfd):
+    """ORT warns once per rank-1 weight it cannot quantize per channel (BatchNorm vectors tf2onnx leaves): collected
+    into the manifest instead of a dozen WARNING:root lines."""
+    from exporters.api import export_model
+    from exporters.base import ExportOptions
+    from toolkit.backends.keras.model import keras
+    from toolkit.data import Dataset
+    rng = np.random.default_rng(0)
+    ds = Dataset("fake", "test", rng.integers(0, 255, (200, 32, 32, 3), dtype=np.uint8), np.arange(200) % 10,
+                 rng.integers(0, 255, (100, 32, 32, 3), dtype=np.uint8), np.arange(100) % 10,
+                 [str(i) for i in range(10)], (0.5,) * 3, (0.25,) * 3)
+    m = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None,
+                                       alpha=0.35)
+    (r,) = export_model(m, ["onnx-int8"], ds, tmp_path, ExportOptions(verify_images=100, calibration_samples=20,
+                                                                         max_accuracy_drop=100), verbose=False)
+    out = capfd.readouterr()
+    assert "out-of-range for weight" not in out.err + out.out
+    assert r.path is not None and len(r.record.steps[-1]["details"]["per_tensor_fallbacks"]) > 0
