@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks.report import wilson_interval
+from toolkit.outputs import save_figure
 
 FIXED = ("run", "epochs", "train_min", "cpu", "n")
 
@@ -124,7 +125,7 @@ def plot(path: Path, cpu: str | None = None, target: float | None = 0.85, out: P
     out = Path(out) if out else Path(path).with_suffix(".png")
     if out.suffix.lower() != ".png":
         raise CurveError(f"{out}: the plot is written as PNG; give a .png path")
-    fig.savefig(out, dpi=120)
+    save_figure(fig, out, 120)
     plt.close(fig)
     return out
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 from benchmarks.runners.base import arena_of
+from toolkit.outputs import save_figure
 
 JSON_VERSION = 1
 CSV_FIELDS = ["model", "format", "runtime", "threads", "ok", "error", "batch", "latency_min_ms", "latency_p50_ms",
@@ -16,11 +16,8 @@ CSV_FIELDS = ["model", "format", "runtime", "threads", "ok", "error", "batch", "
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from toolkit.outputs import atomic_text
+    atomic_text(path, text)
 
 
 def rows(results) -> list[dict]:
@@ -260,7 +257,7 @@ def plot_all(results, out_dir: Path) -> list[Path]:
                     family="monospace", transform=key_ax.transAxes)
         fig.tight_layout()
         fname = "pareto_latency.png" if key == "p50" else "pareto_size.png"
-        fig.savefig(out_dir / fname, dpi=120)
+        save_figure(fig, out_dir / fname, 120)
         plt.close(fig)
         made.append(out_dir / fname)
     with_raw = [d for d in ok if d.get("latencies_ms")]
@@ -279,7 +276,7 @@ def plot_all(results, out_dir: Path) -> list[Path]:
                                                            if any(busy_machine(d) for d in with_raw) else ""))
         ax.grid(alpha=0.3, axis="x", which="both")
         fig.tight_layout()
-        fig.savefig(out_dir / "latency_distribution.png", dpi=120)
+        save_figure(fig, out_dir / "latency_distribution.png", 120)
         plt.close(fig)
         made.append(out_dir / "latency_distribution.png")
     cms = [d for d in ok if d.get("confusion")]
@@ -306,7 +303,7 @@ def plot_all(results, out_dir: Path) -> list[Path]:
         for ax in axes.ravel()[n:]:
             ax.axis("off")
         fig.tight_layout()
-        fig.savefig(out_dir / "confusion_matrices.png", dpi=110)
+        save_figure(fig, out_dir / "confusion_matrices.png", 110)
         plt.close(fig)
         made.append(out_dir / "confusion_matrices.png")
     return made

@@ -128,6 +128,10 @@ def _export_one(ctx: ExportContext, fmt: str, verbose: bool) -> ExportResult:
         if verbose:
             print(f"[{fmt}] FAILED: {e}", flush=True)
         return ExportResult(fmt, None, None, None, str(e))
+    except OSError as e:                                 # a full disk: no half-written file left behind, one line
+        tmp.unlink(missing_ok=True)
+        from toolkit.errors import write_error
+        raise write_error(final, e) from None
     if not ver.passed:                                   # keep the file for inspection, clearly flagged
         final = final.with_name(f"{final.stem}.FAILED{final.suffix}")
     os.replace(tmp, final)

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,6 +190,63 @@ def test_messages_say_what_is_wrong_in_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("EDGEPACK_DATA", str(tmp_path / "missing"))
     with pytest.raises(DataError, match="EDGEPACK_DATA=.*missing: no such folder"):
         load_dataset("mnist")
+
+
+def _enospc(*a, **k):
+    import errno
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_leaves_no_empty_plot_or_report_under_its_final_name(tmp_path, monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from toolkit.outputs import atomic_text, save_figure
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    real = Figure.savefig
+
+    def half(self, fname, *a, **k):
+        Path(fname).write_bytes(b"")                                    # what a full disk leaves: a 0-byte file
+        _enospc()
+    monkeypatch.setattr(Figure, "savefig", half)
+    with pytest.raises(EdgepackError, match=r"pareto_latency.png: cannot write it: no space left on the device"):
+        save_figure(fig, tmp_path / "pareto_latency.png")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(Figure, "savefig", real)
+    save_figure(fig, tmp_path / "ok.png")
+    assert (tmp_path / "ok.png").stat().st_size > 0 and [p.name for p in tmp_path.iterdir()] == ["ok.png"]
+    (tmp_path / "r.json").write_text("earlier")
+    monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: (self.open("w").close(), _enospc()))
+    with pytest.raises(EdgepackError, match="r.json: cannot write it: no space left"):
+        atomic_text(tmp_path / "r.json", "new")
+    monkeypatch.undo()
+    assert (tmp_path / "r.json").read_text() == "earlier" and sorted(p.name for p in tmp_path.iterdir()) == ["ok.png", "r.json"]
+    with pytest.raises(OptionError, match="is a folder; name a file"):
+        atomic_text(tmp_path, "x")
+
+
+def test_an_export_on_a_full_disk_leaves_no_partial_file(tmp_path, monkeypatch):
+    import torch
+
+    from exporters.api import export_model
+    from exporters.registry import get_exporter
+    from toolkit.data import Dataset
+    rng = np.random.default_rng(0)
+    ds = Dataset("fake", "test", rng.integers(0, 255, (60, 4, 4, 1), dtype=np.uint8), np.arange(60) % 3,
+                 rng.integers(0, 255, (30, 4, 4, 1), dtype=np.uint8), np.arange(30) % 3, ["a", "b", "c"], (0.5,), (0.25,))
+    exp = get_exporter("onnx")
+
+    def half(ctx, path):
+        Path(path).write_bytes(b"half")
+        _enospc()
+    monkeypatch.setattr(type(exp), "export", lambda self, ctx, path: half(ctx, path))
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
+    with pytest.raises(EdgepackError, match=r"model.onnx: cannot write it: no space left"):
+        export_model(net, ["onnx"], ds, tmp_path / "x", verbose=False)
+    assert [p.name for p in (tmp_path / "x").iterdir()] == []
 
 
 # ----------------------------------------------------------------------------------------------- integration tier

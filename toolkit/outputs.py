@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from toolkit.errors import OptionError
@@ -65,3 +66,33 @@ def guard_export_folder(out, source_sha256: str, *, force: bool = False) -> Path
         raise OptionError(f"{out}: holds exports of another model ({', '.join(sorted(others)[:3])}"
                           f"{', ...' if len(others) > 3 else ''}); pass --force to write beside them, or choose another --out")
     return out
+
+
+def atomic_text(path, text: str) -> None:
+    """Write a text file whole or not at all: a temporary file beside it, renamed; on a full disk the temporary file
+    is removed and the error names the file (an earlier version of it is left as it was)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OptionError(f"{path}: is a folder; name a file to write")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        from toolkit.errors import write_error
+        raise write_error(path, e) from None
+
+
+def save_figure(fig, path, dpi: int = 120) -> None:
+    """matplotlib's savefig, whole or not at all (a full disk leaves no 0-byte PNG under the final name)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        from toolkit.errors import write_error
+        raise write_error(path, e) from None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from toolkit.errors import OptionError
 from toolkit.options import check_choices, option
+from toolkit.outputs import save_figure
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -352,5 +353,5 @@ def plot_history(h: History, png_path: Path, title: str = "") -> None:
             ax.axvline(h.best_epoch, color="grey", ls="--", lw=1)
     fig.suptitle(title or "training history")
     fig.tight_layout()
-    fig.savefig(png_path, dpi=110)
+    save_figure(fig, png_path, 110)
     plt.close(fig)

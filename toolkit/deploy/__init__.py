@@ -55,9 +55,8 @@ def candidates_for(runtimes: list[str] | None) -> list[tuple]:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from toolkit.outputs import atomic_text
+    atomic_text(path, text)
 
 
 def _check_source(model: Path) -> None:

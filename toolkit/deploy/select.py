@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from toolkit.deploy.budgets import Budgets
 from toolkit.errors import ModelError
+from toolkit.outputs import save_figure
 
 
 @dataclass
@@ -166,6 +167,6 @@ def pareto_plot(rows: list[Row], path, title: str) -> str | None:
     fig.colorbar(sm, ax=ax, label="accuracy (%)" if metric in (None, "accuracy") else f"{metric} (x 100)")
     ax.text(0.01, 0.01, "filled: within budgets; hollow: rejected; star: pick", transform=ax.transAxes, fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, 120)
     plt.close(fig)
     return str(path)

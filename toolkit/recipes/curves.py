@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from toolkit.outputs import save_figure
+
 
 def pruning_curves(checkpoint: Path, dataset, rates: list[float], iterations: int, epochs: int, lr: float,
                    structured: bool, out: Path, verbose: bool = True, batch_size: int = 32) -> dict:
@@ -50,5 +52,5 @@ def _plot(data: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, 120)
     plt.close(fig)

@@ -17,6 +17,7 @@ from dataclasses import replace
 import numpy as np
 
 from toolkit.errors import ModelError, OptionError
+from toolkit.outputs import save_figure
 from toolkit.tasks.base import Task, fidelity, fidelity_line
 
 DEFAULT_MAX_FPR = 0.1                 # DCASE / MLPerf Tiny AD report pAUC at p = 0.1
@@ -230,7 +231,7 @@ class Anomaly(Task):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6.5, loc="lower right")
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        save_figure(fig, path, 120)
         plt.close(fig)
         return str(path)
 
