@@ -103,19 +103,38 @@ def tflite_compute_ops(data: bytes) -> list[dict]:
     return ops
 
 
-def match_tflite(layers: list[Layer], ops: list[dict]) -> dict[str, str]:
-    """Source layer name -> TFLite node (output tensor) name: the k-th op of a weight signature is the k-th layer
-    of that signature."""
+def match_tflite(layers: list[Layer], ops: list[dict]) -> dict[str, list[str]]:
+    """Source layer name -> its TFLite nodes (output tensor names): the k-th op of a weight signature is the k-th
+    layer of that signature. A converter may split one layer into several ops of the same weights (onnx2tf gives
+    torchvision's mobilenet_v3_small classifier Linear two FULLY_CONNECTED ops): when a signature has more ops than
+    layers and one layer, every such op is that layer's. Ops that stay ambiguous are left out (they stay int8); a
+    layer asked for float that has no op is an error where it is asked for (`nodes_of`)."""
     by_sig: dict[tuple, list[Layer]] = {}
     for layer in layers:
         by_sig.setdefault(layer.signature, []).append(layer)
-    out, seen = {}, {}
+    count: dict[tuple, int] = {}
     for op in ops:
         sig = (op["out_channels"], op["weight_count"])
+        count[sig] = count.get(sig, 0) + 1
+    out: dict[str, list[str]] = {}
+    seen: dict[tuple, int] = {}
+    for op in ops:
+        sig = (op["out_channels"], op["weight_count"])
+        owners = by_sig.get(sig, [])
+        if len(owners) == 1 and count[sig] > 1:             # one layer, several ops: a converter's split
+            out.setdefault(owners[0].name, []).append(op["tensor"])
+            continue
         k = seen.get(sig, 0)
-        if k >= len(by_sig.get(sig, [])):
-            raise ModelError(f"the TFLite file has a {op['op']} ({sig[0]} outputs, {sig[1]} weights) that matches no "
-                             "layer of the source model; cannot place float layers in it")
-        out[by_sig[sig][k].name] = op["tensor"]
         seen[sig] = k + 1
+        if k < len(owners) and count[sig] == len(owners):
+            out.setdefault(owners[k].name, []).append(op["tensor"])
     return out
+
+
+def nodes_of(where: dict[str, list[str]], wanted: list[Layer]) -> list[str]:
+    """The TFLite nodes of the layers to keep float; one line for a layer the TFLite file has no op for."""
+    missing = [layer.name for layer in wanted if not where.get(layer.name)]
+    if missing:
+        raise ModelError(f"layer(s) {', '.join(missing)} of the source match no compute op of the TFLite file one to "
+                         "one (the converter fused, split or reordered them); cannot keep them float there")
+    return [n for layer in wanted for n in where[layer.name]]

@@ -28,7 +28,7 @@ class LayerCost:
     saved_us: float            # full-int8 p50 minus p50_us (> 0: int8 made this layer slower)
     rms: float                 # logit RMS against the source, this layer float
     rms_removed: float         # full-int8 RMS minus rms (> 0: int8 error this layer carried)
-    agreement: float           # top-1 agreement with the source, this layer float
+    agreement: float | None    # top-1 agreement with the source, this layer float (classifiers)
 
 
 @dataclass
@@ -130,6 +130,16 @@ def propose(att: Attribution, max_sets: int = 4) -> list[list[str]]:
         if sorted(s) not in [sorted(o) for o in out] and len(s) < len(att.layers):
             out.append(s)
     return out[:max_sets]
+
+
+def why_no_proposal(att: Attribution) -> str | None:
+    """Why `propose` found no layer set, in words (None when it found some, or the attribution failed)."""
+    if att.error or not att.layers or propose(att):
+        return None
+    threshold = max(3 * att.noise_us, 0.02 * att.full_p50_us)
+    return (f"no mixed-precision candidate from {att.format}: no layer's float version was faster by more than "
+            f"{threshold:.1f} us (3x the round-to-round spread or 2% of the full-int8 p50, whichever is larger) and none "
+            f"carries more than 10% of the int8 error (logit RMS {att.full_rms:.4f})")
 
 
 def attribution_table(att: Attribution, float_layers: list[str] = ()) -> list[str]:

@@ -172,7 +172,7 @@ def mixed_int8(ctx: ExportContext) -> tuple[bytes, dict]:
     """Full-integer TFLite with the `keep_float` layers left in float (TensorFlow's selective quantization), on
     either route: the Keras converter, or a TFLiteConverter on the SavedModel onnx2tf writes. The file's compute
     ops are matched to the source's layers (exporters.layers) on a full-int8 conversion first."""
-    from exporters.layers import match_tflite, onnx_layers, resolve, tflite_compute_ops
+    from exporters.layers import match_tflite, nodes_of, onnx_layers, resolve, tflite_compute_ops
     opts = ctx.options
     layers = onnx_layers(ctx.fp32_onnx())
     wanted = resolve(layers, opts.float_layers)             # a name error before any conversion
@@ -202,9 +202,9 @@ def mixed_int8(ctx: ExportContext) -> tuple[bytes, dict]:
            f"{opts.calibration_samples}:{opts.seed}")
     if key not in ctx.produced:                              # node names of a full-int8 conversion, once per context
         ctx.produced[key] = match_tflite(layers, tflite_compute_ops(run(())[0]))
-    where = ctx.produced[key]
-    data, details = run([where[layer.name] for layer in wanted])
-    details.update(float_layers=[layer.name for layer in wanted], float_nodes=[where[layer.name] for layer in wanted],
+    nodes = nodes_of(ctx.produced[key], wanted)
+    data, details = run(nodes)
+    details.update(float_layers=[layer.name for layer in wanted], float_nodes=nodes,
                    calibration={"samples": len(calib), "split": "train", "seed": opts.seed})
     return data, details
 

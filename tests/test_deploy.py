@@ -131,9 +131,15 @@ def test_layers_named_as_the_source_and_matched_in_tflite(tmp_path):
         resolve(layers, ["conv9"])
     ops = [{"op": "CONV_2D", "tensor": "t/conv", "out_channels": 4, "weight_count": 36},
            {"op": "FULLY_CONNECTED", "tensor": "t/fc", "out_channels": 10, "weight_count": 160}]
-    assert match_tflite(layers, ops) == {"stem.conv0": "t/conv", "dense3": "t/fc"}
-    with pytest.raises(ModelError, match="matches no layer"):
-        match_tflite(layers, ops + [{"op": "CONV_2D", "tensor": "t/x", "out_channels": 8, "weight_count": 72}])
+    assert match_tflite(layers, ops) == {"stem.conv0": ["t/conv"], "dense3": ["t/fc"]}
+    # an op no layer has stays int8 (the rest is still placed); a layer split into two ops keeps both float
+    extra = {"op": "CONV_2D", "tensor": "t/x", "out_channels": 8, "weight_count": 72}
+    split = {"op": "FULLY_CONNECTED", "tensor": "t/fc2", "out_channels": 10, "weight_count": 160}
+    assert match_tflite(layers, ops + [extra, split]) == {"stem.conv0": ["t/conv"], "dense3": ["t/fc", "t/fc2"]}
+    from exporters.layers import nodes_of
+    assert nodes_of(match_tflite(layers, ops + [split]), resolve(layers, ["dense3"])) == ["t/fc", "t/fc2"]
+    with pytest.raises(ModelError, match="stem.conv0 of the source match no compute op"):
+        nodes_of(match_tflite(layers, ops[1:]), resolve(layers, ["conv0"]))
 
 
 def _cli(*args, cwd=None):

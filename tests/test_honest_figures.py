@@ -323,3 +323,40 @@ def test_a_keras_applications_model_exports_to_int8_onnx_without_a_warning_per_b
     out = capfd.readouterr()
     assert "out-of-range for weight" not in out.err + out.out
     assert r.path is not None and len(r.record.steps[-1]["details"]["per_tensor_fallbacks"]) > 0
+
+
+def test_deploy_says_why_attribution_proposed_no_mixed_file():
+    from exporters.mixed import Attribution, LayerCost, propose, why_no_proposal
+    flat = Attribution("onnx-int8", "onnxruntime", 1, 500, 100.0, 0.5, 0.98, 1.0,
+                       [LayerCost("conv0", "Conv", 100.2, -0.2, 0.49, 0.01, 0.98),
+                        LayerCost("fc", "Gemm", 99.9, 0.1, 0.48, 0.02, 0.98)])
+    assert propose(flat) == []
+    why = why_no_proposal(flat)
+    assert "no mixed-precision candidate from onnx-int8" in why and "faster by more than 3.0 us" in why
+    fast = Attribution("onnx-int8", "onnxruntime", 1, 500, 100.0, 0.5, 0.98, 1.0,
+                       [LayerCost("conv0", "Conv", 80.0, 20.0, 0.49, 0.01, 0.98),
+                        LayerCost("fc", "Gemm", 99.9, 0.1, 0.48, 0.02, 0.98)])
+    assert propose(fast) == [["conv0"]] and why_no_proposal(fast) is None
+
+
+@pytest.mark.integration
+def test_a_torchvision_linear_head_split_by_onnx2tf_can_stay_float(tmp_path):
+    """onnx2tf gives mobilenet_v3_small's classifier Linear two FULLY_CONNECTED ops; keeping it float keeps both
+    (was: 'matches no layer of the source model', and no mixed candidate at all)."""
+    import torch
+    import torchvision
+
+    from exporters.api import export_model
+    from exporters.base import ExportOptions
+    from toolkit.data import Dataset
+    rng = np.random.default_rng(0)
+    ds = Dataset("fake", "test", rng.integers(0, 255, (120, 32, 32, 3), dtype=np.uint8), np.arange(120) % 10,
+                 rng.integers(0, 255, (60, 32, 32, 3), dtype=np.uint8), np.arange(60) % 10,
+                 [str(i) for i in range(10)], (0.5,) * 3, (0.25,) * 3)
+    torch.manual_seed(0)
+    m = torchvision.models.mobilenet_v3_small(num_classes=10).eval()
+    (r,) = export_model(m, ["tflite-int8"], ds, tmp_path, ExportOptions(verify_images=60, calibration_samples=20,
+                                                                       keep_float="classifier.0"), verbose=False)
+    assert r.record is not None, r.error                      # placed and written (an untrained net may fail its check)
+    details = r.record.steps[-1]["details"]
+    assert details["float_layers"] == ["classifier.0"] and len(details["float_nodes"]) == 2

@@ -159,6 +159,9 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
                          f"{threads} thread(s))")
                 att = attribute(ctx, fmt, threads=threads, progress=progress)
                 attributions.append(att)
+                from exporters.mixed import why_no_proposal
+                if why_no_proposal(att):
+                    progress(why_no_proposal(att))
                 for k, layers in enumerate(propose(att)):
                     folder = f"{fmt}-mixed-{k + 1}"
                     more.append((folder, fmt, ExportOptions(keep_float=",".join(layers))))
@@ -265,8 +268,11 @@ def _report(out: Path, rows, best, budgets, reference, info, attributions, headi
         lines += ["", "## Per-layer attribution (source model's layer names)", "",
                   "Each layer kept float in turn, the rest int8; timed in the runtime (interleaved rounds) and compared "
                   "with the source on training images. 'Time int8 costs here' > 0: int8 made this layer slower.", ""]
+        from exporters.mixed import why_no_proposal
         for a in attributions:
             lines += attribution_table(a, best.float_layers if best is not None and best.format == a.format else []) + [""]
+            if why_no_proposal(a):
+                lines += [why_no_proposal(a) + ".", ""]
     if searched is not None:
         from toolkit.deploy.search import search_table
         lines += ["", "## Mixed-precision search", ""] + search_table(searched, [t.number for t in searched.best()])
