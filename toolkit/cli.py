@@ -26,15 +26,18 @@ def cmd_models(args) -> int:
             frameworks.append((fw, get_backend(fw)))
         except EdgepackError:
             pass
-    head = f"{'architecture':<18}{'spec params':>13}{'MACs':>14}" + "".join(f"{fw + ' params':>15}" for fw, _ in frameworks)
+    head = (f"{'architecture':<18}{'trainable':>11}{'+BN stats':>11}{'MACs':>14}"
+            + "".join(f"{fw + ' trainable':>17}" for fw, _ in frameworks))
     print(head)
     for name in list_archs():
         spec = get_arch(name)
         c = spec.counts()
-        row = f"{name:<18}{c['total']:>13,}{c['macs']:>14,}"
+        row = f"{name:<18}{c['trainable']:>11,}{c['total']:>11,}{c['macs']:>14,}"
         for fw, b in frameworks:
-            row += f"{b.count_params(b.build(spec))['total']:>15,}"
+            row += f"{b.count_params(b.build(spec))['trainable']:>17,}"
         print(row + f"   {spec.description}")
+    print("trainable: the weights training changes; +BN stats: with BatchNorm's running means and variances (what a "
+          "checkpoint stores); `edgepack bench` counts the weights in a file, BatchNorm folded into the convolutions")
     return 0
 
 
