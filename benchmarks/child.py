@@ -81,7 +81,7 @@ def main(req: dict) -> dict:
         pass
     base_rss = _rss_mb()
     runner = open_runner(req["model"], threads=req["threads"], runtime=req.get("runtime"), **req.get("runtime_options", {}))
-    note = "synthetic input requested: accuracy not measured" if ds is None else None
+    note = ("synthetic input requested: accuracy not measured" if ds is None and req.get("accuracy", True) else None)
     if ds is not None:
         try:
             runner.layout(ds.input_shape)

@@ -93,7 +93,7 @@ def _fmt(v, spec):
 
 
 def table_lines(results) -> list[str]:
-    head = f"{'model':<34}{'runtime':<12}{'thr':>4}{'p50 ms':>9}{'p90 ms':>9}{'load ms':>9}{'size B':>12}{'gzip B':>12}{'params':>12}{'nnz':>12}{'MACs':>15}{'RSS MB':>8}{'acc':>8}"
+    head = f"{'model':<34}{'runtime':<12}{'thr':>4}{'p50 ms':>9}{'p90 ms':>9}{'load ms':>9}{'size B':>12}{'gzip B':>12}{'params':>12}{'nnz':>12}{'MACs':>15}{'RSS MB':>8}{'figure':>9}"
     lines = [head, "-" * len(head)]
     ds = rows(results)
     names = short_names(ds)
@@ -107,8 +107,16 @@ def table_lines(results) -> list[str]:
         lines.append(f"{name:<34}{d['runtime'] or '-':<12}{d['threads']:>4}{lat['p50']:>9.3f}{lat['p90']:>9.3f}"
                      f"{_fmt(d['load_ms'], '.1f'):>9}{_fmt(d['size_bytes'], ','):>12}{_fmt(d['gzip_bytes'], ','):>12}"
                      f"{_fmt(d['params'], ','):>12}{_fmt(d['nonzero_params'], ','):>12}{_fmt(d['macs'], ','):>15}"
-                     f"{_fmt(d['peak_rss_mb'], '.1f'):>8}{_fmt(_headline(d), '.4f'):>8}")
+                     f"{_fmt(d['peak_rss_mb'], '.1f'):>8}{_headline_cell(d):>9}")
     return lines
+
+
+def _headline_cell(d: dict) -> str:
+    """The console's figure column: accuracy in percent as everywhere else, another task's metric as itself."""
+    if d.get("accuracy") is not None:
+        return f"{100 * d['accuracy']:.2f}%"
+    v = _headline(d)
+    return "-" if v is None else f"{v:.4f}"
 
 
 def _headline(d: dict) -> float | None:

@@ -107,7 +107,8 @@ def train(framework: str, arch: str | ArchSpec, data: str | Dataset, data_dir: s
     rec.fill_sizes(ckpt)
     rec.save(ckpt)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    hist.save(out / "history.json", out / "history.png", f"{spec.name} ({framework}) on {ds.name}")
+    data_title = f"the offline stand-in for {ds.name} (8x8 digits)" if ds.fallback else ds.name
+    hist.save(out / "history.json", out / "history.png", f"{spec.name} ({framework}) on {data_title}")
     if verbose:
         figure = (f"test accuracy {test_acc:.4f}" if quality is None else t.quality_line(quality))
         print(f"{figure} on {len(ds.y_test)} images; {params['trainable']:,} params ({params['total']:,} with BatchNorm statistics); "

@@ -48,7 +48,7 @@ def write_run_report(runner, seconds: float) -> None:
              f"Data: `{recipe.data['name']}`" + (f" from `{recipe.data.get('dir')}`" if recipe.data.get("dir") else "")
              + (f" ({runner._dataset.source}{'; OFFLINE STAND-IN, not the real data set' if runner._dataset.fallback else ''}"
                 f"; test sha256 {runner._dataset.test_sha256()[:12]})" if runner._dataset is not None else ""),
-             f"Command: `edgepack run {recipe.path}{' --out ' + str(out) if out else ''}`",
+             f"Command: `{getattr(runner, 'command', None) or f'edgepack run {recipe.path}' + (' --out ' + str(out) if out else '')}`",
              f"Wall time of this invocation: {seconds / 60:.1f} min (skipped steps cost nothing); "
              f"every step as last run: {sum(step_min.values()):.1f} min "
              f"({', '.join(f'{k} {v:.1f}' for k, v in step_min.items())}).", ""]

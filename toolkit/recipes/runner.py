@@ -255,11 +255,14 @@ def raise_option(msg: str):
     raise OptionError(msg)
 
 
-def run_recipe(path: str | Path, out: str | Path | None = None, verbose: bool = True, redo=(), executor=None) -> Path:
+def run_recipe(path: str | Path, out: str | Path | None = None, verbose: bool = True, redo=(), executor=None,
+               command: str | None = None) -> Path:
     """Run (or resume) a recipe; `redo` names steps to run again even when unchanged (e.g. a benchmark on a quieter
     machine); steps reading its outputs run again only where those outputs changed. `executor`: an Executor
     (toolkit/recipes/executors.py); default in this process, in order."""
     recipe = load_recipe(path)                        # validated before any work starts
     out = Path(out) if out else Path("runs") / recipe.name
-    Runner(recipe, out, verbose, tuple(redo)).run(executor)
+    runner = Runner(recipe, out, verbose, tuple(redo))
+    runner.command = command                          # what the report says was run (`edgepack demo`, say)
+    runner.run(executor)
     return out
