@@ -360,3 +360,18 @@ def test_a_torchvision_linear_head_split_by_onnx2tf_can_stay_float(tmp_path):
     assert r.record is not None, r.error                      # placed and written (an untrained net may fail its check)
     details = r.record.steps[-1]["details"]
     assert details["float_layers"] == ["classifier.0"] and len(details["float_nodes"]) == 2
+
+
+def test_progress_bars_stay_out_of_logs(monkeypatch):
+    import io
+
+    from toolkit.progress import progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    items = [1, 2, 3]
+    assert progress(items, total=3, desc="epoch 1/1") is items               # a log: the plain iterable, no bar
+    monkeypatch.setattr(sys, "stderr", Tty())
+    assert list(progress(items, total=3, desc="epoch 1/1")) == items and progress(items) is not items

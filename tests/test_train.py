@@ -87,7 +87,10 @@ def test_cli_models_prints_counts_for_both_frameworks():
     r = _cli("models")
     assert r.returncode == 0, r.stderr
     line = next(l for l in r.stdout.splitlines() if l.startswith("cifar-teacher"))
-    assert line.count("961,706") == 3                       # spec, torch, keras
+    assert line.count("961,706") == 4                       # trainable, +BN stats (none), torch, keras
+    line = next(l for l in r.stdout.splitlines() if l.startswith("mnist-small"))
+    assert line.count("6,330") == 3 and line.count("6,442") == 1   # trainable in the spec and both frameworks; + BN stats
+    assert "trainable: the weights training changes" in r.stdout
 
 
 @pytest.mark.parametrize("args,needle", [
