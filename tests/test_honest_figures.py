@@ -187,6 +187,10 @@ def test_messages_say_what_is_wrong_in_one_line(tmp_path, capsys, monkeypatch):
             main(argv)
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and len(err.splitlines()) == 1 and says in err, err
+    assert main(["train", "--framework", "torch", "--arch", "mnist-tutorial", "--data", "mnist", "--data-dir",
+                 str(tmp_path / "nope"), "--out", str(tmp_path / "fresh")]) == 2
+    assert "data directory does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "fresh").exists()                                 # no empty --out left behind
     monkeypatch.setenv("EDGEPACK_DATA", str(tmp_path / "missing"))
     with pytest.raises(DataError, match="EDGEPACK_DATA=.*missing: no such folder"):
         load_dataset("mnist")

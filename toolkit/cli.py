@@ -280,6 +280,15 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    out = getattr(args, "out", None)
+    fresh = Path(out) if isinstance(out, str) and out and not Path(out).exists() else None
+    code = _run(args)
+    if code != 0 and fresh is not None and fresh.is_dir() and not any(fresh.iterdir()):
+        fresh.rmdir()                              # a command that failed before writing leaves no empty --out behind
+    return code
+
+
+def _run(args) -> int:
     try:
         return int(args.func(args) or 0)
     except EdgepackError as e:

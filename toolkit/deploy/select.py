@@ -138,17 +138,28 @@ def notes_lines(rows: list[Row]) -> list[str]:
     return (["", "Verification notes:", ""] + out) if out else []
 
 
+def _log_share(x: float, xs: list[float]) -> float:
+    """Where x lies between the smallest and largest of xs on a log axis (0 to 1; 0.5 when they are all one)."""
+    import math
+    lo, hi = math.log(min(xs)), math.log(max(xs))
+    return 0.5 if hi <= lo else (math.log(x) - lo) / (hi - lo)
+
+
 def pareto_plot(rows: list[Row], path, title: str) -> str | None:
     """p50 against file size, accuracy as colour; rejected candidates hollow, the pick starred."""
     pts = [r for r in rows if r.p50_ms is not None and r.size is not None and not r.error]
     if not pts:
         return None
+    sizes = [r.size for r in pts]
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 5.5))
     accs = [r.accuracy for r in pts if r.accuracy is not None]
     lo, hi = (min(accs), max(accs)) if accs else (0, 1)
+    if accs and hi - lo < 1.0:                   # a spread under 1 point is not worth a full colour range
+        mid = (hi + lo) / 2
+        lo, hi = mid - 0.5, mid + 0.5
     cmap = plt.get_cmap("viridis")
     for r in pts:
         c = cmap((r.accuracy - lo) / (hi - lo) if r.accuracy is not None and hi > lo else 0.5)
@@ -156,15 +167,19 @@ def pareto_plot(rows: list[Row], path, title: str) -> str | None:
             ax.scatter(r.size, r.p50_ms * 1e3, s=260, marker="*", color=c, edgecolors="red", linewidths=1.5, zorder=3)
         else:
             ax.scatter(r.size, r.p50_ms * 1e3, s=60, facecolors=c if not r.reasons else "none", edgecolors=c, zorder=2)
-        ax.annotate(f"{r.label} ({r.runtime})", (r.size, r.p50_ms * 1e3), fontsize=7, xytext=(4, 3),
-                    textcoords="offset points")
+        right = _log_share(r.size, sizes) > 0.6          # labels of the right-hand points run leftwards, inside the axes
+        gap = 9 if r.picked else 4                        # clear of the star
+        ax.annotate(f"{r.label} ({r.runtime})", (r.size, r.p50_ms * 1e3), fontsize=7, xytext=(-gap if right else gap, 3),
+                    textcoords="offset points", ha="right" if right else "left")
     ax.set_xscale("log")
+    ax.margins(x=0.08, y=0.08)
     ax.set_xlabel("file size (bytes, log)")
     ax.set_ylabel("p50 latency (us)")
     ax.set_title(title, fontsize=9)
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(lo, hi))
     metric = next((r.metric for r in pts if r.metric), None)
-    fig.colorbar(sm, ax=ax, label="accuracy (%)" if metric in (None, "accuracy") else f"{metric} (x 100)")
+    if accs:                                     # no figure measured: no colour bar pretending one
+        fig.colorbar(sm, ax=ax, label="accuracy (%)" if metric in (None, "accuracy") else f"{metric} (x 100)")
     ax.text(0.01, 0.01, "filled: within budgets; hollow: rejected; star: pick", transform=ax.transAxes, fontsize=7)
     fig.tight_layout()
     save_figure(fig, path, 120)
