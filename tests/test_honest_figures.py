@@ -379,3 +379,21 @@ def test_progress_bars_stay_out_of_logs(monkeypatch):
     assert progress(items, total=3, desc="epoch 1/1") is items               # a log: the plain iterable, no bar
     monkeypatch.setattr(sys, "stderr", Tty())
     assert list(progress(items, total=3, desc="epoch 1/1")) == items and progress(items) is not items
+
+
+def test_report_merge_puts_devices_timed_at_different_thread_counts_in_one_row(tmp_path):
+    from toolkit.deploy.fleet import merge
+
+    def device(name, cpu, threads, p50):
+        rows = [{"model": f"/x/{f}", "format": "onnx", "runtime": "onnxruntime", "threads": threads, "ok": True,
+                 "machine": {"cpu": cpu, "isa": []}, "latency_ms": {"p50": p50 * k}, "size_bytes": 1000 * k,
+                 "gzip_bytes": 900 * k, "accuracy": 0.98, "test_images": 100,
+                 "record": {"sizes": {"sha256": f"sha-{f}"}, "steps": [{"precision": "fp32"}]}}
+                for k, f in ((1, "a.onnx"), (2, "b.onnx"))]
+        (tmp_path / name).write_text(json.dumps({"edgepack_bench_version": 1, "results": rows}))
+        return str(tmp_path / name)
+    merge([device("pi.json", "Cortex-A76", 4, 0.5), device("laptop.json", "Core i7", 1, 0.1)], tmp_path / "fleet",
+          progress=lambda m: None)
+    md = (tmp_path / "fleet" / "fleet.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| x/a.onnx"))
+    assert "0.5000 (4 thr)" in row and "0.1000 (1 thr)" in row and "each its own" in row, row

@@ -122,7 +122,13 @@ def merge(paths: list[str], out: str | Path, budgets: Budgets | None = None, pro
             except ModelError as e:
                 d.pick_error = str(e)
         pareto_plot(d.rows, out / f"pareto-device{k}.png", f"device {k}: {d.label}: p50 vs size")
-    keys = list(dict.fromkeys(k for d in devices for k in d.keys))
+    # devices timed at thread counts they share are compared at each of them; devices with no thread count in common
+    # (a Pi at 4, a laptop at 1) are compared file by file, each at its own lowest count, said in the cell
+    shared = set.intersection(*({k[2] for k in d.keys} for d in devices))
+    if shared:
+        keys = list(dict.fromkeys(k for d in devices for k in d.keys))
+    else:
+        keys = list(dict.fromkeys((k[0], k[1], None) for d in devices for k in d.keys))
     lines = ["# edgepack fleet report", "", f"Budgets: {budgets.describe()}; preference: {budgets.prefer}.", "",
              "## Devices", ""]
     for k, d in enumerate(devices, 1):
@@ -137,7 +143,11 @@ def merge(paths: list[str], out: str | Path, budgets: Budgets | None = None, pro
     for key in keys:
         cells, first = [], None
         for d in devices:
-            row = next((r for r, k in zip(d.rows, d.keys) if k == key), None)
+            if key[2] is not None:
+                row, own = next((r for r, k in zip(d.rows, d.keys) if k == key), None), ""
+            else:
+                mine = sorted(((k[2] or 0, r) for r, k in zip(d.rows, d.keys) if k[:2] == key[:2]), key=lambda t: t[0])
+                row, own = (mine[0][1], f" ({mine[0][0]} thr)") if mine else (None, "")
             first = first or row
             if row is None:
                 cells += ["-", "-"]
@@ -145,9 +155,9 @@ def merge(paths: list[str], out: str | Path, budgets: Budgets | None = None, pro
                 cells += ["failed", re.sub(r"\s+", " ", row.error)[:60]]
             else:
                 mark = " **(pick)**" if row.picked else ""
-                cells += [f"{row.p50_ms:.4f}{mark}" if row.p50_ms is not None else "-",
+                cells += [f"{row.p50_ms:.4f}{own}{mark}" if row.p50_ms is not None else "-",
                           f"{row.accuracy:.2f}%" if row.accuracy is not None else "-"]
-        lines.append(f"| {first.label} | {key[1] or '-'} | {key[2] or '-'} | "
+        lines.append(f"| {first.label} | {key[1] or '-'} | {key[2] or 'each its own'} | "
                      f"{'-' if first.size is None else f'{first.size:,}'} | " + " | ".join(cells) + " |")
     report = out / "fleet.md"
     _atomic_text(report, "\n".join(lines) + "\n")
