@@ -37,4 +37,6 @@ def import_tensorflow():
     with quiet_stderr():
         import tensorflow as tf
         tf.config.list_physical_devices()   # triggers (and silences) the cuInit probe
+    if not os.environ.get("EDGEPACK_DEBUG"):
+        tf.get_logger().setLevel("ERROR")   # WARNING:tensorflow:... lines (retracing, unbuilt metrics): not the user's
     return tf
