@@ -49,10 +49,8 @@ def save_golden(path, x: np.ndarray, labels: np.ndarray, source: dict) -> None:
 
 def compare_golden(got: dict, ref: dict, classifier: bool = True, where: str = "the file") -> dict:
     """Max abs difference over every output (matched to the source's by name) and, for a classifier, top-1 agreement."""
-    from toolkit.tasks import match_outputs, renamed
-    shapes = lambda o: {k: (-1, *v.shape[1:]) for k, v in o.items()}  # noqa: E731
-    mapping, _ = match_outputs(shapes(ref), shapes(got), where)
-    got = renamed(got, mapping)
+    from toolkit.tasks import matched
+    got = matched(ref, got, where)[0]
     diff = max(float(np.abs(got[k] - ref[k]).max()) for k in ref)
     if not classifier:
         return {"max_abs_diff": diff, "agreement": None}

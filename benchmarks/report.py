@@ -395,9 +395,9 @@ def write_markdown(results, path: Path, plots: list[Path], command: str = "") ->
             v = rec.get("verification") or {}
             ver = (f"{'passed' if v.get('passed') else 'FAILED'}: agreement {100 * v['top1_agreement']:.2f}%, max diff "
                    f"{v['max_abs_diff']:.2g} on {v['images']} images" if v else "-")
-            if v and (v.get("task") or {}).get("name", "classification") != "classification":
+            from toolkit.tasks import get_task
+            if v and not get_task(v.get("task")).top1:
                 from types import SimpleNamespace
-                from toolkit.tasks import get_task
                 ver = (f"{'passed' if v.get('passed') else 'FAILED'} as {v['task']['name']}: "
                        + get_task(v["task"]).verification_line(SimpleNamespace(**v)))
             if v.get("kernel_classes"):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from toolkit.errors import EdgepackError
-from toolkit.tasks import match_outputs, renamed
+from toolkit.tasks import matched
 
 
 @dataclass
@@ -92,11 +92,7 @@ def attribute(ctx, fmt: str, threads: int = 1, images: int = 500, rounds: int = 
         ctx.options = base
     runners = [open_runner(p, threads=threads) for p in paths]
     try:
-        shapes = lambda o: {k: (-1, *v.shape[1:]) for k, v in o.items()}  # noqa: E731
-        outs = []
-        for r, p in zip(runners, paths):                  # every output, matched to the source's by name
-            got = r.predict_outputs(x)
-            outs.append(renamed(got, match_outputs(shapes(ref), shapes(got), p.name)[0]))
+        outs = [matched(ref, r.predict_outputs(x), p.name)[0] for r, p in zip(runners, paths)]   # every output, by name
         feeds = [r.prepare(x[:1]) for r in runners]
         med = _time_interleaved([r.run for r in runners], feeds, rounds, runs)
         runtime = runners[0].info().runtime
@@ -107,7 +103,7 @@ def attribute(ctx, fmt: str, threads: int = 1, images: int = 500, rounds: int = 
     flat_ref = np.concatenate([v.reshape(len(x), -1) for v in ref.values()], axis=1)
     flat = [np.concatenate([o[k].reshape(len(x), -1) for k in ref], axis=1) for o in outs]
     rms = [float(np.sqrt(np.mean((o - flat_ref) ** 2))) for o in flat]
-    classifier = ctx.task.name == "classification"
+    classifier = ctx.task.top1
     agree = [float((o.argmax(1) == flat_ref.argmax(1)).mean()) if classifier else None for o in flat]
     noise = float(np.median(np.abs(med[:, 0] - p50[0])) * 1.4826) if rounds > 1 else 0.0
     costs = [LayerCost(layer.name, layer.op, float(p50[i]), float(p50[0] - p50[i]), rms[i], rms[0] - rms[i], agree[i])

@@ -29,7 +29,7 @@ import numpy as np
 
 from toolkit.errors import EdgepackError, ModelError
 
-from toolkit.tasks import match_outputs, renamed
+from toolkit.tasks import matched, renamed
 from toolkit.tasks.classification import (  # noqa: F401 - re-exported: the classifier's criteria
     MIN_CONFIDENT_AGREEMENT, compare, judge)
 
@@ -86,10 +86,6 @@ class Verification:
         return asdict(self)
 
 
-def source_logits(ctx, x_uint8: np.ndarray) -> np.ndarray:
-    return ctx.backend.predict(ctx.model, ctx.dataset.normalize(x_uint8, ctx.backend.LAYOUT))
-
-
 def source_outputs(ctx, x_uint8: np.ndarray) -> dict:
     """Every output of the source model by name, for uint8 test images."""
     return ctx.backend.predict_outputs(ctx.model, ctx.dataset.normalize(x_uint8, ctx.backend.LAYOUT))
@@ -102,10 +98,6 @@ def _run(path, x: np.ndarray, **runner_options):
         return runner.predict_outputs(x), runner.info()
     finally:
         runner.close()
-
-
-def _shapes(outputs: dict) -> dict:
-    return {k: (-1, *v.shape[1:]) for k, v in outputs.items()}
 
 
 def _figure(m: dict) -> dict:
@@ -163,8 +155,7 @@ def verify_file(path, ctx, exporter, reference: dict | None = None) -> Verificat
     ref = source_outputs(ctx, x) if reference is None else reference
     xn = ctx.dataset.normalize(x, "NHWC")
     raw, info = _run(path, xn)
-    mapping, how = match_outputs(_shapes(ref), _shapes(raw), Path(path).name.replace(".partial", ""))
-    got = renamed(raw, mapping)
+    got, mapping, how = matched(ref, raw, Path(path).name.replace(".partial", ""))
     m = task.compare(got, ref, xn, y, ctx.dataset)
     criteria = exporter.criteria(opts)
     quantized = criteria[0] is None
@@ -184,11 +175,8 @@ def verify_file(path, ctx, exporter, reference: dict | None = None) -> Verificat
             "how": f"measured: LiteRT on this CPU, {cpu_label()}", "required_by_target": True, **_figure(m),
             "passed": not failures}}
     ok = m["shape_ok"]
-    classifier = task.metric == "accuracy"
-    fid = m.get("outputs") if "outputs" in m else None
-    if fid is None and ok:                                  # the classifier's one output, in the per-output form too
-        from toolkit.tasks.base import fidelity
-        fid = fidelity(got, ref)
+    classifier = task.top1
+    fid = m.get("outputs")
     return Verification(
         len(y), info.runtime, info.runtime_version, m.get("max_abs_diff", _max_of(fid, "max_abs_diff")),
         m.get("mean_abs_diff", _max_of(fid, "mean_abs_diff")),

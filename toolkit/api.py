@@ -170,18 +170,13 @@ def resolve_task(model, backend, ds: Dataset, task=None, record: ArtifactRecord 
     """(task, the data set as that task reads it) for work on a model: the task given (a name or {"name", options}),
     else the one its record names, else inferred from its outputs where that is safe (one [N, classes] vector: a
     classifier), else one line asking for --task. The model's outputs are checked against the task on two images."""
-    from toolkit.tasks import get_task, infer_task
+    from toolkit.tasks import get_task, infer_task, output_shapes
     given = task if task is not None else (record.task if record is not None else None)
 
-    def shapes(view):
-        outs = backend.predict_outputs(model, view.normalize(view.x_test[:2], backend.LAYOUT))
-        return {k: (-1, *v.shape[1:]) for k, v in outs.items()}
-    if given is None:
-        t = infer_task(shapes(ds), ds, where)
-    else:
-        t = get_task(given)
-    view = t.view(ds)
-    t.check_outputs(shapes(view), view, where)
+    shapes = output_shapes(backend.predict_outputs(model, ds.normalize(ds.x_test[:2], backend.LAYOUT)))
+    t = infer_task(shapes, ds, where) if given is None else get_task(given)
+    view = t.view(ds)                                   # a view keeps the images: the output shapes hold for it too
+    t.check_outputs(shapes, view, where)
     return t, view
 
 

@@ -48,7 +48,7 @@ def main() -> None:
     from exporters.base import ExportOptions
     from toolkit.api import train
     from toolkit.data import load_dataset
-    from toolkit.tasks import get_task, match_outputs, renamed
+    from toolkit.tasks import get_task, matched
     from toolkit.tasks.base import fidelity
     from toolkit.train import TrainConfig
     ds = load_dataset("mnist", args.data_dir)
@@ -66,7 +66,6 @@ def main() -> None:
         x, y = view.test_subset(1000, 0)
         xn = view.normalize(x, "NHWC")
         ref = res.backend.predict_outputs(res.model, view.normalize(x, res.backend.LAYOUT))
-        shapes = lambda o: {k: (-1, *v.shape[1:]) for k, v in o.items()}  # noqa: E731
 
         def measure(path):
             r = open_runner(path, threads=None)
@@ -74,7 +73,7 @@ def main() -> None:
                 got = r.predict_outputs(xn)
             finally:
                 r.close()
-            got = renamed(got, match_outputs(shapes(ref), shapes(got), path.name)[0])
+            got = matched(ref, got, path.name)[0]
             snr = min(f["snr_db"] for f in fidelity(got, ref).values())
             q = t.quality(got, xn, y, view)
             return snr, q["value"]

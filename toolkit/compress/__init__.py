@@ -85,10 +85,11 @@ def compress(checkpoint: str | Path, steps: list[dict], out: str | Path, data=No
     if not steps:
         raise OptionError("no compression steps given")
     loaded = load_checkpoint(checkpoint)
-    task = (loaded.record.task if loaded.record else None) or {}
-    if task.get("name", "classification") != "classification":
+    from toolkit.tasks import get_task
+    task = get_task(loaded.record.task if loaded.record else None)
+    if not task.top1:
         raise OptionError(f"{checkpoint}: compression steps fine-tune and measure a classifier (cross-entropy, top-1 "
-                          f"accuracy); they do not apply to task {task['name']} yet: export the checkpoint as it is")
+                          f"accuracy); they do not apply to task {task.name} yet: export the checkpoint as it is")
     ds = dataset_for(loaded, data, data_dir)
     from toolkit.api import check_fits, resolve_task
     check_fits(loaded, ds)

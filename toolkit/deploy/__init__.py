@@ -119,7 +119,7 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
     if ctx.task.metric is None and (budgets.max_accuracy_drop is not None or budgets.min_accuracy is not None):
         raise OptionError(f"task {ctx.task.name} has no quality figure for --max-accuracy-drop/--min-accuracy to judge: "
                           "its candidates are verified output by output (SNR floor); give size and latency budgets")
-    if mixed_search != "attribution" and ctx.task.name != "classification":
+    if mixed_search != "attribution" and not ctx.task.top1:
         raise OptionError(f"--mixed-search scores trials by top-1 accuracy against labels; task {ctx.task.name} is not "
                           "a classifier: drop --mixed-search (per-layer attribution still proposes mixed files)")
     labels = {}
@@ -328,7 +328,8 @@ def write_bundle(out: Path, rows, results, variants, ds, loaded, info, progress)
     x, y = ds.test_subset(GOLDEN_IMAGES, seed=1)
     xn = ds.normalize(x, "NHWC").astype(np.float32)
     src = loaded.backend.predict_outputs(loaded.model, ds.normalize(x, loaded.backend.LAYOUT))
-    classifier = (info.get("task") or {}).get("name", "classification") == "classification"
+    from toolkit.tasks import get_task
+    classifier = get_task(info.get("task")).top1
     entries = []
     by_file: dict[str, list[Row]] = {}
     for r in rows:

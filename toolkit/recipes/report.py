@@ -5,6 +5,8 @@ import json
 import sys
 from pathlib import Path
 
+from toolkit.tasks import get_task
+
 
 def _pct(v):
     return "-" if v is None else f"{100 * v:.2f}%"
@@ -19,8 +21,7 @@ def _figure(accuracy, quality: dict | None) -> str:
 
 def _verified(v: dict, key: str) -> str:
     """A verification's source/export figure: a classifier's accuracy, else the task's (ROC AUC), else '-'."""
-    name = (v.get("task") or {}).get("name", "classification")
-    if name == "classification":
+    if get_task(v.get("task")).top1:
         return _pct(v.get(key))
     q = v.get("quality") or {}
     value = q.get({"source_accuracy": "source_auc", "export_accuracy": "auc"}[key])
@@ -94,7 +95,7 @@ def write_run_report(runner, seconds: float) -> None:
                 v = s.get("verification") or {}
                 lines.append(f"| {sid} | {fmt} | {s.get('file') or '-'} | {s.get('bytes') or '-':,} | {s.get('gzip_bytes') or '-':,} | "
                              f"{_verified(v, 'source_accuracy')} | {_verified(v, 'export_accuracy')} | "
-                             f"{_pct(v.get('top1_agreement')) if (v.get('task') or {}).get('name', 'classification') == 'classification' else '-'} | "
+                             f"{_pct(v.get('top1_agreement')) if get_task(v.get('task')).top1 else '-'} | "
                              f"{v.get('max_abs_diff', 0):.2g} | {'passed' if s['ok'] else 'FAILED: ' + str(s.get('error'))} |"
                              if s.get("bytes") else f"| {sid} | {fmt} | - | - | - | - | - | - | - | FAILED: {s.get('error')} |")
         lines += ["", "Verification accuracies are on N test images drawn per class, seeded (N in each manifest); the full-test-set "

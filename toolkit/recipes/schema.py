@@ -14,6 +14,7 @@ from pathlib import Path
 from exporters.base import ExportOptions
 from toolkit.errors import OptionError
 from toolkit.recipes.grid import Expanded, expand_grid, resolve_grid_inputs
+from toolkit.tasks import get_task
 from toolkit.options import NUM, from_recipe, recipe_schema
 from toolkit.train import TrainConfig
 
@@ -118,7 +119,6 @@ def load_recipe(path: str | Path) -> Recipe:
                           "and [[grid]]")
     task = doc.get("task")
     if task is not None:
-        from toolkit.tasks import get_task
         if not isinstance(task, dict) or not isinstance(task.get("name"), str):
             raise OptionError(f"{path}: [task] needs name = \"classification\" | \"anomaly\" | ... (and the task's "
                               "options, e.g. normal_classes = [0])")
@@ -166,7 +166,7 @@ def load_recipe(path: str | Path) -> Recipe:
         _check_semantics(step, where)
         seen.add(step.id)
         steps.append(step)
-    if task is not None and task["name"] != "classification":
+    if task is not None and not get_task(task).top1:
         taught = [st.id for st in steps if st.kind == "train" and st.options.get("teacher")]
         if taught:
             raise OptionError(f"{path}: step {taught[0]}: distillation matches a teacher's class scores; it does not "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 
 from toolkit.errors import ModelError, OptionError
-from toolkit.tasks.base import Task, match_outputs, renamed
+from toolkit.tasks.base import Task, match_outputs, matched, output_shapes, renamed
 
 TASK_MODULES = ("toolkit.tasks.classification", "toolkit.tasks.raw", "toolkit.tasks.anomaly")
 DEFAULT = "classification"
@@ -96,4 +96,4 @@ def task_help() -> str:
     return "; ".join(f"{n}: {c.description}" for n, c in _load().items())
 
 
-__all__ = ["Task", "get_task", "task_names", "recorded_task", "match_outputs", "renamed", "TASK_MODULES", "task_help"]
+__all__ = ["Task", "get_task", "task_names", "recorded_task", "match_outputs", "matched", "output_shapes", "renamed", "TASK_MODULES", "task_help"]

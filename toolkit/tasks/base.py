@@ -27,6 +27,8 @@ class Task:
     description: str = ""
     metric: str | None = None          # the quality figure a budget or a verification judges ("accuracy", "ROC AUC")
     options: tuple[str, ...] = ()      # keys of its spec besides "name" (recorded with every artifact)
+    top1: bool = False                 # outputs are class scores, the prediction their argmax: top-1 agreement,
+                                       # distillation, compression fine-tunes and the mixed-precision search apply
     objective: str | None = None       # what training minimises (Framework.fit): classification, reconstruction; None:
                                        # edgepack does not train models of this task (they come as files)
 
@@ -179,3 +181,14 @@ def match_outputs(source: dict[str, tuple], file: dict[str, tuple], where: str) 
 def renamed(got: dict, mapping: dict[str, str]) -> dict:
     """A file's outputs under the source's names (the mapping from `match_outputs`), in the source's order."""
     return {s: got[f] for s, f in mapping.items()}
+
+
+def output_shapes(outputs: dict) -> dict:
+    """name -> shape with the batch dimension dynamic (-1): what `match_outputs` compares."""
+    return {k: (-1, *v.shape[1:]) for k, v in outputs.items()}
+
+
+def matched(ref: dict, got: dict, where: str) -> tuple[dict, dict[str, str], str]:
+    """A file's outputs (arrays) under the source's names: (renamed outputs, mapping, how they were matched)."""
+    mapping, how = match_outputs(output_shapes(ref), output_shapes(got), where)
+    return renamed(got, mapping), mapping, how

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from toolkit.errors import ModelError
-from toolkit.tasks.base import MIN_INT8_SNR_DB, Task
+from toolkit.tasks.base import MIN_INT8_SNR_DB, Task, fidelity
 
 CONFIDENT_MARGIN_X_RMS = 6.0          # source margin > 6 x RMS logit difference: "confident" input
 MIN_CONFIDENT_AGREEMENT = 0.99
@@ -94,6 +94,7 @@ class Classification(Task):
     name = "classification"
     description = "one output of class scores [N, classes]: top-1 accuracy, confusion matrix"
     metric = "accuracy"
+    top1 = True
     objective = "classification"
 
     def check_outputs(self, shapes: dict[str, tuple], ds, where: str) -> None:
@@ -122,7 +123,8 @@ class Classification(Task):
                 "confusion": cm.tolist(), "predictions": pred.astype(int).tolist()}
 
     def compare(self, got, ref, x, y, ds) -> dict:
-        return compare(_only(got), _only(ref), y)
+        m = compare(_only(got), _only(ref), y)
+        return {**m, "outputs": fidelity(got, ref)} if m["shape_ok"] else m
 
     def notes(self, m: dict, criteria: tuple) -> list[str]:
         out = list(m.get("notes") or [])
