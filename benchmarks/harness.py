@@ -154,17 +154,6 @@ def recorded_data(record: dict | None) -> str | None:
     return stand_in_name(name) if name and recorded_stand_in(ds) else name
 
 
-def recorded_folder(record: dict | None) -> str | None:
-    """The folder or tarball a file's record says its data set was read from, while it still exists (a data set under
-    its own name has no other way to be found; a named one found there is the same data, its hash checked after)."""
-    from toolkit.data.sources import recorded_stand_in
-    ds = (record or {}).get("dataset") or {}
-    src = ds.get("source")
-    if not src or recorded_stand_in(ds):
-        return None
-    return src if Path(src).exists() else None
-
-
 def preprocessing_for(record: dict | None, given: dict | None) -> dict | None:
     """How pixels become the model's input: what the user gave, else what the file's record says it was made with."""
     if given:
@@ -198,6 +187,7 @@ def benchmark(models: list[str | Path], data: str | None, data_dir: str | None =
     `data=None`: each file's recorded data set, or random input (no accuracy) for files without a record."""
     settings = settings or BenchSettings()
     from benchmarks.runners import formats_by_suffix, runner_class, runtime_label
+    from toolkit.data.sources import recorded_folder
     suffixes = formats_by_suffix()                       # every suffix a registered runtime runs
     machine = machine_record()
     results: list[BenchResult] = []
@@ -224,7 +214,7 @@ def benchmark(models: list[str | Path], data: str | None, data_dir: str | None =
             results.append(BenchResult(str(path), fmt, None, settings.threads[0], ok=False, error=str(e), machine=machine))
             continue
         model_data = data or recorded_data(static.get("record")) or "synthetic"
-        model_dir = data_dir if data_dir is not None or data else recorded_folder(static.get("record"))
+        model_dir = data_dir if data_dir is not None or data else recorded_folder((static.get("record") or {}).get("dataset"))
         try:
             runtimes = _runtimes_for(path, settings.runtimes)
         except EdgepackError as e:

@@ -6,18 +6,13 @@ import json
 from pathlib import Path
 
 from benchmarks.runners.base import arena_of
-from toolkit.outputs import save_figure
+from toolkit.outputs import atomic_text, save_figure
 
 JSON_VERSION = 1
 CSV_FIELDS = ["model", "format", "runtime", "threads", "ok", "error", "batch", "latency_min_ms", "latency_p50_ms",
               "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms", "runs", "throughput_ips", "load_ms",
               "first_inference_ms", "size_bytes", "gzip_bytes", "params", "nonzero_params", "macs", "peak_rss_mb",
               "accuracy", "test_images", "energy_mj", "energy_method", "cpu", "diagnostics"]
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    from toolkit.outputs import atomic_text
-    atomic_text(path, text)
 
 
 def rows(results) -> list[dict]:
@@ -49,7 +44,7 @@ def cross_runtime_rows(results) -> list[dict]:
 
 
 def write_json(results, path, extra: dict | None = None) -> None:
-    _atomic_write(path, json.dumps({"edgepack_bench_version": JSON_VERSION, **(extra or {}), "results": rows(results)}, indent=2))
+    atomic_text(path, json.dumps({"edgepack_bench_version": JSON_VERSION, **(extra or {}), "results": rows(results)}, indent=2))
 
 
 def flat(d: dict) -> dict:
@@ -69,7 +64,7 @@ def write_csv(results, path) -> None:
     w.writeheader()
     for d in rows(results):
         w.writerow(flat(d))
-    _atomic_write(path, buf.getvalue())
+    atomic_text(path, buf.getvalue())
 
 
 def short_names(ds) -> dict:
@@ -409,7 +404,7 @@ def write_markdown(results, path: Path, plots: list[Path], command: str = "") ->
         lines.append("")
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
-    _atomic_write(path, "\n".join(lines))
+    atomic_text(path, "\n".join(lines))
 
 
 def load_results(path) -> list[dict]:

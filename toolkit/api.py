@@ -19,7 +19,7 @@ import numpy as np
 from toolkit.arch import ArchSpec, get_arch
 from toolkit.backends import backend_for_file, get_backend
 from toolkit.data import Dataset, load_dataset
-from toolkit.data.sources import recorded_stand_in, stand_in_name
+from toolkit.data.sources import recorded_folder, recorded_stand_in, stand_in_name
 from toolkit.errors import ModelError
 from toolkit.record import ArtifactRecord
 from toolkit.train import TrainConfig
@@ -190,8 +190,8 @@ def data_location(loaded: Loaded, data=None, data_dir: str | None = None) -> tup
         raise ModelError(f"{loaded.path}: no data set recorded; pass --data")
     if data is None and data_dir is None and recorded_stand_in(rec):
         name = stand_in_name(name)                                       # trained on the stand-in: use it again
-    if data_dir is None and name == rec.get("name") and rec.get("source") and Path(rec["source"]).exists():
-        data_dir = rec["source"]
+    if data_dir is None and name == rec.get("name"):
+        data_dir = recorded_folder(rec)
     return name, data_dir
 
 

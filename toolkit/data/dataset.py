@@ -15,8 +15,25 @@ from toolkit.errors import OptionError
 LAYOUTS = ("NHWC", "NCHW")
 
 
+class ImageSet:
+    """What every in-memory image set shares (classification `Dataset`, detection `DetectionSet`): uint8 NHWC
+    `x_train`, its `classes`, and the preprocessing (`mean`, `std`, `scale`) that makes model input of it."""
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of one image."""
+        return tuple(int(s) for s in self.x_train.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def normalize(self, x: np.ndarray, layout: str = "NHWC") -> np.ndarray:
+        return normalize(x, self.mean, self.std, layout, self.scale)
+
+
 @dataclass
-class Dataset:
+class Dataset(ImageSet):
     name: str
     source: str                      # what was actually read (path, URL or fallback), for records
     x_train: np.ndarray              # uint8 (N, H, W, C)
@@ -29,15 +46,6 @@ class Dataset:
     notes: list[str] = field(default_factory=list)
     fallback: bool = False           # an offline stand-in (scikit-learn's digits), never the named data set itself
     scale: float = 1 / 255.0         # pixels are multiplied by this before mean/std
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of one image."""
-        return tuple(int(s) for s in self.x_train.shape[1:])  # type: ignore[return-value]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
 
     def test_sha256(self) -> str:
         """Content hash of the test images and labels: which data a figure was measured on, wherever it lies."""
@@ -69,9 +77,6 @@ class Dataset:
     def preprocessing(self) -> dict:
         """How raw uint8 pixels become model input; stored in every artifact record."""
         return {"scale": self.scale, "mean": list(self.mean), "std": list(self.std), "layout_source": "NHWC"}
-
-    def normalize(self, x: np.ndarray, layout: str = "NHWC") -> np.ndarray:
-        return normalize(x, self.mean, self.std, layout, self.scale)
 
     def with_preprocessing(self, pre: dict | None) -> "Dataset":
         """The same images for a model that expects other input: {"mean", "std", "scale"} (any of them; one value

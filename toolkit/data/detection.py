@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.data.dataset import normalize, stratified_indices
+from toolkit.data.dataset import ImageSet, stratified_indices
 from toolkit.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 @dataclass
-class DetectionSet:
+class DetectionSet(ImageSet):
     name: str
     source: str
     x_train: np.ndarray                     # uint8 (N, S, S, C), letterboxed
@@ -36,17 +36,6 @@ class DetectionSet:
     std: tuple[float, ...]
     notes: list[str] = field(default_factory=list)
     scale: float = 1 / 255.0
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.x_train.shape[1:])  # type: ignore[return-value]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def normalize(self, x: np.ndarray, layout: str = "NHWC") -> np.ndarray:
-        return normalize(x, self.mean, self.std, layout, self.scale)
 
     def test_sha256(self) -> str:
         h = hashlib.sha256(np.ascontiguousarray(self.x_test).tobytes())

@@ -380,6 +380,14 @@ def recorded_stand_in(dataset_record: dict | None) -> bool:
     return bool(d.get("fallback") or "offline fallback" in " ".join(d.get("notes") or []))
 
 
+def recorded_folder(dataset_record: dict | None) -> str | None:
+    """The folder or tarball an artifact record's `dataset` was read from, while it still exists (never a stand-in's):
+    how later steps find a data set by its record, a custom-named one included."""
+    d = dataset_record or {}
+    src = d.get("source")
+    return src if src and not recorded_stand_in(d) and Path(src).exists() else None
+
+
 def stand_in_name(name: str) -> str:
     """'mnist' -> 'digits': the name that asks for the stand-in of a data set explicitly."""
     return next((k for k, v in STAND_INS.items() if v == name), name)

@@ -22,6 +22,7 @@ from toolkit.deploy.budgets import Budgets
 from benchmarks.runners.base import arena_of
 from toolkit.deploy.select import Row, host_timing_note, notes_lines, pareto_plot, pick, table
 from toolkit.errors import ModelError, OptionError
+from toolkit.outputs import atomic_text
 
 # (folder, format, ExportOptions overrides, label): the candidates every source gets
 BASE_CANDIDATES = [
@@ -52,11 +53,6 @@ def candidates_for(runtimes: list[str] | None) -> list[tuple]:
     if not keep:
         raise OptionError(f"none of the runtimes {', '.join(runtimes)} is installed here to run a candidate format")
     return keep
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    from toolkit.outputs import atomic_text
-    atomic_text(path, text)
 
 
 def _check_source(model: Path) -> None:
@@ -277,7 +273,7 @@ def _report(out: Path, rows, best, budgets, reference, info, attributions, headi
         from toolkit.deploy.search import search_table
         lines += ["", "## Mixed-precision search", ""] + search_table(searched, [t.number for t in searched.best()])
     path = out / "deploy.md"
-    _atomic_text(path, "\n".join(lines) + "\n")
+    atomic_text(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -286,10 +282,10 @@ def choose(out: Path, rows, budgets, reference, info, attributions=(), progress=
     """Judge, pick, and write DIR/best.* (+ manifest), deploy.json, deploy.md and pareto.png. When nothing meets
     the budgets the table is still written and any earlier best.* is left as it was."""
     def tables(best):
-        _atomic_text(out / "deploy.json", json.dumps({**info, "budgets": dataclasses.asdict(budgets),
+        atomic_text(out / "deploy.json", json.dumps({**info, "budgets": dataclasses.asdict(budgets),
                                                        "picked": best and best.to_dict(),
                                                        "candidates": [r.to_dict() for r in rows]}, indent=2, default=str))
-        _atomic_text(out / "candidates.md", "\n".join(table(rows)) + "\n")
+        atomic_text(out / "candidates.md", "\n".join(table(rows)) + "\n")
     try:
         best = pick(rows, budgets, reference)
     except ModelError as e:                                # pick() has judged every row: write why, keep best.*
@@ -304,7 +300,7 @@ def choose(out: Path, rows, budgets, reference, info, attributions=(), progress=
     record = json.loads(manifest.read_text()) if manifest.is_file() else {}
     record["deploy"] = {"picked": best.to_dict(), "budgets": dataclasses.asdict(budgets), "reference_accuracy": reference,
                         "machine": info["machine"], "threads": info["threads"]}
-    _atomic_text(out / f"best{suffix}.json", json.dumps(record, indent=2, default=str))
+    atomic_text(out / f"best{suffix}.json", json.dumps(record, indent=2, default=str))
     os.replace(tmp, out / f"best{suffix}")
     for other in out.glob("best.*"):                      # one best file: drop a previous pick of another format
         if other.name not in (f"best{suffix}", f"best{suffix}.json"):
@@ -355,7 +351,7 @@ def write_bundle(out: Path, rows, results, variants, ds, loaded, info, progress)
     save_golden(out / GOLDEN_FILE, xn, y, src)
     bundle = {"edgepack_bundle_version": 1, **info, "home_kernel_class": info["machine"].get("ort_int8_kernel_class"),
               "golden_images": int(len(x)), "candidates": entries}
-    _atomic_text(out / BUNDLE_FILE, json.dumps(bundle, indent=2, default=str))
+    atomic_text(out / BUNDLE_FILE, json.dumps(bundle, indent=2, default=str))
     progress(f"bundle: {len(entries)} files, golden vectors of {len(x)} test images, accuracy measured here -> {out}\n"
              f"on the device: edgepack bench {out} --json device.json   then here: "
              f"edgepack deploy --select device.json {out} --out DIR")

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit.deploy import _atomic_text
+from toolkit.outputs import atomic_text
 from toolkit.deploy.budgets import Budgets
 from benchmarks.runners.base import arena_of
 from toolkit.deploy.select import Row, pareto_plot, pick
@@ -160,12 +160,12 @@ def merge(paths: list[str], out: str | Path, budgets: Budgets | None = None, pro
         lines.append(f"| {first.label} | {key[1] or '-'} | {key[2] or 'each its own'} | "
                      f"{'-' if first.size is None else f'{first.size:,}'} | " + " | ".join(cells) + " |")
     report = out / "fleet.md"
-    _atomic_text(report, "\n".join(lines) + "\n")
+    atomic_text(report, "\n".join(lines) + "\n")
     data = {"budgets": dataclasses.asdict(budgets),
             "devices": [{"label": d.label, "source": d.source, "machine": d.machine, "reference_accuracy": d.reference,
                          "picked": d.pick.to_dict() if d.pick else None, "pick_error": d.pick_error,
                          "rows": [r.to_dict() for r in d.rows]} for d in devices]}
-    _atomic_text(out / "fleet.json", json.dumps(data, indent=2, default=str))
+    atomic_text(out / "fleet.json", json.dumps(data, indent=2, default=str))
     for k, d in enumerate(devices, 1):
         progress(f"device {k}: {d.label}: pick {d.pick.label + ' in ' + d.pick.runtime if d.pick else 'none: ' + str(d.pick_error)}")
     progress(f"fleet report: {report}")
