@@ -138,6 +138,9 @@ def print_table(results, file=None) -> None:
     file = file or sys.stdout
     for line in table_lines(results):
         print(line, file=file)
+    ds = rows(results)
+    for line in task_lines(ds, short_names(ds)):         # another task's figures in full (mAP@0.5, decode time, ...)
+        print(line.replace("**", "").replace("- ", "", 1), file=file)
     for d in rows(results):
         for msg in d.get("diagnostics") or []:
             print(f"note: {Path(d['model']).name} ({d['runtime']}, {d['threads']} thr): {msg}", file=file)

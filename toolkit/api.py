@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 
 from toolkit.arch import ArchSpec, get_arch
 from toolkit.backends import backend_for_file, get_backend
 from toolkit.data import Dataset, load_dataset
+from toolkit.data.dataset import ImageSet
 from toolkit.data.sources import recorded_folder, recorded_stand_in, stand_in_name
 from toolkit.errors import ModelError
 from toolkit.record import ArtifactRecord
@@ -29,6 +29,13 @@ def dataset_info(ds: Dataset) -> dict:
     return {"name": ds.name, "source": ds.source, "input_shape": list(ds.input_shape), "classes": ds.classes,
             "preprocessing": ds.preprocessing(), "notes": ds.notes, "fallback": ds.fallback,
             "test_sha256": ds.test_sha256()}
+
+
+OUTPUT_KIND = {"classification": "classes", "reconstruction": "reconstruction", "detection": "grid"}
+KIND_TEXT = {"classes": "outputs class scores", "reconstruction": "reconstructs its input",
+             "grid": "is a detector (grid head)"}
+TRAINS_TEXT = {"classes": "a classifier", "reconstruction": "an autoencoder (e.g. ae-fc, ae-conv)",
+               "grid": "a detector (e.g. tiny-det)"}
 
 
 @dataclass
@@ -55,14 +62,14 @@ def train(framework: str, arch: str | ArchSpec, data: str | Dataset, data_dir: s
     if t.objective is None:
         raise ModelError(f"task {t.name}: edgepack trains no models of this task (it has no training objective); "
                          "bring the model as an fp32 .onnx/.tflite file to export, bench and deploy it")
-    ds = t.view(data if isinstance(data, Dataset) else load_dataset(data, data_dir))
+    ds = t.view(data if isinstance(data, ImageSet) else load_dataset(data, data_dir))
     spec = arch if isinstance(arch, ArchSpec) else get_arch(arch, input_shape=ds.input_shape, num_classes=ds.num_classes)
     if tuple(spec.input_shape) != ds.input_shape:
         raise ModelError(f"architecture {spec.name} expects input {tuple(spec.input_shape)}, data {ds.name} has {ds.input_shape}")
-    reconstructs = spec.num_classes == int(np.prod(ds.input_shape))
-    if (t.objective == "reconstruction") != reconstructs:
-        raise ModelError(f"architecture {spec.name} {'reconstructs its input' if reconstructs else 'outputs ' + str(spec.num_classes) + ' values'}"
-                         f"; task {t.name} trains {'an autoencoder (e.g. ae-fc, ae-conv)' if t.objective == 'reconstruction' else 'a classifier'}")
+    kind, wanted = spec.output_kind(), OUTPUT_KIND[t.objective]
+    if kind != wanted:
+        raise ModelError(f"architecture {spec.name} {KIND_TEXT[kind]}; task {t.name} trains {TRAINS_TEXT[wanted]}")
+    targets = t.training_targets(ds, spec)
     cfg = config or TrainConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,7 +81,8 @@ def train(framework: str, arch: str | ArchSpec, data: str | Dataset, data_dir: s
               + ("" if t.name == "classification" else f", task {t.name} ({ds.notes[-1] if ds.notes else t.objective})"),
               flush=True)
     t0 = time.time()
-    hist = backend.fit(model, ds, cfg, verbose=verbose, loss_fn=loss_fn, objective=t.objective)
+    fit_ds = ds if targets is None else replace(ds, y_train=targets)
+    hist = backend.fit(model, fit_ds, cfg, verbose=verbose, loss_fn=loss_fn, objective=t.objective)
     train_seconds = time.time() - t0
     if t.objective == "classification":
         test_loss, test_acc = backend.evaluate(model, ds)
@@ -157,7 +165,7 @@ def dataset_for(loaded: Loaded, data=None, data_dir: str | None = None, preproce
     at training) read from `data_dir` (default: the folder recorded at training, when it still exists). Its input
     preprocessing: `preprocessing` ({"mean", "std", "scale"}, for a model file a user brings), else the one recorded
     with the model, else the data set's."""
-    if isinstance(data, Dataset):
+    if isinstance(data, ImageSet):
         return data.with_preprocessing(preprocessing)
     ds = _dataset_by_name(loaded, data, data_dir)
     rec = loaded.record.dataset if loaded.record else {}

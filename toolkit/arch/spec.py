@@ -100,8 +100,15 @@ class Residual:
     activation: str | None = "relu"
 
 
+@dataclass(frozen=True)
+class GridOutput:
+    """A detection head's output: the (H, W, K) map of the last convolution as (H * W, K), cells in row-major order
+    (y, then x), one row of K values per cell; the same layout from both frameworks (PyTorch permutes its NCHW map
+    first). K = 5 + classes: box centre offsets and sizes, objectness, class logits (`toolkit.tasks.detection`)."""
+
+
 Layer = Union[Conv, DepthwiseConv, SeparableConv, BatchNorm, Activation, MaxPool, AvgPool, GlobalAvgPool,
-              Dropout, Flatten, Dense, Residual]
+              Dropout, Flatten, Dense, Residual, GridOutput]
 LAYER_TYPES = {cls.__name__: cls for cls in Layer.__args__}  # type: ignore[attr-defined]
 
 
@@ -144,9 +151,20 @@ class ArchSpec:
         nodes: list[Node] = []
         self._walk(self.layers, tuple(self.input_shape), "", nodes)
         last = nodes[-1].out_shape if nodes else self.input_shape
-        if last != (self.num_classes,):
+        if self.output_kind() == "grid":
+            if last[1] != 5 + self.num_classes:
+                raise ModelError(f"architecture {self.name!r}: its grid head has {last[1]} values per cell, expected "
+                                 f"5 + {self.num_classes} classes")
+        elif last != (self.num_classes,):
             raise ModelError(f"architecture {self.name!r} ends in shape {last}, expected ({self.num_classes},)")
         return nodes
+
+    def output_kind(self) -> str:
+        """What the output is: "grid" (a detection head), "reconstruction" (the input's values), "classes"."""
+        if self.layers and isinstance(self.layers[-1], GridOutput):
+            return "grid"
+        h, w, c = self.input_shape
+        return "reconstruction" if self.num_classes == h * w * c else "classes"
 
     def _walk(self, layers, shape, prefix, nodes) -> tuple:
         for i, layer in enumerate(layers):
@@ -192,6 +210,10 @@ class ArchSpec:
             if body != short:
                 raise ModelError(f"{name}: residual branches disagree: body {body} vs shortcut {short}")
             return body
+        if isinstance(layer, GridOutput):
+            if not spatial:
+                raise ModelError(f"{name}: GridOutput needs a spatial (H, W, K) input, got {shape}")
+            return (shape[0] * shape[1], shape[2])
         if isinstance(layer, Dropout) and not 0 <= layer.rate < 1:
             raise ModelError(f"{name}: dropout rate must be in [0, 1)")
         return shape  # BatchNorm, Activation, Dropout
@@ -270,4 +292,4 @@ def iter_weighted(nodes: list[Node]) -> Iterator[Node]:
 
 
 __all__ = ["ArchSpec", "Node", "Conv", "DepthwiseConv", "SeparableConv", "BatchNorm", "Activation", "MaxPool",
-           "AvgPool", "GlobalAvgPool", "Dropout", "Flatten", "Dense", "Residual", "same_pads", "asdict"]
+           "AvgPool", "GlobalAvgPool", "Dropout", "Flatten", "Dense", "Residual", "GridOutput", "same_pads", "asdict"]

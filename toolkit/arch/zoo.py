@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 from toolkit.arch.spec import (ArchSpec, AvgPool, BatchNorm, Conv, Dense, DepthwiseConv, Dropout, Flatten,
-                               GlobalAvgPool, MaxPool, Residual, SeparableConv, Activation)
+                               GlobalAvgPool, GridOutput, MaxPool, Residual, SeparableConv, Activation)
 from toolkit.errors import OptionError
 
 _REGISTRY: dict[str, Callable[..., ArchSpec]] = {}
@@ -141,3 +141,13 @@ def ae_conv(input_shape=(28, 28, 1), num_classes=None) -> ArchSpec:
                     _cbr(16, stride=2) + _cbr(32, stride=2) + (Flatten(),) + _dense_bn_relu(32) + _dense_bn_relu(128)
                     + (Dense(size),),
                     "convolutional encoder, dense decoder; output: the input's values, flattened (H, W, C)")
+
+
+@register
+def tiny_det(input_shape=(96, 96, 1), num_classes=10) -> ArchSpec:
+    """edgepack's reference detector: five conv-bn-relu stages to stride 8 and a 1x1 grid head (one box per cell:
+    centre offset, size, objectness, class logits; decoded in the harness by `toolkit.tasks.detection`)."""
+    return ArchSpec("tiny-det", tuple(input_shape), num_classes,
+                    _cbr(16, stride=2) + _cbr(32, stride=2) + _cbr(64, stride=2) + _cbr(64) + _cbr(64)
+                    + (Conv(5 + num_classes, 1), GridOutput()),
+                    "single-scale anchor-free grid detector (stride 8); output (cells, 5 + classes)")

@@ -31,6 +31,46 @@ class ImageSet:
     def normalize(self, x: np.ndarray, layout: str = "NHWC") -> np.ndarray:
         return normalize(x, self.mean, self.std, layout, self.scale)
 
+    def preprocessing(self) -> dict:
+        """How raw uint8 pixels become model input; stored in every artifact record."""
+        return {"scale": self.scale, "mean": list(self.mean), "std": list(self.std), "layout_source": "NHWC"}
+
+    def with_preprocessing(self, pre: dict | None) -> "ImageSet":
+        """The same images for a model that expects other input: {"mean", "std", "scale"} (any of them; one value
+        applies to every channel). Used for model files users bring; the exports' records carry it."""
+        if not pre:
+            return self
+        c = self.input_shape[2]
+
+        def per_channel(key, default):
+            v = pre.get(key)
+            if v is None:
+                return tuple(default)
+            v = [float(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+            if len(v) not in (1, c):
+                raise OptionError(f"--{key} has {len(v)} values; {self.name} images have {c} channel(s)")
+            return tuple(v * c if len(v) == 1 else v)
+        mean, std = per_channel("mean", self.mean), per_channel("std", self.std)
+        scale = float(pre.get("scale") or self.scale)
+        if min(std) <= 0 or scale <= 0:
+            raise OptionError("--std values and --scale must be > 0")
+        if (mean, std, scale) == (tuple(self.mean), tuple(self.std), self.scale):
+            return self
+        return replace(self, mean=mean, std=std, scale=scale,
+                       notes=self.notes + [f"input preprocessing: x * {scale:g}, mean {list(mean)}, std {list(std)}"])
+
+    def present_classes(self) -> np.ndarray:
+        """The class indices that occur in the labels (train and test)."""
+        return np.unique(np.concatenate([self.y_train, self.y_test]))
+
+    def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Seeded, stratification-free train/validation split of the training indices."""
+        if not 0.0 <= val_fraction < 1.0:
+            raise OptionError(f"validation fraction must be in [0, 1), got {val_fraction}")
+        idx = np.random.default_rng(seed).permutation(len(self.y_train))
+        n_val = int(round(len(idx) * val_fraction))
+        return np.sort(idx[n_val:]), np.sort(idx[:n_val])
+
 
 @dataclass
 class Dataset(ImageSet):
@@ -73,42 +113,6 @@ class Dataset(ImageSet):
             what += " (OFFLINE STAND-IN, not the real data set)"
         return (f"data: {what}: {len(self.y_train):,} train / {len(self.y_test):,} test images, "
                 f"{self.num_classes} classes, test sha256 {self.test_sha256()[:12]}")
-
-    def preprocessing(self) -> dict:
-        """How raw uint8 pixels become model input; stored in every artifact record."""
-        return {"scale": self.scale, "mean": list(self.mean), "std": list(self.std), "layout_source": "NHWC"}
-
-    def with_preprocessing(self, pre: dict | None) -> "Dataset":
-        """The same images for a model that expects other input: {"mean", "std", "scale"} (any of them; one value
-        applies to every channel). Used for model files users bring; the exports' records carry it."""
-        if not pre:
-            return self
-        c = self.input_shape[2]
-
-        def per_channel(key, default):
-            v = pre.get(key)
-            if v is None:
-                return tuple(default)
-            v = [float(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
-            if len(v) not in (1, c):
-                raise OptionError(f"--{key} has {len(v)} values; {self.name} images have {c} channel(s)")
-            return tuple(v * c if len(v) == 1 else v)
-        mean, std = per_channel("mean", self.mean), per_channel("std", self.std)
-        scale = float(pre.get("scale") or self.scale)
-        if min(std) <= 0 or scale <= 0:
-            raise OptionError("--std values and --scale must be > 0")
-        if (mean, std, scale) == (tuple(self.mean), tuple(self.std), self.scale):
-            return self
-        return replace(self, mean=mean, std=std, scale=scale,
-                       notes=self.notes + [f"input preprocessing: x * {scale:g}, mean {list(mean)}, std {list(std)}"])
-
-    def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Seeded, stratification-free train/validation split of the training indices."""
-        if not 0.0 <= val_fraction < 1.0:
-            raise OptionError(f"validation fraction must be in [0, 1), got {val_fraction}")
-        idx = np.random.default_rng(seed).permutation(len(self.y_train))
-        n_val = int(round(len(idx) * val_fraction))
-        return np.sort(idx[n_val:]), np.sort(idx[:n_val])
 
     def calibration(self, n: int = 200, seed: int = 0, layout: str = "NHWC") -> np.ndarray:
         """N real training images, stratified by class and seeded, normalized, for quantization calibration."""

@@ -3,8 +3,9 @@ one in-memory form, letterboxed to the model's square input with the boxes mappe
 real MNIST digits on canvases, written in YOLO format by `make_digit_canvases` (no detection set can be downloaded on
 this project's machines; every figure from it must say so).
 
-In memory (`DetectionSet`): uint8 images (N, S, S, C) and, per image, an array (k, 5) of `[class, x1, y1, x2, y2]` in
-pixels of the letterboxed image: the layout `toolkit.tasks.detection_map` scores. Bad input is one line naming the
+In memory (`DetectionSet`): uint8 images (N, S, S, C) and, as its labels `y_train` / `y_test`, per image an array
+(k, 5) of `[class, x1, y1, x2, y2]` in pixels of the letterboxed image (a NumPy object array, so that every consumer
+of a data set indexes and batches them as it does class labels): the layout `toolkit.tasks.detection_map` scores. Bad input is one line naming the
 file (and line): a label outside its image, a class id beyond the class list, a malformed line, a COCO annotation whose
 image id is not among its images. An empty YOLO label file is an image without objects (YOLO's convention), counted.
 """
@@ -28,37 +29,73 @@ class DetectionSet(ImageSet):
     name: str
     source: str
     x_train: np.ndarray                     # uint8 (N, S, S, C), letterboxed
-    boxes_train: list                       # per image (k, 5) float32: class, x1, y1, x2, y2 (pixels)
+    y_train: np.ndarray                     # object (N,): per image (k, 5) float32: class, x1, y1, x2, y2 (pixels)
     x_test: np.ndarray
-    boxes_test: list
+    y_test: np.ndarray
     classes: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     notes: list[str] = field(default_factory=list)
     scale: float = 1 / 255.0
+    fallback: bool = False                  # never an offline stand-in (the derived set says what it is by its name)
+
+    def __post_init__(self):          # lists of per-image boxes become object arrays; a numeric array (a training
+        # view's dense targets, `Task.training_targets`) stays as it is
+        self.y_train, self.y_test = (y if isinstance(y, np.ndarray) and y.dtype != object else boxes_array(y)
+                                     for y in (self.y_train, self.y_test))
+
+    @property
+    def boxes_train(self) -> np.ndarray:
+        return self.y_train
+
+    @property
+    def boxes_test(self) -> np.ndarray:
+        return self.y_test
 
     def test_sha256(self) -> str:
-        h = hashlib.sha256(np.ascontiguousarray(self.x_test).tobytes())
-        for b in self.boxes_test:
-            h.update(np.ascontiguousarray(b, np.float32).tobytes() + b"|")
-        return h.hexdigest()
+        if getattr(self, "_test_sha", None) is None:
+            h = hashlib.sha256(np.ascontiguousarray(self.x_test).tobytes())
+            for b in self.y_test:
+                h.update(np.ascontiguousarray(b, np.float32).tobytes() + b"|")
+            self._test_sha = h.hexdigest()
+        return self._test_sha
+
+    def sha256(self) -> str:
+        if getattr(self, "_sha", None) is None:
+            h = hashlib.sha256(self.test_sha256().encode())
+            h.update(np.ascontiguousarray(self.x_train).tobytes())
+            for b in self.y_train:
+                h.update(np.ascontiguousarray(b, np.float32).tobytes() + b"|")
+            self._sha = h.hexdigest()
+        return self._sha
+
+    def present_classes(self) -> np.ndarray:
+        return np.unique(np.concatenate([b[:, 0] for b in (*self.y_train, *self.y_test)] or [np.zeros(0)]).astype(int))
 
     def _strata(self, boxes: list) -> np.ndarray:
         """Each image's most frequent class (-1: no object): what subsets are stratified by."""
         return np.array([int(np.bincount(b[:, 0].astype(int)).argmax()) if len(b) else -1 for b in boxes])
 
-    def test_subset(self, n: int | None = None, seed: int = 0) -> tuple[np.ndarray, list]:
-        idx = stratified_indices(self._strata(self.boxes_test), n, seed)
-        return self.x_test[idx], [self.boxes_test[i] for i in idx]
+    def test_subset(self, n: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        idx = stratified_indices(self._strata(self.y_test), n, seed)
+        return self.x_test[idx], self.y_test[idx]
 
     def calibration(self, n: int = 200, seed: int = 0, layout: str = "NHWC") -> np.ndarray:
-        idx = stratified_indices(self._strata(self.boxes_train), n, seed + 1)
+        idx = stratified_indices(self._strata(self.y_train), n, seed + 1)
         return self.normalize(self.x_train[idx], layout)
 
     def describe(self) -> str:
-        objects = sum(len(b) for b in self.boxes_test)
+        objects = sum(len(b) for b in self.y_test)
         return (f"data: {self.name} from {self.source}: {len(self.x_train):,} train / {len(self.x_test):,} test images "
                 f"({objects:,} test objects), {self.num_classes} classes, test sha256 {self.test_sha256()[:12]}")
+
+
+def boxes_array(boxes) -> np.ndarray:
+    """Per-image box arrays as a NumPy object array (k, 5) float32 each: indexable like class labels."""
+    out = np.empty(len(boxes), object)
+    for i, b in enumerate(boxes):
+        out[i] = np.asarray(b, np.float32).reshape(-1, 5)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- letterbox
@@ -132,11 +169,13 @@ def _yolo_classes(root: Path) -> list[str]:
     raise DataError(f"{root}: no classes.txt or data.yaml with names: (the class list of a YOLO data set)")
 
 
-def _yolo_split(root: Path, split: str, classes: list[str], size: int):
+def _yolo_split(root: Path, split: str, classes: list[str], size: int | None):
     img_dir, lab_dir = root / "images" / split, root / "labels" / split
     files = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if img_dir.is_dir() else []
     if not files:
         raise DataError(f"{img_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    if not lab_dir.is_dir():
+        raise DataError(f"{lab_dir}: no labels folder (YOLO format: labels/{split}/<image stem>.txt beside images/{split}/)")
     images, boxes, empty = [], [], 0
     for f in files:
         img = _read_image(f)
@@ -162,22 +201,32 @@ def _yolo_split(root: Path, split: str, classes: list[str], size: int):
                                 "centre, width and height must keep it within 0..1)")
             rows.append([c, x1 * w, y1 * h, x2 * w, y2 * h])
         empty += not rows
+        size = size or max(h, w)                    # not given: the first image's longer side
         out, s, pad = letterbox(img, size)
         images.append(out)
         boxes.append(map_boxes(np.array(rows, np.float32).reshape(-1, 5), s, pad))
+    if empty == len(files):
+        raise DataError(f"{lab_dir}: none of its {len(files)} label files holds an object (all empty or missing): "
+                        "not a detection set's labels")
     return _stack(images, str(img_dir)), boxes, empty
 
 
-def load_yolo(root: str | Path, size: int, name: str | None = None) -> DetectionSet:
+def is_yolo_folder(root: Path) -> bool:
+    return (root / "images" / "train").is_dir() and (root / "labels").is_dir()
+
+
+def load_yolo(root: str | Path, size: int | None = None, name: str | None = None) -> DetectionSet:
     """A YOLO-format set: `images/{train,val|test}/*`, `labels/<split>/<stem>.txt` (`class cx cy w h`, normalised),
-    class names in classes.txt or data.yaml; letterboxed to size x size."""
+    class names in classes.txt or data.yaml; letterboxed to size x size (default: the first image's longer side).
+    A missing or empty label file is an image without objects (YOLO's convention for background images), counted in
+    the notes; a split where every label file is empty is refused (a wrong labels folder, not a set of backgrounds)."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
     classes = _yolo_classes(root)
     test_split = next((s for s in ("test", "val") if (root / "images" / s).is_dir()), "val")
     x_tr, b_tr, e_tr = _yolo_split(root, "train", classes, size)
-    x_te, b_te, e_te = _yolo_split(root, test_split, classes, size)
+    x_te, b_te, e_te = _yolo_split(root, test_split, classes, size or x_tr.shape[1])
     return _finish(name or root.name, str(root), x_tr, b_tr, x_te, b_te, classes,
                    [f"YOLO format; test split '{test_split}'; images without objects: {e_tr} train, {e_te} test"])
 
@@ -213,18 +262,34 @@ def _coco_split(json_path: Path, images_dir: Path, size: int, classes: list[str]
     images, boxes = [], []
     for i in sorted(imgs):
         img = _read_image(images_dir / imgs[i]["file_name"])
+        size = size or max(img.shape[:2])
         out, s, pad = letterbox(img, size)
         images.append(out)
         boxes.append(map_boxes(np.array(per_image[i], np.float32).reshape(-1, 5), s, pad))
     return _stack(images, str(images_dir)), boxes, names
 
 
-def load_coco(train_json: str | Path, test_json: str | Path, images_dir: str | Path, size: int,
+def coco_files(root: Path) -> tuple[Path, Path, Path] | None:
+    """(train json, test json, images folder) of a folder laid out as COCO's: annotations/*train*.json and one
+    *val* or *test* json, images under images/ (or the folder itself); None when it is not laid out so."""
+    ann = root / "annotations"
+    if not ann.is_dir():
+        return None
+    jsons = sorted(ann.glob("*.json"))
+    train = [p for p in jsons if "train" in p.name]
+    test = [p for p in jsons if "test" in p.name] or [p for p in jsons if "val" in p.name]
+    if len(train) != 1 or len(test) != 1:
+        raise DataError(f"{ann}: expected one *train*.json and one *val*.json or *test*.json (COCO layout), found "
+                        f"{', '.join(p.name for p in jsons) or 'none'}")
+    return train[0], test[0], (root / "images" if (root / "images").is_dir() else root)
+
+
+def load_coco(train_json: str | Path, test_json: str | Path, images_dir: str | Path, size: int | None = None,
               name: str = "coco-json") -> DetectionSet:
     """A COCO-JSON set: one annotation file per split (`images`, `annotations` with xywh `bbox`, `categories`),
     image files under `images_dir` (by their `file_name`); crowd annotations are left out, as COCO's evaluation does."""
     x_tr, b_tr, classes = _coco_split(Path(train_json), Path(images_dir), size, None)
-    x_te, b_te, _ = _coco_split(Path(test_json), Path(images_dir), size, classes)
+    x_te, b_te, _ = _coco_split(Path(test_json), Path(images_dir), size or x_tr.shape[1], classes)
     return _finish(name, str(images_dir), x_tr, b_tr, x_te, b_te, classes, ["COCO JSON format"])
 
 

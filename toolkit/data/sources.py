@@ -326,6 +326,7 @@ class DatasetSpec:
     fallback: Callable[[], Dataset] | None = None
     fallback_text: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    derive: Callable[[Path | None], Dataset] | None = None   # made offline from another set (data folder or None)
 
 
 def _mnist_dir(p: Path) -> Dataset:
@@ -349,6 +350,34 @@ def _cifar_dir(p: Path) -> Dataset:
     return load_cifar_like("cifar10", p, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 
+CANVAS = {"n_train": 6000, "n_test": 1000, "size": 96, "seed": 0}     # the derived detection set, as published
+
+
+def _canvas_dir(p: Path):
+    """A YOLO-format folder, or one holding digit-canvas/, read as a detection set; else `p` locates MNIST to derive
+    the set from."""
+    from toolkit.data.detection import is_yolo_folder, load_yolo
+    for c in (p, p / "digit-canvas"):
+        if is_yolo_folder(c):
+            return load_yolo(c, name="digit-canvas")
+    return _derive_canvas(p)
+
+
+def _derive_canvas(mnist_dir: Path | None):
+    """The derived detection set (real MNIST digits on 96 px canvases, `detection.make_digit_canvases`), made once
+    per MNIST copy and cached; every record names it and its content hash."""
+    from toolkit.data.detection import load_yolo, make_digit_canvases
+    mnist = load_dataset("mnist", mnist_dir, allow_fallback=False, quiet=True)
+    if mnist.fallback:
+        raise DataError("digit-canvas is made from real MNIST; pass --data-dir with MNIST's IDX files")
+    key = hashlib.sha256(f"{mnist.test_sha256()}|{sorted(CANVAS.items())}".encode()).hexdigest()[:12]
+    dest = cache_dir() / "derived" / f"digit-canvas-{key}"
+    if not (dest / ".done").is_file():
+        note(f"digit-canvas: making the derived detection set from {mnist.source} into {dest} (once)")
+        _publish_dir(dest, lambda tmp: make_digit_canvases(mnist, tmp, **CANVAS))
+    return load_yolo(dest, name="digit-canvas")
+
+
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec("mnist", "MNIST handwritten digits, 28x28x1, 10 classes (IDX files)", _mnist_dir,
                          ("mnist", "MNIST", "MNIST/raw"), download_mnist, sklearn_digits_as_mnist,
@@ -356,6 +385,9 @@ DATASETS: dict[str, DatasetSpec] = {
     "cifar10": DatasetSpec("cifar10", "CIFAR-10, 32x32x3, 10 classes (python batches or image-folder tree/tarball)",
                            _cifar_dir, ("cifar10", "cifar-10-batches-py", "cifar10-jpeg.tar.gz", "cifar-10-python.tar.gz"),
                            download_cifar10),
+    "digit-canvas": DatasetSpec("digit-canvas", "object detection, DERIVED offline: real MNIST digits, 1-5 per 96x96 "
+                                "canvas, YOLO format (made from MNIST on first use; not a detection benchmark)",
+                                _canvas_dir, ("digit-canvas",), derive=_derive_canvas),
 }
 
 
@@ -402,7 +434,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, allow_
         ds = DATASETS[STAND_INS[name]].fallback()
     else:
         ds = _load_dataset(name, data_dir, allow_download=allow_download, allow_fallback=allow_fallback)
-    present = np.unique(np.concatenate([ds.y_train, ds.y_test]))
+    present = ds.present_classes()
     if ds.num_classes < 2 or len(present) < 2:
         raise DataError(f"{ds.source}: {len(present)} class found; a classifier needs at least two")
     if not quiet:
@@ -421,9 +453,15 @@ def _load_dataset(name: str, data_dir, *, allow_download: bool, allow_fallback: 
             return spec.load_dir(target)
         if d.is_dir() and _looks_like_idx(d):
             return load_idx_dir(name, d)
+        from toolkit.data.detection import coco_files, is_yolo_folder, load_coco, load_yolo
+        if d.is_dir() and is_yolo_folder(d):
+            return load_yolo(d, name=name)
+        if d.is_dir() and coco_files(d):
+            return load_coco(*coco_files(d), name=name)
         if d.is_dir() and (d / "train").is_dir():
             return load_image_tree(name, d)
-        raise DataError(f"{d}: unknown data set {name!r} and the folder holds neither IDX files nor train/<class>/ images "
+        raise DataError(f"{d}: unknown data set {name!r} and the folder holds neither IDX files, train/<class>/ images, "
+                        "a YOLO set (images/train, labels/train) nor a COCO one (annotations/*train*.json) "
                         f"(built-in: {', '.join(DATASETS)})")
     if spec is None:
         raise DataError(f"unknown data set {name!r}: use one of {', '.join(DATASETS)} or pass --data-dir with IDX files or train/<class>/ images")
@@ -435,6 +473,8 @@ def _load_dataset(name: str, data_dir, *, allow_download: bool, allow_fallback: 
         p = _locate(spec, Path(env))
         if p is not None:
             return spec.load_dir(p)
+    if spec.derive is not None:
+        return spec.derive(None)
     cached = cache_dir() / "data" / spec.name
     if cached.exists() and any(cached.iterdir()):
         try:

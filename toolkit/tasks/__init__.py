@@ -8,7 +8,7 @@ import importlib
 from toolkit.errors import ModelError, OptionError
 from toolkit.tasks.base import Task, match_outputs, matched, output_shapes, renamed
 
-TASK_MODULES = ("toolkit.tasks.classification", "toolkit.tasks.raw", "toolkit.tasks.anomaly")
+TASK_MODULES = ("toolkit.tasks.classification", "toolkit.tasks.raw", "toolkit.tasks.anomaly", "toolkit.tasks.detection")
 DEFAULT = "classification"
 
 _REGISTRY: dict[str, type] = {}

@@ -29,7 +29,8 @@ class Task:
     options: tuple[str, ...] = ()      # keys of its spec besides "name" (recorded with every artifact)
     top1: bool = False                 # outputs are class scores, the prediction their argmax: top-1 agreement,
                                        # distillation, compression fine-tunes and the mixed-precision search apply
-    objective: str | None = None       # what training minimises (Framework.fit): classification, reconstruction; None:
+    objective: str | None = None       # what training minimises (Framework.fit): classification, reconstruction,
+                                       # detection (an architecture whose ArchSpec.output_kind() fits it); None:
                                        # edgepack does not train models of this task (they come as files)
 
     def __init__(self, **options):
@@ -50,6 +51,11 @@ class Task:
     def view(self, ds):
         """The data set as this task reads it (a one-class set-up, say); the data set itself by default."""
         return ds
+
+    def training_targets(self, ds, spec) -> np.ndarray | None:
+        """What training fits for architecture `spec` when it is not the data set's labels (detection: per-cell
+        targets of the boxes); None: the labels themselves (or, for reconstruction, the inputs)."""
+        return None
 
     # ------------------------------------------------------------ outputs
     def check_outputs(self, shapes: dict[str, tuple], ds, where: str) -> None:

@@ -53,8 +53,13 @@ def _match(gt: np.ndarray, dt: np.ndarray, thr: float) -> np.ndarray:
 
 def average_precision(scores: np.ndarray, hits: np.ndarray, n_gt: int) -> float:
     """COCO's 101-point interpolated AP of one class at one IoU threshold."""
+    return float(precision_curve(scores, hits, n_gt).mean())
+
+
+def precision_curve(scores: np.ndarray, hits: np.ndarray, n_gt: int) -> np.ndarray:
+    """The interpolated precision at COCO's 101 recall points (0 beyond the highest recall reached)."""
     if n_gt == 0:
-        return float("nan")
+        return np.full(len(RECALL_POINTS), np.nan)
     order = np.argsort(-scores, kind="mergesort")
     tp = np.cumsum(hits[order])
     fp = np.cumsum(~hits[order])
@@ -62,17 +67,18 @@ def average_precision(scores: np.ndarray, hits: np.ndarray, n_gt: int) -> float:
     precision = tp / (tp + fp + np.spacing(1))
     precision = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
     idx = np.searchsorted(recall, RECALL_POINTS, side="left")
-    sampled = np.array([precision[i] if i < len(precision) else 0.0 for i in idx])
-    return float(sampled.mean())
+    return np.array([precision[i] if i < len(precision) else 0.0 for i in idx])
 
 
 def mean_average_precision(gts: list[np.ndarray], dets: list[np.ndarray], num_classes: int,
-                           max_dets: int = 100) -> dict:
-    """{"map50", "map" (0.5:0.95), "per_class" (AP 0.5:0.95 per class, NaN without ground truth), "gt", "dets"}."""
+                           max_dets: int = 100, curves: bool = False) -> dict:
+    """{"map50", "map" (0.5:0.95), "per_class" (AP 0.5:0.95 per class, NaN without ground truth), "gt", "dets"};
+    `curves`: also "pr50", the precision at the 101 recall points at IoU 0.5, averaged over the classes present."""
     if len(gts) != len(dets):
         raise ValueError(f"{len(gts)} images of ground truth, {len(dets)} of detections")
     dets = [d[np.argsort(-d[:, 5], kind="mergesort")][:max_dets] if len(d) else np.zeros((0, 6)) for d in dets]
     ap = np.full((len(IOU_THRESHOLDS), num_classes), np.nan)
+    pr50 = np.full((num_classes, len(RECALL_POINTS)), np.nan)
     for c in range(num_classes):
         n_gt = int(sum((g[:, 0] == c).sum() for g in gts))
         if n_gt == 0:
@@ -85,10 +91,14 @@ def mean_average_precision(gts: list[np.ndarray], dets: list[np.ndarray], num_cl
                     continue
                 hits.append(_match(gc, dc[:, 1:5], thr))
                 scores.append(dc[:, 5])
-            ap[t, c] = average_precision(np.concatenate(scores) if scores else np.zeros(0),
-                                         np.concatenate(hits) if hits else np.zeros(0, bool), n_gt)
+            curve = precision_curve(np.concatenate(scores) if scores else np.zeros(0),
+                                    np.concatenate(hits) if hits else np.zeros(0, bool), n_gt)
+            ap[t, c] = float(curve.mean())
+            if t == 0:
+                pr50[c] = curve
     present = ~np.isnan(ap[0])
-    return {"map50": float(np.mean(ap[0, present])) if present.any() else float("nan"),
+    extra = {"pr50": [round(float(v), 5) for v in np.nanmean(pr50[present], 0)]} if curves and present.any() else {}
+    return {**extra, "map50": float(np.mean(ap[0, present])) if present.any() else float("nan"),
             "map": float(np.mean(ap[:, present])) if present.any() else float("nan"),
             "per_class": [float(v) for v in np.nanmean(ap, axis=0)] if present.any() else [float("nan")] * num_classes,
             "gt": int(sum(len(g) for g in gts)), "dets": int(sum(len(d) for d in dets))}

@@ -55,6 +55,8 @@ def _apply(node: S.Node, x, nodes_by_parent):
         return L_.Dropout(L.rate, name=nm)(x)
     if isinstance(L, S.Flatten):
         return L_.Flatten(name=nm)(x)
+    if isinstance(L, S.GridOutput):
+        return L_.Reshape(node.out_shape, name=nm)(x)
     if isinstance(L, S.Dense):
         return L_.Dense(L.units, activation=L.activation, use_bias=L.bias, name=nm)(x)
     if isinstance(L, S.Residual):

@@ -7,6 +7,7 @@ import numpy as np
 
 from toolkit.backends.keras.model import keras, predict, tf
 from toolkit.data import Dataset
+from toolkit.tasks.detection import grid_loss_numpy
 from toolkit.train import History, TrainConfig, run_epochs
 
 # loss_fn(logits, labels, inputs) -> scalar tensor; distillation plugs in here
@@ -46,6 +47,22 @@ def reconstruction_loss(out, y, x):
     return tf.reduce_mean(tf.square(tf.reshape(out, [n, -1]) - tf.reshape(x, [n, -1])))
 
 
+def grid_loss(out, t, x):
+    """A grid detection head's loss on per-cell targets (N, cells, 6): `toolkit.tasks.detection.grid_loss_numpy`
+    in TensorFlow (the tests hold the two equal)."""
+    m = t[..., 0]
+    sig = tf.nn.sigmoid_cross_entropy_with_logits
+    obj = tf.reduce_sum(sig(labels=m, logits=out[..., 4]))
+    xy = tf.reduce_sum(tf.reduce_sum(sig(labels=t[..., 1:3], logits=out[..., 0:2]), -1) * m)
+    wh = tf.reduce_sum(tf.reduce_sum(tf.square(out[..., 2:4] - t[..., 3:5]), -1) * m)
+    ce = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(t[..., 5], tf.int32),
+                                                                      logits=out[..., 5:]) * m)
+    return (obj + xy + wh + ce) / tf.cast(tf.shape(out)[0], tf.float32)
+
+
+OBJECTIVE_LOSSES = {"reconstruction": reconstruction_loss, "detection": grid_loss}
+
+
 def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, verbose: bool = True,
         callbacks: list | None = None, extra_parameters: list | None = None, objective: str = "classification") -> History:
     """Train in place. `loss_fn(logits, y, x)` replaces cross-entropy; `extra_parameters` (variables) are
@@ -67,7 +84,7 @@ def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, 
             print(f"note: {model.name} ends in a softmax: trained with cross-entropy on probabilities", flush=True)
     labels = objective == "classification"
     ce = _cross_entropy(model, cfg.label_smoothing)
-    loss_fn = loss_fn or ((lambda logits, y, x: ce(y, logits)) if labels else reconstruction_loss)
+    loss_fn = loss_fn or ((lambda logits, y, x: ce(y, logits)) if labels else OBJECTIVE_LOSSES[objective])
 
     @tf.function(reduce_retracing=True)
     def train_step(x, y):
@@ -79,6 +96,8 @@ def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, 
         variables = model.trainable_variables + list(extra_parameters or [])
         grads = tape.gradient(loss, variables)
         opt.apply_gradients(zip(grads, variables))
+        if not labels:
+            return loss, tf.constant(0, tf.int64)
         return loss, tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int64), y), tf.int64))
 
     def step(xb, yb, lr):
@@ -86,7 +105,9 @@ def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, 
         loss, corr = train_step(tf.constant(xb), tf.constant(yb))
         return float(loss), int(corr) if labels else None
     validate = ((lambda idx: evaluate(model, ds, idx, split="train")) if labels else
-                (lambda idx: (reconstruction_error(model, ds, idx, split="train"), None)))
+                (lambda idx: (reconstruction_error(model, ds, idx, split="train"), None)) if objective == "reconstruction"
+                else (lambda idx: (grid_loss_numpy(predict(model, ds.normalize(ds.x_train[idx], "NHWC")), ds.y_train[idx]),
+                                   None)))
 
     def run():
         return run_epochs(model, ds, cfg, "NHWC", step=step, validate=validate,

@@ -62,6 +62,12 @@ class GlobalAvgPool(nn.Module):
         return x.mean(dim=(2, 3))
 
 
+class GridOutput(nn.Module):
+    """(N, K, H, W) -> (N, H * W, K), cells row-major: the layout Keras' Reshape of its NHWC map gives."""
+    def forward(self, x):
+        return x.permute(0, 2, 3, 1).reshape(x.shape[0], x.shape[2] * x.shape[3], x.shape[1])
+
+
 class ResidualBlock(nn.Module):
     def __init__(self, body: nn.Module, shortcut: nn.Module, activation):
         super().__init__()
@@ -109,6 +115,8 @@ def _module(node: S.Node, children: dict) -> nn.Module:
         return nn.Dropout(L.rate)
     if isinstance(L, S.Flatten):
         return nn.Flatten()
+    if isinstance(L, S.GridOutput):
+        return GridOutput()
     if isinstance(L, S.Dense):
         return DenseAct(shp[0], L.units, bias=L.bias, activation=L.activation)
     if isinstance(L, S.Residual):

@@ -11,6 +11,7 @@ from torch import nn
 
 from toolkit.backends.torch.model import predict, to_input
 from toolkit.data import Dataset
+from toolkit.tasks.detection import grid_loss_numpy
 from toolkit.train import History, TrainConfig, run_epochs
 
 # loss_fn(logits, labels, inputs) -> scalar tensor; distillation plugs in here
@@ -30,6 +31,23 @@ def reconstruction_loss(out: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> 
     return F.mse_loss(out.reshape(len(x), -1), x.permute(0, 2, 3, 1).reshape(len(x), -1))
 
 
+def grid_loss(out: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A grid detection head's loss on per-cell targets (N, cells, 6): `toolkit.tasks.detection.grid_loss_numpy`
+    in torch (the tests hold the two equal)."""
+    m = t[..., 0]
+    bce = F.binary_cross_entropy_with_logits
+    obj = bce(out[..., 4], m, reduction="sum")
+    xy = (bce(out[..., 0:2], t[..., 1:3], reduction="none").sum(-1) * m).sum()
+    wh = (((out[..., 2:4] - t[..., 3:5]) ** 2).sum(-1) * m).sum()
+    logits = out[..., 5:]
+    ce = (F.cross_entropy(logits.reshape(-1, logits.shape[-1]), t[..., 5].long().reshape(-1), reduction="none")
+          .reshape(m.shape) * m).sum()
+    return (obj + xy + wh + ce) / len(out)
+
+
+OBJECTIVE_LOSSES = {"reconstruction": reconstruction_loss, "detection": grid_loss}
+
+
 def train_step(model: nn.Module, cfg: TrainConfig, *, loss_fn: LossFn | None = None,
                extra_parameters: list | None = None,
                objective: str = "classification") -> Callable[[np.ndarray, np.ndarray, float], tuple[float, int]]:
@@ -39,7 +57,7 @@ def train_step(model: nn.Module, cfg: TrainConfig, *, loss_fn: LossFn | None = N
     model.to(memory_format=torch.channels_last)
     opt = _optimizer(model, cfg, extra_parameters or ())
     labels = objective == "classification"
-    loss_fn = loss_fn or (reconstruction_loss if not labels else
+    loss_fn = loss_fn or (OBJECTIVE_LOSSES[objective] if not labels else
                           (lambda logits, y, x: F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)))
     bf16 = resolve_precision(cfg.precision) == "bf16"
 
@@ -88,7 +106,9 @@ def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | No
               f"and exports stay float32", flush=True)
     step = train_step(model, cfg, loss_fn=loss_fn, extra_parameters=extra_parameters, objective=objective)
     validate = ((lambda idx: evaluate(model, ds, idx, split="train")) if objective == "classification" else
-                (lambda idx: (reconstruction_error(model, ds, idx, split="train"), None)))
+                (lambda idx: (reconstruction_error(model, ds, idx, split="train"), None)) if objective == "reconstruction"
+                else (lambda idx: (grid_loss_numpy(predict(model, ds.normalize(ds.x_train[idx], "NCHW")), ds.y_train[idx]),
+                                   None)))
     hist = run_epochs(model, ds, cfg, "NCHW", step=step, validate=validate,
                       snapshot=lambda: copy.deepcopy(model.state_dict()), restore=model.load_state_dict,
                       callbacks=callbacks, verbose=verbose)
