@@ -34,7 +34,7 @@ def test_param_counts_and_shapes_match_across_frameworks(name, backends):
         key, value = EXPECTED[name]
         assert counted[key] == value
     x = np.zeros((2, *spec.input_shape), np.float32)
-    assert T.predict(tm, x.transpose(0, 3, 1, 2)).shape == K.predict(km, x).shape == (2, spec.num_classes)
+    assert T.predict(tm, x.transpose(0, 3, 1, 2)).shape == K.predict(km, x).shape == (2, *spec.output_shape())
 
 
 def test_depthwise_separable_student_uses_separable_layers():
@@ -88,11 +88,13 @@ def _assert_transfer_exact(spec, backends, x, tol=1e-4):
     assert np.abs(T.predict(back, x.transpose(0, 3, 1, 2)) - a).max() < tol
 
 
-@pytest.mark.parametrize("name", ["mnist-tutorial", "cifar-base", "cifar-ds-student", "resnet8"])
+@pytest.mark.parametrize("name", ["mnist-tutorial", "cifar-base", "cifar-ds-student", "resnet8", "tiny-det"])
 def test_weight_transfer_on_real_images(name, backends, mnist):
     spec = get_arch(name)
     if spec.input_shape == (28, 28, 1):
         x = mnist.normalize(mnist.x_test[:64])
+    elif spec.input_shape == (96, 96, 1):   # a detector: real digits padded onto 96 px canvases, off-centre
+        x = np.pad(mnist.normalize(mnist.x_test[:16]), ((0, 0), (10, 58), (40, 28), (0, 0)))
     else:  # real CIFAR-shaped input from real MNIST digits, tiled to RGB and resized by padding
         x = np.repeat(np.pad(mnist.normalize(mnist.x_test[:64]), ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=-1)
     _assert_transfer_exact(spec, backends, x)

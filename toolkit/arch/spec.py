@@ -159,6 +159,10 @@ class ArchSpec:
             raise ModelError(f"architecture {self.name!r} ends in shape {last}, expected ({self.num_classes},)")
         return nodes
 
+    def output_shape(self) -> tuple:
+        """One sample's output shape: (classes,), (values,) of a reconstruction, or (cells, 5 + classes)."""
+        return self.walk()[-1].out_shape if self.layers else tuple(self.input_shape)
+
     def output_kind(self) -> str:
         """What the output is: "grid" (a detection head), "reconstruction" (the input's values), "classes"."""
         if self.layers and isinstance(self.layers[-1], GridOutput):

@@ -238,6 +238,7 @@ def _report(out: Path, rows, best, budgets, reference, info, attributions, headi
             failure: str = "") -> Path:
     from benchmarks.machine import cpu_label
     from exporters.mixed import attribution_table
+    from toolkit.tasks import get_task
     m = info["machine"]
     where = f"{m.get('cpu')} ({', '.join(m.get('isa') or []) or m.get('arch')})" if m else cpu_label()
     plot = pareto_plot(rows, out / "pareto.png", f"{heading}: p50 vs size on {where}, {info['threads']} thread(s)")
@@ -245,11 +246,11 @@ def _report(out: Path, rows, best, budgets, reference, info, attributions, headi
              f"- measured on: **{where}**, ONNX Runtime int8 kernel class `{m.get('ort_int8_kernel_class')}`; "
              f"{info['threads']} thread(s); {info.get('timing') or 'timing settings not recorded'}",
              f"- task: {(info.get('task') or {}).get('name', 'classification')}"
-             + (f"; its quality figure, written as a percentage in this report: {info['metric']}" if info.get("metric") not in
+             + (f"; its quality figure: {info['metric']}" if info.get("metric") not in
                 (None, "accuracy") else "; no quality figure: every candidate verified output by output" if
                 info.get("task") and not info.get("metric") else ""),
              f"- budgets: {budgets.describe(info.get('metric', 'accuracy'))}; preference: {budgets.prefer}",
-             f"- fp32 reference {info.get('metric') or 'accuracy'}: {reference:.2f}% "
+             f"- fp32 reference: {get_task(info.get('task')).format_figure(reference / 100)} "
              f"({info.get('reference_from') or 'the fp32 ONNX in ONNX Runtime'}, same run)" if reference is not None
              else "- fp32 reference: no quality figure (task without one)" if info.get("task") and not info.get("metric")
              else "- fp32 reference accuracy: not measured",
