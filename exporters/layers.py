@@ -138,3 +138,46 @@ def nodes_of(where: dict[str, list[str]], wanted: list[Layer]) -> list[str]:
         raise ModelError(f"layer(s) {', '.join(missing)} of the source match no compute op of the TFLite file one to "
                          "one (the converter fused, split or reordered them); cannot keep them float there")
     return [n for layer in wanted for n in where[layer.name]]
+
+
+# ---------------------------------------------------------------- the output tail (a detector's decode head)
+ONNX_COMPUTE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def onnx_tail(path: str | Path) -> list[str]:
+    """Names of the ONNX nodes after the last compute layers: walking back from every graph output through nodes that
+    are not convolutions or matrix products (concatenations, reshapes, sigmoid, the grid arithmetic of a decode
+    head), stopping at the first compute node on each path."""
+    import onnx
+    g = onnx.load(str(path), load_external_data=False).graph
+    producer = {out: n for n in g.node for out in n.output}
+    tail, stack, seen = [], [o.name for o in g.output], set()
+    while stack:
+        n = producer.get(stack.pop())
+        if n is None or id(n) in seen or n.op_type in ONNX_COMPUTE:
+            continue
+        seen.add(id(n))
+        tail.append(n.name)
+        stack.extend(i for i in n.input if i)
+    return tail
+
+
+def tflite_tail(data: bytes) -> list[str]:
+    """The same tail in a .tflite file: output tensor names (the converter's node names) of the ops after the last
+    CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED on every path to an output (QUANTIZE/DEQUANTIZE left out)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    it = Interpreter(model_content=data, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    names = {d["index"]: d["name"] for d in it.get_tensor_details()}
+    ops = it._get_ops_details()
+    producer = {t: op for op in ops for t in op["outputs"]}
+    tail, stack, seen = [], [d["index"] for d in it.get_output_details()], set()
+    while stack:
+        op = producer.get(stack.pop())
+        if op is None or op["index"] in seen or op["op_name"] in TFLITE_COMPUTE:
+            continue
+        seen.add(op["index"])
+        if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE"):
+            tail.append(names[op["outputs"][0]])
+        stack.extend(i for i in op["inputs"] if i >= 0)
+    return tail

@@ -11,8 +11,11 @@ def input_layout(onnx_path: Path, hwc) -> tuple[str, str]:
     import onnx
     m = onnx.load(str(onnx_path), load_external_data=False)
     inp = m.graph.input[0]
-    dims = tuple(d.dim_value for d in inp.type.tensor_type.shape.dim[1:])
-    return inp.name, ("NCHW" if dims == (hwc[2], hwc[0], hwc[1]) and dims != tuple(hwc) else "NHWC")
+    dims = tuple(d.dim_value or -1 for d in inp.type.tensor_type.shape.dim[1:])     # -1: a dynamic size
+    h, w, c = hwc
+    nhwc = dims == (h, w, c) or (len(dims) == 3 and dims[2] == c and -1 in dims[:2])
+    nchw = dims == (c, h, w) or (len(dims) == 3 and dims[0] == c and -1 in dims[1:])
+    return inp.name, ("NCHW" if nchw and not nhwc else "NHWC")
 
 
 class OnnxExporter(Exporter):

@@ -130,8 +130,9 @@ class OnnxInt8StaticExporter(Exporter):
         # (vpmaddubsw); 7-bit weights (ORT's reduce_range) keep every pair sum in range, so the file computes
         # the same integers on every CPU class. Full-range weights only for a target known to accumulate in int32.
         seven_bit = "u8s8-sat16" in TARGETS[opts.target]
-        from exporters.layers import onnx_layers, resolve
+        from exporters.layers import onnx_layers, onnx_tail, resolve
         floats = resolve(onnx_layers(src), opts.float_layers) if opts.float_layers else []
+        tail = onnx_tail(src) if opts.float_tail(ctx.task) else []
         try:
             fell_back: list[str] = []
 
@@ -140,7 +141,7 @@ class OnnxInt8StaticExporter(Exporter):
                     quantize_static(str(src), str(out), ArrayCalibrationReader(name, calib), quant_format=QuantFormat.QDQ,
                                     per_channel=opts.per_channel, weight_type=QuantType.QInt8, reduce_range=seven_bit,
                                     activation_type=QuantType.QUInt8 if opts.onnx_activations == "uint8" else QuantType.QInt8,
-                                    calibrate_method=calibrate_method, nodes_to_exclude=[f.node for f in floats],
+                                    calibrate_method=calibrate_method, nodes_to_exclude=[f.node for f in floats] + tail,
                                     extra_options={"CalibTensorRangeSymmetric": False})
                 fell_back[:] = names
             quantize(path, method)
@@ -159,7 +160,7 @@ class OnnxInt8StaticExporter(Exporter):
         return {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ", "activations": opts.onnx_activations, "names": compact,
                 "weights": f"int8 {'per-channel' if opts.per_channel else 'per-tensor'}, {bits} range",
                 "per_tensor_fallbacks": fell_back,
-                "target": opts.target, "reduce_range": seven_bit, "float_layers": [f.name for f in floats],
+                "target": opts.target, "reduce_range": seven_bit, "float_layers": [f.name for f in floats], "float_tail": tail,
                 "calibration": {"method": opts.calibration_method, "samples": len(calib), "split": "train, stratified",
                                 "seed": opts.seed, "same_ranges_as_minmax": same_as_minmax}, "qdq_nodes": _count_qdq(path)}
 

@@ -109,6 +109,7 @@ def onnx2tf_convert(ctx: ExportContext) -> Path:
     std = np.asarray(ds.std, np.float32).reshape(1, 1, 1, c) / to01
     from exporters.onnx_fp32 import input_layout
     in_name, layout = input_layout(src, ds.input_shape)
+    _fix_spatial_dims(src, in_name, (1, c, h, w) if layout == "NCHW" else (1, h, w, c))
     # an NHWC graph (from tf2onnx) must be declared as such, or onnx2tf reads (N, H, W, C) as (N, C, H, W)
     keep_nhwc = [in_name] if layout == "NHWC" else None
     # onnx2tf runs `onnxsim` from PATH, which lacks the venv's bin/ when the venv is not activated: only then is it
@@ -134,6 +135,26 @@ def onnx2tf_convert(ctx: ExportContext) -> Path:
             os.environ["PATH"] = env_path
     ctx.produced[key] = work / "out"
     return work / "out"
+
+
+def _fix_spatial_dims(src: Path, in_name: str, shape: tuple) -> None:
+    """An ONNX whose image size is dynamic (Ultralytics' `dynamic=True` exports: its decode head builds its anchor
+    grid from Shape ops) leaves onnx2tf ops it can only run as TensorFlow Flex ops, and no full-integer file. Fixed to
+    one image of the data set's size and simplified (onnxsim folds those shapes into constants), it converts whole."""
+    import onnx
+    m = onnx.load(str(src))
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    if all(d.dim_value > 0 for d in list(dims)[1:]):
+        return
+    import onnxsim
+    try:
+        simple, ok = onnxsim.simplify(m, overwrite_input_shapes={in_name: list(shape)})
+    except Exception as e:          # noqa: BLE001 - onnxsim raises what its checker or runtime raised
+        raise ModelError(f"{src.name}: its input size is dynamic and fixing it to {list(shape)} failed: "
+                         f"{first_line(e)}") from None
+    if not ok:
+        raise ModelError(f"{src.name}: its input size is dynamic and the graph fixed to {list(shape)} did not check")
+    onnx.save(simple, str(src))
 
 
 def via_onnx2tf(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
@@ -172,7 +193,7 @@ def mixed_int8(ctx: ExportContext) -> tuple[bytes, dict]:
     """Full-integer TFLite with the `keep_float` layers left in float (TensorFlow's selective quantization), on
     either route: the Keras converter, or a TFLiteConverter on the SavedModel onnx2tf writes. The file's compute
     ops are matched to the source's layers (exporters.layers) on a full-int8 conversion first."""
-    from exporters.layers import match_tflite, nodes_of, onnx_layers, resolve, tflite_compute_ops
+    from exporters.layers import match_tflite, nodes_of, onnx_layers, resolve, tflite_compute_ops, tflite_tail
     opts = ctx.options
     layers = onnx_layers(ctx.fp32_onnx())
     wanted = resolve(layers, opts.float_layers)             # a name error before any conversion
@@ -201,10 +222,13 @@ def mixed_int8(ctx: ExportContext) -> tuple[bytes, dict]:
     key = (f"tflite-nodes:{route}:{opts.io_dtype}:{opts.per_channel}:{dense_per_channel(opts, 'int8')}:"
            f"{opts.calibration_samples}:{opts.seed}")
     if key not in ctx.produced:                              # node names of a full-int8 conversion, once per context
-        ctx.produced[key] = match_tflite(layers, tflite_compute_ops(run(())[0]))
-    nodes = nodes_of(ctx.produced[key], wanted)
+        full = run(())[0]
+        ctx.produced[key] = (match_tflite(layers, tflite_compute_ops(full)), tflite_tail(full))
+    where, tail_nodes = ctx.produced[key]
+    tail = tail_nodes if opts.float_tail(ctx.task) else []
+    nodes = nodes_of(where, wanted) + [n for n in tail if n not in nodes_of(where, wanted)]
     data, details = run(nodes)
-    details.update(float_layers=[layer.name for layer in wanted], float_nodes=nodes,
+    details.update(float_layers=[layer.name for layer in wanted], float_nodes=nodes, float_tail=tail,
                    calibration={"samples": len(calib), "split": "train", "seed": opts.seed})
     return data, details
 
@@ -244,7 +268,7 @@ class _TFLiteExporter(Exporter):
 
     def export(self, ctx: ExportContext, path: Path) -> dict:
         route = route_for(ctx)
-        if self.mode == "int8" and ctx.options.float_layers:
+        if self.mode == "int8" and (ctx.options.float_layers or ctx.options.float_tail(ctx.task)):
             data, details = mixed_int8(ctx)
         else:
             data, details = (via_converter if route == "converter" else via_onnx2tf)(ctx, self.mode)

@@ -231,3 +231,64 @@ def test_detection_bad_input_is_one_line_and_keeps_earlier_results(detector, can
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "none of its 1 label files holds an object" in r.stderr.strip().splitlines()[-1]
     assert (keep / "model.onnx").read_bytes() == before
+
+
+# ---------------------------------------------------------------- a user's YOLO-style file: decode head in the graph
+@pytest.fixture(scope="module")
+def yolo_like(tmp_path_factory):
+    """An Ultralytics-style detector file: box and class convolutions, the decode head in the graph (anchor grid from
+    the input's dynamic size, sigmoid, stride arithmetic, one concatenation of pixels and probabilities), exported
+    with a dynamic image size as Ultralytics' `dynamic=True` does."""
+    import torch
+    from torch import nn
+
+    class Yolo(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(1, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU(),
+                                      nn.Conv2d(16, 16, 3, 2, 1), nn.ReLU())
+            self.box, self.cls = nn.Conv2d(16, 4, 1), nn.Conv2d(16, 10, 1)
+
+        def forward(self, x):
+            f = self.body(x)
+            n, _, h, w = f.shape
+            stride = x.shape[2] / h
+            gy, gx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                                    indexing="ij")
+            grid = torch.stack([gx, gy]).reshape(1, 2, -1) + 0.5
+            b = self.box(f).reshape(n, 4, -1)
+            xy = (grid + torch.tanh(b[:, :2])) * stride
+            wh = torch.exp(b[:, 2:].clamp(-4, 3)) * stride
+            return torch.cat([xy, wh, torch.sigmoid(self.cls(f).reshape(n, 10, -1))], 1)
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("yolo")
+    torch.onnx.export(Yolo().eval(), (torch.zeros(1, 1, 96, 96),), str(d / "yolo.onnx"), input_names=["images"],
+                      output_names=["output0"], opset_version=17, dynamo=False,
+                      dynamic_axes={"images": {0: "b", 2: "h", 3: "w"}, "output0": {0: "b", 2: "a"}})
+    return d / "yolo.onnx"
+
+
+def test_the_decode_tail_is_found_in_onnx_and_kept_float_in_both_int8_formats(yolo_like, canvases, tmp_path):
+    from exporters.layers import onnx_tail
+    import onnx
+    tail = onnx_tail(yolo_like)
+    ops = {n.name: n.op_type for n in onnx.load(str(yolo_like)).graph.node}
+    kinds = {ops[t] for t in tail}
+    assert {"Concat", "Sigmoid", "Mul", "Exp"} <= kinds and "Conv" not in kinds
+    out = tmp_path / "exp"
+    r = _cli("export", yolo_like, "--task", "detection", "--data", "canv", "--data-dir", canvases, "--mean", "0",
+             "--std", "1", "--to", "onnx-int8,tflite-int8", "--out", out, "--calibration-samples", "50",
+             "--verify-images", "100")
+    assert r.returncode == 0, r.stderr[-3000:]      # the dynamic image size fixed for onnx2tf: no Flex ops, int8 made
+    for name in ("yolo.int8.onnx", "yolo.int8.tflite"):
+        rec = json.loads((out / f"{name}.json").read_text())
+        details = rec["steps"][-1]["details"]
+        assert details["float_tail"], name
+        assert rec["task"]["name"] == "detection" and rec["verification"]["output_match"]
+    # the naive file: the same export with the tail quantized (what --int8-tail int8 asks for)
+    r = _cli("export", yolo_like, "--task", "detection", "--data", "canv", "--data-dir", canvases, "--mean", "0",
+             "--std", "1", "--to", "onnx-int8", "--int8-tail", "int8", "--out", tmp_path / "naive",
+             "--calibration-samples", "50", "--verify-images", "100")
+    assert r.returncode == 0, r.stderr[-3000:]
+    details = json.loads((tmp_path / "naive" / "yolo.int8.onnx.json").read_text())["steps"][-1]["details"]
+    assert details["float_tail"] == []

@@ -353,6 +353,10 @@ def _cifar_dir(p: Path) -> Dataset:
 CANVAS = {"n_train": 6000, "n_test": 1000, "size": 96, "seed": 0}     # the derived detection set, as published
 
 
+def _canvas_key(mnist_test_sha: str) -> str:
+    return hashlib.sha256(f"{mnist_test_sha}|{sorted(CANVAS.items())}".encode()).hexdigest()[:12]
+
+
 def _canvas_dir(p: Path):
     """A YOLO-format folder, or one holding digit-canvas/, read as a detection set; else `p` locates MNIST to derive
     the set from."""
@@ -367,11 +371,15 @@ def _derive_canvas(mnist_dir: Path | None):
     """The derived detection set (real MNIST digits on 96 px canvases, `detection.make_digit_canvases`), made once
     per MNIST copy and cached; every record names it and its content hash."""
     from toolkit.data.detection import load_yolo, make_digit_canvases
-    mnist = load_dataset("mnist", mnist_dir, allow_fallback=False, quiet=True)
-    if mnist.fallback:
-        raise DataError("digit-canvas is made from real MNIST; pass --data-dir with MNIST's IDX files")
-    key = hashlib.sha256(f"{mnist.test_sha256()}|{sorted(CANVAS.items())}".encode()).hexdigest()[:12]
-    dest = cache_dir() / "derived" / f"digit-canvas-{key}"
+    canonical = cache_dir() / "derived" / f"digit-canvas-{_canvas_key(MNIST_TEST_SHA256)}"
+    if mnist_dir is None and (canonical / ".done").is_file():     # made before from the canonical MNIST: no search
+        return load_yolo(canonical, name="digit-canvas")
+    try:
+        mnist = load_dataset("mnist", mnist_dir, allow_fallback=False, quiet=True)
+    except DataError:
+        raise DataError("digit-canvas is made from real MNIST, and none was found: pass --data-dir with MNIST's IDX "
+                        "files (or its folder) or set EDGEPACK_DATA") from None
+    dest = cache_dir() / "derived" / f"digit-canvas-{_canvas_key(mnist.test_sha256())}"
     if not (dest / ".done").is_file():
         note(f"digit-canvas: making the derived detection set from {mnist.source} into {dest} (once)")
         _publish_dir(dest, lambda tmp: make_digit_canvases(mnist, tmp, **CANVAS))

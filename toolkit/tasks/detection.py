@@ -159,6 +159,7 @@ class Detection(Task):
     metric = "mAP"
     options = ("conf", "iou", "max_det")
     objective = "detection"
+    float_tail = True       # measured (benchmarks/results/detection): a decode head quantized with the rest costs mAP
 
     def __init__(self, conf: float = 0.001, iou: float = 0.6, max_det: int = 100, **rest):
         super().__init__(**rest)
@@ -247,9 +248,10 @@ class Detection(Task):
         q = ver.quality or {}
         if "map" not in q:
             return fidelity_line(ver.outputs or {})
-        return (f"mAP@0.5:0.95 {q['map']:.4f} vs source {q['source_map']:.4f} ({q['delta_pp']:+.2f} points), mAP@0.5 "
+        line = (f"mAP@0.5:0.95 {q['map']:.4f} vs source {q['source_map']:.4f} ({q['delta_pp']:+.2f} points), mAP@0.5 "
                 f"{q['map50']:.4f} vs {q['source_map50']:.4f} on {ver.images} images ({q['objects']} objects); "
                 + fidelity_line(ver.outputs or {}))
+        return line + "".join(f"; note: {n}" for n in getattr(ver, "notes", None) or [])
 
     # ------------------------------------------------------------ report
     def plot(self, curves, path) -> str | None:
