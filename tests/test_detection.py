@@ -292,3 +292,14 @@ def test_the_decode_tail_is_found_in_onnx_and_kept_float_in_both_int8_formats(yo
     assert r.returncode == 0, r.stderr[-3000:]
     details = json.loads((tmp_path / "naive" / "yolo.int8.onnx.json").read_text())["steps"][-1]["details"]
     assert details["float_tail"] == []
+
+
+def test_deploy_of_a_detector_picks_by_map_and_draws_the_pick_beside_fp32(detector, tmp_path):
+    ckpt, _ = detector
+    r = _cli("deploy", ckpt, "--out", tmp_path / "dep", "--no-mixed", "--runtime", "onnxruntime",
+             "--max-accuracy-drop", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    md = (tmp_path / "dep" / "deploy.md").read_text()
+    assert "![examples](examples.png)" in md and (tmp_path / "dep" / "examples.png").stat().st_size > 10_000
+    info = json.loads((tmp_path / "dep" / "deploy.json").read_text())
+    assert info["metric"] == "mAP" and info["picked"]["accuracy"] >= info["reference_accuracy"] - 1.0

@@ -182,7 +182,29 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
             "search": searched and searched.to_dict()}
     if candidates_only:
         return write_bundle(out, rows, results, variants, ds, loaded, info, progress)
-    return choose(out, rows, budgets, reference, info, attributions, progress, searched=searched)
+    return choose(out, rows, budgets, reference, info, attributions, progress, searched=searched,
+                  figures=lambda best: _examples(out, ctx.task, ds, rows, best))
+
+
+EXAMPLE_IMAGES = 6
+
+
+def _examples(out: Path, task, ds, rows, best) -> list[str]:
+    """The task's side-by-side figure of the fp32 reference and the pick on a few test images (detection: their
+    boxes), each file run in its runtime; report lines linking it (none for a task without such a figure)."""
+    from benchmarks.runners import open_runner
+    ref = next((r for fmt, runtime in (("onnx", "onnxruntime"), ("tflite", "litert")) for r in rows
+                if r.format == fmt and r.runtime == runtime and r.error is None), None)     # the fp32 reference
+    chosen = [r for r in (ref, best) if r is not None]
+    chosen = [r for k, r in enumerate(chosen) if all(r is not c for c in chosen[:k])]
+    x, y = ds.x_test[:EXAMPLE_IMAGES], ds.y_test[:EXAMPLE_IMAGES]
+    xn = ds.normalize(x, "NHWC").astype(np.float32)
+    files = []
+    for r in chosen:
+        runner = open_runner(r.file, threads=1, runtime=r.runtime)
+        files.append((f"{r.label} ({r.runtime})", runner.predict_outputs(xn)))
+    path = task.draw_examples(ds, x, y, files, out / "examples.png")
+    return ["", "## Predictions on the first test images", "", "![examples](examples.png)"] if path else []
 
 
 def _measure(variants, results, labels, data_name, data_dir, threads, progress, runtimes, quick=False, max_size=None):
@@ -235,7 +257,7 @@ def _figure(b) -> float | None:
 
 
 def _report(out: Path, rows, best, budgets, reference, info, attributions, heading: str, searched=None,
-            failure: str = "") -> Path:
+            failure: str = "", extra: list[str] = ()) -> Path:
     from benchmarks.machine import cpu_label
     from exporters.mixed import attribution_table
     from toolkit.tasks import get_task
@@ -261,6 +283,7 @@ def _report(out: Path, rows, best, budgets, reference, info, attributions, headi
              "", "## Candidates", ""] + table(rows) + notes_lines(rows)
     if plot:
         lines += ["", "![pareto](pareto.png)"]
+    lines += list(extra)
     if attributions:
         lines += ["", "## Per-layer attribution (source model's layer names)", "",
                   "Each layer kept float in turn, the rest int8; timed in the runtime (interleaved rounds) and compared "
@@ -279,9 +302,10 @@ def _report(out: Path, rows, best, budgets, reference, info, attributions, headi
 
 
 def choose(out: Path, rows, budgets, reference, info, attributions=(), progress=print,
-           heading: str = "edgepack deploy", searched=None) -> dict:
-    """Judge, pick, and write DIR/best.* (+ manifest), deploy.json, deploy.md and pareto.png. When nothing meets
-    the budgets the table is still written and any earlier best.* is left as it was."""
+           heading: str = "edgepack deploy", searched=None, figures=None) -> dict:
+    """Judge, pick, and write DIR/best.* (+ manifest), deploy.json, deploy.md and pareto.png (`figures(best)`: more
+    report lines, e.g. the task's example predictions). When nothing meets the budgets the table is still written
+    and any earlier best.* is left as it was."""
     def tables(best):
         atomic_text(out / "deploy.json", json.dumps({**info, "budgets": dataclasses.asdict(budgets),
                                                        "picked": best and best.to_dict(),
@@ -307,7 +331,9 @@ def choose(out: Path, rows, budgets, reference, info, attributions=(), progress=
         if other.name not in (f"best{suffix}", f"best{suffix}.json"):
             other.unlink()
     tables(best)
-    report = _report(out, rows, best, budgets, reference, info, list(attributions), heading, searched)
+    (out / "examples.png").unlink(missing_ok=True)        # this run's figure or none
+    extra = figures(best) if figures else []
+    report = _report(out, rows, best, budgets, reference, info, list(attributions), heading, searched, extra=extra)
     progress("\n".join(table(rows)))
     progress(f"picked {best.label} in {best.runtime}: p50 {best.p50_ms:.4f} ms, {best.size:,} B, {best.figure_text()} "
              f"-> {out / ('best' + suffix)} (report {report})")

@@ -99,6 +99,11 @@ class Task:
         """Draw the task's figure for the report from (label, quality dict) pairs; None when it has none."""
         return None
 
+    def draw_examples(self, ds, x: np.ndarray, y, files: list[tuple[str, dict]], path) -> str | None:
+        """Draw what files predict on a few test images side by side (x uint8 NHWC, y their labels; files: (label,
+        outputs on the normalised x)); None for a task without such a figure."""
+        return None
+
 
 # ---------------------------------------------------------------- output fidelity, for every task
 def fidelity(got: dict, ref: dict) -> dict:

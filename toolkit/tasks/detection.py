@@ -280,4 +280,36 @@ class Detection(Task):
         return str(path)
 
 
+    def draw_examples(self, ds, x, y, files, path) -> str | None:
+        """Test images in columns, one row per file: its detections at the deployment threshold (score >= 0.25)
+        beside the ground truth (dashed)."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import Rectangle
+        if not files or not len(x):
+            return None
+        fig, axes = plt.subplots(len(files), len(x), figsize=(2.1 * len(x), 2.3 * len(files)), squeeze=False)
+        for r, (label, outputs) in enumerate(files):
+            dets, _ = self.detect(outputs, x.shape[1:3], ds.num_classes, conf=DEPLOY_CONF)
+            for c in range(len(x)):
+                ax = axes[r, c]
+                ax.imshow(x[c][..., 0] if x.shape[-1] == 1 else x[c], cmap="gray")
+                for cls, x1, y1, x2, y2 in np.asarray(y[c]):
+                    ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ls="--", lw=0.8, color="lime"))
+                for cls, x1, y1, x2, y2, score in dets[c]:
+                    ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, lw=1.0, color="red"))
+                    ax.text(x1, y1 - 1, f"{ds.classes[int(cls)]} {score:.2f}", color="red", fontsize=5.5)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if c == 0:
+                    ax.set_ylabel(label, fontsize=7)
+        fig.suptitle(f"detections (red, score >= {DEPLOY_CONF:g}) and ground truth (green, dashed), test images of "
+                     f"{ds.name}", fontsize=8)
+        fig.tight_layout()
+        save_figure(fig, path, 120)
+        plt.close(fig)
+        return str(path)
+
+
 TASK = Detection
