@@ -108,7 +108,8 @@ def preprocess(src: Path, dst: Path) -> Path:
 
 class OnnxInt8StaticExporter(Exporter):
     name = "onnx-int8"
-    options = ("calibration_method", "calibration_samples", "onnx_activations", "target", "per_channel", "keep_float")
+    options = ("calibration_method", "calibration_samples", "onnx_activations", "target", "per_channel", "keep_float",
+               "int8_tail")
     tag = "int8"
     suffix = ".onnx"
     description = "ONNX int8 QDQ, static (ORT quantize_static, per-channel int8 weights, uint8 activations by default)"

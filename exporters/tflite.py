@@ -302,7 +302,7 @@ class TFLiteInt8(_TFLiteExporter):
     min_agreement = 0.98
     mode = "int8"
     options = ("tflite_route", "keep_nchw", "calibration_samples", "io_dtype", "per_channel", "dense_per_channel",
-               "keep_float")
+               "keep_float", "int8_tail")
 
 
 class TFLiteDynamic(_TFLiteExporter):

@@ -116,3 +116,22 @@ def test_the_derived_set_from_real_mnist(tmp_path):
     assert len(set(cls)) >= 8
     sides = np.concatenate([b[:, 3] - b[:, 1] for b in ds.boxes_test])
     assert sides.min() >= 2 and sides.max() <= 40
+
+
+def test_yolo_and_coco_folders_load_by_name_through_load_dataset(tmp_path):
+    """`--data NAME --data-dir DIR` reads either layout; a folder of neither is one line naming what it looked for."""
+    from toolkit.data import load_dataset
+    coco = tmp_path / "coco"
+    (coco / "images").mkdir(parents=True)
+    (coco / "annotations").mkdir()
+    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(coco / "images" / "a.png")
+    doc = {"images": [{"id": 3, "file_name": "a.png", "width": 32, "height": 32}],
+           "annotations": [{"id": 1, "image_id": 3, "category_id": 1, "bbox": [4, 4, 10, 12]},
+                           {"id": 2, "image_id": 3, "category_id": 2, "bbox": [16, 16, 8, 8]}],
+           "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+    for split in ("instances_train.json", "instances_val.json"):
+        (coco / "annotations" / split).write_text(json.dumps(doc))
+    ds = load_dataset("mine", coco, quiet=True)
+    assert ds.classes == ["a", "b"] and np.allclose(ds.y_test[0], [[0, 4, 4, 14, 16], [1, 16, 16, 24, 24]])
+    with pytest.raises(DataError, match="neither IDX files, train/<class>/ images, a YOLO set"):
+        load_dataset("mine", tmp_path / "coco" / "images", quiet=True)
