@@ -53,9 +53,10 @@ class ExportOptions:
     # mixed precision (both int8 formats)
     keep_float: str = option("", "mixed precision: comma-separated layers of the source model kept in float in int8 "
                              "files (e.g. conv0); `edgepack deploy` finds them by measurement")
-    int8_tail: str = option("auto", "int8 files: the ops after the last convolutions (a detector's decode head: the "
-                            "box/score concatenation, sigmoid, grid arithmetic) kept float, or quantized with the rest; "
-                            "auto: float where the task asks for it (detection)", choices=("auto", "float", "int8"))
+    int8_tail: str = option("auto", "int8 files: what stays float at the outputs. head: the last convolutions and "
+                            "every op after them (a detector's box/class convolutions, concatenation, sigmoid, grid "
+                            "arithmetic); decode: only the ops after them; int8: nothing (naive full-int8); auto: head "
+                            "where the task asks for it (detection), else int8", choices=("auto", "head", "decode", "int8"))
     # the sparse archive
     sparse_values: str = option("fp32", "value storage in the sparse archive", choices=SPARSE_VALUE_DTYPES)
     # verification (every format)
@@ -77,9 +78,10 @@ class ExportOptions:
         if not 0 <= self.max_accuracy_drop <= 100:
             raise OptionError(f"max accuracy drop must be in [0, 100] percentage points, got {self.max_accuracy_drop}")
 
-    def float_tail(self, task) -> bool:
-        """Whether int8 files keep the output tail (the ops after the last convolutions) float, for this task."""
-        return self.int8_tail == "float" or (self.int8_tail == "auto" and bool(getattr(task, "float_tail", False)))
+    def float_tail(self, task) -> str | None:
+        """What int8 files keep float at the outputs for this task: "head", "decode" or None (nothing)."""
+        mode = ("head" if getattr(task, "float_tail", False) else "int8") if self.int8_tail == "auto" else self.int8_tail
+        return None if mode == "int8" else mode
 
     @property
     def float_layers(self) -> list[str]:

@@ -144,27 +144,34 @@ def nodes_of(where: dict[str, list[str]], wanted: list[Layer]) -> list[str]:
 ONNX_COMPUTE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
-def onnx_tail(path: str | Path) -> list[str]:
+def onnx_tail(path: str | Path, with_head: bool = True) -> list[str]:
     """Names of the ONNX nodes after the last compute layers: walking back from every graph output through nodes that
     are not convolutions or matrix products (concatenations, reshapes, sigmoid, the grid arithmetic of a decode
-    head), stopping at the first compute node on each path."""
+    head), stopping at the first compute node on each path; `with_head`: those last compute nodes too (a detector's
+    box and class convolutions)."""
     import onnx
     g = onnx.load(str(path), load_external_data=False).graph
     producer = {out: n for n in g.node for out in n.output}
     tail, stack, seen = [], [o.name for o in g.output], set()
     while stack:
         n = producer.get(stack.pop())
-        if n is None or id(n) in seen or n.op_type in ONNX_COMPUTE:
+        if n is None or id(n) in seen:
             continue
         seen.add(id(n))
+        if n.op_type in ONNX_COMPUTE:
+            if with_head:
+                tail.append(n.name)
+            continue
         tail.append(n.name)
-        stack.extend(i for i in n.input if i)
+        if n.op_type != "Shape":                   # a Shape reads only its input's size, not its values
+            stack.extend(i for i in n.input if i)
     return tail
 
 
-def tflite_tail(data: bytes) -> list[str]:
+def tflite_tail(data: bytes, with_head: bool = True) -> list[str]:
     """The same tail in a .tflite file: output tensor names (the converter's node names) of the ops after the last
-    CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED on every path to an output (QUANTIZE/DEQUANTIZE left out)."""
+    CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED on every path to an output (QUANTIZE/DEQUANTIZE left out), and with
+    `with_head` those last compute ops too."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
     it = Interpreter(model_content=data, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     it.allocate_tensors()
@@ -174,9 +181,13 @@ def tflite_tail(data: bytes) -> list[str]:
     tail, stack, seen = [], [d["index"] for d in it.get_output_details()], set()
     while stack:
         op = producer.get(stack.pop())
-        if op is None or op["index"] in seen or op["op_name"] in TFLITE_COMPUTE:
+        if op is None or op["index"] in seen:
             continue
         seen.add(op["index"])
+        if op["op_name"] in TFLITE_COMPUTE:
+            if with_head:
+                tail.append(names[op["outputs"][0]])
+            continue
         if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE"):
             tail.append(names[op["outputs"][0]])
         stack.extend(i for i in op["inputs"] if i >= 0)

@@ -133,7 +133,8 @@ class OnnxInt8StaticExporter(Exporter):
         seven_bit = "u8s8-sat16" in TARGETS[opts.target]
         from exporters.layers import onnx_layers, onnx_tail, resolve
         floats = resolve(onnx_layers(src), opts.float_layers) if opts.float_layers else []
-        tail = onnx_tail(src) if opts.float_tail(ctx.task) else []
+        tail_mode = opts.float_tail(ctx.task)
+        tail = onnx_tail(src, with_head=tail_mode == "head") if tail_mode else []
         try:
             fell_back: list[str] = []
 
@@ -161,7 +162,7 @@ class OnnxInt8StaticExporter(Exporter):
         return {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ", "activations": opts.onnx_activations, "names": compact,
                 "weights": f"int8 {'per-channel' if opts.per_channel else 'per-tensor'}, {bits} range",
                 "per_tensor_fallbacks": fell_back,
-                "target": opts.target, "reduce_range": seven_bit, "float_layers": [f.name for f in floats], "float_tail": tail,
+                "target": opts.target, "reduce_range": seven_bit, "float_layers": [f.name for f in floats], "float_tail": tail, "float_tail_mode": tail_mode,
                 "calibration": {"method": opts.calibration_method, "samples": len(calib), "split": "train, stratified",
                                 "seed": opts.seed, "same_ranges_as_minmax": same_as_minmax}, "qdq_nodes": _count_qdq(path)}
 

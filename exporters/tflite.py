@@ -223,12 +223,14 @@ def mixed_int8(ctx: ExportContext) -> tuple[bytes, dict]:
            f"{opts.calibration_samples}:{opts.seed}")
     if key not in ctx.produced:                              # node names of a full-int8 conversion, once per context
         full = run(())[0]
-        ctx.produced[key] = (match_tflite(layers, tflite_compute_ops(full)), tflite_tail(full))
-    where, tail_nodes = ctx.produced[key]
-    tail = tail_nodes if opts.float_tail(ctx.task) else []
+        ctx.produced[key] = (match_tflite(layers, tflite_compute_ops(full)), full)
+    where, full = ctx.produced[key]
+    tail_mode = opts.float_tail(ctx.task)
+    tail = tflite_tail(full, with_head=tail_mode == "head") if tail_mode else []
     nodes = nodes_of(where, wanted) + [n for n in tail if n not in nodes_of(where, wanted)]
     data, details = run(nodes)
     details.update(float_layers=[layer.name for layer in wanted], float_nodes=nodes, float_tail=tail,
+                   float_tail_mode=tail_mode,
                    calibration={"samples": len(calib), "split": "train", "seed": opts.seed})
     return data, details
 

@@ -271,10 +271,11 @@ def yolo_like(tmp_path_factory):
 def test_the_decode_tail_is_found_in_onnx_and_kept_float_in_both_int8_formats(yolo_like, canvases, tmp_path):
     from exporters.layers import onnx_tail
     import onnx
-    tail = onnx_tail(yolo_like)
     ops = {n.name: n.op_type for n in onnx.load(str(yolo_like)).graph.node}
-    kinds = {ops[t] for t in tail}
-    assert {"Concat", "Sigmoid", "Mul", "Exp"} <= kinds and "Conv" not in kinds
+    decode = [ops[t] for t in onnx_tail(yolo_like, with_head=False)]
+    assert {"Concat", "Sigmoid", "Mul", "Exp"} <= set(decode) and "Conv" not in decode
+    head = [ops[t] for t in onnx_tail(yolo_like)]
+    assert head.count("Conv") == 2 and set(head) - set(decode) == {"Conv"}      # the box and class convolutions
     out = tmp_path / "exp"
     r = _cli("export", yolo_like, "--task", "detection", "--data", "canv", "--data-dir", canvases, "--mean", "0",
              "--std", "1", "--to", "onnx-int8,tflite-int8", "--out", out, "--calibration-samples", "50",
@@ -283,7 +284,7 @@ def test_the_decode_tail_is_found_in_onnx_and_kept_float_in_both_int8_formats(yo
     for name in ("yolo.int8.onnx", "yolo.int8.tflite"):
         rec = json.loads((out / f"{name}.json").read_text())
         details = rec["steps"][-1]["details"]
-        assert details["float_tail"], name
+        assert details["float_tail"] and details["float_tail_mode"] == "head", name
         assert rec["task"]["name"] == "detection" and rec["verification"]["output_match"]
     # the naive file: the same export with the tail quantized (what --int8-tail int8 asks for)
     r = _cli("export", yolo_like, "--task", "detection", "--data", "canv", "--data-dir", canvases, "--mean", "0",

@@ -29,8 +29,8 @@ class Task:
     options: tuple[str, ...] = ()      # keys of its spec besides "name" (recorded with every artifact)
     top1: bool = False                 # outputs are class scores, the prediction their argmax: top-1 agreement,
                                        # distillation, compression fine-tunes and the mixed-precision search apply
-    float_tail: bool = False           # int8 files keep the ops after the last convolutions float (export option
-                                       # int8_tail = auto): a decode head's concatenations and arithmetic
+    float_tail: bool = False           # int8 files keep their output head float (export option int8_tail = auto):
+                                       # the last convolutions and the decode ops after them
     objective: str | None = None       # what training minimises (Framework.fit): classification, reconstruction,
                                        # detection (an architecture whose ArchSpec.output_kind() fits it); None:
                                        # edgepack does not train models of this task (they come as files)
