@@ -20,8 +20,10 @@ def variant(model: str) -> str:
     step = rec["steps"][-1]
     if step.get("precision", "fp32") == "fp32" or rec.get("format") in ("onnx", "tflite"):
         return "fp32"
-    mode = (step.get("details") or {}).get("float_tail_mode")
-    return {"head": "edgepack int8 (head float)", "decode": "int8, decode ops float"}.get(mode, "naive full-int8")
+    details = step.get("details") or {}
+    name = {"head": "edgepack int8 (head float)", "decode": "int8, decode ops float"}.get(details.get("float_tail_mode"),
+                                                                                         "naive full-int8")
+    return name + (", 8-bit weights (--target x86-vnni)" if details.get("reduce_range") is False else "")
 
 
 def table(results: dict, names: dict[str, str]) -> list[str]:
@@ -32,7 +34,9 @@ def table(results: dict, names: dict[str, str]) -> list[str]:
     keyed = []
     for d in rows:
         folder = Path(d["model"]).parent.name
-        keyed.append((names.get(folder, folder), Path(d["model"]).suffix, order[variant(d["model"])], d))
+        v = variant(d["model"])
+        base = v.split(", 8-bit")[0]
+        keyed.append((names.get(folder, folder), Path(d["model"]).suffix, order[base] + (0.5 if base != v else 0), d))
     fp32 = {(det, suf): d["quality"]["value"] for det, suf, v, d in keyed if v == 0}
     for det, suf, v, d in sorted(keyed, key=lambda k: (k[0], k[1], k[2])):
         q = d["quality"]
