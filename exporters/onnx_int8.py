@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import re
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -99,10 +100,17 @@ def compact_names(path: Path) -> dict:
 def preprocess(src: Path, dst: Path) -> Path:
     """ORT's recommended pre-processing (shape inference + graph optimisation) before quantization."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
+    # it leaves sym_shape_infer_temp.onnx and <uuid>.data files in the working directory when its symbolic shape
+    # inference fails (a model with a dynamic image size): run it in dst's (temporary) folder
+    src, dst, here = Path(src).resolve(), Path(dst).resolve(), os.getcwd()
+    os.chdir(dst.parent)                      # (contextlib.chdir is Python 3.11+)
     try:
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
-    except Exception:
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+        try:
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        except Exception:
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    finally:
+        os.chdir(here)
     return dst
 
 
