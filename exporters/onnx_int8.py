@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import logging
-import re
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
