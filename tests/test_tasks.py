@@ -33,7 +33,7 @@ def test_registry_names_every_task_and_refuses_unknown_ones():
 def test_adding_a_task_is_one_module_and_one_registry_line():
     """Nothing outside toolkit/tasks names a task by name, except the classifier default and the CLI's help."""
     import toolkit.tasks as reg
-    assert reg.TASK_MODULES == tuple(f"toolkit.tasks.{n}" for n in ("classification", "raw", "anomaly"))
+    assert reg.TASK_MODULES == tuple(f"toolkit.tasks.{n}" for n in ("classification", "raw", "anomaly", "detection"))
     for mod in reg.TASK_MODULES:
         cls = __import__(mod, fromlist=["TASK"]).TASK
         assert cls.name and cls.description
@@ -43,7 +43,7 @@ def test_adding_a_task_is_one_module_and_one_registry_line():
             if "tasks" in f.parts:
                 continue
             text = f.read_text()
-            if '"anomaly"' in text or "'anomaly'" in text or '"raw"' in text:
+            if any(f'"{n}"' in text or f"'{n}'" in text for n in ("anomaly", "raw", "detection")):
                 offenders.append(str(f.relative_to(ROOT)))
     assert not offenders, offenders
 

@@ -31,7 +31,7 @@ def dataset_info(ds: Dataset) -> dict:
             "test_sha256": ds.test_sha256()}
 
 
-OUTPUT_KIND = {"classification": "classes", "reconstruction": "reconstruction", "detection": "grid"}
+OUTPUT_KIND = {"classification": "classes", "reconstruction": "reconstruction", "boxes": "grid"}
 KIND_TEXT = {"classes": "outputs class scores", "reconstruction": "reconstructs its input",
              "grid": "is a detector (grid head)"}
 TRAINS_TEXT = {"classes": "a classifier", "reconstruction": "an autoencoder (e.g. ae-fc, ae-conv)",

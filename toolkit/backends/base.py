@@ -62,7 +62,8 @@ class Framework(ABC):
     def fit(self, model, ds, cfg, *, loss_fn=None, verbose: bool = True, callbacks=None, extra_parameters=None,
             objective: str = "classification"):
         """Train in place with `toolkit.train.run_epochs`; returns its History. `objective` (a task's): classification
-        (cross-entropy on labels) or reconstruction (mean squared error against the input, flattened H, W, C)."""
+        (cross-entropy on labels), reconstruction (mean squared error against the input, flattened H, W, C) or boxes
+        (a grid detection head's loss on the per-cell targets `ds.y_train` holds then)."""
 
     @abstractmethod
     def evaluate(self, model, ds, indices=None, split: str = "test") -> tuple[float, float]:

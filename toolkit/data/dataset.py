@@ -59,6 +59,25 @@ class ImageSet:
         return replace(self, mean=mean, std=std, scale=scale,
                        notes=self.notes + [f"input preprocessing: x * {scale:g}, mean {list(mean)}, std {list(std)}"])
 
+    def test_sha256(self) -> str:
+        """Content hash of the test images and labels: which data a figure was measured on, wherever it lies."""
+        if getattr(self, "_test_sha", None) is None:
+            import hashlib
+            h = hashlib.sha256(np.ascontiguousarray(self.x_test).tobytes())
+            h.update(self.label_bytes(self.y_test))
+            self._test_sha = h.hexdigest()
+        return self._test_sha
+
+    def sha256(self) -> str:
+        """Content hash of the whole data set (train and test): recipe steps recompute when it changes."""
+        if getattr(self, "_sha", None) is None:
+            import hashlib
+            h = hashlib.sha256(self.test_sha256().encode())
+            h.update(np.ascontiguousarray(self.x_train).tobytes())
+            h.update(self.label_bytes(self.y_train))
+            self._sha = h.hexdigest()
+        return self._sha
+
     def present_classes(self) -> np.ndarray:
         """The class indices that occur in the labels (train and test)."""
         return np.unique(np.concatenate([self.y_train, self.y_test]))
@@ -87,24 +106,9 @@ class Dataset(ImageSet):
     fallback: bool = False           # an offline stand-in (scikit-learn's digits), never the named data set itself
     scale: float = 1 / 255.0         # pixels are multiplied by this before mean/std
 
-    def test_sha256(self) -> str:
-        """Content hash of the test images and labels: which data a figure was measured on, wherever it lies."""
-        if getattr(self, "_test_sha", None) is None:
-            import hashlib
-            h = hashlib.sha256(np.ascontiguousarray(self.x_test).tobytes())
-            h.update(np.ascontiguousarray(self.y_test).astype(np.int64).tobytes())
-            self._test_sha = h.hexdigest()
-        return self._test_sha
-
-    def sha256(self) -> str:
-        """Content hash of the whole data set (train and test): recipe steps recompute when it changes."""
-        if getattr(self, "_sha", None) is None:
-            import hashlib
-            h = hashlib.sha256(self.test_sha256().encode())
-            h.update(np.ascontiguousarray(self.x_train).tobytes())
-            h.update(np.ascontiguousarray(self.y_train).astype(np.int64).tobytes())
-            self._sha = h.hexdigest()
-        return self._sha
+    def label_bytes(self, y: np.ndarray) -> bytes:
+        """The labels as the content hashes read them."""
+        return np.ascontiguousarray(y).astype(np.int64).tobytes()
 
     def describe(self) -> str:
         """One line for stderr: which data a command used."""

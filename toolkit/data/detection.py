@@ -52,22 +52,8 @@ class DetectionSet(ImageSet):
     def boxes_test(self) -> np.ndarray:
         return self.y_test
 
-    def test_sha256(self) -> str:
-        if getattr(self, "_test_sha", None) is None:
-            h = hashlib.sha256(np.ascontiguousarray(self.x_test).tobytes())
-            for b in self.y_test:
-                h.update(np.ascontiguousarray(b, np.float32).tobytes() + b"|")
-            self._test_sha = h.hexdigest()
-        return self._test_sha
-
-    def sha256(self) -> str:
-        if getattr(self, "_sha", None) is None:
-            h = hashlib.sha256(self.test_sha256().encode())
-            h.update(np.ascontiguousarray(self.x_train).tobytes())
-            for b in self.y_train:
-                h.update(np.ascontiguousarray(b, np.float32).tobytes() + b"|")
-            self._sha = h.hexdigest()
-        return self._sha
+    def label_bytes(self, y: np.ndarray) -> bytes:
+        return b"".join(np.ascontiguousarray(b, np.float32).tobytes() + b"|" for b in y)
 
     def present_classes(self) -> np.ndarray:
         return np.unique(np.concatenate([b[:, 0] for b in (*self.y_train, *self.y_test)] or [np.zeros(0)]).astype(int))

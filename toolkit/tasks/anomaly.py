@@ -18,7 +18,7 @@ import numpy as np
 
 from toolkit.errors import ModelError, OptionError
 from toolkit.outputs import save_figure
-from toolkit.tasks.base import Task, fidelity, fidelity_line
+from toolkit.tasks.base import Task, fidelity, fidelity_line, judge_shape_or_exact, shape_mismatch
 
 DEFAULT_MAX_FPR = 0.1                 # DCASE / MLPerf Tiny AD report pAUC at p = 0.1
 
@@ -170,9 +170,8 @@ class Anomaly(Task):
     # ------------------------------------------------------------ verification
     def compare(self, got, ref, x, y, ds) -> dict:
         fid = fidelity(got, ref)
-        if not all(f["shape_ok"] for f in fid.values()):
-            bad = next(f for f in fid.values() if not f["shape_ok"])
-            return {"shape_ok": False, "shape": bad["shape"], "outputs": fid}
+        if shape_mismatch(fid):
+            return shape_mismatch(fid)
         sg, sr = self.scores(got, x), self.scores(ref, x)
         aucs, cov = delong(y, [sr, sg])
         se = float(np.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0)))
@@ -182,12 +181,9 @@ class Anomaly(Task):
 
     def judge(self, m, criteria, max_drop_pp, where=""):
         at = f" ({where})" if where else ""
-        if not m["shape_ok"]:
-            return [m["shape"] + at]
-        atol = criteria[0]
-        if atol is not None:                                    # exact formats: the outputs themselves
-            return [f"output {n!r}: max abs difference {f['max_abs_diff']:.3g} > {atol:g}{at}"
-                    for n, f in m["outputs"].items() if not f["max_abs_diff"] <= atol]
+        first = judge_shape_or_exact(m, criteria, at)
+        if first is not None:
+            return first
         drop = -m["delta_pp"]
         if drop > max_drop_pp + 2 * m["se_pp"]:
             return [f"ROC AUC {m['auc']:.4f} is {drop / 100:.4f} below the source's {m['source_auc']:.4f} (allowed "

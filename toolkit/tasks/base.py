@@ -32,7 +32,7 @@ class Task:
     float_tail: bool = False           # int8 files keep their output head float (export option int8_tail = auto):
                                        # the last convolutions and the decode ops after them
     objective: str | None = None       # what training minimises (Framework.fit): classification, reconstruction,
-                                       # detection (an architecture whose ArchSpec.output_kind() fits it); None:
+                                       # boxes (an architecture whose ArchSpec.output_kind() fits it); None:
                                        # edgepack does not train models of this task (they come as files)
 
     def __init__(self, **options):
@@ -138,6 +138,24 @@ def judge_fidelity(m: dict, criteria: tuple, where: str = "") -> list[str]:
         elif atol is None and not f["snr_db"] >= MIN_INT8_SNR_DB:
             failures.append(f"output {name!r}: SNR {f['snr_db']:.1f} dB < {MIN_INT8_SNR_DB:g} dB{at}")
     return failures
+
+
+def shape_mismatch(fid: dict) -> dict | None:
+    """A comparison's result when some output's shape differs from the source's (from `fidelity`), else None."""
+    bad = next((f for f in fid.values() if not f["shape_ok"]), None)
+    return None if bad is None else {"shape_ok": False, "shape": bad["shape"], "outputs": fid}
+
+
+def judge_shape_or_exact(m: dict, criteria: tuple, at: str) -> list[str] | None:
+    """The failures of a comparison judged before any task figure: a shape mismatch, or for an exact format
+    (criteria's atol set) every output beyond atol; None for a quantized file whose task judges its own figure."""
+    if not m["shape_ok"]:
+        return [m["shape"] + at]
+    atol = criteria[0]
+    if atol is not None:
+        return [f"output {n!r}: max abs difference {f['max_abs_diff']:.3g} > {atol:g}{at}"
+                for n, f in m["outputs"].items() if not f["max_abs_diff"] <= atol]
+    return None
 
 
 def fidelity_line(outputs: dict) -> str:

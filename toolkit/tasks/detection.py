@@ -25,7 +25,7 @@ import numpy as np
 
 from toolkit.errors import ModelError, OptionError
 from toolkit.outputs import save_figure
-from toolkit.tasks.base import Task, fidelity, fidelity_line
+from toolkit.tasks.base import Task, fidelity, fidelity_line, judge_shape_or_exact, shape_mismatch
 from toolkit.tasks.detection_map import box_iou, mean_average_precision
 
 DEPLOY_CONF = 0.25      # the score threshold a deployed detector typically keeps (Ultralytics' predict default)
@@ -158,7 +158,7 @@ class Detection(Task):
                    "mAP@0.5:0.95 and mAP@0.5, decoded and NMS'd in the harness")
     metric = "mAP"
     options = ("conf", "iou", "max_det")
-    objective = "detection"
+    objective = "boxes"                 # a grid head's per-cell targets (`training_targets`, `grid_loss_numpy`)
     float_tail = True       # measured (benchmarks/results/digit_detection): an int8 head costs tiny-det (Keras) 2 points
 
     def __init__(self, conf: float = 0.001, iou: float = 0.6, max_det: int = 100, **rest):
@@ -215,9 +215,8 @@ class Detection(Task):
     # ------------------------------------------------------------ verification
     def compare(self, got, ref, x, y, ds) -> dict:
         fid = fidelity(got, ref)
-        if not all(f["shape_ok"] for f in fid.values()):
-            bad = next(f for f in fid.values() if not f["shape_ok"])
-            return {"shape_ok": False, "shape": bad["shape"], "outputs": fid}
+        if shape_mismatch(fid):
+            return shape_mismatch(fid)
         qg, qr = self.quality(got, x, y, ds), self.quality(ref, x, y, ds)
         return {"shape_ok": True, "outputs": fid, "source_map": qr["value"], "map": qg["value"],
                 "source_map50": qr["map50"], "map50": qg["map50"], "delta_pp": 100 * (qg["value"] - qr["value"]),
@@ -225,12 +224,9 @@ class Detection(Task):
 
     def judge(self, m, criteria, max_drop_pp, where=""):
         at = f" ({where})" if where else ""
-        if not m["shape_ok"]:
-            return [m["shape"] + at]
-        atol = criteria[0]
-        if atol is not None:                                    # exact formats: the outputs themselves
-            return [f"output {n!r}: max abs difference {f['max_abs_diff']:.3g} > {atol:g}{at}"
-                    for n, f in m["outputs"].items() if not f["max_abs_diff"] <= atol]
+        first = judge_shape_or_exact(m, criteria, at)
+        if first is not None:
+            return first
         drop = -m["delta_pp"]
         if not drop <= max_drop_pp:
             return [f"mAP@0.5:0.95 {m['map']:.4f} is {drop:.2f} points below the source's {m['source_map']:.4f} "

@@ -60,7 +60,7 @@ def grid_loss(out, t, x):
     return (obj + xy + wh + ce) / tf.cast(tf.shape(out)[0], tf.float32)
 
 
-OBJECTIVE_LOSSES = {"reconstruction": reconstruction_loss, "detection": grid_loss}
+OBJECTIVE_LOSSES = {"reconstruction": reconstruction_loss, "boxes": grid_loss}
 
 
 def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, verbose: bool = True,

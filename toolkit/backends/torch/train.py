@@ -45,7 +45,7 @@ def grid_loss(out: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tens
     return (obj + xy + wh + ce) / len(out)
 
 
-OBJECTIVE_LOSSES = {"reconstruction": reconstruction_loss, "detection": grid_loss}
+OBJECTIVE_LOSSES = {"reconstruction": reconstruction_loss, "boxes": grid_loss}
 
 
 def train_step(model: nn.Module, cfg: TrainConfig, *, loss_fn: LossFn | None = None,
