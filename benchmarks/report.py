@@ -121,15 +121,17 @@ def _headline(d: dict) -> float | None:
     return (d.get("quality") or {}).get("value")
 
 
-def task_lines(ds: list[dict], names: dict) -> list[str]:
-    """The figures of files measured as another task than classification (one line each, first thread count)."""
+def task_lines(ds: list[dict], names: dict, markdown: bool = True) -> list[str]:
+    """The figures of files measured as another task than classification (one line each, first thread count), as
+    Markdown list items or as plain console lines."""
     from toolkit.tasks import get_task
     t0 = min((d["threads"] for d in ds), default=1)
     out = []
     for d in ds:
         if d["ok"] and d.get("quality") and d["threads"] == t0 and d["quality"].get("metric") != "accuracy":
             task = get_task(d.get("task"))
-            out.append(f"- **{names[d['model']]}** ({d['runtime']}), task {task.name}: {task.quality_line(d['quality'])}")
+            name = f"- **{names[d['model']]}**" if markdown else names[d["model"]]
+            out.append(f"{name} ({d['runtime']}), task {task.name}: {task.quality_line(d['quality'])}")
     return out
 
 
@@ -139,8 +141,8 @@ def print_table(results, file=None) -> None:
     for line in table_lines(results):
         print(line, file=file)
     ds = rows(results)
-    for line in task_lines(ds, short_names(ds)):         # another task's figures in full (mAP@0.5, decode time, ...)
-        print(line.replace("**", "").replace("- ", "", 1), file=file)
+    for line in task_lines(ds, short_names(ds), markdown=False):   # another task's figures in full (mAP@0.5, ...)
+        print(line, file=file)
     for d in rows(results):
         for msg in d.get("diagnostics") or []:
             print(f"note: {Path(d['model']).name} ({d['runtime']}, {d['threads']} thr): {msg}", file=file)

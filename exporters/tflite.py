@@ -227,7 +227,7 @@ def mixed_int8(ctx: ExportContext) -> tuple[bytes, dict]:
     where, full = ctx.produced[key]
     tail_mode = opts.float_tail(ctx.task)
     tail = tflite_tail(full, with_head=tail_mode == "head") if tail_mode else []
-    nodes = nodes_of(where, wanted) + [n for n in tail if n not in nodes_of(where, wanted)]
+    nodes = list(dict.fromkeys(nodes_of(where, wanted) + tail))           # a head layer may be asked for twice
     data, details = run(nodes)
     details.update(float_layers=[layer.name for layer in wanted], float_nodes=nodes, float_tail=tail,
                    float_tail_mode=tail_mode,

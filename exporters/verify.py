@@ -104,7 +104,7 @@ def _figure(m: dict) -> dict:
     """What a kernel-class entry keeps of one comparison: the task's headline figures."""
     outs = m.get("outputs") or {}
     snr = [f["snr_db"] for f in outs.values() if f.get("shape_ok")]
-    return {"accuracy": m.get("accuracy", m.get("auc", m.get("map"))), "agreement": m.get("agreement"),
+    return {"accuracy": m.get("accuracy", m.get("figure")), "agreement": m.get("agreement"),
             "confident_agreement": m.get("confident_agreement"), "delta_pp": m.get("delta_pp"),
             "min_snr_db": min(snr) if snr else None}
 
@@ -181,9 +181,9 @@ def verify_file(path, ctx, exporter, reference: dict | None = None) -> Verificat
         len(y), info.runtime, info.runtime_version, m.get("max_abs_diff", _max_of(fid, "max_abs_diff")),
         m.get("mean_abs_diff", _max_of(fid, "mean_abs_diff")),
         m.get("agreement", 0.0), float((next(iter(ref.values())).argmax(1) == y).mean()) if classifier else
-        m.get("source_auc", m.get("source_map", 0.0)), m.get("accuracy", m.get("auc", m.get("map", 0.0))),
+        m.get("source_figure", 0.0), m.get("accuracy", m.get("figure", 0.0)),
         criteria[0], None if quantized or not classifier else criteria[1],
-        subset=f"stratified by class, seed {opts.seed}", classes_covered=_classes_covered(y),
+        subset=f"stratified by class, seed {opts.seed}", classes_covered=int(len(ctx.dataset.classes_in(y))),
         accuracy_delta_pp=m.get("delta_pp", 0.0) if ok else 0.0, accuracy_delta_se_pp=m.get("se_pp", 0.0) if ok else 0.0,
         max_accuracy_drop_pp=opts.max_accuracy_drop if quantized and task.metric else None,
         logit_rms_diff=m.get("rms", 0.0) if ok else 0.0,
@@ -192,13 +192,6 @@ def verify_file(path, ctx, exporter, reference: dict | None = None) -> Verificat
         target=opts.target, machine=cpu_label(), kernel_classes=kernel_classes, passed=not failures, failures=failures,
         task=task.to_dict(), outputs=fid, output_match=how, notes=task.notes(m, criteria) if ok else [],
         quality={k: v for k, v in m.items() if k not in ("outputs", "shape_ok")} if not classifier and ok else None)
-
-
-def _classes_covered(y: np.ndarray) -> int:
-    """Classes among the verification labels (class ids, or per-image boxes whose first column is the class)."""
-    if y.dtype == object:
-        return int(len(np.unique(np.concatenate([np.asarray(b)[:, 0] for b in y] or [np.zeros(0)]))))
-    return int(len(np.unique(y)))
 
 
 def _max_of(fid: dict | None, key: str) -> float:

@@ -87,6 +87,22 @@ class TrainConfig:
         return cls(**d)
 
 
+def heldout_loss(objective: str, outputs, ds, idx) -> float:
+    """The validation loss of an objective without labels, on model outputs for `ds.x_train[idx]`, in NumPy: the
+    same definition for both frameworks (their training losses are held equal to it by the tests).
+    reconstruction: mean squared error against the normalised input, both flattened in (H, W, C) order; boxes: a
+    grid detection head's loss on the per-cell targets `ds.y_train` holds (`toolkit.tasks.detection`)."""
+    import numpy as np
+    out = np.asarray(outputs, np.float64)
+    if objective == "reconstruction":
+        x = ds.normalize(ds.x_train[idx], "NHWC")
+        return float(np.mean((out.reshape(len(x), -1) - x.reshape(len(x), -1)) ** 2))
+    if objective == "boxes":
+        from toolkit.tasks.detection import grid_loss_numpy
+        return grid_loss_numpy(out, ds.y_train[idx])
+    raise OptionError(f"no held-out loss for training objective {objective!r}")
+
+
 def call_hooks(callbacks, hook: str, arg) -> None:
     """Training callbacks: any object with some of on_train_begin(model), on_step_begin(step),
     on_step_end(step), on_epoch_end(epoch), on_train_end(model)."""

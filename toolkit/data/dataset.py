@@ -78,9 +78,13 @@ class ImageSet:
             self._sha = h.hexdigest()
         return self._sha
 
+    def classes_in(self, y: np.ndarray) -> np.ndarray:
+        """The class indices that occur in labels `y` (a subset's, say)."""
+        return np.unique(y)
+
     def present_classes(self) -> np.ndarray:
         """The class indices that occur in the labels (train and test)."""
-        return np.unique(np.concatenate([self.y_train, self.y_test]))
+        return np.union1d(self.classes_in(self.y_train), self.classes_in(self.y_test))
 
     def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Seeded, stratification-free train/validation split of the training indices."""

@@ -55,8 +55,8 @@ class DetectionSet(ImageSet):
     def label_bytes(self, y: np.ndarray) -> bytes:
         return b"".join(np.ascontiguousarray(b, np.float32).tobytes() + b"|" for b in y)
 
-    def present_classes(self) -> np.ndarray:
-        return np.unique(np.concatenate([b[:, 0] for b in (*self.y_train, *self.y_test)] or [np.zeros(0)]).astype(int))
+    def classes_in(self, y: np.ndarray) -> np.ndarray:
+        return np.unique(np.concatenate([b[:, 0] for b in y] or [np.zeros(0)]).astype(int))
 
     def _strata(self, boxes: list) -> np.ndarray:
         """Each image's most frequent class (-1: no object): what subsets are stratified by."""

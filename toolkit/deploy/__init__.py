@@ -171,9 +171,10 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
                            quick=candidates_only, max_size=None if candidates_only else budgets.max_size)
     for r in rows:
         r.metric = ctx.task.metric
-    reference, reference_from = next(((r.accuracy, what) for folder, runtime, what in REFERENCES for r in rows
-                                      if r.label == labels.get(folder) and r.runtime == runtime
-                                      and r.accuracy is not None), (None, None))
+    ref_row, reference_from = next(((r, what) for folder, runtime, what in REFERENCES for r in rows
+                                    if r.label == labels.get(folder) and r.runtime == runtime
+                                    and r.accuracy is not None), (None, None))
+    reference = ref_row and ref_row.accuracy
     info = {"source": str(model), "data": data_name, "threads": threads, "machine": bench["machine"],
             "task": ctx.task.to_dict(), "metric": ctx.task.metric,
             "timing": bench["timing"],
@@ -183,26 +184,29 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
     if candidates_only:
         return write_bundle(out, rows, results, variants, ds, loaded, info, progress)
     return choose(out, rows, budgets, reference, info, attributions, progress, searched=searched,
-                  figures=lambda best: _examples(out, ctx.task, ds, rows, best))
+                  figures=lambda best: _examples(out, ctx.task, ds, [r for r in (ref_row, best) if r is not None]))
 
 
 EXAMPLE_IMAGES = 6
 
 
-def _examples(out: Path, task, ds, rows, best) -> list[str]:
-    """The task's side-by-side figure of the fp32 reference and the pick on a few test images (detection: their
-    boxes), each file run in its runtime; report lines linking it (none for a task without such a figure)."""
+def _examples(out: Path, task, ds, chosen: list) -> list[str]:
+    """The task's side-by-side figure of the chosen rows (the fp32 reference and the pick) on a few test images
+    (detection: their boxes), each file run in its runtime only if the task draws one; report lines linking it."""
     from benchmarks.runners import open_runner
-    ref = next((r for fmt, runtime in (("onnx", "onnxruntime"), ("tflite", "litert")) for r in rows
-                if r.format == fmt and r.runtime == runtime and r.error is None), None)     # the fp32 reference
-    chosen = [r for r in (ref, best) if r is not None]
-    chosen = [r for k, r in enumerate(chosen) if all(r is not c for c in chosen[:k])]
     x, y = ds.x_test[:EXAMPLE_IMAGES], ds.y_test[:EXAMPLE_IMAGES]
     xn = ds.normalize(x, "NHWC").astype(np.float32)
-    files = []
-    for r in chosen:
-        runner = open_runner(r.file, threads=1, runtime=r.runtime)
-        files.append((f"{r.label} ({r.runtime})", runner.predict_outputs(xn)))
+
+    def outputs_of(row):
+        def run():
+            runner = open_runner(row.file, threads=1, runtime=row.runtime)
+            try:
+                return runner.predict_outputs(xn)
+            finally:
+                runner.close()
+        return run
+    unique = [r for k, r in enumerate(chosen) if not any(r is c for c in chosen[:k])]      # the pick may be fp32
+    files = [(f"{r.label} ({r.runtime})", outputs_of(r)) for r in unique]
     path = task.draw_examples(ds, x, y, files, out / "examples.png")
     return ["", "## Predictions on the first test images", "", "![examples](examples.png)"] if path else []
 
@@ -311,6 +315,7 @@ def choose(out: Path, rows, budgets, reference, info, attributions=(), progress=
                                                        "picked": best and best.to_dict(),
                                                        "candidates": [r.to_dict() for r in rows]}, indent=2, default=str))
         atomic_text(out / "candidates.md", "\n".join(table(rows)) + "\n")
+    (out / "examples.png").unlink(missing_ok=True)        # this run's figure or none
     try:
         best = pick(rows, budgets, reference)
     except ModelError as e:                                # pick() has judged every row: write why, keep best.*
@@ -331,7 +336,6 @@ def choose(out: Path, rows, budgets, reference, info, attributions=(), progress=
         if other.name not in (f"best{suffix}", f"best{suffix}.json"):
             other.unlink()
     tables(best)
-    (out / "examples.png").unlink(missing_ok=True)        # this run's figure or none
     extra = figures(best) if figures else []
     report = _report(out, rows, best, budgets, reference, info, list(attributions), heading, searched, extra=extra)
     progress("\n".join(table(rows)))

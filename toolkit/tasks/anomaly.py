@@ -177,6 +177,7 @@ class Anomaly(Task):
         se = float(np.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0)))
         score_snr = fidelity({"score": sg}, {"score": sr})["score"]["snr_db"]
         return {"shape_ok": True, "outputs": fid, "source_auc": float(aucs[0]), "auc": float(aucs[1]),
+                "source_figure": float(aucs[0]), "figure": float(aucs[1]),
                 "delta_pp": 100 * float(aucs[1] - aucs[0]), "se_pp": 100 * se, "score_snr_db": score_snr}
 
     def judge(self, m, criteria, max_drop_pp, where=""):

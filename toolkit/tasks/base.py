@@ -79,7 +79,10 @@ class Task:
 
     # ------------------------------------------------------------ verification
     def compare(self, got: dict, ref: dict, x: np.ndarray, y: np.ndarray, ds) -> dict:
-        """Every figure verification judges, for one file's outputs against the source's (matched by name)."""
+        """Every figure verification judges, for one file's outputs against the source's (matched by name). A task
+        with a metric also returns it for file and source as "figure" and "source_figure" (what the verification
+        record and the kernel-class proof keep as the file's accuracy); a classifier's are "accuracy" and
+        "source_accuracy"."""
         return {"shape_ok": True, "outputs": fidelity(got, ref)}
 
     def judge(self, m: dict, criteria: tuple, max_drop_pp: float, where: str = "") -> list[str]:
@@ -99,9 +102,10 @@ class Task:
         """Draw the task's figure for the report from (label, quality dict) pairs; None when it has none."""
         return None
 
-    def draw_examples(self, ds, x: np.ndarray, y, files: list[tuple[str, dict]], path) -> str | None:
+    def draw_examples(self, ds, x: np.ndarray, y, files: list[tuple], path) -> str | None:
         """Draw what files predict on a few test images side by side (x uint8 NHWC, y their labels; files: (label,
-        outputs on the normalised x)); None for a task without such a figure."""
+        a call returning the file's outputs on the normalised x, run only by a task that draws)); None for a task
+        without such a figure."""
         return None
 
 

@@ -219,6 +219,7 @@ class Detection(Task):
             return shape_mismatch(fid)
         qg, qr = self.quality(got, x, y, ds), self.quality(ref, x, y, ds)
         return {"shape_ok": True, "outputs": fid, "source_map": qr["value"], "map": qg["value"],
+                "source_figure": qr["value"], "figure": qg["value"],
                 "source_map50": qr["map50"], "map50": qg["map50"], "delta_pp": 100 * (qg["value"] - qr["value"]),
                 "objects": qr["objects"]}
 
@@ -286,8 +287,8 @@ class Detection(Task):
         if not files or not len(x):
             return None
         fig, axes = plt.subplots(len(files), len(x), figsize=(2.1 * len(x), 2.3 * len(files)), squeeze=False)
-        for r, (label, outputs) in enumerate(files):
-            dets, _ = self.detect(outputs, x.shape[1:3], ds.num_classes, conf=DEPLOY_CONF)
+        for r, (label, outputs_of) in enumerate(files):
+            dets, _ = self.detect(outputs_of(), x.shape[1:3], ds.num_classes, conf=DEPLOY_CONF)
             for c in range(len(x)):
                 ax = axes[r, c]
                 ax.imshow(x[c][..., 0] if x.shape[-1] == 1 else x[c], cmap="gray")

@@ -7,8 +7,7 @@ import numpy as np
 
 from toolkit.backends.keras.model import keras, predict, tf
 from toolkit.data import Dataset
-from toolkit.tasks.detection import grid_loss_numpy
-from toolkit.train import History, TrainConfig, run_epochs
+from toolkit.train import History, TrainConfig, heldout_loss, run_epochs
 
 # loss_fn(logits, labels, inputs) -> scalar tensor; distillation plugs in here
 LossFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
@@ -105,9 +104,8 @@ def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, 
         loss, corr = train_step(tf.constant(xb), tf.constant(yb))
         return float(loss), int(corr) if labels else None
     validate = ((lambda idx: evaluate(model, ds, idx, split="train")) if labels else
-                (lambda idx: (reconstruction_error(model, ds, idx, split="train"), None)) if objective == "reconstruction"
-                else (lambda idx: (grid_loss_numpy(predict(model, ds.normalize(ds.x_train[idx], "NHWC")), ds.y_train[idx]),
-                                   None)))
+                (lambda idx: (heldout_loss(objective, predict(model, ds.normalize(ds.x_train[idx], "NHWC")), ds, idx),
+                              None)))
 
     def run():
         return run_epochs(model, ds, cfg, "NHWC", step=step, validate=validate,
@@ -139,12 +137,3 @@ def evaluate(model, ds: Dataset, indices: np.ndarray | None = None, split: str =
     y = y_all[indices]
     loss = float(_cross_entropy(model)(y, logits))
     return loss, float((logits.argmax(1) == y).mean())
-
-
-def reconstruction_error(model, ds: Dataset, indices: np.ndarray | None = None, split: str = "test",
-                         batch_size: int = 500) -> float:
-    """Mean squared reconstruction error on `split` (all of it, or `indices`), as `reconstruction_loss` computes it."""
-    x_all = ds.x_train if split == "train" else ds.x_test
-    x = ds.normalize(x_all if indices is None else x_all[indices], "NHWC")
-    out = predict(model, x, batch_size)
-    return float(np.mean((out.reshape(len(x), -1) - x.reshape(len(x), -1)) ** 2))

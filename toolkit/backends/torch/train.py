@@ -11,8 +11,7 @@ from torch import nn
 
 from toolkit.backends.torch.model import predict, to_input
 from toolkit.data import Dataset
-from toolkit.tasks.detection import grid_loss_numpy
-from toolkit.train import History, TrainConfig, run_epochs
+from toolkit.train import History, TrainConfig, heldout_loss, run_epochs
 
 # loss_fn(logits, labels, inputs) -> scalar tensor; distillation plugs in here
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -106,9 +105,8 @@ def fit(model: nn.Module, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | No
               f"and exports stay float32", flush=True)
     step = train_step(model, cfg, loss_fn=loss_fn, extra_parameters=extra_parameters, objective=objective)
     validate = ((lambda idx: evaluate(model, ds, idx, split="train")) if objective == "classification" else
-                (lambda idx: (reconstruction_error(model, ds, idx, split="train"), None)) if objective == "reconstruction"
-                else (lambda idx: (grid_loss_numpy(predict(model, ds.normalize(ds.x_train[idx], "NCHW")), ds.y_train[idx]),
-                                   None)))
+                (lambda idx: (heldout_loss(objective, predict(model, ds.normalize(ds.x_train[idx], "NCHW")), ds, idx),
+                              None)))
     hist = run_epochs(model, ds, cfg, "NCHW", step=step, validate=validate,
                       snapshot=lambda: copy.deepcopy(model.state_dict()), restore=model.load_state_dict,
                       callbacks=callbacks, verbose=verbose)
@@ -127,12 +125,3 @@ def evaluate(model: nn.Module, ds: Dataset, indices: np.ndarray | None = None, s
     y = torch.from_numpy(y_all[indices])
     lt = torch.from_numpy(logits)
     return float(F.cross_entropy(lt, y)), float((lt.argmax(1) == y).float().mean())
-
-
-def reconstruction_error(model: nn.Module, ds: Dataset, indices: np.ndarray | None = None, split: str = "test",
-                         batch_size: int = 500) -> float:
-    """Mean squared reconstruction error on `split` (all of it, or `indices`), as `reconstruction_loss` computes it."""
-    x_all = ds.x_train if split == "train" else ds.x_test
-    x = x_all if indices is None else x_all[indices]
-    out = predict(model, ds.normalize(x, "NCHW"), batch_size)
-    return float(np.mean((out.reshape(len(x), -1) - ds.normalize(x, "NHWC").reshape(len(x), -1)) ** 2))
