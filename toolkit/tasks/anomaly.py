@@ -18,7 +18,7 @@ import numpy as np
 
 from toolkit.errors import ModelError, OptionError
 from toolkit.outputs import save_figure
-from toolkit.tasks.base import Task, fidelity, fidelity_line, judge_shape_or_exact, shape_mismatch
+from toolkit.tasks.base import Task, fidelity, fidelity_line, shape_mismatch
 
 DEFAULT_MAX_FPR = 0.1                 # DCASE / MLPerf Tiny AD report pAUC at p = 0.1
 
@@ -180,11 +180,7 @@ class Anomaly(Task):
                 "source_figure": float(aucs[0]), "figure": float(aucs[1]),
                 "delta_pp": 100 * float(aucs[1] - aucs[0]), "se_pp": 100 * se, "score_snr_db": score_snr}
 
-    def judge(self, m, criteria, max_drop_pp, where=""):
-        at = f" ({where})" if where else ""
-        first = judge_shape_or_exact(m, criteria, at)
-        if first is not None:
-            return first
+    def judge_figure(self, m, max_drop_pp, at):
         drop = -m["delta_pp"]
         if drop > max_drop_pp + 2 * m["se_pp"]:
             return [f"ROC AUC {m['auc']:.4f} is {drop / 100:.4f} below the source's {m['source_auc']:.4f} (allowed "

@@ -86,8 +86,19 @@ class Task:
         return {"shape_ok": True, "outputs": fidelity(got, ref)}
 
     def judge(self, m: dict, criteria: tuple, max_drop_pp: float, where: str = "") -> list[str]:
-        """The failed checks (empty: passed); `criteria` is the exporter's (atol, min_agreement), atol None: quantized."""
-        return judge_fidelity(m, criteria, where)
+        """The failed checks (empty: passed); `criteria` is the exporter's (atol, min_agreement), atol None: quantized.
+        A shape mismatch fails; exact formats, and every file of a task without a metric, are judged output by output
+        (`judge_fidelity`); a quantized file of a task with a metric by that metric (`judge_figure`)."""
+        at = f" ({where})" if where else ""
+        if not m.get("shape_ok", True):
+            return [m["shape"] + at]
+        if criteria[0] is not None or self.metric is None:
+            return judge_fidelity(m, criteria, where)
+        return self.judge_figure(m, max_drop_pp, at)
+
+    def judge_figure(self, m: dict, max_drop_pp: float, at: str) -> list[str]:
+        """A quantized file's failures by the task's metric (its `compare` figures), `at` ending every message."""
+        raise NotImplementedError(f"task {self.name} has a metric but no judge_figure")
 
     def notes(self, m: dict, criteria: tuple) -> list[str]:
         """What a verification must say beside its verdict (a rule without evidence, a source that proves nothing)."""
@@ -148,18 +159,6 @@ def shape_mismatch(fid: dict) -> dict | None:
     """A comparison's result when some output's shape differs from the source's (from `fidelity`), else None."""
     bad = next((f for f in fid.values() if not f["shape_ok"]), None)
     return None if bad is None else {"shape_ok": False, "shape": bad["shape"], "outputs": fid}
-
-
-def judge_shape_or_exact(m: dict, criteria: tuple, at: str) -> list[str] | None:
-    """The failures of a comparison judged before any task figure: a shape mismatch, or for an exact format
-    (criteria's atol set) every output beyond atol; None for a quantized file whose task judges its own figure."""
-    if not m["shape_ok"]:
-        return [m["shape"] + at]
-    atol = criteria[0]
-    if atol is not None:
-        return [f"output {n!r}: max abs difference {f['max_abs_diff']:.3g} > {atol:g}{at}"
-                for n, f in m["outputs"].items() if not f["max_abs_diff"] <= atol]
-    return None
 
 
 def fidelity_line(outputs: dict) -> str:

@@ -25,7 +25,7 @@ import numpy as np
 
 from toolkit.errors import ModelError, OptionError
 from toolkit.outputs import save_figure
-from toolkit.tasks.base import Task, fidelity, fidelity_line, judge_shape_or_exact, shape_mismatch
+from toolkit.tasks.base import Task, fidelity, fidelity_line, shape_mismatch
 from toolkit.tasks.detection_map import box_iou, mean_average_precision
 
 DEPLOY_CONF = 0.25      # the score threshold a deployed detector typically keeps (Ultralytics' predict default)
@@ -223,11 +223,7 @@ class Detection(Task):
                 "source_map50": qr["map50"], "map50": qg["map50"], "delta_pp": 100 * (qg["value"] - qr["value"]),
                 "objects": qr["objects"]}
 
-    def judge(self, m, criteria, max_drop_pp, where=""):
-        at = f" ({where})" if where else ""
-        first = judge_shape_or_exact(m, criteria, at)
-        if first is not None:
-            return first
+    def judge_figure(self, m, max_drop_pp, at):
         drop = -m["delta_pp"]
         if not drop <= max_drop_pp:
             return [f"mAP@0.5:0.95 {m['map']:.4f} is {drop:.2f} points below the source's {m['source_map']:.4f} "
