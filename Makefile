@@ -15,7 +15,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup test test-unit demo clean aarch64-check
+.PHONY: setup system-deps test test-unit demo clean aarch64-check
 
 setup: $(STAMP)
 
@@ -36,8 +36,14 @@ $(STAMP): $(LOCK) pyproject.toml
 TEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
+# Debian packages the tests use: espeak-ng speaks the synthetic keyword set (installed as root where apt-get is there).
+system-deps:
+	@command -v espeak-ng >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -q espeak-ng || (apt-get update -q && apt-get install -y -q espeak-ng)) >/dev/null; \
+	  else echo "make: espeak-ng is missing (apt-get install espeak-ng): the keyword-spotting tests need it"; fi; }
+
 # Both tiers; the data folder must be there (../shared/data, or EDGEPACK_TEST_DATA): CI never passes by skipping.
-test: setup
+test: setup system-deps
 	EDGEPACK_REQUIRE_DATA=1 $(PY) -m pytest -q -ra $(XDIST) tests
 
 # The unit tier alone: no data set, no training or conversion of real models (under a minute).

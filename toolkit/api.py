@@ -62,7 +62,10 @@ def train(framework: str, arch: str | ArchSpec, data: str | Dataset, data_dir: s
     if t.objective is None:
         raise ModelError(f"task {t.name}: edgepack trains no models of this task (it has no training objective); "
                          "bring the model as an fp32 .onnx/.tflite file to export, bench and deploy it")
-    ds = t.view(data if isinstance(data, ImageSet) else load_dataset(data, data_dir))
+    raw = data if isinstance(data, ImageSet) else load_dataset(data, data_dir)
+    if task is None and getattr(raw, "default_task", None):      # an audio set's classifier spots keywords
+        t = get_task(raw.default_task)
+    ds = t.view(raw)
     spec = arch if isinstance(arch, ArchSpec) else get_arch(arch, input_shape=ds.input_shape, num_classes=ds.num_classes)
     if tuple(spec.input_shape) != ds.input_shape:
         raise ModelError(f"architecture {spec.name} expects input {tuple(spec.input_shape)}, data {ds.name} has {ds.input_shape}")

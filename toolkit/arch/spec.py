@@ -16,11 +16,19 @@ from toolkit.errors import ModelError
 ACTIVATIONS = (None, "relu", "relu6")
 
 
+Size = Union[int, tuple]      # a kernel or stride: one int for both axes, or (height, width)
+
+
+def pair(v) -> tuple[int, int]:
+    """(height, width) of a kernel or stride given as one int or a pair."""
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
 @dataclass(frozen=True)
 class Conv:
     filters: int
-    kernel: int = 3
-    stride: int = 1
+    kernel: Size = 3
+    stride: Size = 1
     padding: str = "same"
     groups: int = 1
     bias: bool = True
@@ -29,8 +37,8 @@ class Conv:
 
 @dataclass(frozen=True)
 class DepthwiseConv:
-    kernel: int = 3
-    stride: int = 1
+    kernel: Size = 3
+    stride: Size = 1
     padding: str = "same"
     multiplier: int = 1
     bias: bool = True
@@ -41,8 +49,8 @@ class DepthwiseConv:
 class SeparableConv:
     """Depthwise k x k then pointwise 1x1 (two layers in both frameworks)."""
     filters: int
-    kernel: int = 3
-    stride: int = 1
+    kernel: Size = 3
+    stride: Size = 1
     padding: str = "same"
     bias: bool = True
     activation: str | None = None
@@ -120,6 +128,11 @@ def conv_out(size: int, kernel: int, stride: int, padding: str) -> int:
     raise ModelError(f"padding must be 'same' or 'valid', got {padding!r}")
 
 
+def _conv_hw(layer, h: int, w: int) -> tuple[int, int]:
+    (kh, kw), (sh, sw) = pair(layer.kernel), pair(layer.stride)
+    return conv_out(h, kh, sh, layer.padding), conv_out(w, kw, sw, layer.padding)
+
+
 def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TensorFlow's 'same' padding (before, after) for one spatial axis."""
     out = math.ceil(size / stride)
@@ -191,11 +204,11 @@ class ArchSpec:
             h, w, c = shape
             if c % layer.groups or layer.filters % layer.groups:
                 raise ModelError(f"{name}: groups={layer.groups} must divide in ({c}) and out ({layer.filters}) channels")
-            return (conv_out(h, layer.kernel, layer.stride, layer.padding), conv_out(w, layer.kernel, layer.stride, layer.padding), layer.filters)
+            return (*_conv_hw(layer, h, w), layer.filters)
         if isinstance(layer, (DepthwiseConv, SeparableConv)):
             h, w, c = shape
             cout = c * layer.multiplier if isinstance(layer, DepthwiseConv) else layer.filters
-            return (conv_out(h, layer.kernel, layer.stride, layer.padding), conv_out(w, layer.kernel, layer.stride, layer.padding), cout)
+            return (*_conv_hw(layer, h, w), cout)
         if isinstance(layer, (MaxPool, AvgPool)):
             h, w, c = shape
             s = layer.stride or layer.size
@@ -231,16 +244,16 @@ class ArchSpec:
             layer, (cin_shape, out) = n.layer, (n.in_shape, n.out_shape)
             if isinstance(layer, Conv):
                 cin = cin_shape[2]
-                k = layer.kernel * layer.kernel * (cin // layer.groups) * layer.filters
+                k = math.prod(pair(layer.kernel)) * (cin // layer.groups) * layer.filters
                 trainable += k + (layer.filters if layer.bias else 0)
                 macs += k * out[0] * out[1]
             elif isinstance(layer, DepthwiseConv):
-                k = layer.kernel * layer.kernel * out[2]
+                k = math.prod(pair(layer.kernel)) * out[2]
                 trainable += k + (out[2] if layer.bias else 0)
                 macs += k * out[0] * out[1]
             elif isinstance(layer, SeparableConv):
                 cin = cin_shape[2]
-                dw, pw = layer.kernel * layer.kernel * cin, cin * layer.filters
+                dw, pw = math.prod(pair(layer.kernel)) * cin, cin * layer.filters
                 trainable += dw + pw + (layer.filters if layer.bias else 0)
                 macs += (dw + pw) * out[0] * out[1]
             elif isinstance(layer, BatchNorm):
@@ -280,6 +293,9 @@ def _layer_from_dict(d: dict):
     cls = LAYER_TYPES.get(kind)
     if cls is None:
         raise ModelError(f"unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}")
+    for key in ("kernel", "stride"):                  # JSON keeps a (height, width) pair as a list
+        if isinstance(d.get(key), list):
+            d[key] = tuple(d[key])
     if cls is Residual:
         d["body"] = tuple(_layer_from_dict(x) for x in d.get("body", ()))
         d["shortcut"] = tuple(_layer_from_dict(x) for x in d.get("shortcut", ()))
@@ -296,4 +312,4 @@ def iter_weighted(nodes: list[Node]) -> Iterator[Node]:
 
 
 __all__ = ["ArchSpec", "Node", "Conv", "DepthwiseConv", "SeparableConv", "BatchNorm", "Activation", "MaxPool",
-           "AvgPool", "GlobalAvgPool", "Dropout", "Flatten", "Dense", "Residual", "GridOutput", "same_pads", "asdict"]
+           "AvgPool", "GlobalAvgPool", "Dropout", "Flatten", "Dense", "Residual", "GridOutput", "same_pads", "pair", "asdict"]

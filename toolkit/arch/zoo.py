@@ -151,3 +151,17 @@ def tiny_det(input_shape=(96, 96, 1), num_classes=10) -> ArchSpec:
                     _cbr(16, stride=2) + _cbr(32, stride=2) + _cbr(64, stride=2) + _cbr(64) + _cbr(64)
                     + (Conv(5 + num_classes, 1), GridOutput()),
                     "single-scale anchor-free grid detector (stride 8); output (cells, 5 + classes)")
+
+
+@register
+def ds_cnn(input_shape=(49, 10, 1), num_classes=12) -> ArchSpec:
+    """MLPerf Tiny's keyword-spotting reference (DS-CNN, `keras_model.py` 'ds_cnn'): Conv 64@10x4 stride 2, four
+    depthwise-separable blocks (3x3 depthwise, 1x1 pointwise, each followed by BN + ReLU), dropout 0.4, average
+    pooling over the whole map, Dense. Input: 49 MFCC frames x 10 coefficients (`toolkit.data.audio`)."""
+    r = ()
+    for _ in range(4):
+        r += (DepthwiseConv(3), BatchNorm(), Activation("relu"), Conv(64, 1), BatchNorm(), Activation("relu"))
+    return ArchSpec("ds-cnn", tuple(input_shape), num_classes,
+                    (Conv(64, (10, 4), (2, 2)), BatchNorm(), Activation("relu"), Dropout(0.2)) + r
+                    + (Dropout(0.4), GlobalAvgPool(), Dense(num_classes)),
+                    "MLPerf Tiny KWS DS-CNN: depthwise-separable CNN on 49x10 MFCC frames")

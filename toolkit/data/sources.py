@@ -386,6 +386,106 @@ def _derive_canvas(mnist_dir: Path | None):
     return load_yolo(dest, name="digit-canvas")
 
 
+SPEECH_COMMANDS_URL = "https://storage.googleapis.com/download.tensorflow.org/data/speech_commands_v0.02.tar.gz"
+SPEECH_COMMANDS_SHA256 = "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58"   # torchaudio's, 2.3 GB
+
+
+def _speech_stamp(root: Path, extra: str) -> str:
+    """Cache key of a Speech Commands folder: every WAV's path, size and mtime, the lists, the front end."""
+    h = hashlib.sha256(f"{root.resolve()}|{extra}".encode())
+    for dirpath, _, files in sorted(os.walk(root)):
+        for f in sorted(files):
+            if f.endswith((".wav", ".txt")):
+                st = os.stat(os.path.join(dirpath, f))
+                h.update(f"{dirpath[len(str(root)):]}/{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def load_speech_set(name: str, location: Path, seed: int = 0):
+    """A Speech Commands v2 folder (or its tarball) read into MLPerf Tiny's 12 classes and turned into the front end's
+    features once (cached like decoded images; the test clips kept beside them): `toolkit.data.audio`."""
+    import json
+    from toolkit.data.audio import AudioSet, MfccFrontEnd, feature_stats, is_speech_folder, read_speech_folder
+    location = Path(location)
+    if location.is_file():
+        location = _extracted(location)
+    root = next((c for c in [location] + sorted(p for p in location.glob("*") if p.is_dir()) if is_speech_folder(c)), None)
+    if root is None and sorted(location.glob("*.tar.gz")):
+        return load_speech_set(name, sorted(location.glob("*.tar.gz"))[0], seed)
+    if root is None:
+        raise DataError(f"{location}: not a Speech Commands folder (a folder of WAVs per word, testing_list.txt, "
+                        "validation_list.txt)")
+    fe = MfccFrontEnd()
+    cached = cache_dir() / "decoded" / f"{name}-{_speech_stamp(root, f'{fe.to_dict()}|{seed}')}"
+    if not (cached / ".done").is_file():
+        note(f"reading the clips under {root} and computing {fe.name} features (once; cached in {cached.parent})")
+        read = read_speech_folder(root, seed=seed, progress=lambda i, n: note(f"  {i:,} / {n:,} clips read"))
+        (tr, ytr), (va, yva), (te, yte) = (read["splits"][k] for k in ("train", "validation", "test"))
+
+        def fill(tmp: Path):
+            np.save(tmp / "x_train.npy", fe(np.concatenate([tr, va]))[..., None])
+            np.save(tmp / "y_train.npy", np.concatenate([ytr, yva]))
+            np.save(tmp / "val_mask.npy", np.arange(len(tr) + len(va)) >= len(tr))
+            np.save(tmp / "x_test.npy", fe(te)[..., None])
+            np.save(tmp / "y_test.npy", yte)
+            np.save(tmp / "clips_test.npy", te)
+            (tmp / "meta.json").write_text(json.dumps({"classes": read["classes"], "notes": read["notes"]}))
+        _publish_dir(cached, fill)
+    arrays = {k: np.asarray(np.load(cached / f"{k}.npy", mmap_mode="c"))
+              for k in ("x_train", "y_train", "val_mask", "x_test", "y_test", "clips_test")}
+    meta = json.loads((cached / "meta.json").read_text())
+    mean, std = feature_stats(arrays["x_train"])
+    return AudioSet(name, str(root), arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
+                    meta["classes"], mean, std, notes=list(meta["notes"]), scale=1.0, front_end=fe.to_dict(),
+                    clips_test=arrays["clips_test"], val_mask=arrays["val_mask"])
+
+
+def download_speech_commands(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / "speech_commands_v0.02.tar.gz"
+    if not target.is_file():
+        with _published(target, ".part") as tmp:
+            h = hashlib.sha256()
+            req = urllib.request.Request(SPEECH_COMMANDS_URL, headers={"User-Agent": "edgepack"})
+            with urllib.request.urlopen(req, timeout=60) as r, open(tmp, "wb") as f:
+                while chunk := r.read(1 << 20):
+                    h.update(chunk)
+                    f.write(chunk)
+            if h.hexdigest() != SPEECH_COMMANDS_SHA256:
+                raise DataError(f"{SPEECH_COMMANDS_URL}: checksum mismatch (sha256 {h.hexdigest()[:16]}...)")
+    return target
+
+
+def _speech_dir(p: Path):
+    return load_speech_set("speech-commands", p)
+
+
+def _synth_key() -> str:
+    from toolkit.data.speech_synth import SYNTH
+    return hashlib.sha256(f"{sorted(SYNTH.items())}|espeak-ng".encode()).hexdigest()[:12]
+
+
+def _synth_dir(p: Path):
+    """A folder holding the synthetic set (or one named synthetic-speech/); else the set is made in the cache."""
+    from toolkit.data.audio import is_speech_folder
+    for c in (p, p / "synthetic-speech"):
+        if is_speech_folder(c):
+            return load_speech_set("synthetic-speech", c)
+    return _derive_speech(None)
+
+
+def _derive_speech(_unused: Path | None):
+    """The synthetic keyword set (espeak-ng, `toolkit.data.speech_synth`), made once and cached; every record names
+    it `synthetic-speech` and its content hash."""
+    from toolkit.data.speech_synth import make_synthetic_speech
+    dest = cache_dir() / "derived" / f"synthetic-speech-{_synth_key()}"
+    if not (dest / ".done").is_file():
+        note(f"synthetic-speech: speaking the keyword set with espeak-ng into {dest} (once, about a minute)")
+        _publish_dir(dest, lambda tmp: make_synthetic_speech(
+            tmp, progress=lambda i, n: note(f"  {i:,} / {n:,} clips spoken")))
+    return load_speech_set("synthetic-speech", dest)
+
+
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec("mnist", "MNIST handwritten digits, 28x28x1, 10 classes (IDX files)", _mnist_dir,
                          ("mnist", "MNIST", "MNIST/raw"), download_mnist, sklearn_digits_as_mnist,
@@ -396,6 +496,13 @@ DATASETS: dict[str, DatasetSpec] = {
     "digit-canvas": DatasetSpec("digit-canvas", "object detection, DERIVED offline: real MNIST digits, 1-5 per 96x96 "
                                 "canvas, YOLO format (made from MNIST on first use; not a detection benchmark)",
                                 _canvas_dir, ("digit-canvas",), derive=_derive_canvas),
+    "speech-commands": DatasetSpec("speech-commands", "Google Speech Commands v2 keyword spotting, MLPerf Tiny's 12 "
+                                   "classes (10 words, _silence_, _unknown_), 49x10 MFCC features of 1 s 16 kHz clips",
+                                   _speech_dir, ("speech_commands_v0.02", "speech-commands", "speech_commands",
+                                                 "speech_commands_v0.02.tar.gz"), download_speech_commands),
+    "synthetic-speech": DatasetSpec("synthetic-speech", "keyword spotting, SYNTHETIC speech made offline by espeak-ng "
+                                    "in the Speech Commands layout (MLPerf Tiny's 12 classes; not Speech Commands)",
+                                    _synth_dir, ("synthetic-speech",), derive=_derive_speech),
 }
 
 
@@ -466,10 +573,14 @@ def _load_dataset(name: str, data_dir, *, allow_download: bool, allow_fallback: 
             return load_yolo(d, name=name)
         if d.is_dir() and coco_files(d):
             return load_coco(*coco_files(d), name=name)
+        from toolkit.data.audio import is_speech_folder
+        if d.is_dir() and is_speech_folder(d):
+            return load_speech_set(name, d)
         if d.is_dir() and (d / "train").is_dir():
             return load_image_tree(name, d)
         raise DataError(f"{d}: unknown data set {name!r} and the folder holds neither IDX files, train/<class>/ images, "
-                        "a YOLO set (images/train, labels/train) nor a COCO one (annotations/*train*.json) "
+                        "a YOLO set (images/train, labels/train), a COCO one (annotations/*train*.json) nor "
+                        "a Speech Commands one (a folder of WAVs per word, testing_list.txt) "
                         f"(built-in: {', '.join(DATASETS)})")
     if spec is None:
         raise DataError(f"unknown data set {name!r}: use one of {', '.join(DATASETS)} or pass --data-dir with IDX files or train/<class>/ images")

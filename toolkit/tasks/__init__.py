@@ -8,7 +8,8 @@ import importlib
 from toolkit.errors import ModelError, OptionError
 from toolkit.tasks.base import Task, match_outputs, matched, output_shapes, renamed
 
-TASK_MODULES = ("toolkit.tasks.classification", "toolkit.tasks.raw", "toolkit.tasks.anomaly", "toolkit.tasks.detection")
+TASK_MODULES = ("toolkit.tasks.classification", "toolkit.tasks.raw", "toolkit.tasks.anomaly", "toolkit.tasks.detection",
+                "toolkit.tasks.keyword_spotting")
 DEFAULT = "classification"
 
 _REGISTRY: dict[str, type] = {}
@@ -55,7 +56,7 @@ def infer_task(shapes: dict, ds, where: str) -> Task:
     if len(shapes) == 1:
         shape = tuple(next(iter(shapes.values())))
         if len(shape) == 2 and (ds is None or shape[1] in (-1, ds.num_classes)):
-            return get_task(DEFAULT)
+            return get_task(getattr(ds, "default_task", None) or DEFAULT)    # a classifier of the set's kind
         if len(shape) == 2:
             raise ModelError(f"{where}: the model has {shape[1]} outputs but {ds.name} has {ds.num_classes} classes; "
                              f"benchmark it on the data set it was made for, or give --task {'|'.join(task_names())}")

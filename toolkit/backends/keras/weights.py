@@ -40,7 +40,7 @@ def set_keras_weights(kmodel, spec: S.ArchSpec, t: dict[str, np.ndarray]) -> Non
             ws = [g("weight").transpose(2, 3, 1, 0)] + ([g("bias")] if L.bias else [])
         elif isinstance(L, S.DepthwiseConv):
             c, m = n.in_shape[2], L.multiplier
-            ws = [g("weight").reshape(c, m, L.kernel, L.kernel).transpose(2, 3, 0, 1)] + ([g("bias")] if L.bias else [])
+            ws = [g("weight").reshape(c, m, *S.pair(L.kernel)).transpose(2, 3, 0, 1)] + ([g("bias")] if L.bias else [])
         elif isinstance(L, S.SeparableConv):
             ws = [g("dw.weight").transpose(2, 3, 0, 1), g("pw.weight").transpose(2, 3, 1, 0)] + ([g("pw.bias")] if L.bias else [])
         elif isinstance(L, S.BatchNorm):

@@ -85,7 +85,8 @@ def _conv(cin, layer_out, kernel, stride, padding, in_hw, groups, bias, activati
     kw = dict(kernel_size=kernel, stride=stride, groups=groups, bias=bias, activation=activation)
     if padding == "valid":
         return ConvSame(cin, layer_out, padding=0, **kw)
-    (pt, pb), (pl, pr) = S.same_pads(in_hw[0], kernel, stride), S.same_pads(in_hw[1], kernel, stride)
+    (kh, kw_), (sh, sw) = S.pair(kernel), S.pair(stride)
+    (pt, pb), (pl, pr) = S.same_pads(in_hw[0], kh, sh), S.same_pads(in_hw[1], kw_, sw)
     if pt == pb and pl == pr:
         return ConvSame(cin, layer_out, padding=(pt, pl), **kw)
     return ConvSame(cin, layer_out, padding=0, pads=(pl, pr, pt, pb), **kw)
