@@ -122,14 +122,17 @@ def _headline(d: dict) -> float | None:
 
 
 def task_lines(ds: list[dict], names: dict, markdown: bool = True) -> list[str]:
-    """The figures of files measured as another task than classification (one line each, first thread count), as
+    """The figures of files measured as another task than classification, or with figures beside accuracy (keyword
+    spotting's front-end time) (one line each, first thread count), as
     Markdown list items or as plain console lines."""
     from toolkit.tasks import get_task
     t0 = min((d["threads"] for d in ds), default=1)
     out = []
     for d in ds:
-        if d["ok"] and d.get("quality") and d["threads"] == t0 and d["quality"].get("metric") != "accuracy":
-            task = get_task(d.get("task"))
+        if not (d["ok"] and d.get("quality") and d["threads"] == t0):
+            continue
+        task = get_task(d.get("task"))
+        if d["quality"].get("metric") != "accuracy" or task.figures_beside_accuracy:
             name = f"- **{names[d['model']]}**" if markdown else names[d["model"]]
             out.append(f"{name} ({d['runtime']}), task {task.name}: {task.quality_line(d['quality'])}")
     return out

@@ -204,3 +204,26 @@ def test_synthetic_set_is_speech_commands_layout_and_says_synthetic(synth):
     from toolkit.data.speech_synth import make_synthetic_speech
     make_synthetic_speech(again, per_word=10, speakers=10, seed=1)
     assert read_wav(again / "yes" / next((root / "yes").glob("*.wav")).name).tobytes() == x.tobytes()  # seeded
+
+
+def test_keyword_spotting_task_reads_audio_sets_only(tmp_path):
+    from toolkit.data import load_dataset
+    from toolkit.data.dataset import Dataset
+    from toolkit.errors import ModelError
+    from toolkit.tasks import get_task, infer_task
+    kws = get_task("keyword-spotting")
+    images = Dataset("pics", "here", np.zeros((4, 8, 8, 1), np.uint8), np.arange(4) % 2, np.zeros((2, 8, 8, 1), np.uint8),
+                     np.arange(2), ["a", "b"], (0.5,), (0.2,))
+    with pytest.raises(ModelError, match="pics: keyword spotting reads an audio set"):
+        kws.view(images)
+    assert infer_task({"logits": (-1, 2)}, images, "m").name == "classification"
+    root = _speech_folder(tmp_path / "w", words=("down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"),
+                          per=5)
+    ds = load_dataset("w", root)
+    assert infer_task({"logits": (-1, 12)}, ds, "m").name == "keyword-spotting"     # an audio set's classifier
+    logits = np.eye(12, dtype=np.float32)[ds.y_test]
+    q = kws.quality({"logits": logits}, ds.normalize(ds.x_test), ds.y_test, ds)
+    assert q["value"] == 1.0 and q["front_end"]["clips"] == len(ds.y_test) and q["front_end"]["p50_ms"] > 0
+    assert len(q["examples"]["labels"]) == min(4, len(set(ds.y_test.tolist())))
+    assert "front end mfcc-mlperf-tiny" in kws.quality_line(q)
+    assert kws.plot([("m.onnx", q)], tmp_path / "k.png") and (tmp_path / "k.png").stat().st_size > 1000

@@ -252,3 +252,73 @@ def test_full_integer_tflite_runs_in_tflite_micro(exported, mnist_small, tmp_pat
     best = pick(device, Budgets(max_arena=arenas[0]), None)
     assert best.runtime == "tflite-micro" and best.arena == arenas[0]
     assert all(r.reasons for r in device if r.runtime == "litert")          # no arena measured: never waved through
+
+
+DEVICE_FEATURES = r"""
+import json, sys
+from pathlib import Path
+import numpy as np
+from toolkit.data.audio import MLPERF_WORDS, MfccFrontEnd, fit_clip, read_wav
+from benchmarks.runners import open_runner
+root, model = Path(sys.argv[1]), sys.argv[2]
+pre = json.loads(Path(model + ".json").read_text())["dataset"]["preprocessing"]
+test = set((root / "testing_list.txt").read_text().split())
+files = [f for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name in MLPERF_WORDS)
+         for f in sorted(d.glob("*.wav")) if f"{d.name}/{f.name}" in test]
+fe = MfccFrontEnd.from_dict(pre["front_end"])
+feats = np.stack([fe(fit_clip(read_wav(f), f)[0]) for f in files])[..., None]
+x = (feats * pre["scale"] - np.float32(pre["mean"][0])) / np.float32(pre["std"][0])
+runner = open_runner(model, threads=1)
+top1 = [int(np.argmax(runner.predict(x[i:i + 1]))) for i in range(len(x))]          # one clip at a time, as a device
+np.save(sys.argv[3], feats)
+print(json.dumps({"top1": top1, "files": len(files)}))
+"""
+
+
+def test_keyword_clip_read_on_the_device_gives_trainings_features_and_top1(runtime_venv, tmp_path):
+    """A WAV read in the runtime-only venv (NumPy front end, no torch or TensorFlow) gives the features training saw
+    and, through the exported fp32 .onnx, the training model's top-1; bench there scores as bench here."""
+    import shutil
+    import numpy as np
+    if shutil.which("espeak-ng") is None and os.environ.get("EDGEPACK_REQUIRE_DATA") != "1":
+        pytest.skip("espeak-ng is not installed")
+    from exporters.api import export_model
+    from exporters.base import ExportOptions
+    from toolkit.api import TrainConfig, train
+    from toolkit.data import load_dataset
+    from toolkit.data.speech_synth import make_synthetic_speech
+    root = tmp_path / "words"
+    make_synthetic_speech(root, per_word=16, speakers=10, seed=2)
+    ds = load_dataset("mywords", root)
+    res = train("torch", "ds-cnn", ds, out=tmp_path / "torch", config=TrainConfig(epochs=3, batch_size=32), verbose=False)
+    assert res.metrics["arch"] == "ds-cnn"
+    out = export_model(res.model, ["onnx", "tflite-int8"], ds, tmp_path / "export",
+                       ExportOptions(verify_images=200, calibration_samples=100), source_record=None,
+                       source_path=res.checkpoint, verbose=False)
+    onnx_file = next(r.path for r in out if r.format == "onnx")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEPACK_CACHE": str(tmp_path / "device-cache")}
+    r = subprocess.run([str(runtime_venv), "-c", DEVICE_FEATURES, str(root), str(onnx_file), str(tmp_path / "f.npy")],
+                       capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    dev = json.loads(r.stdout)
+    n = dev["files"]
+    assert n > 20
+    feats = np.load(tmp_path / "f.npy")
+    assert np.abs(feats - ds.x_test[:n]).max() < 1e-3                  # the word clips lead the test split, in order
+    logits = res.backend.predict_outputs(res.model, ds.normalize(ds.x_test[:n], res.backend.LAYOUT))
+    assert dev["top1"] == next(iter(logits.values())).argmax(1).tolist()
+    # bench in the device venv computes its own features from the WAVs (an empty cache) and scores as bench here
+    files = [str(p.path) for p in out]
+    cmd = ["-m", "toolkit.cli", "bench", *files, "--data", "mywords", "--data-dir", str(root), "--runs", "5",
+           "--min-seconds", "0", "--json"]
+    scores = []
+    for py, cache in ((str(runtime_venv), "device-cache"), (sys.executable, "host-cache")):
+        r = subprocess.run([py, *cmd, str(tmp_path / f"{cache}.json")], capture_output=True, text=True, timeout=600,
+                           env={**env, "EDGEPACK_CACHE": str(tmp_path / cache)}, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+        rows = json.loads((tmp_path / f"{cache}.json").read_text())["results"]
+        assert all(x["ok"] and x["task"]["name"] == "keyword-spotting" for x in rows)
+        assert all(x["quality"]["front_end"]["p50_ms"] > 0 for x in rows)
+        assert "front end mfcc-mlperf-tiny" in r.stdout
+        scores.append([x["accuracy"] for x in rows])
+    assert scores[0] == scores[1]

@@ -228,7 +228,7 @@ class Runner:
                 elif o.get("include_checkpoints", True) and f.suffix in (".pt", ".keras", ".h5"):
                     models.append(f)
         settings = BenchSettings(threads=o.get("threads", [1]), runs=o.get("runs", 50), min_seconds=o.get("min_seconds", 1.0),
-                                 warmup=o.get("warmup", 5))
+                                 warmup=o.get("warmup", 5), runtimes=o.get("runtimes"))
         from toolkit.data.sources import stand_in_name
         name = self.recipe.data["name"]
         if self.dataset.fallback:                  # the models were trained on the stand-in: bench on it, by name

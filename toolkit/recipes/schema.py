@@ -33,7 +33,7 @@ KINDS: dict[str, dict] = {
     "transfer": {"input": (str, True), "to": (str, True)},
     "export": {"input": (str, True), "formats": (list, True), **recipe_schema(ExportOptions)},
     "bench": {"inputs": (list, True), "threads": (list, False), "runs": (int, False), "min_seconds": (NUM, False),
-              "warmup": (int, False), "include_checkpoints": (bool, False)},
+              "warmup": (int, False), "include_checkpoints": (bool, False), "runtimes": (list, False)},
     "prune-curve": {"input": (str, True), "rates": (list, True), "iterations": (int, True), "epochs": (int, False),
                     "lr": (NUM, False), "structured": (bool, False), "batch_size": (int, False)},
 }

@@ -38,6 +38,7 @@ class KeywordSpotting(Classification):
     name = "keyword-spotting"
     description = ("a classifier of one-second audio clips through the data set's front end (MFCC): accuracy, "
                    "confusion matrix, front-end time per clip")
+    figures_beside_accuracy = True
 
     def view(self, ds):
         if getattr(ds, "front_end", None) is None:
@@ -48,10 +49,11 @@ class KeywordSpotting(Classification):
     def quality(self, outputs, x, y, ds) -> dict:
         q = super().quality(outputs, x, y, ds)
         q["front_end"] = time_front_end(ds)
-        k = min(EXAMPLE_CLIPS, len(y))
-        q["examples"] = {"features": np.asarray(x[:k, ..., 0], np.float32).round(2).tolist(),
-                         "labels": [ds.classes[int(i)] for i in y[:k]],
-                         "predicted": [ds.classes[int(i)] for i in q["predictions"][:k]]}
+        _, first = np.unique(y, return_index=True)                # one clip of each of the first classes
+        idx = np.sort(first)[:EXAMPLE_CLIPS]
+        q["examples"] = {"features": np.asarray(x[idx, ..., 0], np.float32).round(2).tolist(),
+                         "labels": [ds.classes[int(i)] for i in y[idx]],
+                         "predicted": [ds.classes[int(q["predictions"][i])] for i in idx]}
         return q
 
     def quality_line(self, q: dict | None) -> str:
@@ -71,14 +73,16 @@ class KeywordSpotting(Classification):
         k = len(ex["features"])
         fig, axes = plt.subplots(1, k, figsize=(2.6 * k, 3.4), squeeze=False)
         for i, ax in enumerate(axes[0]):
-            ax.imshow(np.asarray(ex["features"][i]).T, aspect="auto", origin="lower", cmap="magma")
-            preds = "\n".join(f"{label[:18]}: {q['examples']['predicted'][i]}" for label, q in curves
+            f = np.asarray(ex["features"][i]).T                    # (coefficients, frames)
+            f = (f - f.mean(1, keepdims=True)) / (f.std(1, keepdims=True) + 1e-6)   # each coefficient on its own scale
+            ax.imshow(f, aspect="auto", origin="lower", cmap="magma")
+            preds = "\n".join(f"{label[-24:]}: {q['examples']['predicted'][i]}" for label, q in curves
                               if q.get("examples"))
             ax.set_title(f"clip {i}: {ex['labels'][i]}", fontsize=9)
             ax.set_xlabel("frame (20 ms)", fontsize=8)
             ax.set_ylabel("MFCC" if i == 0 else "", fontsize=8)
             ax.text(0.02, -0.42, preds, transform=ax.transAxes, fontsize=6.5, va="top")
-        fig.suptitle("test clips' MFCC features (model input) and each file's prediction", fontsize=10)
+        fig.suptitle("test clips' MFCC features (each coefficient scaled to its own range) and each file's prediction", fontsize=10)
         fig.tight_layout()
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
