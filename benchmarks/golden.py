@@ -43,8 +43,28 @@ def source_of(golden) -> dict:
     return named or {"logits": golden["source"]}
 
 
-def save_golden(path, x: np.ndarray, labels: np.ndarray, source: dict) -> None:
-    np.savez_compressed(path, x=x, labels=labels, **{OUTPUT_PREFIX + k: v.astype(np.float32) for k, v in source.items()})
+def save_golden(path, x: np.ndarray, labels: np.ndarray, source: dict, **raw) -> None:
+    """Model inputs x, labels, the source's outputs; `raw`: an audio set's clips and front end (`golden_raw`)."""
+    np.savez_compressed(path, x=x, labels=labels, **raw,
+                        **{OUTPUT_PREFIX + k: v.astype(np.float32) for k, v in source.items()})
+
+
+FRONT_END_ATOL = 1e-3            # normalised features recomputed on a device vs at home (measured: ~1e-5)
+
+
+def device_inputs(golden) -> tuple[np.ndarray, dict | None]:
+    """The golden model inputs as this device makes them: an audio bundle's clips through the front end here (so
+    the check covers the device's feature computation too), compared with the features made at home; else x."""
+    x = golden["x"]
+    if "clips" not in golden.files:
+        return x, None
+    from toolkit.data.audio import MfccFrontEnd
+    pre = json.loads(str(golden["front_end"]))
+    feats = MfccFrontEnd.from_dict(pre["front_end"])(golden["clips"])[..., None]
+    here = ((feats * np.float32(pre["scale"]) - np.asarray(pre["mean"], np.float32))
+            / np.asarray(pre["std"], np.float32)).astype(np.float32)
+    return here, {"front_end": pre["front_end"].get("name"), "max_abs_diff": float(np.abs(here - x).max()),
+                  "atol": FRONT_END_ATOL}
 
 
 def compare_golden(got: dict, ref: dict, classifier: bool = True, where: str = "the file") -> dict:
@@ -70,7 +90,12 @@ def check(bundle: dict, entry: dict, runtime: str | None = None) -> dict:
     from benchmarks.runners import open_runner
     path = bundle["_folder"] / entry["file"]
     g = bundle["_golden"]
-    x, ref = g["x"], source_of(g)
+    x, fe = device_inputs(g)
+    ref = source_of(g)
+    if fe is not None and not fe["max_abs_diff"] <= fe["atol"]:
+        return {"passed": False, "front_end": fe, "sha256": entry["sha256"],
+                "error": f"the {fe['front_end']} front end computes other features on this device: max abs difference "
+                         f"{fe['max_abs_diff']:.3g} from the bundle's (allowed {fe['atol']:g})"}
     if not path.is_file():
         return {"passed": False, "error": f"{entry['file']}: missing from the bundle"}
     if sha256_file(path) != entry["sha256"]:
@@ -88,7 +113,8 @@ def check(bundle: dict, entry: dict, runtime: str | None = None) -> dict:
     n = len(x)
     passed = m["max_abs_diff"] <= tol["max_abs_diff"] and (
         tol.get("min_agreement") is None or m["agreement"] >= tol["min_agreement"] - 1.0 / n - 1e-9)
-    out = {"passed": bool(passed), "images": n, **m, "tolerance": tol, "sha256": entry["sha256"]}
+    out = {"passed": bool(passed), "images": n, **m, "tolerance": tol, "sha256": entry["sha256"],
+           **({"front_end": fe} if fe else {})}
     if not passed:
         out["error"] = (f"golden vectors not reproduced: max abs difference {m['max_abs_diff']:.4g} (allowed "
                         f"{tol['max_abs_diff']:.4g})" + ("" if m["agreement"] is None else

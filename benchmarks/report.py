@@ -121,6 +121,20 @@ def _headline(d: dict) -> float | None:
     return (d.get("quality") or {}).get("value")
 
 
+def arena_lines(ds: list[dict], names: dict) -> list[str]:
+    """The report's "Tensor arena" section (Markdown lines; none when no file was run in a microcontroller runtime)."""
+    arenas = [(d, arena_of(d.get("runtime_info"))) for d in ds if d["ok"]]
+    arenas = [(d, a) for d, a in arenas if a is not None]
+    if not arenas:
+        return []
+    return (["## Tensor arena", "", "The RAM a microcontroller must give the file's tensors besides the file itself in "
+             "flash, as TensorFlow Lite Micro's recording allocator measured it (reference kernels; optimized kernel "
+             "libraries may add scratch buffers).", "", "| model | runtime | tensor arena B | file B |",
+             "| --- | --- | ---: | ---: |"]
+            + [f"| {names[d['model']]} | {d['runtime']} | {a:,} | {_fmt(d['size_bytes'], ',')} |" for d, a in arenas]
+            + [""])
+
+
 def task_lines(ds: list[dict], names: dict, markdown: bool = True) -> list[str]:
     """The figures of files measured as another task than classification, or with figures beside accuracy (keyword
     spotting's front-end time) (one line each, first thread count), as
@@ -380,13 +394,7 @@ def write_markdown(results, path: Path, plots: list[Path], command: str = "") ->
     unmeasured = {names[d["model"]]: d["accuracy_note"] for d in ds if d.get("accuracy_note")}
     if unmeasured:
         lines += ["Not measured: " + "; ".join(f"**{k}**: {v}" for k, v in unmeasured.items()) + ".", ""]
-    arenas = [(d, arena_of(d.get("runtime_info"))) for d in ds if d["ok"]]
-    arenas = [(d, a) for d, a in arenas if a is not None]
-    if arenas:
-        lines += ["## Tensor arena", "", "The RAM a microcontroller must give the file's tensors besides the file itself in "
-                  "flash, as TensorFlow Lite Micro's recording allocator measured it (reference kernels; optimized kernel "
-                  "libraries may add scratch buffers).", "", "| model | runtime | tensor arena B | file B |", "| --- | --- | ---: | ---: |"]
-        lines += [f"| {names[d['model']]} | {d['runtime']} | {a:,} | {_fmt(d['size_bytes'], ',')} |" for d, a in arenas] + [""]
+    lines += arena_lines(ds, names)
     notes = [(d, m) for d in ds for m in d.get("diagnostics") or []]
     if notes:
         lines += ["## Diagnostics", ""] + [f"- **{names[d['model']]}** ({d['runtime']}, {d['threads']} thr): {m}" for d, m in notes] + [""]

@@ -134,7 +134,7 @@ def test_a_speech_folder_loads_by_name_as_features(tmp_path):
     root = _speech_folder(tmp_path / "mywords", words=tuple(["down", "go", "left", "no", "off", "on", "right",
                                                                  "stop", "up", "yes"]), per=5)
     ds = load_dataset("mywords", root)
-    assert ds.input_shape == (49, 10, 1) and ds.num_classes == 12 and ds.default_task == "keyword-spotting"
+    assert ds.input_shape == (49, 10, 1) and ds.num_classes == 12 and ds.modality == "audio"
     assert ds.preprocessing()["front_end"]["name"] == "mfcc-mlperf-tiny" and ds.scale == 1.0
     # the features the set holds are the front end's output of the clips it keeps
     assert np.allclose(ds.features(ds.clips_test), ds.x_test, atol=1e-4)
@@ -227,3 +227,28 @@ def test_keyword_spotting_task_reads_audio_sets_only(tmp_path):
     assert len(q["examples"]["labels"]) == min(4, len(set(ds.y_test.tolist())))
     assert "front end mfcc-mlperf-tiny" in kws.quality_line(q)
     assert kws.plot([("m.onnx", q)], tmp_path / "k.png") and (tmp_path / "k.png").stat().st_size > 1000
+
+
+def test_audio_golden_vectors_recompute_features_on_the_device(tmp_path):
+    """A bundle of an audio model carries the golden clips and the front end: the device makes the features itself,
+    and a front end that computes other features there fails the check in one line before any timing counts."""
+    from benchmarks.golden import check, device_inputs, save_golden
+    from toolkit.data import load_dataset
+    root = _speech_folder(tmp_path / "w", words=("down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"),
+                          per=5)
+    ds = load_dataset("w", root)
+    x, y = ds.test_subset(8, seed=1)
+    raw = ds.golden_raw(8, seed=1)
+    assert len(raw["clips"]) == len(x)
+    save_golden(tmp_path / "golden.npz", ds.normalize(x), y, {"logits": np.zeros((len(x), 12), np.float32)}, **raw)
+    g = np.load(tmp_path / "golden.npz")
+    here, fe = device_inputs(g)
+    assert fe["front_end"] == "mfcc-mlperf-tiny" and fe["max_abs_diff"] < 1e-4
+    assert np.abs(here - g["x"]).max() < 1e-4
+    bad = dict(g)
+    bad["clips"] = g["clips"][:, ::-1].copy()                    # another device's feature computation, in effect
+    bundle = {"_folder": tmp_path, "_golden": type("G", (), {"files": list(bad), "__getitem__": lambda s, k: bad[k]})()}
+    out = check(bundle, {"file": "m.tflite", "sha256": "x", "tolerance": {"max_abs_diff": 1.0}})
+    assert not out["passed"] and "front end computes other features on this device" in out["error"]
+    assert "\n" not in out["error"]
+    assert ds.__class__.__mro__[1].golden_raw(ds, 8, 1) == {}     # image sets carry no raw inputs

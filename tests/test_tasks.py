@@ -33,7 +33,8 @@ def test_registry_names_every_task_and_refuses_unknown_ones():
 def test_adding_a_task_is_one_module_and_one_registry_line():
     """Nothing outside toolkit/tasks names a task by name, except the classifier default and the CLI's help."""
     import toolkit.tasks as reg
-    assert reg.TASK_MODULES == tuple(f"toolkit.tasks.{n}" for n in ("classification", "raw", "anomaly", "detection"))
+    assert reg.TASK_MODULES == tuple(f"toolkit.tasks.{n}" for n in ("classification", "raw", "anomaly", "detection",
+                                                                          "keyword_spotting"))
     for mod in reg.TASK_MODULES:
         cls = __import__(mod, fromlist=["TASK"]).TASK
         assert cls.name and cls.description
@@ -43,7 +44,7 @@ def test_adding_a_task_is_one_module_and_one_registry_line():
             if "tasks" in f.parts:
                 continue
             text = f.read_text()
-            if any(f'"{n}"' in text or f"'{n}'" in text for n in ("anomaly", "raw", "detection")):
+            if any(f'"{n}"' in text or f"'{n}'" in text for n in ("anomaly", "raw", "detection", "keyword-spotting")):
                 offenders.append(str(f.relative_to(ROOT)))
     assert not offenders, offenders
 

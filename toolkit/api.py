@@ -63,8 +63,9 @@ def train(framework: str, arch: str | ArchSpec, data: str | Dataset, data_dir: s
         raise ModelError(f"task {t.name}: edgepack trains no models of this task (it has no training objective); "
                          "bring the model as an fp32 .onnx/.tflite file to export, bench and deploy it")
     raw = data if isinstance(data, ImageSet) else load_dataset(data, data_dir)
-    if task is None and getattr(raw, "default_task", None):      # an audio set's classifier spots keywords
-        t = get_task(raw.default_task)
+    if task is None:                                    # an audio set's classifier spots keywords
+        from toolkit.tasks import default_task
+        t = default_task(raw)
     ds = t.view(raw)
     spec = arch if isinstance(arch, ArchSpec) else get_arch(arch, input_shape=ds.input_shape, num_classes=ds.num_classes)
     if tuple(spec.input_shape) != ds.input_shape:

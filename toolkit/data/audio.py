@@ -247,7 +247,7 @@ class AudioSet(Dataset):
     front_end: dict = _field(default_factory=dict)
     clips_test: np.ndarray | None = None
     val_mask: np.ndarray | None = None      # training rows in the set's own validation split
-    default_task: str = "keyword-spotting"
+    modality = "audio"                      # the task that reads audio by default says so (Task.default_for)
 
     def preprocessing(self) -> dict:
         return {**super().preprocessing(), "front_end": dict(self.front_end)}
@@ -255,6 +255,14 @@ class AudioSet(Dataset):
     def features(self, clips: np.ndarray) -> np.ndarray:
         """Model input features of int16 clips (N, samples), before mean/std: what the data set holds."""
         return MfccFrontEnd.from_dict(self.front_end)(clips)[..., None]
+
+    def golden_raw(self, n: int, seed: int) -> dict:
+        """What a bundle's golden vectors carry besides the features of `test_subset(n, seed)`: those clips and the
+        front end and preprocessing that made model input of them, so a device recomputes the features itself."""
+        from toolkit.data.dataset import stratified_indices
+        import json
+        idx = stratified_indices(self.y_test, n, seed)
+        return {"clips": np.asarray(self.clips_test[idx]), "front_end": np.array(json.dumps(self.preprocessing()))}
 
     def split(self, val_fraction: float = 0.1, seed: int = 0):
         """The set's own validation split (validation_list.txt) when it has one, else a seeded random one."""

@@ -18,6 +18,7 @@ LAYOUTS = ("NHWC", "NCHW")
 class ImageSet:
     """What every in-memory image set shares (classification `Dataset`, detection `DetectionSet`): uint8 NHWC
     `x_train`, its `classes`, and the preprocessing (`mean`, `std`, `scale`) that makes model input of it."""
+    modality = "image"            # what x holds; a task may be the default for a modality (Task.default_for)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -77,6 +78,11 @@ class ImageSet:
             h.update(self.label_bytes(self.y_train))
             self._sha = h.hexdigest()
         return self._sha
+
+    def golden_raw(self, n: int, seed: int) -> dict:
+        """Raw inputs a bundle's golden vectors carry besides the model input of `test_subset(n, seed)` (an audio
+        set's clips, which a device turns into features itself); none for images."""
+        return {}
 
     def classes_in(self, y: np.ndarray) -> np.ndarray:
         """The class indices that occur in labels `y` (a subset's, say)."""

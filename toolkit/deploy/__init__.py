@@ -379,7 +379,7 @@ def write_bundle(out: Path, rows, results, variants, ds, loaded, info, progress)
                         "kernel_classes": {k: v.get("accuracy") for k, v in (ver.get("kernel_classes") or {}).items()
                                            if not k.startswith("_")} if get_exporter(fmt).kernel_sensitive else None,
                         "golden": home, "tolerance": tolerance(home, get_exporter(fmt).atol)})
-    save_golden(out / GOLDEN_FILE, xn, y, src)
+    save_golden(out / GOLDEN_FILE, xn, y, src, **ds.golden_raw(GOLDEN_IMAGES, seed=1))
     bundle = {"edgepack_bundle_version": 1, **info, "home_kernel_class": info["machine"].get("ort_int8_kernel_class"),
               "golden_images": int(len(x)), "candidates": entries}
     atomic_text(out / BUNDLE_FILE, json.dumps(bundle, indent=2, default=str))

@@ -118,6 +118,14 @@ def write_run_report(runner, seconds: float) -> None:
             lines.append(f"| {label(d['model'])} | {d['runtime']} | {d['threads']} | {_figure(d['accuracy'], d.get('quality'))} | {d['latency_ms']['p50']:.3f} | "
                          f"{d['latency_ms']['p90']:.3f} | {d['size_bytes']:,} | {d['gzip_bytes']:,} | {d['params']:,} | "
                          f"{d['nonzero_params']:,} | {d['macs'] if d['macs'] is None else format(d['macs'], ',')} | {d['peak_rss_mb']:.1f} |")
+        from benchmarks.report import arena_lines, task_lines
+        names = {d["model"]: label(d["model"]) for d in rows}
+        figures = task_lines(rows, names)
+        if figures:
+            lines += ["", "Task figures (full test set, in the target runtime):", ""] + figures
+        arena = arena_lines(rows, names)
+        if arena:
+            lines += [""] + ["##" + ln if ln.startswith("## ") else ln for ln in arena]
         notes = [(d, n) for d in rows for n in d.get("diagnostics") or []]
         if notes:
             lines += ["", "Diagnostics:", ""] + [f"- {label(d['model'])} ({d['runtime']}, {d['threads']} thr): {n}" for d, n in notes]

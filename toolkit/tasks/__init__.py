@@ -45,6 +45,14 @@ def get_task(spec: "str | dict | Task | None" = None, **options) -> Task:
     return cls(**{k: v for k, v in options.items() if v is not None})
 
 
+def default_task(ds) -> Task:
+    """The task a model of this data set performs when nothing names one: the task registered as the default for the
+    set's modality (keyword spotting for audio), else classification."""
+    modality = getattr(ds, "modality", None)
+    cls = next((c for c in _load().values() if modality and c.default_for == modality), None)
+    return cls() if cls is not None else get_task(DEFAULT)
+
+
 def recorded_task(record: "dict | None") -> "dict | None":
     """The task an artifact record (a dict) names, None when it names none."""
     return (record or {}).get("task") or None
@@ -56,7 +64,7 @@ def infer_task(shapes: dict, ds, where: str) -> Task:
     if len(shapes) == 1:
         shape = tuple(next(iter(shapes.values())))
         if len(shape) == 2 and (ds is None or shape[1] in (-1, ds.num_classes)):
-            return get_task(getattr(ds, "default_task", None) or DEFAULT)    # a classifier of the set's kind
+            return default_task(ds)                       # a classifier, of the data set's modality
         if len(shape) == 2:
             raise ModelError(f"{where}: the model has {shape[1]} outputs but {ds.name} has {ds.num_classes} classes; "
                              f"benchmark it on the data set it was made for, or give --task {'|'.join(task_names())}")
@@ -97,4 +105,4 @@ def task_help() -> str:
     return "; ".join(f"{n}: {c.description}" for n, c in _load().items())
 
 
-__all__ = ["Task", "get_task", "task_names", "recorded_task", "match_outputs", "matched", "output_shapes", "renamed", "TASK_MODULES", "task_help"]
+__all__ = ["Task", "get_task", "default_task", "task_names", "recorded_task", "match_outputs", "matched", "output_shapes", "renamed", "TASK_MODULES", "task_help"]

@@ -31,6 +31,7 @@ class Task:
                                        # distillation, compression fine-tunes and the mixed-precision search apply
     float_tail: bool = False           # int8 files keep their output head float (export option int8_tail = auto):
                                        # the last convolutions and the decode ops after them
+    default_for: str | None = None     # a data modality ("audio") whose classifiers are this task without --task
     figures_beside_accuracy: bool = False   # a classifier whose quality has more to say than accuracy (a report line)
     objective: str | None = None       # what training minimises (Framework.fit): classification, reconstruction,
                                        # boxes (an architecture whose ArchSpec.output_kind() fits it); None:

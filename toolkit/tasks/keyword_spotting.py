@@ -39,6 +39,7 @@ class KeywordSpotting(Classification):
     description = ("a classifier of one-second audio clips through the data set's front end (MFCC): accuracy, "
                    "confusion matrix, front-end time per clip")
     figures_beside_accuracy = True
+    default_for = "audio"
 
     def view(self, ds):
         if getattr(ds, "front_end", None) is None:
