@@ -252,3 +252,22 @@ def test_audio_golden_vectors_recompute_features_on_the_device(tmp_path):
     assert not out["passed"] and "front end computes other features on this device" in out["error"]
     assert "\n" not in out["error"]
     assert ds.__class__.__mro__[1].golden_raw(ds, 8, 1) == {}     # image sets carry no raw inputs
+
+
+def test_a_keyword_model_trains_and_compresses_as_a_keyword_spotter(tmp_path):
+    """No --task anywhere: an audio set's classifier is recorded as a keyword spotter, and compression keeps it so."""
+    import json
+    from toolkit.api import TrainConfig, train
+    from pathlib import Path
+    from toolkit.compress import compress
+    from toolkit.compress.steps import parse_steps
+    from toolkit.data import load_dataset
+    root = _speech_folder(tmp_path / "w", words=("down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"),
+                          per=5)
+    ds = load_dataset("w", root)
+    res = train("torch", "ds-cnn", ds, out=tmp_path / "t", config=TrainConfig(epochs=1, batch_size=16), verbose=False)
+    assert json.loads((tmp_path / "t" / "model.pt.json").read_text())["task"] == {"name": "keyword-spotting"}
+    ckpt = compress(res.checkpoint, parse_steps("prune(sparsity=0.5,epochs=1)"), tmp_path / "c", data="w",
+                    data_dir=str(root), verbose=False)
+    rec = json.loads(Path(str(ckpt) + ".json").read_text())
+    assert rec["task"] == {"name": "keyword-spotting"} and [s["step"] for s in rec["steps"]] == ["train", "prune"]

@@ -101,6 +101,7 @@ def compress(checkpoint: str | Path, steps: list[dict], out: str | Path, data=No
     rec = ArtifactRecord("checkpoint", ckpt.name, framework=state.backend.NAME, format=state.backend.NAME,
                          arch=state.spec.to_dict() if state.spec is not None else None, dataset=dataset_info(ds),
                          parent={"file": str(checkpoint), "sha256": sha256_file(checkpoint)},
+                         task=loaded.record.task if loaded.record else None,
                          steps=(list(loaded.record.steps) if loaded.record else []) + records,
                          metrics={"test_accuracy": records[-1]["after"]["accuracy"], "params": records[-1]["after"]["params"],
                                   "nonzero_params": records[-1]["after"]["nonzero_params"], "macs": records[-1]["after"]["macs"]})
