@@ -155,7 +155,9 @@ def cmd_demo(args) -> int:
 
 
 def _add_data_args(p, required=True):
-    p.add_argument("--data", required=required, help="data set name (mnist, cifar10) or any name with --data-dir")
+    from toolkit.data.sources import DATASETS
+    p.add_argument("--data", required=required, help=f"data set name ({', '.join(DATASETS)}) or any name with "
+                                                     "--data-dir")
     p.add_argument("--data-dir", default=None, help="folder (or tarball) holding the data set; overrides $EDGEPACK_DATA")
 
 
