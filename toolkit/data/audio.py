@@ -16,13 +16,15 @@ unknown drawn from the other words' clips, silence from one-second background cr
 from __future__ import annotations
 
 import io
+import json
 import math
 import wave
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from toolkit.data.dataset import Dataset, stratified_indices
 from toolkit.errors import DataError
 
 SAMPLE_RATE = 16000
@@ -234,17 +236,12 @@ def read_speech_folder(root: Path, words=MLPERF_WORDS, seed: int = 0, progress=N
 
 
 # ---------------------------------------------------------------- the in-memory set
-from dataclasses import dataclass as _dataclass, field as _field   # noqa: E402
-
-from toolkit.data.dataset import Dataset   # noqa: E402
-
-
-@_dataclass
+@dataclass
 class AudioSet(Dataset):
     """A keyword set as models read it: the front end's features as (N, frames, coefficients, 1) float32 "images"
     (what both frameworks train on and every runtime is fed), the labels, the front end that made them, and the test
     clips themselves (int16), which the harness times the front end on and a device recomputes features from."""
-    front_end: dict = _field(default_factory=dict)
+    front_end: dict = field(default_factory=dict)
     clips_test: np.ndarray | None = None
     val_mask: np.ndarray | None = None      # training rows in the set's own validation split
     modality = "audio"                      # the task that reads audio by default says so (Task.default_for)
@@ -259,8 +256,6 @@ class AudioSet(Dataset):
     def golden_raw(self, n: int, seed: int) -> dict:
         """What a bundle's golden vectors carry besides the features of `test_subset(n, seed)`: those clips and the
         front end and preprocessing that made model input of them, so a device recomputes the features itself."""
-        from toolkit.data.dataset import stratified_indices
-        import json
         idx = stratified_indices(self.y_test, n, seed)
         return {"clips": np.asarray(self.clips_test[idx]), "front_end": np.array(json.dumps(self.preprocessing()))}
 
