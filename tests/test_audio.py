@@ -271,3 +271,17 @@ def test_a_keyword_model_trains_and_compresses_as_a_keyword_spotter(tmp_path):
                     data_dir=str(root), verbose=False)
     rec = json.loads(Path(str(ckpt) + ".json").read_text())
     assert rec["task"] == {"name": "keyword-spotting"} and [s["step"] for s in rec["steps"]] == ["train", "prune"]
+
+
+def test_a_speech_commands_tarball_loads_like_its_folder(tmp_path):
+    """The official download is a tarball with the word folders at its top: read from it as from the folder."""
+    import tarfile
+    from toolkit.data import load_dataset
+    root = _speech_folder(tmp_path / "sc", words=("down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"),
+                          per=5)
+    tarball = tmp_path / "speech_commands_v0.02.tar.gz"
+    with tarfile.open(tarball, "w:gz") as t:
+        for p in sorted(root.rglob("*")):
+            t.add(p, arcname=f"./{p.relative_to(root)}", recursive=False)
+    a, b = load_dataset("speech-commands", root), load_dataset("speech-commands", tarball)
+    assert a.test_sha256() == b.test_sha256() and a.sha256() == b.sha256() and a.classes == b.classes
