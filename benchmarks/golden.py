@@ -59,10 +59,10 @@ def device_inputs(golden) -> tuple[np.ndarray, dict | None]:
     if "clips" not in golden.files:
         return x, None
     from toolkit.data.audio import MfccFrontEnd
+    from toolkit.data.dataset import normalize
     pre = json.loads(str(golden["front_end"]))
     feats = MfccFrontEnd.from_dict(pre["front_end"])(golden["clips"])[..., None]
-    here = ((feats * np.float32(pre["scale"]) - np.asarray(pre["mean"], np.float32))
-            / np.asarray(pre["std"], np.float32)).astype(np.float32)
+    here = normalize(feats, pre["mean"], pre["std"], "NHWC", pre["scale"])
     return here, {"front_end": pre["front_end"].get("name"), "max_abs_diff": float(np.abs(here - x).max()),
                   "atol": FRONT_END_ATOL}
 

@@ -121,13 +121,14 @@ def _headline(d: dict) -> float | None:
     return (d.get("quality") or {}).get("value")
 
 
-def arena_lines(ds: list[dict], names: dict) -> list[str]:
-    """The report's "Tensor arena" section (Markdown lines; none when no file was run in a microcontroller runtime)."""
+def arena_lines(ds: list[dict], names: dict, heading: str = "##") -> list[str]:
+    """The report's "Tensor arena" section (Markdown lines, its heading at level `heading`; none when no file was run
+    in a microcontroller runtime)."""
     arenas = [(d, arena_of(d.get("runtime_info"))) for d in ds if d["ok"]]
     arenas = [(d, a) for d, a in arenas if a is not None]
     if not arenas:
         return []
-    return (["## Tensor arena", "", "The RAM a microcontroller must give the file's tensors besides the file itself in "
+    return ([f"{heading} Tensor arena", "", "The RAM a microcontroller must give the file's tensors besides the file itself in "
              "flash, as TensorFlow Lite Micro's recording allocator measured it (reference kernels; optimized kernel "
              "libraries may add scratch buffers).", "", "| model | runtime | tensor arena B | file B |",
              "| --- | --- | ---: | ---: |"]

@@ -305,8 +305,11 @@ def test_keyword_clip_read_on_the_device_gives_trainings_features_and_top1(runti
     assert n > 20
     feats = np.load(tmp_path / "f.npy")
     assert np.abs(feats - ds.x_test[:n]).max() < 1e-3                  # the word clips lead the test split, in order
-    logits = res.backend.predict_outputs(res.model, ds.normalize(ds.x_test[:n], res.backend.LAYOUT))
-    assert dev["top1"] == next(iter(logits.values())).argmax(1).tolist()
+    logits = next(iter(res.backend.predict_outputs(res.model, ds.normalize(ds.x_test[:n], res.backend.LAYOUT)).values()))
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    decided = top2[:, 1] - top2[:, 0] > 1e-3          # a near-tie may flip between CPUs' float kernels: not judged
+    assert decided.mean() > 0.8
+    assert (np.array(dev["top1"])[decided] == logits.argmax(1)[decided]).all()
     # bench in the device venv computes its own features from the WAVs (an empty cache) and scores as bench here
     files = [str(p.path) for p in out]
     cmd = ["-m", "toolkit.cli", "bench", *files, "--data", "mywords", "--data-dir", str(root), "--runs", "5",

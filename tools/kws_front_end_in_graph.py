@@ -28,10 +28,7 @@ def build(checkpoint: str, ds):
     tf = import_tensorflow()
     loaded = load_checkpoint(checkpoint)
     fe = MfccFrontEnd.from_dict(ds.front_end)
-    n = fe.mel_bins
-    k = np.arange(fe.coefficients)[:, None]
-    dct = (2.0 * np.cos(np.pi * k * (2 * np.arange(n)[None, :] + 1) / (2 * n)) / np.sqrt(2 * n)).T.astype(np.float32)
-    mel = fe.mel_matrix().astype(np.float32)
+    dct, mel = fe.dct_matrix().astype(np.float32), fe.mel_matrix().astype(np.float32)
     mean, std = np.float32(ds.mean[0]), np.float32(ds.std[0])
 
     clip = tf.keras.Input((fe.clip_samples,), name="clip")

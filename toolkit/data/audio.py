@@ -20,6 +20,7 @@ import json
 import math
 import wave
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,18 @@ class MfccFrontEnd:
         w = np.maximum(0.0, np.minimum((mel - lower) / (centre - lower), (upper - mel) / (upper - centre)))
         return np.vstack([np.zeros((1, self.mel_bins)), w])
 
+    def dct_matrix(self) -> np.ndarray:
+        """(mel_bins, coefficients): `tf.signal.mfccs_from_log_mel_spectrograms` (DCT-II scaled by 1/sqrt(2 N)),
+        the first coefficients."""
+        n = self.mel_bins
+        k = np.arange(self.coefficients)[:, None]
+        return (2.0 * np.cos(np.pi * k * (2 * np.arange(n)[None, :] + 1) / (2 * n)) / math.sqrt(2 * n)).T
+
+    @cached_property
+    def _matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        hann = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(self.window) / self.window)).astype(np.float32)  # periodic
+        return hann, self.mel_matrix(), self.dct_matrix()
+
     def __call__(self, clips: np.ndarray, batch: int = 512) -> np.ndarray:
         """Features of clips (N, clip_samples) (or one clip), float in [-1, 1] or int16, as float32 (N, frames,
         coefficients)."""
@@ -89,11 +102,7 @@ class MfccFrontEnd:
             raise DataError(f"the front end takes clips of {self.clip_samples} samples, got {x.shape[-1]}")
         if x.dtype == np.int16:
             x = x.astype(np.float32) / 32768.0
-        mel_w = self._mel_w()
-        n = self.mel_bins
-        k = np.arange(self.coefficients)[:, None]
-        dct = (2.0 * np.cos(np.pi * k * (2 * np.arange(n)[None, :] + 1) / (2 * n)) / math.sqrt(2 * n)).T
-        hann = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(self.window) / self.window)).astype(np.float32)  # periodic
+        hann, mel_w, dct = self._matrices
         out = np.empty((len(x), self.frames, self.coefficients), np.float32)
         for i in range(0, len(x), batch):
             chunk = x[i:i + batch].astype(np.float32)
@@ -104,11 +113,6 @@ class MfccFrontEnd:
             logmel = np.log(spec @ mel_w + self.log_offset)
             out[i:i + batch] = logmel @ dct
         return out[0] if one else out
-
-    def _mel_w(self) -> np.ndarray:
-        if getattr(self, "_cache", None) is None:
-            object.__setattr__(self, "_cache", self.mel_matrix())
-        return self._cache
 
 
 # ---------------------------------------------------------------- WAV files
@@ -249,9 +253,13 @@ class AudioSet(Dataset):
     def preprocessing(self) -> dict:
         return {**super().preprocessing(), "front_end": dict(self.front_end)}
 
+    @cached_property
+    def front_end_fn(self) -> MfccFrontEnd:
+        return MfccFrontEnd.from_dict(self.front_end)
+
     def features(self, clips: np.ndarray) -> np.ndarray:
         """Model input features of int16 clips (N, samples), before mean/std: what the data set holds."""
-        return MfccFrontEnd.from_dict(self.front_end)(clips)[..., None]
+        return self.front_end_fn(clips)[..., None]
 
     def golden_raw(self, n: int, seed: int) -> dict:
         """What a bundle's golden vectors carry besides the features of `test_subset(n, seed)`: those clips and the

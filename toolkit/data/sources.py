@@ -110,12 +110,13 @@ def _stats(x: np.ndarray):
     return tuple(means), tuple(stds)
 
 
-def _tree_stamp(root: Path) -> str:
-    """Cache key of an image tree: every file's path (its class folder included), size and mtime, so moving
-    an image between class folders, or editing one, invalidates the decoded copy."""
-    h = hashlib.sha256(str(root.resolve()).encode())
-    for split in ("train", "test"):
-        base = root / split
+def _tree_stamp(root: Path, parts=("train", "test"), extra: str = "") -> str:
+    """Cache key of a data tree (`parts` below `root`; "" for all of it): every file's path (its class folder
+    included), size and mtime, so moving a file between class folders, or editing one, invalidates the decoded copy;
+    `extra` keys what else made the copy (an audio front end)."""
+    h = hashlib.sha256(f"{root.resolve()}{'|' + extra if extra else ''}".encode())
+    for split in parts:
+        base = root / split if split else root
         if not base.is_dir():
             continue
         for dirpath, _, files in sorted(os.walk(base)):
@@ -390,17 +391,6 @@ SPEECH_COMMANDS_URL = "https://storage.googleapis.com/download.tensorflow.org/da
 SPEECH_COMMANDS_SHA256 = "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58"   # torchaudio's, 2.3 GB
 
 
-def _speech_stamp(root: Path, extra: str) -> str:
-    """Cache key of a Speech Commands folder: every WAV's path, size and mtime, the lists, the front end."""
-    h = hashlib.sha256(f"{root.resolve()}|{extra}".encode())
-    for dirpath, _, files in sorted(os.walk(root)):
-        for f in sorted(files):
-            if f.endswith((".wav", ".txt")):
-                st = os.stat(os.path.join(dirpath, f))
-                h.update(f"{dirpath[len(str(root)):]}/{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
-
-
 def load_speech_set(name: str, location: Path, seed: int = 0):
     """A Speech Commands v2 folder (or its tarball) read into MLPerf Tiny's 12 classes and turned into the front end's
     features once (cached like decoded images; the test clips kept beside them): `toolkit.data.audio`."""
@@ -416,7 +406,7 @@ def load_speech_set(name: str, location: Path, seed: int = 0):
         raise DataError(f"{location}: not a Speech Commands folder (a folder of WAVs per word, testing_list.txt, "
                         "validation_list.txt)")
     fe = MfccFrontEnd()
-    cached = cache_dir() / "decoded" / f"{name}-{_speech_stamp(root, f'{fe.to_dict()}|{seed}')}"
+    cached = cache_dir() / "decoded" / f"{name}-{_tree_stamp(root, ('',), f'{fe.to_dict()}|{seed}')}"
     if not (cached / ".done").is_file():
         note(f"reading the clips under {root} and computing {fe.name} features (once; cached in {cached.parent})")
         read = read_speech_folder(root, seed=seed, progress=lambda i, n: note(f"  {i:,} / {n:,} clips read"))

@@ -123,9 +123,9 @@ def write_run_report(runner, seconds: float) -> None:
         figures = task_lines(rows, names)
         if figures:
             lines += ["", "Task figures (full test set, in the target runtime):", ""] + figures
-        arena = arena_lines(rows, names)
+        arena = arena_lines(rows, names, heading="###")
         if arena:
-            lines += [""] + ["##" + ln if ln.startswith("## ") else ln for ln in arena]
+            lines += [""] + arena
         notes = [(d, n) for d in rows for n in d.get("diagnostics") or []]
         if notes:
             lines += ["", "Diagnostics:", ""] + [f"- {label(d['model'])} ({d['runtime']}, {d['threads']} thr): {n}" for d, n in notes]
