@@ -1,7 +1,7 @@
 """Accuracy against training time, from a CSV of recorded training runs (one row a run), for users choosing their
 own trade-off. Times measured on different CPU kinds are not comparable, so a plot holds one CPU kind.
 
-    python -m benchmarks.budget_curve benchmarks/results/cifar10_resnet8/budget.csv [--cpu "AMD EPYC"] [--target 0.85]
+    python -m edgepack.benchmarks.budget_curve benchmarks/results/cifar10_resnet8/budget.csv [--cpu "AMD EPYC"] [--target 0.85]
         [--out budget-xeon.png]
 
 CSV columns: `run` (a label), `epochs`, `train_min` (empty: not recorded; such a run is left out), `cpu`, `n`
@@ -16,8 +16,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.report import wilson_interval
-from toolkit.outputs import save_figure
+from edgepack.benchmarks.report import wilson_interval
+from edgepack.toolkit.outputs import save_figure
 
 FIXED = ("run", "epochs", "train_min", "cpu", "n")
 
@@ -131,7 +131,7 @@ def plot(path: Path, cpu: str | None = None, target: float | None = 0.85, out: P
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.budget_curve", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m edgepack.benchmarks.budget_curve", description=__doc__.split("\n\n")[0])
     ap.add_argument("csv", type=Path)
     ap.add_argument("--cpu", help="CPU kind to plot (a part of its name; default: the kind with the most timed runs)")
     ap.add_argument("--target", type=float, default=0.85, help="accuracy line to draw (0: none)")

@@ -1,6 +1,6 @@
 """Runs inside a fresh process: load one model, time it, measure accuracy. One JSON line out on stdout.
 
-Invoked by the harness as `python -m benchmarks.child '<json request>'`; never two at once.
+Invoked by the harness as `python -m edgepack.benchmarks.child '<json request>'`; never two at once.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 import numpy as np
-from toolkit.errors import first_line
+from edgepack.toolkit.errors import first_line
 
 
 def _rss_mb() -> float:
@@ -46,7 +46,7 @@ SYNTHETIC = "synthetic"
 def _quality(req: dict, runner, ds, x_all, y_all) -> dict:
     """The file's task figures on the full test set: its recorded or given task, else a classifier where its outputs
     say so safely; a file whose task cannot be told is an error row saying so (give --task)."""
-    from toolkit.tasks import get_task, infer_task
+    from edgepack.toolkit.tasks import get_task, infer_task
     shapes = dict(zip(runner.output_names(), (o.shape for o in runner.outputs)))
     task = get_task(req["task"]) if req.get("task") else infer_task(shapes, ds, req["model"])
     outputs = runner.predict_outputs(x_all, batch_size=req.get("accuracy_batch", 256))
@@ -62,16 +62,16 @@ def _quality(req: dict, runner, ds, x_all, y_all) -> dict:
 
 def main(req: dict) -> dict:
     if req.get("static"):                              # file-level figures: opening a bad file may crash a runtime
-        from benchmarks.harness import static_metrics
+        from edgepack.benchmarks.harness import static_metrics
         return {"static": static_metrics(Path(req["model"]))}
-    from benchmarks.machine import rapl_path
-    from benchmarks.runners import open_runner
-    from toolkit.data import load_dataset
-    from toolkit.errors import ModelError
+    from edgepack.benchmarks.machine import rapl_path
+    from edgepack.benchmarks.runners import open_runner
+    from edgepack.toolkit.data import load_dataset
+    from edgepack.toolkit.errors import ModelError
 
     ds = None if req["data"] == SYNTHETIC else load_dataset(req["data"], req.get("data_dir"), allow_fallback=False, quiet=True)
     if ds is not None and req.get("task"):            # the data set as the file's task reads it (a one-class view)
-        from toolkit.tasks import get_task
+        from edgepack.toolkit.tasks import get_task
         ds = get_task(req["task"]).view(ds)
     rapl = rapl_path()
     try:                                               # reset the high-water mark: data loading is not the model's
@@ -96,7 +96,7 @@ def main(req: dict) -> dict:
     if ds is None:
         feed = runner.random_feed(batch)
     else:
-        from toolkit.data.dataset import normalize
+        from edgepack.toolkit.data.dataset import normalize
         pre = {"mean": list(ds.mean), "std": list(ds.std), "scale": ds.scale, "from": f"data set {ds.name}",
                **(req.get("preprocessing") or {})}
         x_all, y_all = normalize(ds.x_test, pre["mean"], pre["std"], "NHWC", pre["scale"]), ds.y_test
@@ -139,7 +139,7 @@ if __name__ == "__main__":
     try:
         out = {"ok": True, **main(request)}
     except Exception as e:  # reported as one line by the parent
-        from toolkit.errors import EdgepackError
+        from edgepack.toolkit.errors import EdgepackError
         msg = str(e) if isinstance(e, EdgepackError) else first_line(e)
         out = {"ok": False, "error": msg}
         if not isinstance(e, EdgepackError):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def _number_list(text: str, flag: str, kind=int) -> list:
-    from toolkit.errors import OptionError
+    from edgepack.toolkit.errors import OptionError
     try:
         return [kind(t) for t in text.split(",") if t.strip()]
     except ValueError:
@@ -22,11 +22,11 @@ def add_bench_parser(sub, func):
                         "dtype: latency, memory, size only). Default: the data set each file's edgepack record names, "
                         "else synthetic. A model no data set fits is timed on random input, and said so")
     p.add_argument("--data-dir", default=None, help="folder or tarball holding the data set (default: $EDGEPACK_DATA, the cache, a download)")
-    from toolkit.data.dataset import add_preprocessing_args
+    from edgepack.toolkit.data.dataset import add_preprocessing_args
     add_preprocessing_args(p)
-    from toolkit.tasks import add_task_args
+    from edgepack.toolkit.tasks import add_task_args
     add_task_args(p)
-    from benchmarks.runners import all_runtimes
+    from edgepack.benchmarks.runners import all_runtimes
     p.add_argument("--runtime", default=None,
                    help=f"runtimes to run each file on: comma-separated ({', '.join(all_runtimes())}) "
                         "or 'all' (every runtime that runs the file, but tflite-micro, which runs only when named); "
@@ -46,8 +46,8 @@ def add_bench_parser(sub, func):
 
 
 def _settings(args, pre, runtimes, accuracy: bool):
-    from benchmarks.harness import BenchSettings
-    from toolkit.tasks import task_from_args
+    from edgepack.benchmarks.harness import BenchSettings
+    from edgepack.toolkit.tasks import task_from_args
     return BenchSettings(threads=_number_list(args.threads, "--threads"), preprocessing=pre, runtimes=runtimes,
                          task=task_from_args(args),
                          warmup=args.warmup, runs=args.runs, min_seconds=args.min_seconds, batch=args.batch,
@@ -58,10 +58,10 @@ def _settings(args, pre, runtimes, accuracy: bool):
 def run_bundle(args, bundles, pre, runtimes) -> int:
     """A deploy bundle on the device: every file's golden vectors checked, then timed (random input unless --data);
     the JSON goes back to `edgepack deploy --select`."""
-    from benchmarks.golden import check, read_bundle
-    from benchmarks.harness import benchmark
-    from benchmarks.report import print_table, write_json
-    from toolkit.errors import OptionError
+    from edgepack.benchmarks.golden import check, read_bundle
+    from edgepack.benchmarks.harness import benchmark
+    from edgepack.benchmarks.report import print_table, write_json
+    from edgepack.toolkit.errors import OptionError
     if len(args.models) != 1:
         raise OptionError("benchmark a deploy bundle on its own (one folder, no other models)")
     bundle = read_bundle(bundles[0])
@@ -93,12 +93,12 @@ def run_bundle(args, bundles, pre, runtimes) -> int:
 
 
 def run_bench(args) -> int:
-    from benchmarks.harness import benchmark
-    from benchmarks.report import plot_all, print_table, write_csv, write_json, write_markdown
-    from toolkit.data.dataset import parse_preprocessing
+    from edgepack.benchmarks.harness import benchmark
+    from edgepack.benchmarks.report import plot_all, print_table, write_csv, write_json, write_markdown
+    from edgepack.toolkit.data.dataset import parse_preprocessing
     pre = parse_preprocessing(args.mean, args.std, args.scale)
     runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()] if args.runtime else None
-    from benchmarks.golden import is_bundle
+    from edgepack.benchmarks.golden import is_bundle
     bundles = [m for m in args.models if is_bundle(m)]
     if bundles:
         return run_bundle(args, bundles, pre, runtimes)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import ModelError
-from toolkit.record import sha256_file
+from edgepack.toolkit.errors import ModelError
+from edgepack.toolkit.record import sha256_file
 
 BUNDLE_FILE = "bundle.json"
 GOLDEN_FILE = "golden.npz"
@@ -58,8 +58,8 @@ def device_inputs(golden) -> tuple[np.ndarray, dict | None]:
     x = golden["x"]
     if "clips" not in golden.files:
         return x, None
-    from toolkit.data.audio import MfccFrontEnd
-    from toolkit.data.dataset import normalize
+    from edgepack.toolkit.data.audio import MfccFrontEnd
+    from edgepack.toolkit.data.dataset import normalize
     pre = json.loads(str(golden["front_end"]))
     feats = MfccFrontEnd.from_dict(pre["front_end"])(golden["clips"])[..., None]
     here = normalize(feats, pre["mean"], pre["std"], "NHWC", pre["scale"])
@@ -69,7 +69,7 @@ def device_inputs(golden) -> tuple[np.ndarray, dict | None]:
 
 def compare_golden(got: dict, ref: dict, classifier: bool = True, where: str = "the file") -> dict:
     """Max abs difference over every output (matched to the source's by name) and, for a classifier, top-1 agreement."""
-    from toolkit.tasks import matched
+    from edgepack.toolkit.tasks import matched
     got = matched(ref, got, where)[0]
     diff = max(float(np.abs(got[k] - ref[k]).max()) for k in ref)
     if not classifier:
@@ -87,7 +87,7 @@ def tolerance(home: dict, atol: float | None) -> dict:
 
 def check(bundle: dict, entry: dict, runtime: str | None = None) -> dict:
     """Run one bundle file on this machine on the golden inputs; passed when within the entry's tolerance."""
-    from benchmarks.runners import open_runner
+    from edgepack.benchmarks.runners import open_runner
     path = bundle["_folder"] / entry["file"]
     g = bundle["_golden"]
     x, fe = device_inputs(g)

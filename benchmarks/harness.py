@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import machine_record
-from benchmarks.metrics import file_metrics
-from toolkit.errors import EdgepackError, ModelError, OptionError
-from toolkit.record import ArtifactRecord, gzip_size
+from edgepack.benchmarks.machine import machine_record
+from edgepack.benchmarks.metrics import file_metrics
+from edgepack.toolkit.errors import EdgepackError, ModelError, OptionError
+from edgepack.toolkit.record import ArtifactRecord, gzip_size
 
 RESULT_TAG = "@@EDGEPACK_RESULT@@"
 
@@ -40,14 +40,14 @@ class BenchSettings:
             raise OptionError("thread counts must be >= 1")
         if self.runs < 1 or self.warmup < 0 or self.batch < 1 or self.min_seconds < 0:
             raise OptionError("runs and batch must be >= 1, warm-up and min seconds >= 0")
-        from benchmarks.runners import all_runtimes
+        from edgepack.benchmarks.runners import all_runtimes
         bad = [r for r in (self.runtimes or []) if r not in all_runtimes() + ["all"]]
         if bad:
             raise OptionError(f"unknown runtime(s) {', '.join(bad)}; known: {', '.join(all_runtimes())}, or all")
         unknown = set(self.runtime_options) - {"graph_optimization"}
         if unknown:
             raise OptionError(f"unknown runtime option(s) {sorted(unknown)}; known: graph_optimization")
-        from benchmarks.runners.onnxruntime import OPT_LEVELS
+        from edgepack.benchmarks.runners.onnxruntime import OPT_LEVELS
         level = self.runtime_options.get("graph_optimization", "all")
         if level not in OPT_LEVELS:
             raise OptionError(f"unknown graph_optimization {level!r}; expected one of {', '.join(OPT_LEVELS)}")
@@ -113,7 +113,7 @@ def _child(request: dict, timeout: float) -> dict:
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.child", json.dumps(request)], capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "edgepack.benchmarks.child", json.dumps(request)], capture_output=True,
                               text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"ok": False, "error": f"timed out after {timeout:.0f}s"}
@@ -134,7 +134,7 @@ def _child(request: dict, timeout: float) -> dict:
 
 def _runtimes_for(path: Path, wanted: list[str] | None) -> list[str]:
     """The runtimes that run this file: its format's default, every one ('all'), or those named that run it."""
-    from benchmarks.runners import every_runtime_for, runtimes_for
+    from edgepack.benchmarks.runners import every_runtime_for, runtimes_for
     able = runtimes_for(path)
     if not wanted:
         return able[:1]
@@ -148,7 +148,7 @@ def _runtimes_for(path: Path, wanted: list[str] | None) -> list[str]:
 
 def recorded_data(record: dict | None) -> str | None:
     """The data set a file's edgepack record names (the explicit stand-in name when it was trained on one)."""
-    from toolkit.data.sources import recorded_stand_in, stand_in_name
+    from edgepack.toolkit.data.sources import recorded_stand_in, stand_in_name
     ds = (record or {}).get("dataset") or {}
     name = ds.get("name")
     return stand_in_name(name) if name and recorded_stand_in(ds) else name
@@ -169,7 +169,7 @@ def data_mismatch(record: dict | None, used: dict | None) -> str | None:
     rec = (record or {}).get("dataset") or {}
     if not rec or not used:
         return None
-    from toolkit.data.sources import recorded_stand_in
+    from edgepack.toolkit.data.sources import recorded_stand_in
     rec_fallback = recorded_stand_in(rec)
     if rec.get("test_sha256"):
         same = rec["test_sha256"] == used["test_sha256"]
@@ -186,8 +186,8 @@ def benchmark(models: list[str | Path], data: str | None, data_dir: str | None =
     """Benchmark each model at each thread count; failures become records with `ok=False` (others go on).
     `data=None`: each file's recorded data set, or random input (no accuracy) for files without a record."""
     settings = settings or BenchSettings()
-    from benchmarks.runners import formats_by_suffix, runner_class, runtime_label
-    from toolkit.data.sources import recorded_folder
+    from edgepack.benchmarks.runners import formats_by_suffix, runner_class, runtime_label
+    from edgepack.toolkit.data.sources import recorded_folder
     suffixes = formats_by_suffix()                       # every suffix a registered runtime runs
     machine = machine_record()
     results: list[BenchResult] = []
@@ -265,7 +265,7 @@ def benchmark(models: list[str | Path], data: str | None, data_dir: str | None =
                     progress(f"warning: {path.name}: {results[-1].data_warning}")
                 if out.get("accuracy_note") and threads == settings.threads[0]:
                     progress(f"{path.name}: {out['accuracy_note']}")
-    from benchmarks.diagnostics import diagnose
+    from edgepack.benchmarks.diagnostics import diagnose
     diagnose(results)
     return results
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.onnx_reader import Graph, external_files, load_external, read_onnx
-from toolkit.errors import ModelError, first_line
+from edgepack.benchmarks.onnx_reader import Graph, external_files, load_external, read_onnx
+from edgepack.toolkit.errors import ModelError, first_line
 
 Q_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 SHAPE_INPUT_OPS = {"Reshape", "Pad", "Squeeze", "Unsqueeze", "ReduceMean", "Slice", "Expand", "Tile", "Resize", "Upsample"}
@@ -28,7 +28,7 @@ def _file_metrics(path: Path) -> dict:
     if suffix == ".onnx":
         return onnx_metrics(path.read_bytes(), path.parent)
     if suffix == ".epk":
-        from benchmarks.runners.epk import read_archive
+        from edgepack.benchmarks.runners.epk import read_archive
         return onnx_metrics(read_archive(path)[0])
     if suffix == ".tflite":
         return tflite_metrics(path)
@@ -204,7 +204,7 @@ WEIGHT_OPS = {"CONV_2D": (1, 2), "DEPTHWISE_CONV_2D": (1, 2), "FULLY_CONNECTED":
 
 def tflite_metrics(path: Path) -> dict:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    from toolkit.tf_import import quiet_stderr
+    from edgepack.toolkit.tf_import import quiet_stderr
     with open(path, "rb") as f:
         ident = f.read(8)[4:]
     if ident != b"TFL3":                               # the flatbuffer file identifier every .tflite carries
@@ -268,7 +268,7 @@ def tflite_metrics(path: Path) -> dict:
 
 # ------------------------------------------------------------------ source checkpoints
 def checkpoint_metrics(path: Path) -> dict:
-    from toolkit.api import load_checkpoint
+    from edgepack.toolkit.api import load_checkpoint
     loaded = load_checkpoint(path)
     counts = loaded.backend.count_params(loaded.model)
     macs = loaded.spec.counts()["macs"] if loaded.spec is not None else None

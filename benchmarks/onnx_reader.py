@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from toolkit.errors import ModelError
+from edgepack.toolkit.errors import ModelError
 
 # ONNX TensorProto.DataType -> numpy
 DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 5: np.int16, 6: np.int32, 7: np.int64, 10: np.float16, 11: np.float64}

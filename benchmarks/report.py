@@ -5,8 +5,8 @@ import csv
 import json
 from pathlib import Path
 
-from benchmarks.runners.base import arena_of
-from toolkit.outputs import atomic_text, save_figure
+from edgepack.benchmarks.runners.base import arena_of
+from edgepack.toolkit.outputs import atomic_text, save_figure
 
 JSON_VERSION = 1
 CSV_FIELDS = ["model", "format", "runtime", "threads", "ok", "error", "batch", "latency_min_ms", "latency_p50_ms",
@@ -140,7 +140,7 @@ def task_lines(ds: list[dict], names: dict, markdown: bool = True) -> list[str]:
     """The figures of files measured as another task than classification, or with figures beside accuracy (keyword
     spotting's front-end time) (one line each, first thread count), as
     Markdown list items or as plain console lines."""
-    from toolkit.tasks import get_task
+    from edgepack.toolkit.tasks import get_task
     t0 = min((d["threads"] for d in ds), default=1)
     out = []
     for d in ds:
@@ -195,7 +195,7 @@ def busy_machine(d: dict) -> bool:
 
 def task_plots(ok: list[dict], names: dict, out_dir: Path) -> list[Path]:
     """Each task's own figure over the files measured as it (anomaly: the ROC curves in one plot)."""
-    from toolkit.tasks import get_task
+    from edgepack.toolkit.tasks import get_task
     t0 = min((d["threads"] for d in ok), default=1)
     by_task: dict[str, list] = {}
     for d in ok:
@@ -218,7 +218,7 @@ def plot_all(results, out_dir: Path) -> list[Path]:
         import numpy as np
     except ImportError:
         return []
-    from benchmarks.runners import runtime_label
+    from edgepack.benchmarks.runners import runtime_label
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ok = [d for d in rows(results) if d["ok"] and d["latency_ms"]]
@@ -407,7 +407,7 @@ def write_markdown(results, path: Path, plots: list[Path], command: str = "") ->
             v = rec.get("verification") or {}
             ver = (f"{'passed' if v.get('passed') else 'FAILED'}: agreement {100 * v['top1_agreement']:.2f}%, max diff "
                    f"{v['max_abs_diff']:.2g} on {v['images']} images" if v else "-")
-            from toolkit.tasks import get_task
+            from edgepack.toolkit.tasks import get_task
             if v and not get_task(v.get("task")).top1:
                 from types import SimpleNamespace
                 ver = (f"{'passed' if v.get('passed') else 'FAILED'} as {v['task']['name']}: "

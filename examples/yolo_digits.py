@@ -10,7 +10,7 @@ of edgepack's dependencies; use a venv of its own:
     yolo-env/bin/python examples/yolo_digits.py --data DIGIT_CANVAS_FOLDER --out runs/yolo --epochs 20
 
 DIGIT_CANVAS_FOLDER: a YOLO-format folder, e.g. the one `edgepack train --data digit-canvas ...` made (its path is in
-the record), or `python -c "from toolkit.data import load_dataset; print(load_dataset('digit-canvas').source)"`.
+the record), or `python -c "from edgepack.toolkit.data import load_dataset; print(load_dataset('digit-canvas').source)"`.
 """
 from __future__ import annotations
 

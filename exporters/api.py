@@ -1,10 +1,10 @@
 """Export a model to one or more formats, verify each file in its runtime, write manifests.
 
-    from exporters import export_checkpoint
+    from edgepack.exporters import export_checkpoint
     results = export_checkpoint("runs/mnist/model.pt", ["onnx", "tflite-int8"], out="exports")
 
 Users' own models: `export_model(model, formats, dataset, out_dir)` with any torch.nn.Module or
-Keras model (a `toolkit.data.Dataset` provides calibration and verification images).
+Keras model (a `edgepack.toolkit.data.Dataset` provides calibration and verification images).
 """
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporters.base import ExportContext, ExportOptions, unused_options
-from exporters.registry import get_exporter, list_exporters
-from exporters.verify import Verification, VerificationError, verify_file
-from toolkit.errors import EdgepackError, OptionError
-from toolkit.record import ArtifactRecord, environment, sha256_file
+from edgepack.exporters.base import ExportContext, ExportOptions, unused_options
+from edgepack.exporters.registry import get_exporter, list_exporters
+from edgepack.exporters.verify import Verification, VerificationError, verify_file
+from edgepack.toolkit.errors import EdgepackError, OptionError
+from edgepack.toolkit.record import ArtifactRecord, environment, sha256_file
 
 
 @dataclass
@@ -76,8 +76,8 @@ def export_context(model, dataset, out_dir: str | Path, *, stem: str = "model", 
                    source_path: Path | None = None, task=None) -> ExportContext:
     """One context for several exports of one source (the fp32 ONNX and onnx2tf's conversion are made once), with
     the source's task and the data set as that task reads it; the caller calls `cleanup()`."""
-    from toolkit.api import resolve_task
-    from toolkit.backends import backend_for_model
+    from edgepack.toolkit.api import resolve_task
+    from edgepack.toolkit.backends import backend_for_model
     backend = backend_for_model(model)
     where = source_path.name if source_path is not None else "the model"
     task, dataset = resolve_task(model, backend, dataset, task, source_record, where)
@@ -130,7 +130,7 @@ def _export_one(ctx: ExportContext, fmt: str, verbose: bool) -> ExportResult:
         return ExportResult(fmt, None, None, None, str(e))
     except OSError as e:                                 # a full disk: no half-written file left behind, one line
         tmp.unlink(missing_ok=True)
-        from toolkit.errors import write_error
+        from edgepack.toolkit.errors import write_error
         raise write_error(final, e) from None
     if not ver.passed:                                   # keep the file for inspection, clearly flagged
         final = final.with_name(f"{final.stem}.FAILED{final.suffix}")
@@ -149,7 +149,7 @@ def _export_one(ctx: ExportContext, fmt: str, verbose: bool) -> ExportResult:
 def verification_line(sizes: dict, ver: Verification) -> str:
     """One line: size, the task's figures (a classifier: accuracy change with its margin, agreement), per-kernel-class
     proof, verdict."""
-    from toolkit.tasks import get_task
+    from edgepack.toolkit.tasks import get_task
     status = "ok" if ver.passed else "FAILED: " + "; ".join(ver.failures)
     task = get_task(ver.task)
     line = f"{sizes['bytes']:,} B (gzip {sizes['gzip_bytes']:,} B), " + task.verification_line(ver)
@@ -166,7 +166,7 @@ def verification_line(sizes: dict, ver: Verification) -> str:
 
 
 def _record(ctx: ExportContext, exp, path: Path, details: dict, ver: Verification) -> ArtifactRecord:
-    from toolkit.api import dataset_info
+    from edgepack.toolkit.api import dataset_info
     src = ctx.source_record
     parent = {"file": str(ctx.source_path), "sha256": sha256_file(ctx.source_path)} if ctx.source_path else None
     rec = ArtifactRecord("export", path.name, framework=ctx.framework, format=exp.name,
@@ -186,7 +186,7 @@ def _record(ctx: ExportContext, exp, path: Path, details: dict, ver: Verificatio
 def export_checkpoint(checkpoint: str | Path, formats: list[str], out: str | Path, data=None,
                       data_dir: str | None = None, options: ExportOptions | None = None, verbose: bool = True,
                       preprocessing: dict | None = None, task=None):
-    from toolkit.api import check_fits, dataset_for, load_checkpoint
+    from edgepack.toolkit.api import check_fits, dataset_for, load_checkpoint
     _check_formats(formats)                              # option errors before the model and the data are read
     loaded = load_checkpoint(checkpoint)
     ds = dataset_for(loaded, data, data_dir, preprocessing)

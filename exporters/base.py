@@ -6,10 +6,10 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from exporters.verify import TARGET_HELP, TARGETS
-from toolkit.data import Dataset
-from toolkit.errors import OptionError
-from toolkit.options import check_choices, option
+from edgepack.exporters.verify import TARGET_HELP, TARGETS
+from edgepack.toolkit.data import Dataset
+from edgepack.toolkit.errors import OptionError
+from edgepack.toolkit.options import check_choices, option
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 IO_DTYPES = ("int8", "uint8")
@@ -108,7 +108,7 @@ class ExportContext:
     _work: Path | None = None
 
     def __post_init__(self):
-        from toolkit.tasks import get_task
+        from edgepack.toolkit.tasks import get_task
         self.task = get_task(self.task)
 
     @property
@@ -140,7 +140,7 @@ class Exporter:
     name: str = ""
     suffix: str = ""
     description: str = ""
-    needs: tuple[str, ...] = ()               # framework capabilities the source must have (toolkit.backends.CAPABILITIES)
+    needs: tuple[str, ...] = ()               # framework capabilities the source must have (edgepack.toolkit.backends.CAPABILITIES)
     options: tuple[str, ...] = ()             # the ExportOptions fields this format reads (besides VERIFY_OPTIONS)
     precision: str = "fp32"                   # fp32 | fp16 | dynamic | int8 | archive
     atol: float | None = 1e-4                 # max abs logit difference allowed (None: not checked)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.errors import ModelError, OptionError
+from edgepack.toolkit.errors import ModelError, OptionError
 
 ONNX_COMPUTE = ("Conv", "Gemm", "MatMul")
 TFLITE_COMPUTE = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from toolkit.errors import EdgepackError
-from toolkit.tasks import matched
+from edgepack.toolkit.errors import EdgepackError
+from edgepack.toolkit.tasks import matched
 
 
 @dataclass
@@ -67,9 +67,9 @@ def _time_interleaved(runners: list, feed_of: list, rounds: int, runs: int) -> n
 def attribute(ctx, fmt: str, threads: int = 1, images: int = 500, rounds: int = 5, runs: int = 200,
               progress=print) -> Attribution:
     """Leave-one-layer-float attribution of `fmt` (onnx-int8 or tflite-int8) for the source in `ctx`."""
-    from benchmarks.runners import open_runner
-    from exporters.layers import onnx_layers
-    from exporters.registry import get_exporter
+    from edgepack.benchmarks.runners import open_runner
+    from edgepack.exporters.layers import onnx_layers
+    from edgepack.exporters.registry import get_exporter
     exp = get_exporter(fmt)
     layers = onnx_layers(ctx.fp32_onnx())
     work = ctx.work_dir / f"attribution-{fmt}"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from exporters.base import ExportContext, Exporter
+from edgepack.exporters.base import ExportContext, Exporter
 
 
 def input_layout(onnx_path: Path, hwc) -> tuple[str, str]:

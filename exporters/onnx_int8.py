@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.base import ExportContext, Exporter
-from exporters.onnx_fp32 import input_layout
-from exporters.verify import TARGETS
-from toolkit.backends.onnx_portable import make_portable
-from toolkit.errors import ModelError, first_line
+from edgepack.exporters.base import ExportContext, Exporter
+from edgepack.exporters.onnx_fp32 import input_layout
+from edgepack.exporters.verify import TARGETS
+from edgepack.toolkit.backends.onnx_portable import make_portable
+from edgepack.toolkit.errors import ModelError, first_line
 
 
 class _Fallbacks(logging.Filter):
@@ -139,7 +139,7 @@ class OnnxInt8StaticExporter(Exporter):
         # (vpmaddubsw); 7-bit weights (ORT's reduce_range) keep every pair sum in range, so the file computes
         # the same integers on every CPU class. Full-range weights only for a target known to accumulate in int32.
         seven_bit = "u8s8-sat16" in TARGETS[opts.target]
-        from exporters.layers import onnx_layers, onnx_tail, resolve
+        from edgepack.exporters.layers import onnx_layers, onnx_tail, resolve
         floats = resolve(onnx_layers(src), opts.float_layers) if opts.float_layers else []
         tail_mode = opts.float_tail(ctx.task)
         tail = onnx_tail(src, with_head=tail_mode == "head") if tail_mode else []

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import importlib
 
-from toolkit.errors import OptionError
+from edgepack.toolkit.errors import OptionError
 
-FORMAT_MODULES = ("exporters.onnx_fp32", "exporters.onnx_int8", "exporters.tflite", "exporters.sparse_archive")
+FORMAT_MODULES = ("edgepack.exporters.onnx_fp32", "edgepack.exporters.onnx_int8", "edgepack.exporters.tflite", "edgepack.exporters.sparse_archive")
 
 _EXPORTERS: dict[str, type] = {}
 _loaded = False
@@ -36,7 +36,7 @@ def list_exporters(framework=None) -> list[str]:
     if framework is None:
         return list(_EXPORTERS)
     if isinstance(framework, str):
-        from toolkit.backends import get_backend
+        from edgepack.toolkit.backends import get_backend
         framework = get_backend(framework)
     return [n for n, c in _EXPORTERS.items() if c().accepts(framework)]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.runners.epk import read_archive, to_onnx_file, write_archive
-from exporters.base import ExportContext, Exporter
+from edgepack.benchmarks.runners.epk import read_archive, to_onnx_file, write_archive
+from edgepack.exporters.base import ExportContext, Exporter
 
 __all__ = ["SparseArchiveExporter", "WeightsUint8Exporter", "read_archive", "write_archive", "to_onnx_file"]
 

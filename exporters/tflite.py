@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.base import ExportContext, Exporter
-from toolkit.errors import ModelError, OptionError, first_line
+from edgepack.exporters.base import ExportContext, Exporter
+from edgepack.toolkit.errors import ModelError, OptionError, first_line
 
 ONNX2TF_SUFFIX = {"fp32": "_float32.tflite", "fp16": "_float16.tflite", "dynamic": "_dynamic_range_quant.tflite",
                   "int8": "_full_integer_quant.tflite"}
@@ -86,7 +86,7 @@ def onnx2tf_convert(ctx: ExportContext) -> Path:
     key = f"onnx2tf-dir:{o.io_dtype}:{o.per_channel}:{o.keep_nchw}:{o.calibration_samples}:{o.seed}"
     if key in ctx.produced:
         return ctx.produced[key]
-    from toolkit.tf_import import import_tensorflow, quiet_stderr
+    from edgepack.toolkit.tf_import import import_tensorflow, quiet_stderr
     import_tensorflow()
     with quiet_stderr():
         onnx2tf = import_onnx2tf()
@@ -107,7 +107,7 @@ def onnx2tf_convert(ctx: ExportContext) -> Path:
     to01 = np.float32(ds.scale * 255.0)          # onnx2tf takes [0, 1] images: fold any other pixel scale into mean/std
     mean = np.asarray(ds.mean, np.float32).reshape(1, 1, 1, c) / to01
     std = np.asarray(ds.std, np.float32).reshape(1, 1, 1, c) / to01
-    from exporters.onnx_fp32 import input_layout
+    from edgepack.exporters.onnx_fp32 import input_layout
     in_name, layout = input_layout(src, ds.input_shape)
     _fix_spatial_dims(src, in_name, (1, c, h, w) if layout == "NCHW" else (1, h, w, c))
     # an NHWC graph (from tf2onnx) must be declared as such, or onnx2tf reads (N, H, W, C) as (N, C, H, W)
@@ -182,7 +182,7 @@ def via_onnx2tf(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
 def _dynamic_from_saved_model(ctx: ExportContext, saved_model: Path, version: str) -> tuple[bytes, dict]:
     """Dynamic range with per-tensor Dense weights from the SavedModel onnx2tf writes: onnx2tf's own dynamic-range
     file has per-channel FULLY_CONNECTED weights, which need TFLite 2.17 (tflite-runtime 2.14 refuses them)."""
-    from toolkit.tflite_convert import convert_saved_model
+    from edgepack.toolkit.tflite_convert import convert_saved_model
     data, details = convert_saved_model(saved_model, "dynamic", per_channel=True, dense_per_channel=False)
     details.update(converter=f"onnx2tf {version} SavedModel, then {details['converter']}", **{"from": "fp32 ONNX"},
                    input_layout="NCHW" if ctx.options.keep_nchw else "NHWC")
@@ -192,8 +192,8 @@ def _dynamic_from_saved_model(ctx: ExportContext, saved_model: Path, version: st
 def mixed_int8(ctx: ExportContext) -> tuple[bytes, dict]:
     """Full-integer TFLite with the `keep_float` layers left in float (TensorFlow's selective quantization), on
     either route: the Keras converter, or a TFLiteConverter on the SavedModel onnx2tf writes. The file's compute
-    ops are matched to the source's layers (exporters.layers) on a full-int8 conversion first."""
-    from exporters.layers import match_tflite, nodes_of, onnx_layers, resolve, tflite_compute_ops, tflite_tail
+    ops are matched to the source's layers (edgepack.exporters.layers) on a full-int8 conversion first."""
+    from edgepack.exporters.layers import match_tflite, nodes_of, onnx_layers, resolve, tflite_compute_ops, tflite_tail
     opts = ctx.options
     layers = onnx_layers(ctx.fp32_onnx())
     wanted = resolve(layers, opts.float_layers)             # a name error before any conversion
@@ -213,7 +213,7 @@ def mixed_int8(ctx: ExportContext) -> tuple[bytes, dict]:
         if opts.keep_nchw:
             raise OptionError("keep_float with the onnx2tf route makes NHWC files; drop keep_nchw")
         saved_model = onnx2tf_convert(ctx)                   # onnx2tf writes its SavedModel beside the .tflite files
-        from toolkit.tflite_convert import convert_saved_model
+        from edgepack.toolkit.tflite_convert import convert_saved_model
 
         def run(nodes):
             data, details = convert_saved_model(saved_model, "int8", representative, opts.io_dtype, opts.per_channel,

@@ -69,14 +69,14 @@ def _isolated_cache(tmp_path_factory, request):
 
 @pytest.fixture(scope="session")
 def mnist():
-    from toolkit.data import load_dataset
+    from edgepack.toolkit.data import load_dataset
     return load_dataset("mnist", MNIST_DIR)
 
 
 @pytest.fixture(scope="session")
 def mnist_small(mnist):
     """A 3,000 / 1,000 slice of real MNIST for quick training tests."""
-    from toolkit.data import Dataset
+    from edgepack.toolkit.data import Dataset
     return Dataset("mnist", mnist.source + " (slice)", mnist.x_train[:3000], mnist.y_train[:3000],
                    mnist.x_test[:1000], mnist.y_test[:1000], mnist.classes, mnist.mean, mnist.std)
 
@@ -89,8 +89,8 @@ def rng():
 @pytest.fixture(scope="session")
 def trained(mnist_small, tmp_path_factory):
     """mnist-tutorial trained briefly in each framework on real digits: {framework: checkpoint path}."""
-    from toolkit.api import train
-    from toolkit.train import TrainConfig
+    from edgepack.toolkit.api import train
+    from edgepack.toolkit.train import TrainConfig
     out = {}
     for fw in ("torch", "keras"):
         res = train(fw, "mnist-tutorial", mnist_small, out=tmp_path_factory.mktemp(f"ckpt-{fw}"),
@@ -102,10 +102,10 @@ def trained(mnist_small, tmp_path_factory):
 @pytest.fixture(scope="session")
 def exported(trained, mnist_small, tmp_path_factory):
     """Every registered format, from every framework that supports it, exported once per session."""
-    from exporters import list_exporters
-    from exporters.api import export_model
-    from exporters.base import ExportOptions
-    from toolkit.api import load_checkpoint
+    from edgepack.exporters import list_exporters
+    from edgepack.exporters.api import export_model
+    from edgepack.exporters.base import ExportOptions
+    from edgepack.toolkit.api import load_checkpoint
     out = {}
     for fw, ckpt in trained.items():
         d = tmp_path_factory.mktemp(f"export-{fw}")

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from toolkit.arch import ArchSpec, get_arch, list_archs
-from toolkit.arch import spec as S
-from toolkit.backends import get_backend
-from toolkit.errors import ModelError, OptionError
+from edgepack.toolkit.arch import ArchSpec, get_arch, list_archs
+from edgepack.toolkit.arch import spec as S
+from edgepack.toolkit.backends import get_backend
+from edgepack.toolkit.errors import ModelError, OptionError
 
 # Parameter counts fixed by the product description (trainable for cifar-base, total elsewhere).
 EXPECTED = {"mnist-tutorial": ("total", 20410), "cifar-teacher": ("total", 961706),
@@ -103,7 +103,7 @@ def test_weight_transfer_on_real_images(name, backends, mnist):
 def test_weights_that_do_not_fit_name_what_is_unset_and_what_has_no_place(backends):
     """The torch implementation reports missing and unexpected tensors under the right names (transfer.py once
     swapped them)."""
-    from toolkit.errors import ModelError
+    from edgepack.toolkit.errors import ModelError
     T, _ = backends
     spec = get_arch("mnist-tutorial")
     model = T.build(spec)

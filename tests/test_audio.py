@@ -7,9 +7,9 @@ import wave
 import numpy as np
 import pytest
 
-from toolkit.data.audio import (CLIP_SAMPLES, SILENCE, UNKNOWN, MfccFrontEnd, fit_clip, read_speech_folder,
+from edgepack.toolkit.data.audio import (CLIP_SAMPLES, SILENCE, UNKNOWN, MfccFrontEnd, fit_clip, read_speech_folder,
                                 read_wav, write_wav)
-from toolkit.errors import DataError
+from edgepack.toolkit.errors import DataError
 
 
 def _clips(n=6, seed=0):
@@ -27,7 +27,7 @@ def _clips(n=6, seed=0):
 
 def test_front_end_matches_tf_signal():
     """The NumPy front end against MLPerf Tiny's tf.signal pipeline (stft, mel matrix, log, mfccs_from_log_mel)."""
-    from toolkit.tf_import import import_tensorflow
+    from edgepack.toolkit.tf_import import import_tensorflow
     tf = import_tensorflow()
     clips = _clips()
     ours = MfccFrontEnd()(clips)
@@ -130,7 +130,7 @@ def test_speech_commands_layout_in_mlperf_classes(tmp_path):
 
 
 def test_a_speech_folder_loads_by_name_as_features(tmp_path):
-    from toolkit.data import load_dataset
+    from edgepack.toolkit.data import load_dataset
     root = _speech_folder(tmp_path / "mywords", words=tuple(["down", "go", "left", "no", "off", "on", "right",
                                                                  "stop", "up", "yes"]), per=5)
     ds = load_dataset("mywords", root)
@@ -147,9 +147,9 @@ def test_a_speech_folder_loads_by_name_as_features(tmp_path):
 def test_ds_cnn_is_mlperf_tinys_reference():
     """Parameter count against MLPerf Tiny's Keras definition (keyword_spotting/keras_model.py, 'ds_cnn'),
     written out here layer by layer; our description built in both frameworks."""
-    from toolkit.arch import get_arch
-    from toolkit.backends import get_backend
-    from toolkit.tf_import import import_tensorflow
+    from edgepack.toolkit.arch import get_arch
+    from edgepack.toolkit.backends import get_backend
+    from edgepack.toolkit.tf_import import import_tensorflow
     tf = import_tensorflow()
     L = tf.keras.layers
     x = inp = tf.keras.Input((49, 10, 1))
@@ -180,7 +180,7 @@ def synth(tmp_path_factory):
         if os.environ.get("EDGEPACK_REQUIRE_DATA") == "1":
             pytest.fail("espeak-ng is not installed (make test installs it as root: apt-get install espeak-ng)")
         pytest.skip("espeak-ng is not installed")
-    from toolkit.data.speech_synth import make_synthetic_speech
+    from edgepack.toolkit.data.speech_synth import make_synthetic_speech
     root = tmp_path_factory.mktemp("synth")
     summary = make_synthetic_speech(root, per_word=10, speakers=10, seed=1)
     return root, summary
@@ -188,7 +188,7 @@ def synth(tmp_path_factory):
 
 def test_synthetic_set_is_speech_commands_layout_and_says_synthetic(synth):
     root, summary = synth
-    from toolkit.data.audio import is_speech_folder
+    from edgepack.toolkit.data.audio import is_speech_folder
     assert is_speech_folder(root) and summary["clips"] == 10 * 10 + 10 * 3
     assert "SYNTHETIC SPEECH" in (root / "README.txt").read_text() and "NOT Google Speech Commands" in (root / "README.txt").read_text()
     speakers = {s: {ln.split("/")[1].split("_")[0] for ln in (root / f).read_text().split()}
@@ -201,16 +201,16 @@ def test_synthetic_set_is_speech_commands_layout_and_says_synthetic(synth):
     active = rms > 0.2 * rms.max()
     assert 0.1 < active.mean() < 0.9                                          # a word in a second, not noise or silence
     again = root.parent / "again"
-    from toolkit.data.speech_synth import make_synthetic_speech
+    from edgepack.toolkit.data.speech_synth import make_synthetic_speech
     make_synthetic_speech(again, per_word=10, speakers=10, seed=1)
     assert read_wav(again / "yes" / next((root / "yes").glob("*.wav")).name).tobytes() == x.tobytes()  # seeded
 
 
 def test_keyword_spotting_task_reads_audio_sets_only(tmp_path):
-    from toolkit.data import load_dataset
-    from toolkit.data.dataset import Dataset
-    from toolkit.errors import ModelError
-    from toolkit.tasks import get_task, infer_task
+    from edgepack.toolkit.data import load_dataset
+    from edgepack.toolkit.data.dataset import Dataset
+    from edgepack.toolkit.errors import ModelError
+    from edgepack.toolkit.tasks import get_task, infer_task
     kws = get_task("keyword-spotting")
     images = Dataset("pics", "here", np.zeros((4, 8, 8, 1), np.uint8), np.arange(4) % 2, np.zeros((2, 8, 8, 1), np.uint8),
                      np.arange(2), ["a", "b"], (0.5,), (0.2,))
@@ -232,8 +232,8 @@ def test_keyword_spotting_task_reads_audio_sets_only(tmp_path):
 def test_audio_golden_vectors_recompute_features_on_the_device(tmp_path):
     """A bundle of an audio model carries the golden clips and the front end: the device makes the features itself,
     and a front end that computes other features there fails the check in one line before any timing counts."""
-    from benchmarks.golden import check, device_inputs, save_golden
-    from toolkit.data import load_dataset
+    from edgepack.benchmarks.golden import check, device_inputs, save_golden
+    from edgepack.toolkit.data import load_dataset
     root = _speech_folder(tmp_path / "w", words=("down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"),
                           per=5)
     ds = load_dataset("w", root)
@@ -257,11 +257,11 @@ def test_audio_golden_vectors_recompute_features_on_the_device(tmp_path):
 def test_a_keyword_model_trains_and_compresses_as_a_keyword_spotter(tmp_path):
     """No --task anywhere: an audio set's classifier is recorded as a keyword spotter, and compression keeps it so."""
     import json
-    from toolkit.api import TrainConfig, train
+    from edgepack.toolkit.api import TrainConfig, train
     from pathlib import Path
-    from toolkit.compress import compress
-    from toolkit.compress.steps import parse_steps
-    from toolkit.data import load_dataset
+    from edgepack.toolkit.compress import compress
+    from edgepack.toolkit.compress.steps import parse_steps
+    from edgepack.toolkit.data import load_dataset
     root = _speech_folder(tmp_path / "w", words=("down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"),
                           per=5)
     ds = load_dataset("w", root)
@@ -276,7 +276,7 @@ def test_a_keyword_model_trains_and_compresses_as_a_keyword_spotter(tmp_path):
 def test_a_speech_commands_tarball_loads_like_its_folder(tmp_path):
     """The official download is a tarball with the word folders at its top: read from it as from the folder."""
     import tarfile
-    from toolkit.data import load_dataset
+    from edgepack.toolkit.data import load_dataset
     root = _speech_folder(tmp_path / "sc", words=("down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"),
                           per=5)
     tarball = tmp_path / "speech_commands_v0.02.tar.gz"

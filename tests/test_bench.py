@@ -5,11 +5,11 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks.harness import BenchResult, BenchSettings, benchmark, latency_stats
-from benchmarks.metrics import file_metrics
-from benchmarks.report import plot_all, write_csv, write_json, write_markdown
+from edgepack.benchmarks.harness import BenchResult, BenchSettings, benchmark, latency_stats
+from edgepack.benchmarks.metrics import file_metrics
+from edgepack.benchmarks.report import plot_all, write_csv, write_json, write_markdown
 from tests.conftest import MNIST_DIR
-from toolkit.errors import ModelError, OptionError
+from edgepack.toolkit.errors import ModelError, OptionError
 
 FAST = BenchSettings(threads=[1], warmup=2, runs=20, min_seconds=0.05)
 JSON_FIELDS = {"model", "format", "runtime", "threads", "latency_ms", "load_ms", "size_bytes", "gzip_bytes", "params",
@@ -34,8 +34,8 @@ def bench_exports(exported):
 
 
 def test_bench_writes_every_field_for_onnx_and_tflite(bench_exports, tmp_path):
-    from benchmarks.runners import open_runner
-    from toolkit.data import load_dataset
+    from edgepack.benchmarks.runners import open_runner
+    from edgepack.toolkit.data import load_dataset
     files = [bench_exports["onnx-int8"], bench_exports["tflite-int8"], bench_exports["sparse"]]
     results = _bench(files, BenchSettings(threads=[1, 2], warmup=2, runs=20, min_seconds=0.05))
     assert len(results) == 6 and all(r.ok for r in results), [r.error for r in results]
@@ -57,8 +57,8 @@ def test_bench_writes_every_field_for_onnx_and_tflite(bench_exports, tmp_path):
 
 
 def test_accuracy_matches_exporter_verification_on_full_test_set(trained, tmp_path):
-    from exporters.api import export_checkpoint
-    from exporters.base import ExportOptions
+    from edgepack.exporters.api import export_checkpoint
+    from edgepack.exporters.base import ExportOptions
     res = export_checkpoint(trained["keras"], ["tflite-int8"], tmp_path, data_dir=MNIST_DIR,
                             options=ExportOptions(verify_images=10000, calibration_samples=50), verbose=False)
     assert res[0].ok
@@ -68,7 +68,7 @@ def test_accuracy_matches_exporter_verification_on_full_test_set(trained, tmp_pa
 
 def test_files_not_written_by_edgepack(tmp_path, mnist_small):
     import torch
-    from toolkit.tf_import import import_tensorflow
+    from edgepack.toolkit.tf_import import import_tensorflow
     tf = import_tensorflow()
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 26 * 26, 10))
     torch.onnx.export(net, (torch.zeros(1, 1, 28, 28),), str(tmp_path / "plain.onnx"), dynamo=False, input_names=["x"])
@@ -129,14 +129,14 @@ def test_runtime_path_imports_neither_torch_nor_tensorflow(bench_exports):
     script = f"""
 import sys, json
 sys.argv = ['x']
-from benchmarks.child import main
+from edgepack.benchmarks.child import main
 for m in [{str(bench_exports['onnx'])!r}, {str(bench_exports['tflite-int8'])!r}, {str(bench_exports['sparse'])!r}]:
     out = main({{"model": m, "data": "mnist", "data_dir": {str(MNIST_DIR)!r}, "threads": 1, "batch": 1, "warmup": 1,
                 "runs": 5, "min_seconds": 0, "accuracy": True}})
     assert out["accuracy"] > 0.5
-from benchmarks.metrics import file_metrics
+from edgepack.benchmarks.metrics import file_metrics
 file_metrics({str(bench_exports['onnx'])!r}); file_metrics({str(bench_exports['tflite-int8'])!r})
-from benchmarks.report import write_markdown
+from edgepack.benchmarks.report import write_markdown
 bad = [m for m in ('torch', 'tensorflow', 'keras', 'tf_keras', 'onnx') if m in sys.modules]
 print(json.dumps(bad))
 """
@@ -147,9 +147,9 @@ print(json.dumps(bad))
 
 def test_metrics_from_file_match_the_architecture(tmp_path, mnist_small):
     """MACs/params read back from exported resnet8 (pads, residual adds, global pooling) equal the spec's."""
-    from toolkit.arch import get_arch
-    from toolkit.backends import get_backend
-    from toolkit.backends.torch.export import to_onnx
+    from edgepack.toolkit.arch import get_arch
+    from edgepack.toolkit.backends import get_backend
+    from edgepack.toolkit.backends.torch.export import to_onnx
     spec = get_arch("resnet8")
     to_onnx(get_backend("torch").build(spec), tmp_path / "r8.onnx", spec.input_shape)
     m = file_metrics(tmp_path / "r8.onnx")
@@ -180,7 +180,7 @@ def _fake(model, fmt, runtime, p50, params=1000, nnz=1000, int8=False, macs=10_0
 
 
 def test_diagnostics_explain_slow_int8_and_unhelpful_pruning():
-    from benchmarks.diagnostics import diagnose
+    from edgepack.benchmarks.diagnostics import diagnose
     res = [_fake("/r/model.tflite", "tflite", "litert", 1.0), _fake("/r/model.int8.tflite", "tflite", "litert", 1.5, int8=True),
            _fake("/r/model.pruned.tflite", "tflite", "litert", 1.02, nnz=200)]
     res[2].record = {"format": "tflite"}
@@ -192,7 +192,7 @@ def test_diagnostics_explain_slow_int8_and_unhelpful_pruning():
 
 
 def test_cli_bench_end_to_end(bench_exports, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "toolkit.cli", "bench", str(bench_exports["onnx"]), str(bench_exports["tflite"]),
+    r = subprocess.run([sys.executable, "-m", "edgepack.toolkit.cli", "bench", str(bench_exports["onnx"]), str(bench_exports["tflite"]),
                         str(tmp_path / "nope.tflite"), "--data", "mnist", "--data-dir", str(MNIST_DIR), "--runs", "10",
                         "--min-seconds", "0", "--json", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv"),
                         "--report", str(tmp_path / "rep")], capture_output=True, text=True, timeout=600)
@@ -205,11 +205,11 @@ def test_cli_bench_end_to_end(bench_exports, tmp_path):
 
 def test_metrics_of_sparse_encoded_tflite(exported, trained, mnist_small, tmp_path):
     """EXPERIMENTAL_SPARSITY stores weights behind DENSIFY ops: still counted, non-zeros from the stored values."""
-    from exporters.api import export_model
-    from exporters.base import ExportOptions
-    from toolkit.compress import compress_model
-    from toolkit.api import load_checkpoint
-    from toolkit.train import TrainConfig
+    from edgepack.exporters.api import export_model
+    from edgepack.exporters.base import ExportOptions
+    from edgepack.toolkit.compress import compress_model
+    from edgepack.toolkit.api import load_checkpoint
+    from edgepack.toolkit.train import TrainConfig
     state, _ = compress_model(load_checkpoint(trained["keras"]).model, [{"technique": "prune", "sparsity": 0.8, "epochs": 1}],
                               mnist_small, train_config=TrainConfig(batch_size=256), verbose=False)
     (r,) = export_model(state.model, ["tflite-sparse"], mnist_small, tmp_path, ExportOptions(), verbose=False)
@@ -249,7 +249,7 @@ def test_litert_kernel_paths_are_timed_per_file(exported, tmp_path):
     assert times[2] > times[1]                       # reference kernels are slower than the optimized ones
     assert litert_kernels.main([str(tmp_path / "nope.tflite")]) == 2
     # the slow-int8 diagnostic backs its explanation with these kernel-path timings on the real files
-    from benchmarks.diagnostics import diagnose
+    from edgepack.benchmarks.diagnostics import diagnose
     fp32, int8 = str(exported["keras"]["tflite"].path), str(exported["keras"]["tflite-int8"].path)
     res = [_fake(fp32, "tflite", "litert", 0.01), _fake(int8, "tflite", "litert", 0.03, int8=True)]
     diagnose(res)
@@ -258,7 +258,7 @@ def test_litert_kernel_paths_are_timed_per_file(exported, tmp_path):
 
 
 def test_accuracy_intervals_and_the_machine_load_warning(tmp_path):
-    from benchmarks.report import busy_machine, wilson_interval, write_markdown
+    from edgepack.benchmarks.report import busy_machine, wilson_interval, write_markdown
     lo, hi = wilson_interval(0.95, 360)
     assert 0.92 < lo < 0.95 < hi < 0.97                      # 360 images: about +-2.3 pp
     lo, hi = wilson_interval(0.95, 10000)
@@ -287,8 +287,8 @@ def test_torchscript_files_bench_and_full_pickles_say_what_would_work(tmp_path):
 
 def test_int8_slower_note_does_not_depend_on_exact_nonzero_counts():
     """A trained fp32 model may hold a single exact zero: it is still the dense sibling of its int8 file."""
-    from benchmarks.diagnostics import diagnose
-    from benchmarks.harness import BenchResult
+    from edgepack.benchmarks.diagnostics import diagnose
+    from edgepack.benchmarks.harness import BenchResult
     common = {"machine": {"int8_dot_product": False}, "params": 20410}
     fp32 = BenchResult("d/model.onnx", "onnx", "onnxruntime", 1, latency_ms={"p50": 0.02}, nonzero_params=20409,
                        record={"format": "onnx", "parent": {"sha256": "x"}}, **common)
@@ -299,7 +299,7 @@ def test_int8_slower_note_does_not_depend_on_exact_nonzero_counts():
 
 
 def test_text_table_keeps_large_numbers_apart():
-    from benchmarks.report import table_lines
+    from edgepack.benchmarks.report import table_lines
     row = {"model": "m.onnx", "runtime": "onnxruntime", "threads": 1, "ok": True, "latency_ms": {"p50": 9.3, "p90": 9.7},
            "load_ms": 56.4, "size_bytes": 13960647, "gzip_bytes": 12877757, "params": 3475008, "nonzero_params": 3469760,
            "macs": 300774272, "peak_rss_mb": 63.1, "accuracy": None}
@@ -316,7 +316,7 @@ def test_a_bare_state_dict_says_what_would_work(tmp_path):
 
 
 def test_runtime_registry_is_keyed_by_format_and_runtime():
-    from benchmarks.runners import all_runtimes, format_of, runner_class, runtimes_for
+    from edgepack.benchmarks.runners import all_runtimes, format_of, runner_class, runtimes_for
     assert runtimes_for("m.onnx")[0] == "onnxruntime" and {"openvino", "openvino-f32"} <= set(runtimes_for("m.onnx"))
     assert runtimes_for("m.tflite") == ["litert", "tflite-micro"] and format_of("m.epk") == "edgepack-archive"
     assert runner_class("m.onnx", "openvino").extra == "openvino"
@@ -333,9 +333,9 @@ def test_a_by_name_only_runtime_is_left_out_of_all_and_asks_for_its_extra(monkey
     """TFLite Micro runs a .tflite only when named: not in `--runtime all`, not among deploy's installed runtimes
     (even where its wheel is installed); named without the wheel, the error says which extra installs it; asked for
     more threads than it has, the error says so before anything loads."""
-    from benchmarks.harness import _runtimes_for
-    from benchmarks.runners import every_runtime_for, installed_runtimes, open_runner, runner_class
-    from toolkit.deploy.search import search_runtimes
+    from edgepack.benchmarks.harness import _runtimes_for
+    from edgepack.benchmarks.runners import every_runtime_for, installed_runtimes, open_runner, runner_class
+    from edgepack.toolkit.deploy.search import search_runtimes
     assert every_runtime_for("m.tflite") == ["litert"] and _runtimes_for(tmp_path / "m.tflite", ["all"]) == ["litert"]
     assert _runtimes_for(tmp_path / "m.tflite", ["tflite-micro"]) == ["tflite-micro"]
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: object())      # every package "installed"
@@ -354,7 +354,7 @@ def test_a_by_name_only_runtime_is_left_out_of_all_and_asks_for_its_extra(monkey
 
 def test_one_onnx_file_on_every_runtime_side_by_side(exported, tmp_path):
     """The cross-consumer table: each runtime's accuracy and its top-1 agreement with the first, per file."""
-    from benchmarks.report import cross_runtime_rows, write_markdown
+    from edgepack.benchmarks.report import cross_runtime_rows, write_markdown
     onnx, tfl = exported["torch"]["onnx-int8"].path, exported["keras"]["tflite-int8"].path
     res = _bench([onnx, tfl], BenchSettings(runs=3, min_seconds=0, runtimes=["all"]))
     assert [(r.runtime, r.ok) for r in res] == [("onnxruntime", True), ("openvino", True), ("openvino-f32", True), ("litert", True)]
@@ -373,8 +373,8 @@ def test_one_onnx_file_on_every_runtime_side_by_side(exported, tmp_path):
 def test_an_exception_without_a_message_is_still_one_line(tmp_path, monkeypatch):
     """`str(e).splitlines()[0]` raised IndexError on an empty message; every one-line error uses first_line now."""
     import ai_edge_litert.interpreter as li
-    from benchmarks.metrics import tflite_metrics
-    from toolkit.errors import first_line
+    from edgepack.benchmarks.metrics import tflite_metrics
+    from edgepack.toolkit.errors import first_line
 
     def broken(*a, **k):
         raise RuntimeError()
@@ -392,7 +392,7 @@ def test_macs_propagate_through_an_unfused_batchnorm(tmp_path):
     """tf2onnx leaves some BatchNormalization nodes unfused (Keras MobileNetV2): MACs were None after them."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from benchmarks.metrics import onnx_metrics
+    from edgepack.benchmarks.metrics import onnx_metrics
     c = np.ones(3, np.float32)
     inits = [numpy_helper.from_array(v, n) for v, n in ((c, "s"), (c * 0, "b"), (c * 0, "m"), (c, "v"))]
     inits.append(numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w"))
@@ -405,7 +405,7 @@ def test_macs_propagate_through_an_unfused_batchnorm(tmp_path):
 
 
 def test_budget_curve_plots_one_cpu_kind_and_leaves_untimed_runs_out(tmp_path):
-    from benchmarks.budget_curve import CurveError, load_runs, main, timed_runs
+    from edgepack.benchmarks.budget_curve import CurveError, load_runs, main, timed_runs
     csv_path = tmp_path / "budget.csv"
     csv_path.write_text("run,epochs,train_min,cpu,n,fp32,int8_onnx\n"
                         "short,10,,AMD EPYC,10000,0.77,0.77\n"          # no time recorded: not on a time axis
@@ -430,7 +430,7 @@ def test_budget_curve_plots_one_cpu_kind_and_leaves_untimed_runs_out(tmp_path):
 
 
 def test_budget_curve_headroom_keeps_stacked_labels_inside_the_axes():
-    from benchmarks.budget_curve import CurveError, headroom
+    from edgepack.benchmarks.budget_curve import CurveError, headroom
     top = headroom(86.0, 20, 81.0, 200)             # a label 20 pt above 86% in a 200 pt tall axes from 81%
     assert top > 86.0
     assert 86.0 + 20 * (top - 81.0) / 200 == pytest.approx(top)   # the label's top lands exactly on the axis top

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from tests.conftest import MNIST_DIR
-from toolkit.api import load_checkpoint
-from toolkit.compress import compress, compress_model
-from toolkit.sparsity import ConstantSparsity, PolynomialDecay, schedule_from_config
-from toolkit.compress.steps import parse_steps
-from toolkit.compress.techniques import TECHNIQUES, get_technique
-from toolkit.errors import OptionError
-from toolkit.train import TrainConfig
+from edgepack.toolkit.api import load_checkpoint
+from edgepack.toolkit.compress import compress, compress_model
+from edgepack.toolkit.sparsity import ConstantSparsity, PolynomialDecay, schedule_from_config
+from edgepack.toolkit.compress.steps import parse_steps
+from edgepack.toolkit.compress.techniques import TECHNIQUES, get_technique
+from edgepack.toolkit.errors import OptionError
+from edgepack.toolkit.train import TrainConfig
 
 FAST = TrainConfig(epochs=1, batch_size=64)
 
@@ -73,7 +73,7 @@ def test_unstructured_pruning_reaches_target_and_masks_are_permanent(fw, trained
 @pytest.mark.parametrize("fw", ["torch", "keras"])
 def test_pruning_fine_tune_never_restores_an_earlier_epoch_and_uses_its_lr_schedule(fw, trained, mnist_small, monkeypatch):
     """Regression: restoring the best-validation epoch brought back an earlier, less sparse mask."""
-    from toolkit.backends import get_backend
+    from edgepack.toolkit.backends import get_backend
     backend = get_backend(fw)
     seen = []
     real_fit = backend.fit
@@ -86,7 +86,7 @@ def test_pruning_fine_tune_never_restores_an_earlier_epoch_and_uses_its_lr_sched
 
 
 def test_random_and_global_pruning_torch(trained, mnist_small):
-    from toolkit.backends.torch.compress import prune_oneshot, sparsity_report
+    from edgepack.toolkit.backends.torch.compress import prune_oneshot, sparsity_report
     m = load_checkpoint(trained["torch"]).model
     prune_oneshot(m, 0.5, method="random", scope="global")
     assert sparsity_report(m)["total"] == pytest.approx(0.5, abs=0.01)
@@ -94,7 +94,7 @@ def test_random_and_global_pruning_torch(trained, mnist_small):
 
 @pytest.mark.parametrize("fw", ["torch", "keras"])
 def test_structured_pruning_removes_channels_physically(fw, mnist_small, tmp_path):
-    from toolkit.api import train
+    from edgepack.toolkit.api import train
     res = train(fw, "mnist-small", mnist_small, out=tmp_path, config=TrainConfig(epochs=1, batch_size=64), verbose=False)
     state, (rec,) = _run(res.checkpoint, [{"technique": "prune-structured", "ratio": 0.5, "criterion": "l1", "epochs": 2, "lr": 1e-3}], mnist_small)
     assert rec["after"]["macs"] < 0.55 * rec["before"]["macs"]
@@ -106,7 +106,7 @@ def test_structured_pruning_removes_channels_physically(fw, mnist_small, tmp_pat
 
 @pytest.mark.parametrize("criterion", ["l2", "bn", "taylor"])
 def test_structured_criteria_torch(criterion, mnist_small, trained, tmp_path):
-    from toolkit.api import train
+    from edgepack.toolkit.api import train
     res = train("torch", "mnist-small", mnist_small, out=tmp_path, config=TrainConfig(epochs=1, batch_size=64), verbose=False)
     _, (rec,) = _run(res.checkpoint, [{"technique": "prune-structured", "ratio": 0.5, "criterion": criterion, "epochs": 0,
                                        "calibration_batches": 2}], mnist_small)
@@ -126,9 +126,9 @@ def test_structured_pruning_of_torchvision_models_exports_and_runs(name, tmp_pat
     import onnxruntime as ort
     import torch
     import torchvision
-    from toolkit.backends.torch.compress import prune_structured
-    from toolkit.backends.torch.export import to_onnx
-    from benchmarks.metrics import file_metrics
+    from edgepack.toolkit.backends.torch.compress import prune_structured
+    from edgepack.toolkit.backends.torch.export import to_onnx
+    from edgepack.benchmarks.metrics import file_metrics
     model = getattr(torchvision.models, name)(num_classes=10)
     example = torch.randn(1, 3, 32, 32)
     to_onnx(model, tmp_path / "dense.onnx", (32, 32, 3))
@@ -143,9 +143,9 @@ def test_structured_pruning_of_torchvision_models_exports_and_runs(name, tmp_pat
 
 @pytest.mark.parametrize("fw", ["torch", "keras"])
 def test_distillation_uses_the_teacher(fw, trained, mnist_small):
-    from toolkit.backends import get_backend
+    from edgepack.toolkit.backends import get_backend
     import importlib
-    ops = importlib.import_module(f"toolkit.backends.{fw}.compress")
+    ops = importlib.import_module(f"edgepack.toolkit.backends.{fw}.compress")
     teacher = load_checkpoint(trained[fw]).model
     B = get_backend(fw)
     x = mnist_small.normalize(mnist_small.x_test[:16], B.LAYOUT)
@@ -163,10 +163,10 @@ def test_distillation_uses_the_teacher(fw, trained, mnist_small):
 
 
 def test_distill_rejects_mismatched_teacher(trained, mnist_small, tmp_path):
-    from toolkit.api import train
-    from toolkit.arch import get_arch
+    from edgepack.toolkit.api import train
+    from edgepack.toolkit.arch import get_arch
     spec = get_arch("mnist-tutorial", num_classes=5)
-    from toolkit.data import Dataset
+    from edgepack.toolkit.data import Dataset
     ds5 = Dataset("five", "x", mnist_small.x_train[:200], mnist_small.y_train[:200] % 5, mnist_small.x_test[:50],
                   mnist_small.y_test[:50] % 5, [str(i) for i in range(5)], mnist_small.mean, mnist_small.std)
     t5 = train("torch", spec, ds5, out=tmp_path, config=TrainConfig(epochs=1), verbose=False)
@@ -186,8 +186,8 @@ def test_hint_distillation_torch(trained, mnist_small):
 
 @pytest.mark.parametrize("fw", ["torch", "keras"])
 def test_qat_then_int8_exports_pass_verification(fw, trained, mnist_small, tmp_path):
-    from exporters.api import export_model
-    from exporters.base import ExportOptions
+    from edgepack.exporters.api import export_model
+    from edgepack.exporters.base import ExportOptions
     state, (rec,) = _run(trained[fw], [{"technique": "qat", "epochs": 1}], mnist_small)
     formats = ["onnx-int8", "tflite-int8"]
     res = export_model(state.model, formats, mnist_small, tmp_path, ExportOptions(calibration_samples=100), verbose=False)
@@ -201,7 +201,7 @@ def test_qat_after_pruning_keeps_the_zeros(fw, trained, mnist_small):
                                              {"technique": "qat", "epochs": 1, "lr": 1e-3}], mnist_small)
     assert qat["notes"]["preserve_sparsity"] is True
     import importlib
-    ops = importlib.import_module(f"toolkit.backends.{fw}.compress")
+    ops = importlib.import_module(f"edgepack.toolkit.backends.{fw}.compress")
     assert ops.sparsity_report(state.model)["total"] >= 0.79          # conv/dense kernels still 80% zeros
 
 
@@ -210,16 +210,16 @@ def test_lowrank_and_separable_rewrite_the_architecture(trained, mnist_small):
     r = rec["notes"]["ranks"]["dense3"]
     assert r["rank"] < r["full_rank"] and rec["after"]["params"] < rec["before"]["params"]
     assert rec["after"]["accuracy"] > 0.3                         # SVD init keeps most of the function before fine-tuning
-    from toolkit.arch import get_arch
-    from toolkit.compress.lowrank import cheaper_convs
-    from toolkit.backends import get_backend
+    from edgepack.toolkit.arch import get_arch
+    from edgepack.toolkit.compress.lowrank import cheaper_convs
+    from edgepack.toolkit.backends import get_backend
     spec = get_arch("cifar-base")
     w = {k: v.numpy() for k, v in get_backend("torch").build(spec).state_dict().items()}
     for kind in ("depthwise", "grouped"):
         new, _ = cheaper_convs(spec, w, kind, groups=4)
         assert new.counts()["trainable"] < spec.counts()["trainable"]
     # "at about the same parameter count": the widened variants land within 5% of the original
-    from toolkit.compress.lowrank import width_matched
+    from edgepack.toolkit.compress.lowrank import width_matched
     for arch, groups in (("cifar-base", 4), ("mnist-small", 2)):
         spec = get_arch(arch)
         target = spec.counts()["trainable"]
@@ -249,7 +249,7 @@ def test_composition_records_every_step(trained, tmp_path):
 
 def test_cli_compress_rejects_bad_options_before_work(trained, tmp_path):
     for steps, needle in [("prune(sparsity=1.2)", "sparsity must be in [0, 1)"), ("melt(x=1)", "unknown compression step")]:
-        r = subprocess.run([sys.executable, "-m", "toolkit.cli", "compress", str(trained["torch"]), "--steps", steps,
+        r = subprocess.run([sys.executable, "-m", "edgepack.toolkit.cli", "compress", str(trained["torch"]), "--steps", steps,
                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
@@ -258,9 +258,9 @@ def test_cli_compress_rejects_bad_options_before_work(trained, tmp_path):
 def test_torch_pruning_works_on_channels_last_weights(scope):
     """Regression: training runs in channels_last; torch's pruning .view(-1) failed on multi-channel conv weights."""
     import torch
-    from toolkit.arch import get_arch
-    from toolkit.backends import get_backend
-    from toolkit.backends.torch.compress import prune_oneshot, sparsity_report, strip_pruning
+    from edgepack.toolkit.arch import get_arch
+    from edgepack.toolkit.backends import get_backend
+    from edgepack.toolkit.backends.torch.compress import prune_oneshot, sparsity_report, strip_pruning
     model = get_backend("torch").build(get_arch("cifar-student")).to(memory_format=torch.channels_last)
     params = [p for p in model.parameters()]
     prune_oneshot(model, 0.5, scope=scope)
@@ -273,7 +273,7 @@ def test_torch_pruning_works_on_channels_last_weights(scope):
 def test_users_own_model_gets_macs_counted(mnist_small):
     """A model without an edgepack description: MACs counted on its ONNX, as bench counts files (was None)."""
     import torch
-    from toolkit.compress import compress_model
+    from edgepack.toolkit.compress import compress_model
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 26 * 26, 10))
     state, (rec,) = compress_model(net, [{"technique": "prune", "sparsity": 0.5, "epochs": 1}], mnist_small, verbose=False)
     assert rec["before"]["macs"] == rec["after"]["macs"] == 4 * 26 * 26 * 9 + 4 * 26 * 26 * 10

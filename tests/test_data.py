@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import CIFAR_TARBALL, MNIST_DIR
-from toolkit.data import load_dataset
-from toolkit.data import sources
-from toolkit.errors import DataError
+from edgepack.toolkit.data import load_dataset
+from edgepack.toolkit.data import sources
+from edgepack.toolkit.errors import DataError
 
 
 def test_mnist_from_shared_idx_files(mnist):
@@ -191,7 +191,7 @@ def test_tarball_path_traversal_is_refused(tmp_path):
         info = tarfile.TarInfo("../escape.txt")
         info.size = 2
         tar.addfile(info, io.BytesIO(b"hi"))
-    from toolkit.data.images import safe_extract
+    from edgepack.toolkit.data.images import safe_extract
     with pytest.raises(DataError, match="outside"):
         safe_extract(evil, tmp_path / "dest")
     assert not (tmp_path / "escape.txt").exists()

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import MNIST_DIR, ROOT
-from toolkit.deploy.budgets import Budgets, parse_accuracy, parse_drop, parse_latency, parse_size
-from toolkit.deploy.select import Row, pick
-from toolkit.errors import ModelError, OptionError
+from edgepack.toolkit.deploy.budgets import Budgets, parse_accuracy, parse_drop, parse_latency, parse_size
+from edgepack.toolkit.deploy.select import Row, pick
+from edgepack.toolkit.errors import ModelError, OptionError
 
 
 # ----------------------------------------------------------------------------------------------- unit tier
@@ -66,9 +66,9 @@ def test_a_tensor_arena_budget_judges_the_arena_measured_and_never_an_unmeasured
     """A microcontroller's RAM: --max-arena judges the tensor arena TFLite Micro measured; a row of a runtime that
     measures none is rejected for it (never waved through); the table gets the column where an arena was measured;
     asked without a runtime that measures arenas, deploy refuses before any work."""
-    from toolkit.deploy import deploy
-    from benchmarks.runners.base import arena_of
-    from toolkit.deploy.select import host_timing_note, table
+    from edgepack.toolkit.deploy import deploy
+    from edgepack.benchmarks.runners.base import arena_of
+    from edgepack.toolkit.deploy.select import host_timing_note, table
     micro = [Row("int8", "c.tflite", "tflite-int8", "int8", "tflite-micro", p50_ms=1.1, size=23_700, accuracy=97.2,
                  verified=True, arena=arena_of({"settings": {"tensor_arena_bytes": 11_984}})),
              Row("fp32", "a.tflite", "tflite", "fp32", "tflite-micro", p50_ms=0.9, size=84_000, accuracy=97.5,
@@ -103,7 +103,7 @@ def test_a_drop_budget_without_a_measured_reference_is_refused_not_ignored():
 
 
 def test_candidates_are_made_only_for_the_runtimes_asked_for():
-    from toolkit.deploy import BASE_CANDIDATES, candidates_for
+    from edgepack.toolkit.deploy import BASE_CANDIDATES, candidates_for
     assert candidates_for(None) == candidates_for(["all"]) == BASE_CANDIDATES
     assert {c[1] for c in candidates_for(["litert"])} == {"tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8"}
     assert {c[0] for c in candidates_for(["onnxruntime"])} == {"onnx-fp32", "onnx-int8", "onnx-int8-full-range",
@@ -114,7 +114,7 @@ def test_layers_named_as_the_source_and_matched_in_tflite(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from exporters.layers import match_tflite, onnx_layers, resolve
+    from edgepack.exporters.layers import match_tflite, onnx_layers, resolve
     w1 = numpy_helper.from_array(np.zeros((4, 1, 3, 3), np.float32), "stem.conv0.weight")
     w2 = numpy_helper.from_array(np.zeros((16, 10), np.float32), "model/dense3/MatMul/ReadVariableOp:0")
     g = helper.make_graph([helper.make_node("Conv", ["x", "stem.conv0.weight"], ["c"], name="node_Conv_1"),
@@ -136,14 +136,14 @@ def test_layers_named_as_the_source_and_matched_in_tflite(tmp_path):
     extra = {"op": "CONV_2D", "tensor": "t/x", "out_channels": 8, "weight_count": 72}
     split = {"op": "FULLY_CONNECTED", "tensor": "t/fc2", "out_channels": 10, "weight_count": 160}
     assert match_tflite(layers, ops + [extra, split]) == {"stem.conv0": ["t/conv"], "dense3": ["t/fc", "t/fc2"]}
-    from exporters.layers import nodes_of
+    from edgepack.exporters.layers import nodes_of
     assert nodes_of(match_tflite(layers, ops + [split]), resolve(layers, ["dense3"])) == ["t/fc", "t/fc2"]
     with pytest.raises(ModelError, match="stem.conv0 of the source match no compute op"):
         nodes_of(match_tflite(layers, ops[1:]), resolve(layers, ["conv0"]))
 
 
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "toolkit.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edgepack.toolkit.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=600, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
@@ -182,7 +182,7 @@ def test_bad_input_is_one_line_and_keeps_earlier_results(tmp_path):
 @pytest.fixture(scope="module")
 def deployed(trained, tmp_path_factory):
     """The Keras mnist-tutorial checkpoint deployed with the issue's budget (mixed precision included)."""
-    from toolkit.deploy import deploy
+    from edgepack.toolkit.deploy import deploy
     out = tmp_path_factory.mktemp("deploy")
     res = deploy(trained["keras"], out, "mnist", str(MNIST_DIR), Budgets(max_accuracy_drop=0.5),
                  runtimes=["onnxruntime", "litert"], progress=lambda m: None)
@@ -237,7 +237,7 @@ def test_bundle_device_bench_and_select_two_devices(trained, runtime_venv, tmp_p
     meta = json.loads((bundle / "bundle.json").read_text())
     assert meta["golden_images"] == 32 and len(meta["candidates"]) >= 6
     # the "device": only the runtime extra, no data set; the golden vectors are checked there
-    dev = subprocess.run([str(runtime_venv), "-m", "toolkit.cli", "bench", str(bundle), "--runs", "20", "--min-seconds",
+    dev = subprocess.run([str(runtime_venv), "-m", "edgepack.toolkit.cli", "bench", str(bundle), "--runs", "20", "--min-seconds",
                           "0", "--json", str(tmp_path / "dev-a.json")], capture_output=True, text=True, timeout=900,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp_path)
     assert dev.returncode == 0, dev.stderr[-3000:]
@@ -286,5 +286,5 @@ def test_bundle_device_bench_and_select_two_devices(trained, runtime_venv, tmp_p
     # a tampered file fails its golden check on the device
     victim = bundle / meta["candidates"][0]["file"]
     victim.write_bytes(victim.read_bytes()[:-8] + b"\0" * 8)
-    from benchmarks.golden import check, read_bundle
+    from edgepack.benchmarks.golden import check, read_bundle
     assert "changed since the bundle was written" in check(read_bundle(bundle), meta["candidates"][0])["error"]

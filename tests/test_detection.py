@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from tests.conftest import MNIST_DIR, ROOT
-from toolkit.errors import ModelError
-from toolkit.tasks import get_task
-from toolkit.tasks.detection import candidates, grid_loss_numpy, grid_targets, head_layout, nms
-from toolkit.tasks.detection_map import mean_average_precision
+from edgepack.toolkit.errors import ModelError
+from edgepack.toolkit.tasks import get_task
+from edgepack.toolkit.tasks.detection import candidates, grid_loss_numpy, grid_targets, head_layout, nms
+from edgepack.toolkit.tasks.detection_map import mean_average_precision
 
 
 def _cli(*args, cwd=None):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "toolkit.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edgepack.toolkit.cli", *map(str, args)], capture_output=True, text=True,
                           env=env, cwd=cwd)
 
 
@@ -75,9 +75,9 @@ def test_grid_decode_inverts_the_training_targets():
 def test_the_training_loss_is_one_definition_in_numpy_torch_and_keras():
     import torch
 
-    from toolkit.backends.keras.train import grid_loss as keras_loss
-    from toolkit.backends.keras.model import tf
-    from toolkit.backends.torch.train import grid_loss as torch_loss
+    from edgepack.toolkit.backends.keras.train import grid_loss as keras_loss
+    from edgepack.toolkit.backends.keras.model import tf
+    from edgepack.toolkit.backends.torch.train import grid_loss as torch_loss
     rng = np.random.default_rng(1)
     t = grid_targets(_random_boxes(rng, 6), (96, 96), 144)
     out = rng.normal(0, 2, (6, 144, 15)).astype(np.float32)
@@ -125,7 +125,7 @@ def test_outputs_that_do_not_decode_as_boxes_are_refused_in_one_line():
 def test_a_square_grid_is_required_and_task_options_are_checked():
     with pytest.raises(ModelError, match="do not decode as boxes"):
         head_layout({"g": (-1, 143, 15)}, 10, "g.onnx")              # 143 cells: not a square grid
-    from toolkit.errors import OptionError
+    from edgepack.toolkit.errors import OptionError
     with pytest.raises(OptionError, match="iou in"):
         get_task({"name": "detection", "iou": 0})
     assert get_task("detection").to_dict() == {"name": "detection", "conf": 0.001, "iou": 0.6, "max_det": 100}
@@ -134,8 +134,8 @@ def test_a_square_grid_is_required_and_task_options_are_checked():
 # ---------------------------------------------------------------- end to end on real digits
 @pytest.fixture(scope="module")
 def canvases(tmp_path_factory):
-    from toolkit.data import load_dataset
-    from toolkit.data.detection import make_digit_canvases
+    from edgepack.toolkit.data import load_dataset
+    from edgepack.toolkit.data.detection import make_digit_canvases
     d = tmp_path_factory.mktemp("canvas")
     make_digit_canvases(load_dataset("mnist", MNIST_DIR, quiet=True), d, n_train=800, n_test=200, size=96, seed=3)
     return d
@@ -204,7 +204,7 @@ def test_detection_bad_input_is_one_line_and_keeps_earlier_results(detector, can
     r = _cli("export", ckpt, "--to", "onnx", "--data", "mnist", "--data-dir", MNIST_DIR, "--out", tmp_path / "x")
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "expects input (96, 96, 1), data set mnist has (28, 28, 1)" in r.stderr.strip().splitlines()[-1]
-    from toolkit.data import load_dataset
+    from edgepack.toolkit.data import load_dataset
     with pytest.raises(ModelError, match="mnist is a classification data set .*detection needs boxes"):
         get_task("detection").view(load_dataset("mnist", MNIST_DIR, quiet=True))
     # a classifier's file (of the canvases' size) judged as a detector: its outputs do not decode as boxes
@@ -275,7 +275,7 @@ def yolo_like(tmp_path_factory):
 
 
 def test_the_decode_tail_is_found_in_onnx_and_kept_float_in_both_int8_formats(yolo_like, canvases, tmp_path):
-    from exporters.layers import onnx_tail
+    from edgepack.exporters.layers import onnx_tail
     import onnx
     ops = {n.name: n.op_type for n in onnx.load(str(yolo_like)).graph.node}
     decode = [ops[t] for t in onnx_tail(yolo_like, with_head=False)]

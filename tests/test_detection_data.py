@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from tests.conftest import MNIST_DIR
-from toolkit.data.detection import letterbox, load_coco, load_yolo, make_digit_canvases, map_boxes, unmap_boxes
-from toolkit.errors import DataError
+from edgepack.toolkit.data.detection import letterbox, load_coco, load_yolo, make_digit_canvases, map_boxes, unmap_boxes
+from edgepack.toolkit.errors import DataError
 
 
 def test_letterbox_keeps_the_aspect_and_maps_boxes_both_ways():
@@ -25,7 +25,7 @@ def test_letterbox_keeps_the_aspect_and_maps_boxes_both_ways():
 
 @pytest.fixture(scope="module")
 def fake_mnist():
-    from toolkit.data import Dataset
+    from edgepack.toolkit.data import Dataset
     rng = np.random.default_rng(0)
 
     def digits(n):
@@ -105,7 +105,7 @@ def test_a_coco_json_set_reads_like_the_same_set_in_yolo(tmp_path):
 
 
 def test_the_derived_set_from_real_mnist(tmp_path):
-    from toolkit.data import load_dataset
+    from edgepack.toolkit.data import load_dataset
     mnist = load_dataset("mnist", MNIST_DIR)
     rec = make_digit_canvases(mnist, tmp_path, n_train=100, n_test=40, size=96, seed=0)
     ds = load_yolo(tmp_path, 96, name="mnist-canvas")
@@ -120,7 +120,7 @@ def test_the_derived_set_from_real_mnist(tmp_path):
 
 def test_yolo_and_coco_folders_load_by_name_through_load_dataset(tmp_path):
     """`--data NAME --data-dir DIR` reads either layout; a folder of neither is one line naming what it looked for."""
-    from toolkit.data import load_dataset
+    from edgepack.toolkit.data import load_dataset
     coco = tmp_path / "coco"
     (coco / "images").mkdir(parents=True)
     (coco / "annotations").mkdir()

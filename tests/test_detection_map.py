@@ -6,7 +6,7 @@ import io
 import numpy as np
 import pytest
 
-from toolkit.tasks.detection_map import average_precision, box_iou, mean_average_precision
+from edgepack.toolkit.tasks.detection_map import average_precision, box_iou, mean_average_precision
 
 
 def _coco(gts, dets, num_classes):

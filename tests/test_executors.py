@@ -9,8 +9,8 @@ import tempfile
 
 import pytest
 
-from toolkit.errors import OptionError
-from toolkit.recipes.executors import RayExecutor, SequentialExecutor, get_executor
+from edgepack.toolkit.errors import OptionError
+from edgepack.toolkit.recipes.executors import RayExecutor, SequentialExecutor, get_executor
 
 
 def test_executor_choices_and_the_missing_ray_line(monkeypatch):
@@ -75,7 +75,7 @@ def ray_local():
 
 def test_a_grid_on_ray_matches_the_sequential_run_and_benchmarks_never_overlap(ray_local, tmp_path):
     from tests.conftest import MNIST_DIR
-    from toolkit.recipes.runner import run_recipe
+    from edgepack.toolkit.recipes.runner import run_recipe
     recipe = _recipe(tmp_path, MNIST_DIR)
     seq = run_recipe(recipe, tmp_path / "seq", verbose=False)
     par = run_recipe(recipe, tmp_path / "ray", verbose=False, executor=RayExecutor())
@@ -162,7 +162,7 @@ def test_two_node_cluster_run_interrupted_then_rerun_recomputes_only_unfinished_
     from tests.conftest import MNIST_DIR, ROOT
     recipe, out = _recipe(tmp_path, MNIST_DIR), tmp_path / "run"
     address, ray_env = two_node_cluster
-    cmd = [sys.executable, "-m", "toolkit.cli", "run", str(recipe), "--out", str(out), "--executor", "ray",
+    cmd = [sys.executable, "-m", "edgepack.toolkit.cli", "run", str(recipe), "--out", str(out), "--executor", "ray",
            "--ray-address", address]
     env = {**ray_env, "PYTHONPATH": str(ROOT)}
     log1 = open(tmp_path / "first.log", "w")

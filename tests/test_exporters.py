@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import pytest
 
-from exporters import get_exporter, list_exporters
-from exporters.api import export_checkpoint, export_model, raise_on_failures
-from exporters.base import ExportOptions
-from exporters.verify import VerificationError
+from edgepack.exporters import get_exporter, list_exporters
+from edgepack.exporters.api import export_checkpoint, export_model, raise_on_failures
+from edgepack.exporters.base import ExportOptions
+from edgepack.exporters.verify import VerificationError
 from tests.conftest import MNIST_DIR
-from toolkit.errors import OptionError
+from edgepack.toolkit.errors import OptionError
 
 OPTS = ExportOptions(verify_images=512, calibration_samples=100)
 
@@ -28,7 +28,7 @@ def test_registry_lists_every_format_once():
 
 def test_missing_onnx2tf_is_one_line_saying_how_to_install(monkeypatch):
     """The `all` extra leaves onnx2tf out on Python 3.12 (its onnxsim pin has no cp312 wheel)."""
-    from exporters.tflite import import_onnx2tf
+    from edgepack.exporters.tflite import import_onnx2tf
     monkeypatch.setitem(sys.modules, "onnx2tf", None)            # import onnx2tf -> ImportError
     with pytest.raises(OptionError) as e:
         import_onnx2tf()
@@ -38,7 +38,7 @@ def test_missing_onnx2tf_is_one_line_saying_how_to_install(monkeypatch):
 @pytest.mark.parametrize("fw", ["torch", "keras"])
 @pytest.mark.parametrize("fmt", list_exporters())
 def test_every_format_exports_and_verifies(exported, fw, fmt):
-    from toolkit.backends import get_backend
+    from edgepack.toolkit.backends import get_backend
     exp = get_exporter(fmt)
     if not exp.accepts(get_backend(fw)):
         pytest.skip(f"{fmt} is not produced from {fw} (it needs {', '.join(exp.needs)})")
@@ -103,7 +103,7 @@ def test_onnx_files_are_written_portable(exported):
 def test_portability_pass_lowers_ir_only_as_far_as_opsets_and_types_allow():
     import onnx
     from onnx import TensorProto, helper
-    from toolkit.backends.onnx_portable import make_portable
+    from edgepack.toolkit.backends.onnx_portable import make_portable
 
     def model(init_type=TensorProto.FLOAT, functions=()):
         node = helper.make_node("Relu", ["x"], ["y"])
@@ -191,8 +191,8 @@ print('ok')
 def test_sparse_archive_round_trip_is_bit_exact_and_small(trained, mnist_small, tmp_path):
     import onnx
     from onnx import numpy_helper
-    from exporters.sparse_archive import read_archive
-    from toolkit.api import load_checkpoint
+    from edgepack.exporters.sparse_archive import read_archive
+    from edgepack.toolkit.api import load_checkpoint
     loaded = load_checkpoint(trained["torch"])
     with __import__("torch").no_grad():                     # 80% magnitude sparsity on every weight matrix
         for p in loaded.model.parameters():
@@ -218,7 +218,7 @@ def test_sparse_archive_round_trip_is_bit_exact_and_small(trained, mnist_small, 
 
 
 def test_weights_uint8_archive_loads_back_to_float(exported):
-    from exporters.sparse_archive import read_archive
+    from edgepack.exporters.sparse_archive import read_archive
     import onnx
     data, header = read_archive(exported["torch"]["weights-uint8"].path)
     assert header["kind"] == "weights-uint8"
@@ -232,8 +232,8 @@ def test_weights_uint8_archive_loads_back_to_float(exported):
 
 
 def test_failed_verification_keeps_flagged_file_and_raises(trained, mnist_small, tmp_path, monkeypatch):
-    from exporters.onnx_int8 import OnnxInt8DynamicExporter
-    from toolkit.api import load_checkpoint
+    from edgepack.exporters.onnx_int8 import OnnxInt8DynamicExporter
+    from edgepack.toolkit.api import load_checkpoint
     monkeypatch.setattr(OnnxInt8DynamicExporter, "atol", 1e-9)          # impossible for int8
     loaded = load_checkpoint(trained["torch"])
     results = export_model(loaded.model, ["onnx-int8-dynamic"], mnist_small, tmp_path, OPTS, verbose=False)
@@ -253,13 +253,13 @@ def test_format_framework_mismatch_and_bad_options(trained, tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "toolkit.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "edgepack.toolkit.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_unreadable_torch_checkpoints_say_what_the_file_is_not(tmp_path):
     import torch
-    from toolkit.backends.torch.model import load
-    from toolkit.errors import ModelError
+    from edgepack.toolkit.backends.torch.model import load
+    from edgepack.toolkit.errors import ModelError
     torch.save({"w": torch.zeros(100)}, tmp_path / "good.pt")
     (tmp_path / "truncated.pt").write_bytes((tmp_path / "good.pt").read_bytes()[:300])
     (tmp_path / "text.pt").write_bytes(b"not a checkpoint")
@@ -294,7 +294,7 @@ def test_cli_export_end_to_end(trained, tmp_path):
 
 def test_onnx2tf_route_from_a_keras_model_keeps_nhwc(trained, mnist_small, tmp_path):
     """tf2onnx graphs take NHWC input; onnx2tf must be told, or it reads (N, 28, 28, 1) as NCHW and int8 fails."""
-    from toolkit.api import load_checkpoint
+    from edgepack.toolkit.api import load_checkpoint
     loaded = load_checkpoint(trained["keras"])
     import gc
     import warnings
@@ -311,8 +311,8 @@ def test_onnx2tf_route_from_a_keras_model_keeps_nhwc(trained, mnist_small, tmp_p
 
 
 def test_export_uses_the_data_folder_recorded_at_training(tmp_path):
-    from toolkit.api import train
-    from toolkit.train import TrainConfig
+    from edgepack.toolkit.api import train
+    from edgepack.toolkit.train import TrainConfig
     res = train("torch", "mnist-tutorial", "mnist", str(MNIST_DIR), out=tmp_path / "ckpt",
                 config=TrainConfig(epochs=1, batch_size=512, val_fraction=0.0), verbose=False)
     (r,) = export_checkpoint(res.checkpoint, ["onnx"], tmp_path / "out", verbose=False)     # no --data, no --data-dir
@@ -323,8 +323,8 @@ def test_export_uses_the_data_folder_recorded_at_training(tmp_path):
 def test_users_own_models_export_and_verify(tmp_path):
     """Models not built from an edgepack description: a torchvision network and a plain Keras Sequential."""
     import torchvision
-    from toolkit.data import Dataset
-    from toolkit.tf_import import import_tensorflow
+    from edgepack.toolkit.data import Dataset
+    from edgepack.toolkit.tf_import import import_tensorflow
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (600, 32, 32, 3), dtype=np.uint8)
     y = rng.integers(0, 10, 600)
@@ -349,7 +349,7 @@ def _weight_scales(path):
 
 
 def test_dense_per_tensor_weights_keep_convs_per_channel(trained, mnist_small, tmp_path):
-    from toolkit.api import load_checkpoint
+    from edgepack.toolkit.api import load_checkpoint
     loaded = load_checkpoint(trained["keras"])
     opts = ExportOptions(verify_images=512, calibration_samples=100, dense_per_channel=False)
     (res,) = export_model(loaded.model, ["tflite-int8"], mnist_small, tmp_path, opts, verbose=False)
@@ -360,7 +360,7 @@ def test_dense_per_tensor_weights_keep_convs_per_channel(trained, mnist_small, t
     assert res.record.steps[-1]["details"]["weights"] == "int8 per-channel (Dense per-tensor)"
     # dynamic range: per-channel Dense weights need a newer runtime (FULLY_CONNECTED v12) than the last
     # tflite-runtime, so the default there is per tensor; asked for, per channel is written, recorded and explained
-    from exporters.tflite import LAST_TFLITE_RUNTIME, _newer
+    from edgepack.exporters.tflite import LAST_TFLITE_RUNTIME, _newer
     (default,) = export_model(loaded.model, ["tflite-dynamic"], mnist_small, tmp_path / "d",
                               ExportOptions(verify_images=512), verbose=False)
     (per_channel,) = export_model(loaded.model, ["tflite-dynamic"], mnist_small, tmp_path / "pc",
@@ -385,7 +385,7 @@ def test_tensorflow_start_up_chatter_stays_off_stderr(trained, tmp_path):
     """The onnx2tf route imports TensorFlow too: its CUDA-plugin registration lines must not reach the terminal."""
     import os
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "EDGEPACK_DEBUG")}
-    r = subprocess.run([sys.executable, "-m", "toolkit.cli", "export", str(trained["torch"]), "--to", "tflite-int8",
+    r = subprocess.run([sys.executable, "-m", "edgepack.toolkit.cli", "export", str(trained["torch"]), "--to", "tflite-int8",
                         "--data-dir", str(MNIST_DIR), "--out", str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-1500:]
     lines = r.stderr.strip().splitlines()

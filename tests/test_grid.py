@@ -3,8 +3,8 @@ the grid steps it reads), later steps read every cell, and every mistake is refu
 line, step and what was expected."""
 import pytest
 
-from toolkit.errors import OptionError
-from toolkit.recipes.schema import load_recipe
+from edgepack.toolkit.errors import OptionError
+from edgepack.toolkit.recipes.schema import load_recipe
 
 HEAD = """[recipe]
 name = "g"
@@ -102,7 +102,7 @@ def test_a_grid_runs_and_a_new_axis_value_runs_only_its_cells(tmp_path, monkeypa
     import json
 
     from tests.conftest import MNIST_DIR
-    from toolkit.recipes.runner import Runner, run_recipe
+    from edgepack.toolkit.recipes.runner import Runner, run_recipe
     text = HEAD.replace('name = "mnist"', f'name = "mnist"\ndir = "{MNIST_DIR}"').replace("epochs = 1", "epochs = 1\nbatch_size = 256") + """
 [[grid]]
 axes = { format = ["tflite-int8", "onnx-int8"] }

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import MNIST_DIR, ROOT
-from toolkit.errors import EdgepackError, ModelError, OptionError
+from edgepack.toolkit.errors import EdgepackError, ModelError, OptionError
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "toolkit.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edgepack.toolkit.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=900, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
@@ -26,7 +26,7 @@ def test_an_onnx_with_external_data_is_sized_and_counted_with_its_weights(tmp_pa
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from benchmarks.harness import BenchSettings, benchmark
+    from edgepack.benchmarks.harness import BenchSettings, benchmark
     rng = np.random.default_rng(0)
     w1, w2 = rng.normal(size=(784, 300)).astype(np.float32), rng.normal(size=(300, 10)).astype(np.float32)
     g = helper.make_graph([helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "w1"], ["h"]),
@@ -50,8 +50,8 @@ def test_an_onnx_with_external_data_is_sized_and_counted_with_its_weights(tmp_pa
 
 
 def test_the_clear_margin_rule_without_evidence_says_so_and_judges_the_logits():
-    from toolkit.tasks import get_task
-    from toolkit.tasks.classification import compare, judge
+    from edgepack.toolkit.tasks import get_task
+    from edgepack.toolkit.tasks.classification import compare, judge
     rng = np.random.default_rng(0)
     n, k = 600, 10
     ref = (1.0 + rng.normal(scale=0.01, size=(n, k))).astype(np.float32)  # a weak model: every input a near-tie
@@ -69,8 +69,8 @@ def test_the_clear_margin_rule_without_evidence_says_so_and_judges_the_logits():
 
 
 def test_a_source_at_chance_level_is_said_to_prove_nothing():
-    from toolkit.tasks import get_task
-    from toolkit.tasks.classification import compare
+    from edgepack.toolkit.tasks import get_task
+    from edgepack.toolkit.tasks.classification import compare
     rng = np.random.default_rng(1)
     ref = np.zeros((500, 10), np.float32)
     ref[:, 3] = 5.0                                                         # one class for every input
@@ -83,7 +83,7 @@ def test_a_source_at_chance_level_is_said_to_prove_nothing():
 
 
 def test_a_wrong_ray_address_fails_in_seconds_naming_it():
-    from toolkit.recipes.executors import get_executor
+    from edgepack.toolkit.recipes.executors import get_executor
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -97,7 +97,7 @@ def test_a_wrong_ray_address_fails_in_seconds_naming_it():
 
 
 def test_a_binary_recipe_is_one_line(tmp_path):
-    from toolkit.recipes.schema import load_recipe
+    from edgepack.toolkit.recipes.schema import load_recipe
     p = tmp_path / "r.toml"
     p.write_bytes(b"\x80\x81\xff\x00garbage")
     with pytest.raises(OptionError, match="not a text file"):
@@ -107,7 +107,7 @@ def test_a_binary_recipe_is_one_line(tmp_path):
 def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_leaves_no_debris(tmp_path, monkeypatch):
     import torch
 
-    from toolkit.backends.torch.model import save
+    from edgepack.toolkit.backends.torch.model import save
 
     def full(obj, f, *a, **k):
         open(f, "wb").close()                                               # torch leaves a 0-byte file behind
@@ -121,9 +121,9 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_leaves_no_debris(
 
 def test_select_refuses_a_bundle_file_changed_since_the_bundle_was_written(tmp_path):
     """--select must never copy a file whose bytes are not the ones the device measured."""
-    from benchmarks.golden import BUNDLE_FILE, save_golden
-    from toolkit.deploy import select_for_device
-    from toolkit.record import sha256_file
+    from edgepack.benchmarks.golden import BUNDLE_FILE, save_golden
+    from edgepack.toolkit.deploy import select_for_device
+    from edgepack.toolkit.record import sha256_file
     b = tmp_path / "bundle"
     (b / "a").mkdir(parents=True)
     (b / "b").mkdir()
@@ -150,9 +150,9 @@ def test_select_refuses_a_bundle_file_changed_since_the_bundle_was_written(tmp_p
 
 
 def test_a_failed_deploy_rewrites_its_report_and_keeps_the_earlier_pick(tmp_path):
-    from toolkit.deploy import choose
-    from toolkit.deploy.budgets import Budgets
-    from toolkit.deploy.select import Row
+    from edgepack.toolkit.deploy import choose
+    from edgepack.toolkit.deploy.budgets import Budgets
+    from edgepack.toolkit.deploy.select import Row
     out = tmp_path / "d"
     out.mkdir()
     f = tmp_path / "m.onnx"
@@ -171,10 +171,10 @@ def test_a_failed_deploy_rewrites_its_report_and_keeps_the_earlier_pick(tmp_path
 
 
 def test_messages_say_what_is_wrong_in_one_line(tmp_path, capsys, monkeypatch):
-    from toolkit.cli import main
-    from toolkit.compress.techniques import get_technique
-    from toolkit.data import load_dataset
-    from toolkit.errors import DataError
+    from edgepack.toolkit.cli import main
+    from edgepack.toolkit.compress.techniques import get_technique
+    from edgepack.toolkit.data import load_dataset
+    from edgepack.toolkit.errors import DataError
     with pytest.raises(OptionError, match="step 'prune': sparsity expects a number, got 'abc'"):
         get_technique("prune", sparsity="abc")
     assert main(["deploy", str(tmp_path / "m.pt"), "--out", str(tmp_path / "d"), "--executor", "nonsense"]) == 2
@@ -207,7 +207,7 @@ def test_a_full_disk_leaves_no_empty_plot_or_report_under_its_final_name(tmp_pat
     import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
 
-    from toolkit.outputs import atomic_text, save_figure
+    from edgepack.toolkit.outputs import atomic_text, save_figure
     fig, ax = plt.subplots()
     ax.plot([0, 1])
     real = Figure.savefig
@@ -235,9 +235,9 @@ def test_a_full_disk_leaves_no_empty_plot_or_report_under_its_final_name(tmp_pat
 def test_an_export_on_a_full_disk_leaves_no_partial_file(tmp_path, monkeypatch):
     import torch
 
-    from exporters.api import export_model
-    from exporters.registry import get_exporter
-    from toolkit.data import Dataset
+    from edgepack.exporters.api import export_model
+    from edgepack.exporters.registry import get_exporter
+    from edgepack.toolkit.data import Dataset
     rng = np.random.default_rng(0)
     ds = Dataset("fake", "test", rng.integers(0, 255, (60, 4, 4, 1), dtype=np.uint8), np.arange(60) % 3,
                  rng.integers(0, 255, (30, 4, 4, 1), dtype=np.uint8), np.arange(30) % 3, ["a", "b", "c"], (0.5,), (0.25,))
@@ -258,11 +258,11 @@ def test_bench_finds_a_custom_named_data_set_through_the_record(tmp_path):
     """train --data NAME --data-dir DIR, export, then bench without --data-dir: the record's folder is used."""
     import shutil
 
-    from benchmarks.harness import BenchSettings, benchmark
-    from exporters.api import export_checkpoint
-    from exporters.base import ExportOptions
-    from toolkit.api import train
-    from toolkit.train import TrainConfig
+    from edgepack.benchmarks.harness import BenchSettings, benchmark
+    from edgepack.exporters.api import export_checkpoint
+    from edgepack.exporters.base import ExportOptions
+    from edgepack.toolkit.api import train
+    from edgepack.toolkit.train import TrainConfig
     mine = tmp_path / "mydigits"
     shutil.copytree(MNIST_DIR, mine)
     res = train("torch", "mnist-tutorial", "mydigits", str(mine), out=tmp_path / "ckpt",
@@ -278,10 +278,10 @@ def test_bench_finds_a_custom_named_data_set_through_the_record(tmp_path):
 def test_a_model_whose_outputs_do_not_fit_the_data_is_refused_by_export_and_compress(tmp_path):
     import torch
 
-    from toolkit.arch import get_arch
-    from toolkit.backends import get_backend
-    from toolkit.compress import compress
-    from toolkit.record import ArtifactRecord
+    from edgepack.toolkit.arch import get_arch
+    from edgepack.toolkit.backends import get_backend
+    from edgepack.toolkit.compress import compress
+    from edgepack.toolkit.record import ArtifactRecord
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 5)).eval()
     torch.onnx.export(net, (torch.zeros(1, 1, 28, 28),), str(tmp_path / "five.onnx"), dynamo=False)
     r = _cli("export", tmp_path / "five.onnx", "--to", "onnx", "--data", "mnist", "--data-dir", MNIST_DIR,
@@ -312,10 +312,10 @@ def test_a_size_budget_nothing_meets_is_blamed_on_the_size_not_the_runtime(train
 def test_a_keras_applications_model_exports_to_int8_onnx_without_a_warning_per_batchnorm(tmp_path, capfd):
     """ORT warns once per rank-1 weight it cannot quantize per channel (BatchNorm vectors tf2onnx leaves): collected
     into the manifest instead of a dozen WARNING:root lines."""
-    from exporters.api import export_model
-    from exporters.base import ExportOptions
-    from toolkit.backends.keras.model import keras
-    from toolkit.data import Dataset
+    from edgepack.exporters.api import export_model
+    from edgepack.exporters.base import ExportOptions
+    from edgepack.toolkit.backends.keras.model import keras
+    from edgepack.toolkit.data import Dataset
     rng = np.random.default_rng(0)
     ds = Dataset("fake", "test", rng.integers(0, 255, (200, 32, 32, 3), dtype=np.uint8), np.arange(200) % 10,
                  rng.integers(0, 255, (100, 32, 32, 3), dtype=np.uint8), np.arange(100) % 10,
@@ -330,7 +330,7 @@ def test_a_keras_applications_model_exports_to_int8_onnx_without_a_warning_per_b
 
 
 def test_deploy_says_why_attribution_proposed_no_mixed_file():
-    from exporters.mixed import Attribution, LayerCost, propose, why_no_proposal
+    from edgepack.exporters.mixed import Attribution, LayerCost, propose, why_no_proposal
     flat = Attribution("onnx-int8", "onnxruntime", 1, 500, 100.0, 0.5, 0.98, 1.0,
                        [LayerCost("conv0", "Conv", 100.2, -0.2, 0.49, 0.01, 0.98),
                         LayerCost("fc", "Gemm", 99.9, 0.1, 0.48, 0.02, 0.98)])
@@ -350,9 +350,9 @@ def test_a_torchvision_linear_head_split_by_onnx2tf_can_stay_float(tmp_path):
     import torch
     import torchvision
 
-    from exporters.api import export_model
-    from exporters.base import ExportOptions
-    from toolkit.data import Dataset
+    from edgepack.exporters.api import export_model
+    from edgepack.exporters.base import ExportOptions
+    from edgepack.toolkit.data import Dataset
     rng = np.random.default_rng(0)
     ds = Dataset("fake", "test", rng.integers(0, 255, (120, 32, 32, 3), dtype=np.uint8), np.arange(120) % 10,
                  rng.integers(0, 255, (60, 32, 32, 3), dtype=np.uint8), np.arange(60) % 10,
@@ -369,7 +369,7 @@ def test_a_torchvision_linear_head_split_by_onnx2tf_can_stay_float(tmp_path):
 def test_progress_bars_stay_out_of_logs(monkeypatch):
     import io
 
-    from toolkit.progress import progress
+    from edgepack.toolkit.progress import progress
 
     class Tty(io.StringIO):
         def isatty(self):
@@ -382,7 +382,7 @@ def test_progress_bars_stay_out_of_logs(monkeypatch):
 
 
 def test_report_merge_puts_devices_timed_at_different_thread_counts_in_one_row(tmp_path):
-    from toolkit.deploy.fleet import merge
+    from edgepack.toolkit.deploy.fleet import merge
 
     def device(name, cpu, threads, p50):
         rows = [{"model": f"/x/{f}", "format": "onnx", "runtime": "onnxruntime", "threads": threads, "ok": True,

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import MNIST_DIR, ROOT
-from toolkit.backends import FRAMEWORKS, NotSupported, backend_for_file, get_backend
-from toolkit.errors import ModelError
+from edgepack.toolkit.backends import FRAMEWORKS, NotSupported, backend_for_file, get_backend
+from edgepack.toolkit.errors import ModelError
 
 
 def _onnx(path, inputs, nodes, inits, out_shape, in_type=1):
@@ -91,7 +91,7 @@ def test_compacted_int8_names_never_take_a_kept_input_or_output_name(tmp_path):
     import onnxruntime as ort
     from onnx import helper
 
-    from exporters.onnx_int8 import compact_names
+    from edgepack.exporters.onnx_int8 import compact_names
     path = _onnx(tmp_path / "m.onnx", [("x", [1, 1, 4, 4])],
                  [helper.make_node("Relu", ["x"], ["inner"]), helper.make_node("Neg", ["inner"], ["y"])], {}, [1, 1, 4, 4])
     import onnx
@@ -105,8 +105,8 @@ def test_compacted_int8_names_never_take_a_kept_input_or_output_name(tmp_path):
 
 
 def test_preprocessing_flags_parse_and_apply():
-    from toolkit.data.dataset import Dataset, parse_preprocessing
-    from toolkit.errors import OptionError
+    from edgepack.toolkit.data.dataset import Dataset, parse_preprocessing
+    from edgepack.toolkit.errors import OptionError
     assert parse_preprocessing(None, None, None) is None
     assert parse_preprocessing("0.5", "0.25", None) == {"scale": 1 / 255.0, "mean": [0.5], "std": [0.25]}
     for args, says in [(("0.5", None, None), "go together"), (("a", "1", None), "comma-separated numbers"),
@@ -125,7 +125,7 @@ def test_preprocessing_flags_parse_and_apply():
 
 # ----------------------------------------------------------------------------------------------- integration tier
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "toolkit.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edgepack.toolkit.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=900, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
@@ -154,9 +154,9 @@ def test_deploy_from_a_users_fixed_batch_nchw_onnx(trained, tmp_path):
     --data, then every candidate comes from that file, is verified against it, and the pick keeps the budget."""
     import torch
 
-    from toolkit.api import load_checkpoint
-    from toolkit.deploy import deploy
-    from toolkit.deploy.budgets import Budgets
+    from edgepack.toolkit.api import load_checkpoint
+    from edgepack.toolkit.deploy import deploy
+    from edgepack.toolkit.deploy.budgets import Budgets
     src = tmp_path / "users.onnx"
     model = load_checkpoint(trained["torch"]).model.eval()
     torch.onnx.export(model, (torch.zeros(1, 1, 28, 28),), str(src), dynamo=False, opset_version=17)
@@ -182,7 +182,7 @@ def test_a_users_model_with_its_own_input_scale_exports_with_mean_std_flags(trai
     scale folded into its mean/std) pass verification, and the records carry the preprocessing for `bench`."""
     import torch
 
-    from toolkit.api import dataset_for, load_checkpoint
+    from edgepack.toolkit.api import dataset_for, load_checkpoint
     loaded = load_checkpoint(trained["torch"])
     ds = dataset_for(loaded, "mnist", str(MNIST_DIR))
     inner = loaded.model.eval()

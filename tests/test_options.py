@@ -8,15 +8,15 @@ from dataclasses import dataclass, fields
 
 import pytest
 
-from exporters.base import ExportOptions
-from toolkit.errors import OptionError
-from toolkit.options import add_arguments, from_args, from_recipe, key_of, option, recipe_schema
-from toolkit.recipes.schema import KINDS
-from toolkit.train import TrainConfig
+from edgepack.exporters.base import ExportOptions
+from edgepack.toolkit.errors import OptionError
+from edgepack.toolkit.options import add_arguments, from_args, from_recipe, key_of, option, recipe_schema
+from edgepack.toolkit.recipes.schema import KINDS
+from edgepack.toolkit.train import TrainConfig
 
 
 def _subparser(name: str) -> argparse.ArgumentParser:
-    from toolkit.cli import build_parser
+    from edgepack.toolkit.cli import build_parser
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return sub.choices[name]
 
@@ -82,8 +82,8 @@ def test_a_new_field_reaches_both_the_cli_and_the_schema():
 def test_each_format_declares_the_options_it_reads():
     from dataclasses import fields as dc_fields
 
-    from exporters.base import VERIFY_OPTIONS, unused_options
-    from exporters.registry import get_exporter, list_exporters
+    from edgepack.exporters.base import VERIFY_OPTIONS, unused_options
+    from edgepack.exporters.registry import get_exporter, list_exporters
     every = {f.name for f in dc_fields(ExportOptions)}
     read = set(VERIFY_OPTIONS).union(*(get_exporter(n).options for n in list_exporters()))
     assert read == every                                          # no option that no format reads

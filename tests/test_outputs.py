@@ -7,7 +7,7 @@ from tests.conftest import MNIST_DIR
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "toolkit.cli", *map(str, args)], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "edgepack.toolkit.cli", *map(str, args)], capture_output=True, text=True, timeout=600)
 
 
 def _one_line_error(r, needle):
@@ -60,7 +60,7 @@ def test_an_unwritable_out_is_one_line_naming_it(tmp_path):
 
 
 def test_argument_errors_fail_before_torch_is_imported():
-    code = ("import sys; from toolkit.cli import main; "
+    code = ("import sys; from edgepack.toolkit.cli import main; "
             "rc = main(['train', '--framework', 'torch', '--arch', 'nope', '--data', 'mnist', '--out', 'x']); "
             "print(rc, 'torch' in sys.modules, 'tensorflow' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -1,19 +1,19 @@
 """Built here, runs there: int8 files keep their verified accuracy on every CPU kernel class.
 
 Every assertion here holds on any CPU: where a check depends on the CPU, it compares against the
-class this CPU belongs to (benchmarks.machine.onnxruntime_kernel_class), never a fixed one.
+class this CPU belongs to (edgepack.benchmarks.machine.onnxruntime_kernel_class), never a fixed one.
 """
 import json
 
 import numpy as np
 import pytest
 
-from benchmarks.machine import onnxruntime_kernel_class
-from benchmarks.runners.qdq_reference import QdqReferenceRunner, risky_pairs
-from exporters.base import ExportOptions
-from exporters.verify import compare, judge
-from toolkit.data.dataset import stratified_indices
-from toolkit.errors import OptionError
+from edgepack.benchmarks.machine import onnxruntime_kernel_class
+from edgepack.benchmarks.runners.qdq_reference import QdqReferenceRunner, risky_pairs
+from edgepack.exporters.base import ExportOptions
+from edgepack.exporters.verify import compare, judge
+from edgepack.toolkit.data.dataset import stratified_indices
+from edgepack.toolkit.errors import OptionError
 
 
 # ---------------------------------------------------------------- subsets
@@ -116,8 +116,8 @@ def test_sat16_reference_clips_pair_sums_where_vpmaddubsw_does(tmp_path):
 
 def test_reference_of_this_cpus_kernel_class_reproduces_onnxruntime(trained, mnist_small, tmp_path):
     """The cross-check: on this CPU, the reference of its own class gives ONNX Runtime's decisions."""
-    from benchmarks.runners import open_runner
-    from exporters.api import export_checkpoint
+    from edgepack.benchmarks.runners import open_runner
+    from edgepack.exporters.api import export_checkpoint
     (r,) = export_checkpoint(trained["torch"], ["onnx-int8"], tmp_path, mnist_small, None,
                              ExportOptions(target="x86-vnni", calibration_samples=100), verbose=False)
     assert r.path is not None
@@ -153,7 +153,7 @@ def test_int8_onnx_is_portable_by_default(exported):
 
 
 def test_full_range_weights_for_a_vnni_target(trained, mnist_small, tmp_path):
-    from exporters.api import export_checkpoint
+    from edgepack.exporters.api import export_checkpoint
     (r,) = export_checkpoint(trained["keras"], ["onnx-int8"], tmp_path, mnist_small, None,
                              ExportOptions(target="x86-vnni", calibration_samples=100), verbose=False)
     kc = r.verification.kernel_classes
@@ -167,7 +167,7 @@ def test_full_range_weights_for_a_vnni_target(trained, mnist_small, tmp_path):
 
 
 def test_entropy_calibration_says_whether_it_matched_minmax(trained, mnist_small, tmp_path, capsys):
-    from exporters.api import export_checkpoint
+    from edgepack.exporters.api import export_checkpoint
     (r,) = export_checkpoint(trained["torch"], ["onnx-int8"], tmp_path, mnist_small, None,
                              ExportOptions(calibration_method="entropy", calibration_samples=50), verbose=True)
     same = r.record.steps[-1]["details"]["calibration"]["same_ranges_as_minmax"]
@@ -178,9 +178,9 @@ def test_entropy_calibration_says_whether_it_matched_minmax(trained, mnist_small
 def test_cifar_verification_subset_holds_every_class(tmp_path):
     """The CIFAR-10 image-folder copy is ordered by class: the first 1000 test images are all airplanes."""
     from tests.conftest import CIFAR_TARBALL
-    from toolkit.api import train
-    from toolkit.data import Dataset, load_dataset
-    from toolkit.train import TrainConfig
+    from edgepack.toolkit.api import train
+    from edgepack.toolkit.data import Dataset, load_dataset
+    from edgepack.toolkit.train import TrainConfig
     full = load_dataset("cifar10", CIFAR_TARBALL)
     assert (full.y_test[:1000] == 0).all()               # the trap this guards against
     pick = np.random.default_rng(0).choice(len(full.y_train), 3000, replace=False)
@@ -188,7 +188,7 @@ def test_cifar_verification_subset_holds_every_class(tmp_path):
                  full.classes, full.mean, full.std)
     res = train("torch", "resnet8", ds, out=tmp_path / "ckpt", verbose=False,
                 config=TrainConfig(epochs=1, batch_size=128, optimizer="sgd", lr=0.05))
-    from exporters.api import export_checkpoint
+    from edgepack.exporters.api import export_checkpoint
     for r in export_checkpoint(res.checkpoint, ["onnx", "onnx-int8"], tmp_path / "exp", ds, None,
                                ExportOptions(calibration_samples=50, verify_images=500), verbose=False):
         man = json.loads(r.path.with_name(r.path.name + ".json").read_text())

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from tests.conftest import MNIST_DIR
-from toolkit.errors import DataError
+from edgepack.toolkit.errors import DataError
 
 
 def _cli(args, tmp_path, **env):
     e = {k: v for k, v in os.environ.items() if k != "EDGEPACK_DATA"}
     e.update({"EDGEPACK_CACHE": str(tmp_path / "cache"), **env})
-    return subprocess.run([sys.executable, "-m", "toolkit.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edgepack.toolkit.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=600, env=e, cwd=tmp_path)
 
 
@@ -72,7 +72,7 @@ def test_a_model_with_other_classes_than_the_data_is_an_error(tmp_path):
     import torch
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 5)).eval()
     torch.onnx.export(net, (torch.zeros(1, 1, 28, 28),), str(tmp_path / "five.onnx"), dynamo=False)
-    from benchmarks.harness import BenchSettings, benchmark
+    from edgepack.benchmarks.harness import BenchSettings, benchmark
     (row,) = benchmark([tmp_path / "five.onnx"], "mnist", str(MNIST_DIR), BenchSettings(runs=2, min_seconds=0),
                        progress=lambda m: None)
     assert not row.ok and "5 outputs but mnist has 10 classes" in row.error
@@ -80,7 +80,7 @@ def test_a_model_with_other_classes_than_the_data_is_an_error(tmp_path):
 
 def test_a_single_class_image_folder_is_refused(tmp_path):
     from PIL import Image
-    from toolkit.data import load_dataset
+    from edgepack.toolkit.data import load_dataset
     for split in ("train", "test"):
         d = tmp_path / "one" / split / "cats"
         d.mkdir(parents=True)
@@ -91,8 +91,8 @@ def test_a_single_class_image_folder_is_refused(tmp_path):
 
 
 def test_resume_recomputes_when_the_data_changes(tmp_path):
-    from toolkit.recipes.runner import Runner
-    from toolkit.recipes.schema import load_recipe
+    from edgepack.toolkit.recipes.runner import Runner
+    from edgepack.toolkit.recipes.schema import load_recipe
     data = tmp_path / "mnist"
     shutil.copytree(MNIST_DIR, data)
     recipe = tmp_path / "r.toml"
@@ -113,7 +113,7 @@ def test_resume_recomputes_when_the_data_changes(tmp_path):
 
 def test_moving_an_image_between_class_folders_invalidates_the_decode_cache(tmp_path):
     from PIL import Image
-    from toolkit.data import load_dataset
+    from edgepack.toolkit.data import load_dataset
     root = tmp_path / "pets"
     for split in ("train", "test"):
         for c in ("cats", "dogs"):
@@ -130,7 +130,7 @@ def test_moving_an_image_between_class_folders_invalidates_the_decode_cache(tmp_
     # faster way to compute it must not send every user's cached CIFAR-10 back to decoding
     import hashlib
     import os
-    from toolkit.data.sources import _tree_stamp
+    from edgepack.toolkit.data.sources import _tree_stamp
     (root / "train" / "dogs" / "deeper").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "train" / "dogs" / "deeper" / "x.png")
     h = hashlib.sha256(str(root.resolve()).encode())
@@ -143,7 +143,7 @@ def test_moving_an_image_between_class_folders_invalidates_the_decode_cache(tmp_
 
 
 def test_idx_labels_given_as_images_is_a_data_error(tmp_path):
-    from toolkit.data import load_dataset
+    from edgepack.toolkit.data import load_dataset
     d = tmp_path / "swapped"
     shutil.copytree(MNIST_DIR, d)
     (d / "train-images-idx3-ubyte.gz").unlink()
@@ -153,7 +153,7 @@ def test_idx_labels_given_as_images_is_a_data_error(tmp_path):
 
 
 def test_preprocessing_comes_from_the_record_or_the_command_line(exported, tmp_path):
-    from benchmarks.harness import BenchSettings, benchmark
+    from edgepack.benchmarks.harness import BenchSettings, benchmark
     f = exported["torch"]["onnx-int8"].path
     s = BenchSettings(runs=2, min_seconds=0)
     (rec,) = benchmark([f], "mnist", str(MNIST_DIR), s, progress=lambda m: None)
@@ -166,7 +166,7 @@ def test_preprocessing_comes_from_the_record_or_the_command_line(exported, tmp_p
 
 
 def test_idx_files_that_are_not_mnist_get_their_own_statistics(tmp_path, capsys):
-    from toolkit.data import load_dataset
+    from edgepack.toolkit.data import load_dataset
     d = tmp_path / "fashion-like"
     shutil.copytree(MNIST_DIR, d)
     p = d / "t10k-images-idx3-ubyte.gz"
@@ -180,8 +180,8 @@ def test_idx_files_that_are_not_mnist_get_their_own_statistics(tmp_path, capsys)
 
 
 def test_bench_skips_manifests_and_names_colliding_files(exported, tmp_path):
-    from benchmarks.harness import BenchSettings, benchmark
-    from benchmarks.report import short_names
+    from edgepack.benchmarks.harness import BenchSettings, benchmark
+    from edgepack.benchmarks.report import short_names
     a = exported["torch"]["onnx-int8"].path
     b = exported["keras"]["onnx-int8"].path
     notes = []

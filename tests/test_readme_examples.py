@@ -48,7 +48,7 @@ def test_the_readme_examples_run_in_order(tmp_path):
             for device in shlex.split(cmd)[3:5]:                       # two devices' results: the bench example's
                 shutil.copyfile(tmp_path / "r.json", tmp_path / device)
         args = shlex.split(cmd)[1:]
-        r = subprocess.run([sys.executable, "-m", "toolkit.cli", *args], capture_output=True, text=True, timeout=1200,
+        r = subprocess.run([sys.executable, "-m", "edgepack.toolkit.cli", *args], capture_output=True, text=True, timeout=1200,
                            cwd=tmp_path, env=env | ({"EDGEPACK_DATA": str(SHARED_DATA)} if args[0] == "train" else {}))
         assert r.returncode == 0, f"{cmd}\n{r.stderr[-3000:]}"
         ran.append(args[0])

@@ -3,9 +3,9 @@ import json
 import pytest
 
 from tests.conftest import MNIST_DIR, ROOT
-from toolkit.errors import OptionError
-from toolkit.recipes.runner import Runner, run_recipe
-from toolkit.recipes.schema import load_recipe
+from edgepack.toolkit.errors import OptionError
+from edgepack.toolkit.recipes.runner import Runner, run_recipe
+from edgepack.toolkit.recipes.schema import load_recipe
 
 RECIPE = f"""
 [recipe]

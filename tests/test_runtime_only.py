@@ -20,7 +20,7 @@ def test_bench_in_runtime_only_venv(runtime_venv, exported, tmp_path):
         assert heavy not in freeze
     files = [exported["torch"]["onnx-int8"].path, exported["keras"]["tflite-int8"].path, exported["torch"]["sparse"].path]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([str(py), "-m", "toolkit.cli", "bench", *map(str, files), "--data", "mnist", "--data-dir", str(MNIST_DIR),
+    r = subprocess.run([str(py), "-m", "edgepack.toolkit.cli", "bench", *map(str, files), "--data", "mnist", "--data-dir", str(MNIST_DIR),
                         "--runs", "10", "--min-seconds", "0", "--json", str(tmp_path / "r.json"), "--report", str(tmp_path / "rep")],
                        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -37,7 +37,7 @@ def _foreign_models(tmp_path):
                               torch.nn.Flatten(), torch.nn.Linear(8, 5)).eval()
     onnx_path = tmp_path / "foreign.onnx"
     torch.onnx.export(net, (torch.zeros(1, 3, 64, 64),), str(onnx_path), dynamo=False, input_names=["x"])
-    from toolkit.tf_import import import_tensorflow
+    from edgepack.toolkit.tf_import import import_tensorflow
     tf = import_tensorflow()
     m = tf.keras.Sequential([tf.keras.Input((64, 64, 3)), tf.keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
                              tf.keras.layers.GlobalAveragePooling2D(), tf.keras.layers.Dense(5)])
@@ -50,7 +50,7 @@ def test_synthetic_bench_times_models_no_data_set_fits(runtime_venv, tmp_path):
     files = _foreign_models(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for data in (["--data", "synthetic"], ["--data", "mnist", "--data-dir", str(MNIST_DIR)]):
-        r = subprocess.run([str(runtime_venv), "-m", "toolkit.cli", "bench", *map(str, files), *data, "--runs", "10",
+        r = subprocess.run([str(runtime_venv), "-m", "edgepack.toolkit.cli", "bench", *map(str, files), *data, "--runs", "10",
                             "--min-seconds", "0", "--json", str(tmp_path / "r.json"), "--report", str(tmp_path / "rep")],
                            capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
         assert r.returncode == 0, r.stderr[-3000:]
@@ -94,7 +94,7 @@ def test_runtime_extra_installs_and_benches_on_newer_pythons(minor, exported, tm
     assert out.returncode == 0, out.stderr[-3000:]
     rows = json.loads((tmp_path / "r.json").read_text())["results"]
     assert all(x["machine"]["python"].startswith(f"3.{minor}.") for x in rows)
-    from benchmarks.harness import BenchSettings, benchmark
+    from edgepack.benchmarks.harness import BenchSettings, benchmark
     here = benchmark(files, "mnist", str(MNIST_DIR), BenchSettings(runs=2, min_seconds=0), progress=lambda m: None)
     assert [x["accuracy"] for x in rows] == [h.accuracy for h in here]          # identical to Python 3.11's
     assert all(x["accuracy"] > 0.5 for x in rows)
@@ -112,7 +112,7 @@ def test_files_load_in_the_runtimes_devices_keep(exported, mnist_small, tmp_path
     import numpy as np
     import onnxruntime as ort
     from ai_edge_litert.interpreter import Interpreter
-    from toolkit.record import ArtifactRecord
+    from edgepack.toolkit.record import ArtifactRecord
     if sys.version_info >= (3, 12):
         pytest.skip("tflite-runtime 2.14 has no wheel for Python 3.12 or later")
     old_py = _venv_with(tmp_path, sys.executable, "--only-binary", ":all:",
@@ -223,7 +223,7 @@ def test_full_integer_tflite_runs_in_tflite_micro(exported, mnist_small, tmp_pat
         assert (micro_out.argmax(1) == litert[fw].argmax(1)).mean() >= 0.98, fw
 
     dynamic = str(exported["keras"]["tflite-dynamic"].path)     # float activations, int8 weights: TFLM has no kernels
-    bench = subprocess.run([sys.executable, "-m", "toolkit.cli", "bench", *files.values(), dynamic, "--runtime", "litert,tflite-micro",
+    bench = subprocess.run([sys.executable, "-m", "edgepack.toolkit.cli", "bench", *files.values(), dynamic, "--runtime", "litert,tflite-micro",
                             "--threads", "1,2", "--data", "mnist", "--data-dir", str(MNIST_DIR), "--runs", "3",
                             "--min-seconds", "0", "--json", str(tmp_path / "r.json"), "--report", str(tmp_path / "rep")],
                            capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
@@ -243,9 +243,9 @@ def test_full_integer_tflite_runs_in_tflite_micro(exported, mnist_small, tmp_pat
         assert f"| tflite-micro | {arena:,} | {tflm['size_bytes']:,} |" in report
     assert "## Same file, several runtimes" in report and "## Tensor arena" in report
     # the same results judged as a device's (`report merge`, `deploy --select`): an arena budget picks a TFLM row
-    from toolkit.deploy.budgets import Budgets
-    from toolkit.deploy.fleet import load_device
-    from toolkit.deploy.select import pick
+    from edgepack.toolkit.deploy.budgets import Budgets
+    from edgepack.toolkit.deploy.fleet import load_device
+    from edgepack.toolkit.deploy.select import pick
     device = load_device(tmp_path / "r.json").rows
     arenas = sorted(r.arena for r in device if r.arena is not None)
     assert arenas == sorted(x["runtime_info"]["settings"]["tensor_arena_bytes"] for x in (rows[2], rows[5]))
@@ -258,8 +258,8 @@ DEVICE_FEATURES = r"""
 import json, sys
 from pathlib import Path
 import numpy as np
-from toolkit.data.audio import MLPERF_WORDS, MfccFrontEnd, fit_clip, read_wav
-from benchmarks.runners import open_runner
+from edgepack.toolkit.data.audio import MLPERF_WORDS, MfccFrontEnd, fit_clip, read_wav
+from edgepack.benchmarks.runners import open_runner
 root, model = Path(sys.argv[1]), sys.argv[2]
 pre = json.loads(Path(model + ".json").read_text())["dataset"]["preprocessing"]
 test = set((root / "testing_list.txt").read_text().split())
@@ -282,11 +282,11 @@ def test_keyword_clip_read_on_the_device_gives_trainings_features_and_top1(runti
     import numpy as np
     if shutil.which("espeak-ng") is None and os.environ.get("EDGEPACK_REQUIRE_DATA") != "1":
         pytest.skip("espeak-ng is not installed")
-    from exporters.api import export_model
-    from exporters.base import ExportOptions
-    from toolkit.api import TrainConfig, train
-    from toolkit.data import load_dataset
-    from toolkit.data.speech_synth import make_synthetic_speech
+    from edgepack.exporters.api import export_model
+    from edgepack.exporters.base import ExportOptions
+    from edgepack.toolkit.api import TrainConfig, train
+    from edgepack.toolkit.data import load_dataset
+    from edgepack.toolkit.data.speech_synth import make_synthetic_speech
     root = tmp_path / "words"
     make_synthetic_speech(root, per_word=16, speakers=10, seed=2)
     ds = load_dataset("mywords", root)
@@ -312,7 +312,7 @@ def test_keyword_clip_read_on_the_device_gives_trainings_features_and_top1(runti
     assert (np.array(dev["top1"])[decided] == logits.argmax(1)[decided]).all()
     # bench in the device venv computes its own features from the WAVs (an empty cache) and scores as bench here
     files = [str(p.path) for p in out]
-    cmd = ["-m", "toolkit.cli", "bench", *files, "--data", "mywords", "--data-dir", str(root), "--runs", "5",
+    cmd = ["-m", "edgepack.toolkit.cli", "bench", *files, "--data", "mywords", "--data-dir", str(root), "--runs", "5",
            "--min-seconds", "0", "--json"]
     scores = []
     for py, cache in ((str(runtime_venv), "device-cache"), (sys.executable, "host-cache")):

@@ -1,4 +1,4 @@
-"""The mixed-precision search of `edgepack deploy --mixed-search` (toolkit.deploy.search).
+"""The mixed-precision search of `edgepack deploy --mixed-search` (edgepack.toolkit.deploy.search).
 
 Unit tier: the loop against a synthetic model run by a synthetic executor (each layer kept float saves or costs a known
 time and removes a known accuracy loss; every timing batch is slower than the last by a drift factor the anchors must
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolkit.deploy import search as S
-from toolkit.deploy.budgets import Budgets
-from toolkit.errors import OptionError
-from toolkit.recipes.executors import Executor
+from edgepack.toolkit.deploy import search as S
+from edgepack.toolkit.deploy.budgets import Budgets
+from edgepack.toolkit.errors import OptionError
+from edgepack.toolkit.recipes.executors import Executor
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = S.Source("model.pt", "mnist", None)
@@ -180,7 +180,7 @@ def test_bad_search_options_are_one_line(monkeypatch, work):
     monkeypatch.setitem(sys.modules, "optuna", None)
     with pytest.raises(OptionError, match=r"pip install 'edgepack\[search\]'"):
         S.make_sampler("tpe", {"onnx-int8": ["a"]}, 4)
-    from toolkit.deploy import deploy
+    from edgepack.toolkit.deploy import deploy
     with pytest.raises(OptionError, match="one or the other"):
         deploy("none.pt", work, mixed=False, mixed_search="tpe")
 
@@ -204,7 +204,7 @@ def test_deploy_search_through_ray(trained, tmp_path):
     Path(str(ckpt) + ".json").write_text(json.dumps(record))
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "EDGEPACK_DATA"}
-    r = subprocess.run([sys.executable, "-m", "toolkit.cli", "deploy", str(ckpt), "--out", str(out), "--max-accuracy-drop", "0.5",
+    r = subprocess.run([sys.executable, "-m", "edgepack.toolkit.cli", "deploy", str(ckpt), "--out", str(out), "--max-accuracy-drop", "0.5",
                         "--runtime", "onnxruntime,litert", "--mixed-search", "exhaustive", "--trials", "8",
                         "--executor", "ray"], capture_output=True, text=True, timeout=900,
                        env={**env, "PYTHONPATH": str(ROOT)})

@@ -19,30 +19,31 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("toolkit", "exporters", "benchmarks")
+PACKAGES = ("edgepack", "toolkit", "exporters", "benchmarks")   # edgepack/: the namespace that holds the other three
 
 # (layer, module prefixes); "=name" matches that module only (package inits)
 LAYERS = [
-    ("core", ["=toolkit", "=benchmarks", "toolkit.errors", "toolkit.progress", "toolkit.tf_import", "toolkit.outputs",
-              "toolkit.record", "toolkit.data", "toolkit.arch", "toolkit.train", "toolkit.sparsity",
-              "toolkit.options", "toolkit.tflite_convert", "toolkit.tasks"]),
-    ("frameworks", ["toolkit.backends", "toolkit.api"]),
-    ("runtime", ["benchmarks.runners", "benchmarks.onnx_reader", "benchmarks.machine", "benchmarks.metrics"]),
-    ("pipelines", ["toolkit.compress", "exporters", "benchmarks"]),
-    ("interface", ["toolkit.cli", "toolkit.recipes", "toolkit.deploy", "toolkit.__main__", "toolkit.demo", "exporters.cli", "benchmarks.cli"]),
+    ("core", ["=edgepack.toolkit", "=edgepack.benchmarks", "edgepack.toolkit.errors", "edgepack.toolkit.progress", "edgepack.toolkit.tf_import", "edgepack.toolkit.outputs",
+              "edgepack.toolkit.record", "edgepack.toolkit.data", "edgepack.toolkit.arch", "edgepack.toolkit.train", "edgepack.toolkit.sparsity",
+              "edgepack.toolkit.options", "edgepack.toolkit.tflite_convert", "edgepack.toolkit.tasks"]),
+    ("frameworks", ["edgepack.toolkit.backends", "edgepack.toolkit.api"]),
+    ("runtime", ["edgepack.benchmarks.runners", "edgepack.benchmarks.onnx_reader", "edgepack.benchmarks.machine", "edgepack.benchmarks.metrics"]),
+    ("pipelines", ["edgepack.toolkit.compress", "edgepack.exporters", "edgepack.benchmarks"]),
+    ("interface", ["edgepack.toolkit.cli", "edgepack.toolkit.recipes", "edgepack.toolkit.deploy", "=edgepack", "edgepack.__main__", "edgepack.toolkit.demo", "edgepack.exporters.cli", "edgepack.benchmarks.cli"]),
 ]
-INDEPENDENT = [(["exporters"], ["benchmarks.harness", "benchmarks.child", "benchmarks.report", "benchmarks.diagnostics"])]
+INDEPENDENT = [(["edgepack.exporters"], ["edgepack.benchmarks.harness", "edgepack.benchmarks.child", "edgepack.benchmarks.report", "edgepack.benchmarks.diagnostics"])]
 FRAMEWORK_NAMES = {"torch", "keras"}
 
 
 def _modules() -> dict[str, Path]:
+    """Module name (as installed: edgepack.toolkit.api) -> source file (toolkit/api.py)."""
     mods = {}
     for pkg in PACKAGES:
         for f in sorted((ROOT / pkg).rglob("*.py")):
             parts = list(f.relative_to(ROOT).with_suffix("").parts)
             if parts[-1] == "__init__":
                 parts = parts[:-1]
-            mods[".".join(parts)] = f
+            mods[".".join(["edgepack", *parts] if pkg != "edgepack" else parts)] = f
     return mods
 
 
@@ -164,9 +165,9 @@ def test_siblings_stay_independent(graph):
 
 def test_the_contract_sees_lazy_and_registry_imports(graph):
     # a lazy import inside a function, and a registry's module list, are edges like any other
-    assert "benchmarks.runners.epk" in graph["benchmarks.runners.archive"]
-    assert "exporters.tflite" in graph["exporters.registry"]
-    assert "toolkit.backends.torch" in graph["toolkit.backends"]
+    assert "edgepack.benchmarks.runners.epk" in graph["edgepack.benchmarks.runners.archive"]
+    assert "edgepack.exporters.tflite" in graph["edgepack.exporters.registry"]
+    assert "edgepack.toolkit.backends.torch" in graph["edgepack.toolkit.backends"]
 
 
 def _framework_name_comparisons(tree: ast.AST) -> list[int]:
@@ -187,7 +188,7 @@ def _framework_name_comparisons(tree: ast.AST) -> list[int]:
 def test_no_framework_name_is_compared_outside_the_framework_implementations():
     found = []
     for m, f in _modules().items():
-        if m.startswith("toolkit.backends"):
+        if m.startswith("edgepack.toolkit.backends"):
             continue
         tree = ast.parse(f.read_text(), str(f))
         found += [f"{f.relative_to(ROOT)}:{line}" for line in _framework_name_comparisons(tree)]

@@ -1,4 +1,4 @@
-"""Tasks (toolkit.tasks): the registry, outputs matched by name, output fidelity, the anomaly task's ROC figures
+"""Tasks (edgepack.toolkit.tasks): the registry, outputs matched by name, output fidelity, the anomaly task's ROC figures
 against scikit-learn, its one-class view and scores; then (integration) the two models users brought that edgepack
 used to judge as classifiers or crash on: a two-output model as `raw` and an autoencoder as `anomaly`, through
 export (both int8 routes), bench and deploy, and the anomaly flow from training in both frameworks."""
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import MNIST_DIR, ROOT
-from toolkit.errors import ModelError, OptionError
-from toolkit.tasks import get_task, infer_task, match_outputs, task_names
-from toolkit.tasks.anomaly import delong, partial_auc, roc_curve
-from toolkit.tasks.base import MIN_INT8_SNR_DB, fidelity, judge_fidelity
+from edgepack.toolkit.errors import ModelError, OptionError
+from edgepack.toolkit.tasks import get_task, infer_task, match_outputs, task_names
+from edgepack.toolkit.tasks.anomaly import delong, partial_auc, roc_curve
+from edgepack.toolkit.tasks.base import MIN_INT8_SNR_DB, fidelity, judge_fidelity
 
 
 # ----------------------------------------------------------------------------------------------- unit tier
@@ -32,8 +32,8 @@ def test_registry_names_every_task_and_refuses_unknown_ones():
 
 def test_adding_a_task_is_one_module_and_one_registry_line():
     """Nothing outside toolkit/tasks names a task by name, except the classifier default and the CLI's help."""
-    import toolkit.tasks as reg
-    assert reg.TASK_MODULES == tuple(f"toolkit.tasks.{n}" for n in ("classification", "raw", "anomaly", "detection",
+    import edgepack.toolkit.tasks as reg
+    assert reg.TASK_MODULES == tuple(f"edgepack.toolkit.tasks.{n}" for n in ("classification", "raw", "anomaly", "detection",
                                                                           "keyword_spotting"))
     for mod in reg.TASK_MODULES:
         cls = __import__(mod, fromlist=["TASK"]).TASK
@@ -166,7 +166,7 @@ def replace_shape(x):
 def test_task_flags_parse_in_one_line():
     import argparse
 
-    from toolkit.tasks import add_task_args, task_from_args
+    from edgepack.toolkit.tasks import add_task_args, task_from_args
     p = argparse.ArgumentParser()
     add_task_args(p)
     assert task_from_args(p.parse_args([])) is None
@@ -181,7 +181,7 @@ def test_task_flags_parse_in_one_line():
 
 
 def test_a_recipe_names_its_task_once_and_is_checked_before_any_work(tmp_path):
-    from toolkit.recipes.schema import load_recipe
+    from edgepack.toolkit.recipes.schema import load_recipe
     steps = ('[[step]]\nid = "fc"\nkind = "train"\nframework = "torch"\narch = "ae-fc"\n'
              '[[step]]\nid = "student"\nkind = "train"\nframework = "torch"\narch = "ae-fc"\nteacher = "fc"\n')
     p = tmp_path / "r.toml"
@@ -198,7 +198,7 @@ def test_a_recipe_names_its_task_once_and_is_checked_before_any_work(tmp_path):
 @pytest.fixture(scope="module")
 def mnist_like():
     """Ten classes of 28x28x1 random images: the shape of MNIST, no data folder needed."""
-    from toolkit.data import Dataset
+    from edgepack.toolkit.data import Dataset
     rng = np.random.default_rng(0)
     return Dataset("fake", "test", rng.integers(0, 255, (300, 28, 28, 1), dtype=np.uint8), np.arange(300) % 10,
                    rng.integers(0, 255, (200, 28, 28, 1), dtype=np.uint8), np.arange(200) % 10,
@@ -207,7 +207,7 @@ def mnist_like():
 
 # ----------------------------------------------------------------------------------------------- integration tier
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "toolkit.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edgepack.toolkit.cli", *map(str, args)], capture_output=True, text=True,
                           timeout=900, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
@@ -218,7 +218,7 @@ def users_models(tmp_path_factory):
     the autoencoder trained for two epochs on MNIST's zeros, so that its ROC AUC means something."""
     import torch
     from torch import nn
-    from toolkit.data import load_dataset
+    from edgepack.toolkit.data import load_dataset
     torch.manual_seed(0)
     d = tmp_path_factory.mktemp("users")
 
@@ -286,7 +286,7 @@ def test_a_two_output_model_goes_through_export_bench_and_deploy_as_raw(users_mo
     rows = json.loads((tmp_path / "b.json").read_text())["results"]
     assert all(d["ok"] and d["latency_ms"]["p50"] > 0 and d["accuracy"] is None for d in rows)
     assert all(d["task"] == {"name": "raw"} and "no quality figure" in d["accuracy_note"] for d in rows)
-    from toolkit.deploy import deploy
+    from edgepack.toolkit.deploy import deploy
     res = deploy(users_models / "det.onnx", tmp_path / "dep", "mnist", str(MNIST_DIR), mixed=False,
                  runtimes=["onnxruntime", "litert"], progress=lambda m: None, task="raw")
     assert not [r.error for r in res["rows"] if r.error]
@@ -328,8 +328,8 @@ def test_an_autoencoder_goes_through_export_bench_and_deploy_as_anomaly(users_mo
     assert all(d["quality"]["normal"] == 980 and d["quality"]["anomalies"] == 9020 for d in rows)   # all 10,000
     assert (tmp_path / "rep" / "anomaly.png").is_file()
     assert "ROC AUC" in (tmp_path / "rep" / "report.md").read_text()
-    from toolkit.deploy import deploy
-    from toolkit.deploy.budgets import Budgets
+    from edgepack.toolkit.deploy import deploy
+    from edgepack.toolkit.deploy.budgets import Budgets
     res = deploy(users_models / "ae.onnx", tmp_path / "dep", "mnist", str(MNIST_DIR), Budgets(max_accuracy_drop=1.0),
                  mixed=False, runtimes=["onnxruntime", "litert"], progress=lambda m: None, task="anomaly")
     best, info = res["best"], json.loads((tmp_path / "dep" / "deploy.json").read_text())
@@ -338,10 +338,10 @@ def test_an_autoencoder_goes_through_export_bench_and_deploy_as_anomaly(users_mo
 
 
 def test_anomaly_autoencoders_train_in_both_frameworks_and_keep_their_auc_in_int8(mnist, tmp_path):
-    from exporters.api import export_checkpoint
-    from exporters.base import ExportOptions
-    from toolkit.api import train
-    from toolkit.train import TrainConfig
+    from edgepack.exporters.api import export_checkpoint
+    from edgepack.exporters.base import ExportOptions
+    from edgepack.toolkit.api import train
+    from edgepack.toolkit.train import TrainConfig
     small = replace(mnist, x_train=mnist.x_train[:12000], y_train=mnist.y_train[:12000])
     for fw, arch in (("torch", "ae-fc"), ("keras", "ae-conv")):
         res = train(fw, arch, small, out=tmp_path / fw, config=TrainConfig(epochs=2, batch_size=64), verbose=False,
@@ -367,9 +367,9 @@ def test_users_own_two_head_models_in_both_frameworks_export_output_by_output(mn
     import torch
     from torch import nn
 
-    from exporters.api import export_model
-    from exporters.base import ExportOptions
-    from toolkit.backends.keras.model import keras
+    from edgepack.exporters.api import export_model
+    from edgepack.exporters.base import ExportOptions
+    from edgepack.toolkit.backends.keras.model import keras
 
     class TwoHeads(nn.Module):
         def __init__(self):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import MNIST_DIR
-from toolkit.errors import OptionError
-from toolkit.train import EarlyStopper, TrainConfig, lr_at
+from edgepack.toolkit.errors import OptionError
+from edgepack.toolkit.train import EarlyStopper, TrainConfig, lr_at
 
 
 def test_schedules():
@@ -41,7 +41,7 @@ def test_early_stopper():
 
 @pytest.mark.parametrize("framework", ["torch", "keras"])
 def test_train_writes_checkpoint_metrics_and_history(framework, mnist_small, tmp_path):
-    from toolkit.api import load_checkpoint, train
+    from edgepack.toolkit.api import load_checkpoint, train
     cfg = TrainConfig(epochs=2, batch_size=64, schedule="cosine", patience=3, seed=1)
     res = train(framework, "mnist-tutorial", mnist_small, out=tmp_path, config=cfg, verbose=False)
     m = json.loads((tmp_path / "metrics.json").read_text())
@@ -58,8 +58,8 @@ def test_train_writes_checkpoint_metrics_and_history(framework, mnist_small, tmp
 
 
 def test_early_stopping_restores_best_weights(mnist_small, tmp_path):
-    from toolkit.backends import get_backend
-    from toolkit.arch import get_arch
+    from edgepack.toolkit.backends import get_backend
+    from edgepack.toolkit.arch import get_arch
     T = get_backend("torch")
     model = T.build(get_arch("mnist-tutorial"))
     cfg = TrainConfig(epochs=6, lr=0.05, optimizer="sgd", patience=1, seed=0)   # high LR: val loss bounces
@@ -72,7 +72,7 @@ def test_early_stopping_restores_best_weights(mnist_small, tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "toolkit.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "edgepack.toolkit.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_cli_help_lists_commands():
@@ -110,7 +110,7 @@ def test_cli_bad_input_is_one_line_no_traceback(tmp_path, args, needle):
 
 @pytest.mark.parametrize("restore", [True, False])
 def test_run_epochs_restores_best_only_when_asked(mnist_small, restore):
-    from toolkit.train import run_epochs
+    from edgepack.toolkit.train import run_epochs
     losses = iter([0.5, 0.7, 0.9])                         # validation gets worse after epoch 1
     restored = []
     hist = run_epochs(None, mnist_small, TrainConfig(epochs=3, batch_size=1000, restore_best=restore), "NHWC",
@@ -122,9 +122,9 @@ def test_run_epochs_restores_best_only_when_asked(mnist_small, restore):
 
 def test_keras_model_with_a_softmax_head_is_trained_on_probabilities(mnist_small):
     """tf.keras.applications models end in softmax by default: treating that output as logits stalls at ln(10)."""
-    from toolkit.backends import get_backend
-    from toolkit.backends.keras.model import keras
-    from toolkit.train import TrainConfig
+    from edgepack.toolkit.backends import get_backend
+    from edgepack.toolkit.backends.keras.model import keras
+    from edgepack.toolkit.train import TrainConfig
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")])
     hist = get_backend("keras").fit(model, mnist_small, TrainConfig(epochs=1, batch_size=64), verbose=False)
     assert hist.epochs[-1]["loss"] < 1.5                      # was stuck at 2.3026 with from_logits=True
@@ -133,9 +133,9 @@ def test_keras_model_with_a_softmax_head_is_trained_on_probabilities(mnist_small
 def test_params_means_trainable_parameters_in_every_record(tmp_path):
     """Training, compression and the file's own count agree on "params" (trainable); BatchNorm statistics are only
     in "params_total" (the training record once wrote the total as "params", compression the trainable count)."""
-    from toolkit.api import train
-    from toolkit.compress import compress
-    from toolkit.data import Dataset
+    from edgepack.toolkit.api import train
+    from edgepack.toolkit.compress import compress
+    from edgepack.toolkit.data import Dataset
     rng = np.random.default_rng(0)
     ds = Dataset("synthetic", "random", rng.integers(0, 255, (256, 28, 28, 1), np.uint8), rng.integers(0, 10, 256),
                  rng.integers(0, 255, (64, 28, 28, 1), np.uint8), rng.integers(0, 10, 64), [str(i) for i in range(10)],
@@ -152,7 +152,7 @@ def test_params_means_trainable_parameters_in_every_record(tmp_path):
 
 def _separable(n=400, k=10, seed=0):
     """k classes of 8x8 grey images: class c has pixel c lit, the rest low noise (linearly separable)."""
-    from toolkit.data import Dataset
+    from edgepack.toolkit.data import Dataset
     rng = np.random.default_rng(seed)
     y = rng.integers(0, k, n).astype(np.int64)
     x = rng.integers(0, 30, (n, 8, 8, 1)).astype(np.uint8)
@@ -164,7 +164,7 @@ def _separable(n=400, k=10, seed=0):
 def test_label_smoothing_bounds_the_training_loss_by_the_smoothed_targets_entropy(framework):
     """Cross-entropy against smoothed targets q is >= H(q) for any prediction; without smoothing a separable set
     drives it towards 0. Both backends, same option."""
-    from toolkit.backends import get_backend
+    from edgepack.toolkit.backends import get_backend
     backend, ds, eps, k = get_backend(framework), _separable(), 0.3, 10
     q = np.full(k, eps / k)
     q[0] += 1 - eps
@@ -175,7 +175,7 @@ def test_label_smoothing_bounds_the_training_loss_by_the_smoothed_targets_entrop
             from torch import nn
             model = nn.Sequential(nn.Flatten(), nn.Linear(64, k))
         else:
-            from toolkit.backends.keras.model import keras
+            from edgepack.toolkit.backends.keras.model import keras
             model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(k)])
         cfg = TrainConfig(epochs=12, batch_size=32, lr=0.05, val_fraction=0.0, label_smoothing=smoothing, seed=0)
         return backend.fit(model, ds, cfg, verbose=False).epochs[-1]
@@ -188,7 +188,7 @@ def test_label_smoothing_bounds_the_training_loss_by_the_smoothed_targets_entrop
 
 def test_label_smoothing_is_a_recipe_key_and_a_flag_and_is_range_checked():
     import argparse
-    from toolkit.options import add_arguments, from_args, from_recipe, recipe_schema
+    from edgepack.toolkit.options import add_arguments, from_args, from_recipe, recipe_schema
     with pytest.raises(OptionError, match=r"label smoothing must be in \[0, 1\)"):
         TrainConfig(label_smoothing=1.0)
     assert "label_smoothing" in recipe_schema(TrainConfig)
@@ -201,7 +201,7 @@ def test_label_smoothing_is_a_recipe_key_and_a_flag_and_is_range_checked():
 
 def _flat_rgb(n=64, side=16, value=200):
     """n RGB images of one flat colour (not the mean), so the only exact zeros after normalization are cutout's."""
-    from toolkit.data import Dataset
+    from edgepack.toolkit.data import Dataset
     x = np.full((n, side, side, 3), value, np.uint8)
     y = np.arange(n) % 10
     return Dataset("flat", "synthetic", x, y, x, y, [str(c) for c in range(10)], (0.5, 0.4, 0.3), (0.2, 0.2, 0.2))
@@ -218,7 +218,7 @@ def _boxes(zero_mask):
 
 
 def test_cutout_sets_one_clipped_square_per_image_to_the_mean_in_both_layouts():
-    from toolkit.data import iterate_batches
+    from edgepack.toolkit.data import iterate_batches
     ds, size = _flat_rgb(), 6
     idx = np.arange(len(ds.y_train))
 
@@ -245,7 +245,7 @@ def test_cutout_sets_one_clipped_square_per_image_to_the_mean_in_both_layouts():
 
 def test_training_batches_carry_cutout_through_the_shared_epoch_loop():
     """Both backends train through run_epochs: the batches its step gets are cut when the config says so."""
-    from toolkit.train import run_epochs
+    from edgepack.toolkit.train import run_epochs
     ds = _flat_rgb(n=40)
 
     def cut_fraction(cfg):
@@ -263,8 +263,8 @@ def test_training_batches_carry_cutout_through_the_shared_epoch_loop():
 def test_cutout_option_needs_augment_is_checked_and_a_fine_tune_without_augment_drops_it():
     import argparse
     from types import SimpleNamespace
-    from toolkit.compress.techniques import _train_config
-    from toolkit.options import add_arguments, from_args, from_recipe
+    from edgepack.toolkit.compress.techniques import _train_config
+    from edgepack.toolkit.options import add_arguments, from_args, from_recipe
     with pytest.raises(OptionError, match="needs augment"):
         TrainConfig(cutout=8)
     with pytest.raises(OptionError, match="cutout must be >= 0"):
@@ -289,7 +289,7 @@ class _FakeClock:
 
 def _timed_run(cfg, step_seconds, n=40):
     """run_epochs on n images whose steps take step_seconds(epoch) fake seconds; returns (history, lrs, clock)."""
-    from toolkit.train import run_epochs
+    from edgepack.toolkit.train import run_epochs
     clock, lrs, ds = _FakeClock(), [], _flat_rgb(n=n)
     state = {"epoch": 0}
 
@@ -329,7 +329,7 @@ def test_time_budget_shortens_the_plan_when_epochs_slow_down_and_caps_at_epochs(
 
 
 def test_plan_epochs_never_undoes_finished_epochs():
-    from toolkit.train import plan_epochs
+    from edgepack.toolkit.train import plan_epochs
     assert plan_epochs(60, [], 50) == 50                         # nothing measured yet: the most
     assert plan_epochs(60, [10.0], 50) == 6
     assert plan_epochs(60, [10.0, 10.0, 30.0], 50) == 3          # over budget already: stop where it is
@@ -338,8 +338,8 @@ def test_plan_epochs_never_undoes_finished_epochs():
 
 def test_time_budget_option_is_checked_and_not_inherited_by_fine_tunes():
     from types import SimpleNamespace
-    from toolkit.compress.techniques import _train_config
-    from toolkit.options import from_recipe
+    from edgepack.toolkit.compress.techniques import _train_config
+    from edgepack.toolkit.options import from_recipe
     with pytest.raises(OptionError, match="time budget must be >= 0"):
         TrainConfig(time_budget=-1)
     assert from_recipe(TrainConfig, {"time_budget": 85}).time_budget == 85
@@ -352,7 +352,7 @@ def test_time_budget_option_is_checked_and_not_inherited_by_fine_tunes():
 def test_time_budget_stops_real_training_in_both_backends(framework, mnist_small, tmp_path):
     """The budget goes through each backend's fit to the shared loop, on the real clock: 50 epochs of 3,000 digits
     take far longer than 4 seconds, so the plan cuts them and the metrics say so."""
-    from toolkit.api import train
+    from edgepack.toolkit.api import train
     cfg = TrainConfig(epochs=50, batch_size=64, schedule="onecycle", lr=0.01, val_fraction=0.0, time_budget=4 / 60)
     train(framework, "mnist-tutorial", mnist_small, out=tmp_path, config=cfg, verbose=False)
     m = json.loads((tmp_path / "metrics.json").read_text())
@@ -363,7 +363,7 @@ def test_time_budget_stops_real_training_in_both_backends(framework, mnist_small
 
 
 def test_report_names_the_time_budget_beside_the_epochs_it_planned():
-    from toolkit.recipes.report import epochs_cell
+    from edgepack.toolkit.recipes.report import epochs_cell
     assert epochs_cell({"epochs": 105, "config": {"epochs": 105, "time_budget": 0.0}}) == "105"
     assert epochs_cell({"epochs": 117, "stopped_on_time": True, "config": {"epochs": 300, "time_budget": 85.0}}) == \
         "117 of at most 300 (85-min time budget, stopped on time)"
@@ -373,7 +373,7 @@ def test_report_names_the_time_budget_beside_the_epochs_it_planned():
 
 
 def test_area_resize_averages_boxes_in_both_layouts():
-    from toolkit.data.dataset import area_weights, resize_area
+    from edgepack.toolkit.data.dataset import area_weights, resize_area
     w = area_weights(32, 24)
     assert w.shape == (24, 32) and np.allclose(w.sum(1), 1.0) and (w >= 0).all()
     assert np.allclose(area_weights(32, 16), np.kron(np.eye(16), [[0.5, 0.5]]))   # halving: 2x2 means
@@ -389,7 +389,7 @@ def test_area_resize_averages_boxes_in_both_layouts():
 
 
 def test_progressive_resizing_schedule_grows_in_steps_of_4_to_full_size():
-    from toolkit.train import train_size
+    from edgepack.toolkit.train import train_size
     cfg = TrainConfig(resize_from=16, resize_until=0.5)
     sides = [train_size(cfg, (32, 32), e, 10)[0] for e in range(10)]
     assert sides == [16, 16, 20, 24, 28, 32, 32, 32, 32, 32]
@@ -400,7 +400,7 @@ def test_progressive_resizing_schedule_grows_in_steps_of_4_to_full_size():
 
 
 def test_training_batches_follow_the_resize_schedule_in_the_shared_epoch_loop():
-    from toolkit.train import run_epochs
+    from edgepack.toolkit.train import run_epochs
     ds = _flat_rgb(n=16, side=32)
     for layout, axis in (("NCHW", 2), ("NHWC", 1)):
         seen = []
@@ -412,7 +412,7 @@ def test_training_batches_follow_the_resize_schedule_in_the_shared_epoch_loop():
 
 
 def test_plan_epochs_counts_cheaper_epochs_by_their_cost():
-    from toolkit.train import plan_epochs
+    from edgepack.toolkit.train import plan_epochs
     assert plan_epochs(100, [5.0], 50, costs=[1.0], cost=lambda e, n: 1.0) == plan_epochs(100, [5.0], 50) == 20
     # a half-cost epoch took 5 s: 10 s per full one; 95 s left hold 19 more half-cost epochs
     assert plan_epochs(100, [5.0], 50, costs=[0.5], cost=lambda e, n: 0.5) == 20
@@ -428,7 +428,7 @@ def test_plan_epochs_counts_cheaper_epochs_by_their_cost():
 def test_time_budget_with_progressive_resizing_fits_more_epochs_and_ends_on_time():
     """Fake steps whose time follows the cost model (from the batch's own size): the budget plans more epochs than
     of full-size ones, ends at full size inside the budget, and the one-cycle schedule still anneals to its end."""
-    from toolkit.train import RESIZE_FIXED_COST, run_epochs
+    from edgepack.toolkit.train import RESIZE_FIXED_COST, run_epochs
     base = dict(epochs=100, batch_size=4, lr=0.1, val_fraction=0.0, schedule="onecycle", time_budget=2.0, augment=True)
 
     def timed(cfg):              # 40 images of 16x16, 10 steps per epoch, 1 fake second per full-size step
@@ -452,7 +452,7 @@ def test_time_budget_with_progressive_resizing_fits_more_epochs_and_ends_on_time
 
 
 def test_fixed_share_is_fitted_from_the_median_time_of_each_size():
-    from toolkit.train import fixed_share
+    from edgepack.toolkit.train import fixed_share
     line = lambda a: 10 + 40 * a                                   # noqa: E731  fixed 10 s + 40 s x area: 0.2
     areas = [0.25, 0.25, 0.25, 0.5625, 0.5625, 1.0]
     times = [30.0] + [line(a) for a in areas[1:]]                 # a slow first epoch: its size's median ignores it
@@ -466,7 +466,7 @@ def test_time_budget_measures_what_smaller_epochs_cost_and_settles_its_plan(caps
     """Fake steps whose fixed share is 0.05, not the prior's 0.3: once two sizes have two epochs each the plan
     prices epochs by the measured share, stops changing long before the full size, and uses the budget."""
     import re
-    from toolkit.train import RESIZE_FIXED_COST, run_epochs
+    from edgepack.toolkit.train import RESIZE_FIXED_COST, run_epochs
     assert RESIZE_FIXED_COST != 0.05
     clock = _FakeClock()
     cfg = TrainConfig(epochs=300, batch_size=8, lr=0.1, val_fraction=0.0, schedule="onecycle", time_budget=10.0,
@@ -488,7 +488,7 @@ def test_time_budget_measures_what_smaller_epochs_cost_and_settles_its_plan(caps
 def test_a_plan_that_grows_never_sends_progressive_resizing_back_to_smaller_images():
     """Epochs that get 4x faster mid-run (a busy host going quiet) stretch the plan and with it the resize ramp;
     sizes already reached are kept."""
-    from toolkit.train import run_epochs
+    from edgepack.toolkit.train import run_epochs
     clock = _FakeClock()
     cfg = TrainConfig(epochs=100, batch_size=4, lr=0.1, val_fraction=0.0, schedule="onecycle", time_budget=2.0,
                       augment=True, resize_from=8, resize_until=0.5)
@@ -505,8 +505,8 @@ def test_a_plan_that_grows_never_sends_progressive_resizing_back_to_smaller_imag
 def test_progressive_resizing_options_are_checked_and_not_inherited_by_fine_tunes():
     import argparse
     from types import SimpleNamespace
-    from toolkit.compress.techniques import _train_config
-    from toolkit.options import add_arguments, from_args, from_recipe
+    from edgepack.toolkit.compress.techniques import _train_config
+    from edgepack.toolkit.options import add_arguments, from_args, from_recipe
     with pytest.raises(OptionError, match="resize_from must be >= 0"):
         TrainConfig(resize_from=-4)
     with pytest.raises(OptionError, match=r"resize_until must be in \(0, 1\]"):
@@ -523,10 +523,10 @@ def test_progressive_resizing_options_are_checked_and_not_inherited_by_fine_tune
 def test_progressive_resizing_trains_a_pooling_network_and_names_a_flattening_one(framework):
     """Both backends train ResNet-8 on smaller images and still take full-size ones afterwards (Keras: its
     input-shape check is back); a network with a flatten gets a one-line ModelError naming the option."""
-    from toolkit.arch import get_arch
-    from toolkit.backends import get_backend
-    from toolkit.data import Dataset
-    from toolkit.errors import ModelError
+    from edgepack.toolkit.arch import get_arch
+    from edgepack.toolkit.backends import get_backend
+    from edgepack.toolkit.data import Dataset
+    from edgepack.toolkit.errors import ModelError
     backend, rng = get_backend(framework), np.random.default_rng(0)
     x, y = rng.integers(0, 256, (32, 32, 32, 3), dtype=np.uint8), np.arange(32) % 10
     ds = Dataset("rgb", "synthetic", x, y, x, y, [str(c) for c in range(10)], (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -549,8 +549,8 @@ def test_bf16_precision_runs_convolutions_in_bfloat16_and_keeps_weights_loss_and
     bf16 in one line."""
     import torch
     from torch import nn
-    from toolkit.backends import get_backend
-    from toolkit.backends.torch import train as torch_train
+    from edgepack.toolkit.backends import get_backend
+    from edgepack.toolkit.backends.torch import train as torch_train
     ds = _separable()
     seen = []
 
@@ -581,7 +581,7 @@ def test_bf16_precision_runs_convolutions_in_bfloat16_and_keeps_weights_loss_and
     assert torch_train.resolve_precision("auto") == "fp32"                   # a torch that cannot tell: fp32
     with pytest.raises(OptionError, match="must be one of|precision"):
         TrainConfig(precision="fp16")
-    from toolkit.backends.keras.model import keras
+    from edgepack.toolkit.backends.keras.model import keras
     kmodel = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)])
     with pytest.raises(OptionError, match="PyTorch-only") as err:
         get_backend("keras").fit(kmodel, ds, cfg, verbose=False)
@@ -589,7 +589,7 @@ def test_bf16_precision_runs_convolutions_in_bfloat16_and_keeps_weights_loss_and
 
 
 def test_report_names_bf16_training_beside_the_epochs():
-    from toolkit.recipes.report import epochs_cell
+    from edgepack.toolkit.recipes.report import epochs_cell
     assert epochs_cell({"epochs": 219, "stopped_on_time": True, "precision": "bf16",
                         "config": {"epochs": 300, "time_budget": 85.0}}) == \
         "219 of at most 300 (85-min time budget, bf16, stopped on time)"

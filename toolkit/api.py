@@ -1,11 +1,11 @@
 """Public Python API: the calls behind the CLI, usable with built-in architectures or users' own models.
 
-    from toolkit.api import train, load_checkpoint
+    from edgepack.toolkit.api import train, load_checkpoint
     result = train("torch", "mnist-tutorial", "mnist", out="runs/mnist")
     loaded = load_checkpoint(result.checkpoint)
 
 Users' own models (any torch.nn.Module, torchvision models included, or any Keras model) can go
-straight to `exporters.export_model(model, ...)` and `benchmarks` without a checkpoint.
+straight to `edgepack.exporters.export_model(model, ...)` and `benchmarks` without a checkpoint.
 """
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 
-from toolkit.arch import ArchSpec, get_arch
-from toolkit.backends import backend_for_file, get_backend
-from toolkit.data import Dataset, load_dataset
-from toolkit.data.dataset import ImageSet
-from toolkit.data.sources import recorded_folder, recorded_stand_in, stand_in_name
-from toolkit.errors import ModelError
-from toolkit.record import ArtifactRecord
-from toolkit.train import TrainConfig
+from edgepack.toolkit.arch import ArchSpec, get_arch
+from edgepack.toolkit.backends import backend_for_file, get_backend
+from edgepack.toolkit.data import Dataset, load_dataset
+from edgepack.toolkit.data.dataset import ImageSet
+from edgepack.toolkit.data.sources import recorded_folder, recorded_stand_in, stand_in_name
+from edgepack.toolkit.errors import ModelError
+from edgepack.toolkit.record import ArtifactRecord
+from edgepack.toolkit.train import TrainConfig
 
 
 def dataset_info(ds: Dataset) -> dict:
@@ -54,7 +54,7 @@ def train(framework: str, arch: str | ArchSpec, data: str | Dataset, data_dir: s
     `loss_fn` replaces cross-entropy (e.g. a distillation loss, for a student trained from scratch with a teacher);
     `task` (a name or {"name", options}; default classification) decides the data set's view, the training objective
     and the test figures (anomaly: a one-class set-up, reconstruction, ROC AUC)."""
-    from toolkit.tasks import get_task
+    from edgepack.toolkit.tasks import get_task
     backend = get_backend(framework)
     if isinstance(arch, str):
         get_arch(arch)                                  # an unknown name fails before any data is read
@@ -64,7 +64,7 @@ def train(framework: str, arch: str | ArchSpec, data: str | Dataset, data_dir: s
                          "bring the model as an fp32 .onnx/.tflite file to export, bench and deploy it")
     raw = data if isinstance(data, ImageSet) else load_dataset(data, data_dir)
     if task is None:                                    # an audio set's classifier spots keywords
-        from toolkit.tasks import default_task
+        from edgepack.toolkit.tasks import default_task
         t = default_task(raw)
     ds = t.view(raw)
     spec = arch if isinstance(arch, ArchSpec) else get_arch(arch, input_shape=ds.input_shape, num_classes=ds.num_classes)
@@ -182,7 +182,7 @@ def resolve_task(model, backend, ds: Dataset, task=None, record: ArtifactRecord 
     """(task, the data set as that task reads it) for work on a model: the task given (a name or {"name", options}),
     else the one its record names, else inferred from its outputs where that is safe (one [N, classes] vector: a
     classifier), else one line asking for --task. The model's outputs are checked against the task on two images."""
-    from toolkit.tasks import get_task, infer_task, output_shapes
+    from edgepack.toolkit.tasks import get_task, infer_task, output_shapes
     given = task if task is not None else (record.task if record is not None else None)
 
     shapes = output_shapes(backend.predict_outputs(model, ds.normalize(ds.x_test[:2], backend.LAYOUT)))

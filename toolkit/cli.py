@@ -7,19 +7,19 @@ import os
 import sys
 from pathlib import Path
 
-from toolkit.backends import FRAMEWORKS
-from toolkit.errors import EdgepackError, ModelError, first_line
+from edgepack.toolkit.backends import FRAMEWORKS
+from edgepack.toolkit.errors import EdgepackError, ModelError, first_line
 
 
 def _train_config(args):
-    from toolkit.options import from_args
-    from toolkit.train import TrainConfig
+    from edgepack.toolkit.options import from_args
+    from edgepack.toolkit.train import TrainConfig
     return from_args(TrainConfig, args)
 
 
 def cmd_models(args) -> int:
-    from toolkit.arch import get_arch, list_archs
-    from toolkit.backends import get_backend
+    from edgepack.toolkit.arch import get_arch, list_archs
+    from edgepack.toolkit.backends import get_backend
     frameworks = []
     for fw in FRAMEWORKS:
         try:
@@ -42,33 +42,33 @@ def cmd_models(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from toolkit.arch import get_arch
-    from toolkit.outputs import guard_checkpoint_folder
-    from toolkit.tasks import task_from_args
+    from edgepack.toolkit.arch import get_arch
+    from edgepack.toolkit.outputs import guard_checkpoint_folder
+    from edgepack.toolkit.tasks import task_from_args
     get_arch(args.arch)                               # option errors before torch/TensorFlow are imported
     task = task_from_args(args)
     guard_checkpoint_folder(args.out, force=args.force)
-    from toolkit.api import train
+    from edgepack.toolkit.api import train
     train(args.framework, args.arch, args.data, args.data_dir, out=args.out, config=_train_config(args), task=task)
     return 0
 
 
 def cmd_export(args) -> int:
-    from exporters.cli import run_export
+    from edgepack.exporters.cli import run_export
     return run_export(args)
 
 
 def cmd_bench(args) -> int:
-    from benchmarks.cli import run_bench
+    from edgepack.benchmarks.cli import run_bench
     return run_bench(args)
 
 
 def cmd_compress(args) -> int:
-    from toolkit.compress import compress
-    from toolkit.compress.steps import parse_steps
-    from toolkit.compress.techniques import get_technique
-    from toolkit.train import TrainConfig
-    from toolkit.outputs import guard_checkpoint_folder
+    from edgepack.toolkit.compress import compress
+    from edgepack.toolkit.compress.steps import parse_steps
+    from edgepack.toolkit.compress.techniques import get_technique
+    from edgepack.toolkit.train import TrainConfig
+    from edgepack.toolkit.outputs import guard_checkpoint_folder
     steps = parse_steps(args.steps)
     for s in steps:                                   # validate every step before any work starts
         get_technique(s["technique"], **{k: v for k, v in s.items() if k != "technique"})
@@ -81,9 +81,9 @@ def cmd_compress(args) -> int:
 
 
 def cmd_deploy(args) -> int:
-    from toolkit.deploy import deploy, select_for_device
-    from toolkit.deploy.budgets import Budgets
-    from toolkit.errors import OptionError
+    from edgepack.toolkit.deploy import deploy, select_for_device
+    from edgepack.toolkit.deploy.budgets import Budgets
+    from edgepack.toolkit.errors import OptionError
     budgets = Budgets.from_args(args)                 # unit errors before anything is loaded
     if args.threads < 1:
         raise OptionError("--threads must be >= 1")
@@ -92,12 +92,12 @@ def cmd_deploy(args) -> int:
             raise OptionError("--select picks from a bundle's device results; --candidates-only writes a bundle: one or the other")
         select_for_device(args.model, args.select, args.out, budgets)
         return 0
-    from toolkit.data.dataset import parse_preprocessing
-    from toolkit.tasks import task_from_args
+    from edgepack.toolkit.data.dataset import parse_preprocessing
+    from edgepack.toolkit.tasks import task_from_args
     pre = parse_preprocessing(args.mean, args.std, args.scale)
     task_from_args(args)                               # an unknown task or a misplaced option: one line, before work
     runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()] if args.runtime else None
-    from toolkit.recipes.executors import EXECUTORS, get_executor
+    from edgepack.toolkit.recipes.executors import EXECUTORS, get_executor
     if args.executor not in EXECUTORS:
         raise OptionError(f"unknown executor {args.executor!r}; expected one of {', '.join(EXECUTORS)}")
     if args.executor != "local" and args.mixed_search == "attribution":
@@ -132,17 +132,17 @@ def _add_budget_args(p) -> None:
 
 
 def cmd_report_merge(args) -> int:
-    from toolkit.deploy.budgets import Budgets
-    from toolkit.deploy.fleet import merge
+    from edgepack.toolkit.deploy.budgets import Budgets
+    from edgepack.toolkit.deploy.fleet import merge
     budgets = Budgets.from_args(args)
     merge(args.results, args.out, budgets)
     return 0
 
 
 def cmd_run(args) -> int:
-    from toolkit.recipes.executors import get_executor
-    from toolkit.recipes.runner import run_recipe
-    from toolkit.recipes.schema import load_recipe
+    from edgepack.toolkit.recipes.executors import get_executor
+    from edgepack.toolkit.recipes.runner import run_recipe
+    from edgepack.toolkit.recipes.schema import load_recipe
     load_recipe(args.recipe)                          # a bad recipe is refused before Ray starts
     run_recipe(args.recipe, args.out, redo=[s.strip() for s in (args.redo or "").split(",") if s.strip()],
                executor=get_executor(args.executor, args.ray_address, args.cpus_per_step))
@@ -150,12 +150,12 @@ def cmd_run(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from toolkit.demo import run_demo
+    from edgepack.toolkit.demo import run_demo
     return run_demo(args.out)
 
 
 def _add_data_args(p, required=True):
-    from toolkit.data.sources import DATASETS
+    from edgepack.toolkit.data.sources import DATASETS
     p.add_argument("--data", required=required, help=f"data set name ({', '.join(DATASETS)}) or any name with "
                                                      "--data-dir")
     p.add_argument("--data-dir", default=None, help="folder (or tarball) holding the data set; overrides $EDGEPACK_DATA")
@@ -173,7 +173,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="edgepack", description="Train, compress, export and benchmark small models for edge runtimes.")
-    from toolkit import __version__
+    from edgepack.toolkit import __version__
     p.add_argument("--version", action="version", version=f"edgepack {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -185,16 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--framework", required=True, choices=FRAMEWORKS, help="training framework")
     s.add_argument("--arch", required=True, help="built-in architecture (see `edgepack models`)")
     _add_data_args(s)
-    from toolkit.options import add_arguments
-    from toolkit.train import TrainConfig
+    from edgepack.toolkit.options import add_arguments
+    from edgepack.toolkit.train import TrainConfig
     add_arguments(s, TrainConfig)                       # every training option, declared once in TrainConfig
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--force", action="store_true", help="replace a checkpoint already in --out")
-    from toolkit.tasks import add_task_args
+    from edgepack.toolkit.tasks import add_task_args
     add_task_args(s)
     s.set_defaults(func=cmd_train)
 
-    from toolkit.compress.techniques import TECHNIQUES, describe_parameters
+    from edgepack.toolkit.compress.techniques import TECHNIQUES, describe_parameters
     s = sub.add_parser("compress", help="distill, prune, quantization-aware train, factorise a checkpoint (steps chain)",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="steps (parameters with their defaults):\n" + "\n".join(
@@ -210,12 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_compress)
 
     try:
-        from exporters.cli import add_export_parser
+        from edgepack.exporters.cli import add_export_parser
         add_export_parser(sub, _add_data_args, cmd_export)
     except ImportError:
         pass
     try:
-        from benchmarks.cli import add_bench_parser
+        from edgepack.benchmarks.cli import add_bench_parser
         add_bench_parser(sub, cmd_bench)
     except ImportError:
         pass
@@ -227,10 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model", help="a .pt/.keras checkpoint or an fp32 .onnx/.tflite file (with --data unless edgepack "
                    "wrote it; inputs normalised like the data set's); with --select, the bundle folder")
     _add_data_args(s, required=False)
-    from toolkit.data.dataset import add_preprocessing_args
+    from edgepack.toolkit.data.dataset import add_preprocessing_args
     add_preprocessing_args(s)                           # for a model file whose input is not the data set's default
     s.add_argument("--out", required=True, help="output folder (best.*, deploy.md, candidates/)")
-    from toolkit.tasks import add_task_args
+    from edgepack.toolkit.tasks import add_task_args
     add_task_args(s)
     _add_budget_args(s)
     s.add_argument("--threads", type=int, default=1, help="thread count the files are timed at (default 1)")

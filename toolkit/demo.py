@@ -7,7 +7,7 @@ QUICKSTART = Path(__file__).resolve().parent / "recipes" / "quickstart.toml"   #
 
 
 def run_demo(out: str | Path = "demo") -> int:
-    from toolkit.recipes.runner import run_recipe
+    from edgepack.toolkit.recipes.runner import run_recipe
     run_recipe(QUICKSTART, out, command=f"edgepack demo --out {out}")
     print(f"demo finished: open {Path(out) / 'report.md'}")
     return 0

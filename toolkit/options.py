@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, field, fields
 
-from toolkit.errors import OptionError
+from edgepack.toolkit.errors import OptionError
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 NUM = (int, float)                       # a float option accepts an integer in a recipe (lr = 1)

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from toolkit.errors import OptionError
+from edgepack.toolkit.errors import OptionError
 
 CHECKPOINTS = ("model.pt", "model.pth", "model.keras", "model.h5")
 
@@ -81,7 +81,7 @@ def atomic_text(path, text: str) -> None:
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        from toolkit.errors import write_error
+        from edgepack.toolkit.errors import write_error
         raise write_error(path, e) from None
 
 
@@ -94,5 +94,5 @@ def save_figure(fig, path, dpi: int = 120) -> None:
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        from toolkit.errors import write_error
+        from edgepack.toolkit.errors import write_error
         raise write_error(path, e) from None

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from toolkit.errors import ModelError
+from edgepack.toolkit.errors import ModelError
 
 RECORD_VERSION = 1
 

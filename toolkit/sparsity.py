@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from toolkit.errors import OptionError
+from edgepack.toolkit.errors import OptionError
 
 
 def _check_sparsity(name, v):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from toolkit.errors import ModelError, first_line
-from toolkit.tf_import import import_tensorflow, quiet_stderr
+from edgepack.toolkit.errors import ModelError, first_line
+from edgepack.toolkit.tf_import import import_tensorflow, quiet_stderr
 
 
 def configure(conv, mode: str, representative: Callable[[], Iterable] | None = None, io_dtype: str = "int8",

@@ -6,9 +6,9 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from toolkit.errors import OptionError
-from toolkit.options import check_choices, option
-from toolkit.outputs import save_figure
+from edgepack.toolkit.errors import OptionError
+from edgepack.toolkit.options import check_choices, option
+from edgepack.toolkit.outputs import save_figure
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -91,14 +91,14 @@ def heldout_loss(objective: str, outputs, ds, idx) -> float:
     """The validation loss of an objective without labels, on model outputs for `ds.x_train[idx]`, in NumPy: the
     same definition for both frameworks (their training losses are held equal to it by the tests).
     reconstruction: mean squared error against the normalised input, both flattened in (H, W, C) order; boxes: a
-    grid detection head's loss on the per-cell targets `ds.y_train` holds (`toolkit.tasks.detection`)."""
+    grid detection head's loss on the per-cell targets `ds.y_train` holds (`edgepack.toolkit.tasks.detection`)."""
     import numpy as np
     out = np.asarray(outputs, np.float64)
     if objective == "reconstruction":
         x = ds.normalize(ds.x_train[idx], "NHWC")
         return float(np.mean((out.reshape(len(x), -1) - x.reshape(len(x), -1)) ** 2))
     if objective == "boxes":
-        from toolkit.tasks.detection import grid_loss_numpy
+        from edgepack.toolkit.tasks.detection import grid_loss_numpy
         return grid_loss_numpy(out, ds.y_train[idx])
     raise OptionError(f"no held-out loss for training objective {objective!r}")
 
@@ -220,8 +220,8 @@ def run_epochs(model, ds, cfg: "TrainConfig", layout: str, *, step, validate, sn
     without labels, e.g. reconstruction), `snapshot() -> state` and
     `restore(state)`; `clock` (seconds, default time.monotonic) is for tests."""
     import time
-    from toolkit.data import iterate_batches
-    from toolkit.progress import progress
+    from edgepack.toolkit.data import iterate_batches
+    from edgepack.toolkit.progress import progress
     clock = clock or time.monotonic
     train_idx, val_idx = ds.split(cfg.val_fraction, cfg.seed)
     steps_per_epoch = -(-len(train_idx) // cfg.batch_size)
@@ -316,7 +316,7 @@ def run_epochs(model, ds, cfg: "TrainConfig", layout: str, *, step, validate, sn
 def _first_resized_step(step, xb, yb, lr, full):
     """The first step on downscaled images: a network that cannot take them (a flatten before its classifier)
     gets a one-line error that names the option, not the framework's shape error alone."""
-    from toolkit.errors import ModelError, first_line
+    from edgepack.toolkit.errors import ModelError, first_line
     try:
         return step(xb, yb, lr)
     except Exception as e:      # noqa: BLE001 - torch and TF raise different shape errors

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def bench(python: str, files: list[str], data: str, data_dir: str, out: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run([python, "-m", "toolkit.cli", "bench", *files, "--data", data, "--data-dir", data_dir, "--threads", "1",
+    subprocess.run([python, "-m", "edgepack.toolkit.cli", "bench", *files, "--data", data, "--data-dir", data_dir, "--threads", "1",
                     "--runs", "200", "--min-seconds", "1", "--json", str(out)], check=True, env=env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return {r["model"]: r for r in json.loads(out.read_text())["results"]}

@@ -46,13 +46,13 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from benchmarks.machine import cpu_label, machine_record
-    from toolkit.arch.zoo import get_arch
-    from toolkit.backends.torch.model import build
-    from toolkit.backends.torch.train import train_step
-    from toolkit.data import iterate_batches, load_dataset
-    from toolkit.errors import EdgepackError
-    from toolkit.train import TrainConfig
+    from edgepack.benchmarks.machine import cpu_label, machine_record
+    from edgepack.toolkit.arch.zoo import get_arch
+    from edgepack.toolkit.backends.torch.model import build
+    from edgepack.toolkit.backends.torch.train import train_step
+    from edgepack.toolkit.data import iterate_batches, load_dataset
+    from edgepack.toolkit.errors import EdgepackError
+    from edgepack.toolkit.train import TrainConfig
 
     try:
         ds = load_dataset("cifar10", args.data_dir, allow_download=False, allow_fallback=False, quiet=True)

@@ -26,7 +26,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 BARE = r"""
 import json, sys, time, numpy as np
 model, data_dir, runs, threads, data = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-from toolkit.data import load_dataset
+from edgepack.toolkit.data import load_dataset
 ds = load_dataset(data, data_dir)
 x = ds.normalize(ds.x_test[:1])
 if model.endswith(".onnx"):
@@ -64,7 +64,7 @@ def bare_p50(model: Path, data_dir: str, runs: int, threads: int, data: str) -> 
 
 
 def harness_p50(model: Path, data_dir: str, runs: int, threads: int, data: str) -> float:
-    from benchmarks.harness import BenchSettings, benchmark
+    from edgepack.benchmarks.harness import BenchSettings, benchmark
     (r,) = benchmark([model], data, data_dir, BenchSettings(threads=[threads], warmup=5, runs=runs, min_seconds=0,
                                                                 accuracy=False), progress=lambda m: None)
     if not r.ok:
@@ -73,9 +73,9 @@ def harness_p50(model: Path, data_dir: str, runs: int, threads: int, data: str) 
 
 
 def make_models(data_dir: str, work: Path) -> list[Path]:
-    from exporters.api import export_checkpoint
-    from toolkit.api import train
-    from toolkit.train import TrainConfig
+    from edgepack.exporters.api import export_checkpoint
+    from edgepack.toolkit.api import train
+    from edgepack.toolkit.train import TrainConfig
     res = train("keras", "mnist-tutorial", "mnist", data_dir, out=work / "ckpt", config=TrainConfig(epochs=1), verbose=False)
     out = export_checkpoint(res.checkpoint, ["onnx", "tflite", "tflite-int8"], work / "exp", data_dir=data_dir, verbose=False)
     return [r.path for r in out]
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="alternating harness/bare measurements per model")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    from benchmarks.machine import machine_record
+    from edgepack.benchmarks.machine import machine_record
     with tempfile.TemporaryDirectory() as tmp:
         models = [Path(m) for m in args.model] if args.model else make_models(args.data_dir, Path(tmp))
         rows = []

@@ -22,9 +22,9 @@ import numpy as np
 
 
 def build(checkpoint: str, ds):
-    from toolkit.api import load_checkpoint
-    from toolkit.data.audio import MfccFrontEnd
-    from toolkit.tf_import import import_tensorflow
+    from edgepack.toolkit.api import load_checkpoint
+    from edgepack.toolkit.data.audio import MfccFrontEnd
+    from edgepack.toolkit.tf_import import import_tensorflow
     tf = import_tensorflow()
     loaded = load_checkpoint(checkpoint)
     fe = MfccFrontEnd.from_dict(ds.front_end)
@@ -75,9 +75,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    from benchmarks.machine import cpu_label, machine_record
-    from benchmarks.runners import open_runner
-    from toolkit.data import load_dataset
+    from edgepack.benchmarks.machine import cpu_label, machine_record
+    from edgepack.benchmarks.runners import open_runner
+    from edgepack.toolkit.data import load_dataset
     ds = load_dataset(a.data, a.data_dir)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -56,10 +56,10 @@ def main() -> None:
 
     import numpy as np
 
-    from benchmarks.machine import cpu_label, onnxruntime_kernel_class
-    from benchmarks.runners import open_runner
-    from benchmarks.runners.qdq_reference import QdqReferenceRunner
-    from toolkit.data import load_dataset
+    from edgepack.benchmarks.machine import cpu_label, onnxruntime_kernel_class
+    from edgepack.benchmarks.runners import open_runner
+    from edgepack.benchmarks.runners.qdq_reference import QdqReferenceRunner
+    from edgepack.toolkit.data import load_dataset
 
     ds = load_dataset(a.data, a.data_dir)
     x, y = ds.normalize(ds.x_test), ds.y_test

@@ -21,12 +21,12 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
 
-    from benchmarks.machine import cpu_label, onnxruntime_kernel_class
-    from benchmarks.runners import open_runner
-    from benchmarks.runners.qdq_reference import QdqReferenceRunner
-    from exporters.api import export_model
-    from exporters.base import ExportOptions
-    from toolkit.api import dataset_for, load_checkpoint
+    from edgepack.benchmarks.machine import cpu_label, onnxruntime_kernel_class
+    from edgepack.benchmarks.runners import open_runner
+    from edgepack.benchmarks.runners.qdq_reference import QdqReferenceRunner
+    from edgepack.exporters.api import export_model
+    from edgepack.exporters.base import ExportOptions
+    from edgepack.toolkit.api import dataset_for, load_checkpoint
 
     loaded = load_checkpoint(a.checkpoint)
     ds = dataset_for(loaded, a.data, a.data_dir)

@@ -1,4 +1,4 @@
-"""The int8 output-fidelity floor of the `raw` task (toolkit.tasks.base.MIN_INT8_SNR_DB), measured.
+"""The int8 output-fidelity floor of the `raw` task (edgepack.toolkit.tasks.base.MIN_INT8_SNR_DB), measured.
 
 For models trained here briefly on real MNIST (classifiers: mnist-tutorial and mnist-small in both frameworks;
 autoencoders: ae-fc and ae-conv, digit 0 normal), it exports the int8 files (both routes), and for each output reports
@@ -42,15 +42,15 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--epochs", type=int, default=3)
     args = ap.parse_args()
-    from benchmarks.machine import cpu_label
-    from benchmarks.runners import open_runner
-    from exporters.api import export_checkpoint
-    from exporters.base import ExportOptions
-    from toolkit.api import train
-    from toolkit.data import load_dataset
-    from toolkit.tasks import get_task, matched
-    from toolkit.tasks.base import fidelity
-    from toolkit.train import TrainConfig
+    from edgepack.benchmarks.machine import cpu_label
+    from edgepack.benchmarks.runners import open_runner
+    from edgepack.exporters.api import export_checkpoint
+    from edgepack.exporters.base import ExportOptions
+    from edgepack.toolkit.api import train
+    from edgepack.toolkit.data import load_dataset
+    from edgepack.toolkit.tasks import get_task, matched
+    from edgepack.toolkit.tasks.base import fidelity
+    from edgepack.toolkit.train import TrainConfig
     ds = load_dataset("mnist", args.data_dir)
     rows = []
     work = Path(tempfile.mkdtemp(prefix="snr-floor-"))

@@ -26,13 +26,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
     import torchvision
-    from benchmarks.harness import BenchSettings, benchmark
-    from benchmarks.machine import machine_record
-    from toolkit.api import load_checkpoint
-    from toolkit.arch import get_arch
-    from toolkit.backends import get_backend
-    from toolkit.backends.torch.compress import prune_structured
-    from toolkit.backends.torch.export import to_onnx
+    from edgepack.benchmarks.harness import BenchSettings, benchmark
+    from edgepack.benchmarks.machine import machine_record
+    from edgepack.toolkit.api import load_checkpoint
+    from edgepack.toolkit.arch import get_arch
+    from edgepack.toolkit.backends import get_backend
+    from edgepack.toolkit.backends.torch.compress import prune_structured
+    from edgepack.toolkit.backends.torch.export import to_onnx
 
     T = get_backend("torch")
     models = {"cifar-base": load_checkpoint(args.checkpoint).model if args.checkpoint else T.build(get_arch("cifar-base")),

@@ -10,10 +10,10 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from toolkit.errors import ModelError, OptionError
+from edgepack.toolkit.errors import ModelError, OptionError
 
-RUNNER_MODULES = ("benchmarks.runners.onnxruntime", "benchmarks.runners.tflite", "benchmarks.runners.archive",
-                  "benchmarks.runners.frameworks", "benchmarks.runners.openvino", "benchmarks.runners.tflite_micro")
+RUNNER_MODULES = ("edgepack.benchmarks.runners.onnxruntime", "edgepack.benchmarks.runners.tflite", "edgepack.benchmarks.runners.archive",
+                  "edgepack.benchmarks.runners.frameworks", "edgepack.benchmarks.runners.openvino", "edgepack.benchmarks.runners.tflite_micro")
 
 _REGISTRY: dict[tuple[str, str], type] = {}
 _loaded = False

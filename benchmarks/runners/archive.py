@@ -1,7 +1,7 @@
 """edgepack archives (.epk): decompressed into a dense ONNX at load (timed as load), run by ONNX Runtime."""
 from __future__ import annotations
 
-from benchmarks.runners.onnxruntime import OnnxRuntimeRunner, RunnerInfo
+from edgepack.benchmarks.runners.onnxruntime import OnnxRuntimeRunner, RunnerInfo
 
 
 class ArchiveRunner(OnnxRuntimeRunner):
@@ -10,7 +10,7 @@ class ArchiveRunner(OnnxRuntimeRunner):
     suffixes = (".epk",)
 
     def _model_source(self):
-        from benchmarks.runners.epk import read_archive
+        from edgepack.benchmarks.runners.epk import read_archive
         data, self.header = read_archive(self.path)
         return data
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import ModelError, first_line
+from edgepack.toolkit.errors import ModelError, first_line
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import ModelError
+from edgepack.toolkit.errors import ModelError
 
 MAGIC = b"EPK\x01"
 VERSION = 1

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
+from edgepack.benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
 
 
 class _CheckpointRunner(Runner):
     def _load(self) -> None:
-        from toolkit.api import load_checkpoint
+        from edgepack.toolkit.api import load_checkpoint
         self.loaded = load_checkpoint(self.path)
         self.backend = self.loaded.backend
         self.model = self.loaded.model
@@ -74,7 +74,7 @@ class KerasRunner(_CheckpointRunner):
 
     def _shapes_from_model(self):
         """A Keras file saved outside edgepack: the model itself says its input and output shapes."""
-        from toolkit.errors import ModelError
+        from edgepack.toolkit.errors import ModelError
         ins, outs = tuple(self.model.input_shape), tuple(self.model.output_shape)
         if len(ins) != 4 or len(outs) != 2:
             raise ModelError(f"{self.path}: expected an image classifier (N, H, W, C) -> (N, classes), got {ins} -> {outs}")
@@ -84,7 +84,7 @@ class KerasRunner(_CheckpointRunner):
         return [self.model(feed, training=False).numpy()]
 
     def info(self) -> RunnerInfo:
-        from toolkit.tf_import import import_tensorflow
+        from edgepack.toolkit.tf_import import import_tensorflow
         tf = import_tensorflow()
         return RunnerInfo("keras", tf.__version__, self.threads, {"mode": "eager call"})
 

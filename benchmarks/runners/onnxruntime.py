@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
-from toolkit.errors import OptionError
+from edgepack.benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
+from edgepack.toolkit.errors import OptionError
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int8)": np.int8,
               "tensor(uint8)": np.uint8, "tensor(int64)": np.int64, "tensor(int32)": np.int32}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
+from edgepack.benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
 
 _OV_TYPES = {"f32": np.float32, "f16": np.float16, "i8": np.int8, "u8": np.uint8, "i64": np.int64, "i32": np.int32}
 

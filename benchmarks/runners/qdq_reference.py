@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.onnx_reader import DTYPES, Graph, read_onnx
-from benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
-from toolkit.errors import ModelError, OptionError
+from edgepack.benchmarks.onnx_reader import DTYPES, Graph, read_onnx
+from edgepack.benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
+from edgepack.toolkit.errors import ModelError, OptionError
 
 KERNEL_CLASSES = {
     "exact": "int32 accumulation (x86 AVX-512 VNNI / AVX-VNNI / AMX, ARM64 NEON and dot-product)",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
+from edgepack.benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
 
 
 def _spec(d: dict) -> TensorSpec:
@@ -25,7 +25,7 @@ class LiteRTRunner(Runner):
 
     def _load(self) -> None:
         from ai_edge_litert.interpreter import Interpreter
-        from toolkit.tf_import import quiet_stderr
+        from edgepack.toolkit.tf_import import quiet_stderr
         with quiet_stderr():   # the delegate's "Created TensorFlow Lite XNNPACK delegate" banner
             self.interp = Interpreter(model_path=str(self.path), num_threads=self.threads or None)
             self._allocate()

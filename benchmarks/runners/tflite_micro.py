@@ -19,8 +19,8 @@ import tempfile
 
 import numpy as np
 
-from benchmarks.runners.base import ARENA_KEY, Runner, RunnerInfo, TensorSpec
-from toolkit.errors import ModelError
+from edgepack.benchmarks.runners.base import ARENA_KEY, Runner, RunnerInfo, TensorSpec
+from edgepack.toolkit.errors import ModelError
 
 ARENA_BYTES = 64 << 20     # room to allocate in; the arena a file needs is measured, never this figure
 

@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Iterator, Union
 
-from toolkit.errors import ModelError
+from edgepack.toolkit.errors import ModelError
 
 ACTIVATIONS = (None, "relu", "relu6")
 
@@ -112,7 +112,7 @@ class Residual:
 class GridOutput:
     """A detection head's output: the (H, W, K) map of the last convolution as (H * W, K), cells in row-major order
     (y, then x), one row of K values per cell; the same layout from both frameworks (PyTorch permutes its NCHW map
-    first). K = 5 + classes: box centre offsets and sizes, objectness, class logits (`toolkit.tasks.detection`)."""
+    first). K = 5 + classes: box centre offsets and sizes, objectness, class logits (`edgepack.toolkit.tasks.detection`)."""
 
 
 Layer = Union[Conv, DepthwiseConv, SeparableConv, BatchNorm, Activation, MaxPool, AvgPool, GlobalAvgPool,

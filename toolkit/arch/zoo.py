@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from toolkit.arch.spec import (ArchSpec, AvgPool, BatchNorm, Conv, Dense, DepthwiseConv, Dropout, Flatten,
+from edgepack.toolkit.arch.spec import (ArchSpec, AvgPool, BatchNorm, Conv, Dense, DepthwiseConv, Dropout, Flatten,
                                GlobalAvgPool, GridOutput, MaxPool, Residual, SeparableConv, Activation)
-from toolkit.errors import OptionError
+from edgepack.toolkit.errors import OptionError
 
 _REGISTRY: dict[str, Callable[..., ArchSpec]] = {}
 
@@ -146,7 +146,7 @@ def ae_conv(input_shape=(28, 28, 1), num_classes=None) -> ArchSpec:
 @register
 def tiny_det(input_shape=(96, 96, 1), num_classes=10) -> ArchSpec:
     """edgepack's reference detector: five conv-bn-relu stages to stride 8 and a 1x1 grid head (one box per cell:
-    centre offset, size, objectness, class logits; decoded in the harness by `toolkit.tasks.detection`)."""
+    centre offset, size, objectness, class logits; decoded in the harness by `edgepack.toolkit.tasks.detection`)."""
     return ArchSpec("tiny-det", tuple(input_shape), num_classes,
                     _cbr(16, stride=2) + _cbr(32, stride=2) + _cbr(64, stride=2) + _cbr(64) + _cbr(64)
                     + (Conv(5 + num_classes, 1), GridOutput()),
@@ -157,7 +157,7 @@ def tiny_det(input_shape=(96, 96, 1), num_classes=10) -> ArchSpec:
 def ds_cnn(input_shape=(49, 10, 1), num_classes=12) -> ArchSpec:
     """MLPerf Tiny's keyword-spotting reference (DS-CNN, `keras_model.py` 'ds_cnn'): Conv 64@10x4 stride 2, four
     depthwise-separable blocks (3x3 depthwise, 1x1 pointwise, each followed by BN + ReLU), dropout 0.4, average
-    pooling over the whole map, Dense. Input: 49 MFCC frames x 10 coefficients (`toolkit.data.audio`)."""
+    pooling over the whole map, Dense. Input: 49 MFCC frames x 10 coefficients (`edgepack.toolkit.data.audio`)."""
     r = ()
     for _ in range(4):
         r += (DepthwiseConv(3), BatchNorm(), Activation("relu"), Conv(64, 1), BatchNorm(), Activation("relu"))

@@ -1,4 +1,4 @@
-"""Training frameworks behind one interface (`toolkit.backends.base.Framework`), registered in one table.
+"""Training frameworks behind one interface (`edgepack.toolkit.backends.base.Framework`), registered in one table.
 
 `get_backend(name)`, `backend_for_file(path)` and `backend_for_model(model)` are the only ways to reach one;
 callers use the object's methods and capabilities, never its name. A new framework = a package under
@@ -13,12 +13,12 @@ import importlib
 import importlib.util
 from pathlib import Path
 
-from toolkit.backends.base import CAPABILITIES, Framework, NotSupported
-from toolkit.errors import ModelError, OptionError
+from edgepack.toolkit.backends.base import CAPABILITIES, Framework, NotSupported
+from edgepack.toolkit.errors import ModelError, OptionError
 
-FRAMEWORK_MODULES = {"torch": "toolkit.backends.torch", "keras": "toolkit.backends.keras"}
+FRAMEWORK_MODULES = {"torch": "edgepack.toolkit.backends.torch", "keras": "edgepack.toolkit.backends.keras"}
 FRAMEWORKS = tuple(FRAMEWORK_MODULES)
-IMPORTED_MODULES = {"onnx": "toolkit.backends.imported.onnx_file", "tflite": "toolkit.backends.imported.tflite_file"}
+IMPORTED_MODULES = {"onnx": "edgepack.toolkit.backends.imported.onnx_file", "tflite": "edgepack.toolkit.backends.imported.tflite_file"}
 _ALL = {**FRAMEWORK_MODULES, **IMPORTED_MODULES}
 
 __all__ = ["FRAMEWORKS", "CAPABILITIES", "Framework", "NotSupported", "get_backend", "backend_for_file", "backend_for_model"]

@@ -1,7 +1,7 @@
 """The framework interface: what edgepack needs of a training framework, in one abstract class.
 
 `TorchFramework` (toolkit/backends/torch) and `KerasFramework` (toolkit/backends/keras) fill it; everything else
-works on a `Framework` object it got from `toolkit.backends.get_backend` / `backend_for_file` / `backend_for_model`,
+works on a `Framework` object it got from `edgepack.toolkit.backends.get_backend` / `backend_for_file` / `backend_for_model`,
 never on a framework's name (as Model Compression Toolkit passes one `fw_impl` to framework-free code).
 
 The core methods are abstract. Capabilities (distillation, pruning, QAT, a direct TFLite route) default to
@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from toolkit.errors import OptionError
+from edgepack.toolkit.errors import OptionError
 
 CAPABILITIES = ("kd_loss", "hint_distillation", "prune", "prune_structured", "qat_apply", "to_tflite")
 
@@ -61,7 +61,7 @@ class Framework(ABC):
     @abstractmethod
     def fit(self, model, ds, cfg, *, loss_fn=None, verbose: bool = True, callbacks=None, extra_parameters=None,
             objective: str = "classification"):
-        """Train in place with `toolkit.train.run_epochs`; returns its History. `objective` (a task's): classification
+        """Train in place with `edgepack.toolkit.train.run_epochs`; returns its History. `objective` (a task's): classification
         (cross-entropy on labels), reconstruction (mean squared error against the input, flattened H, W, C) or boxes
         (a grid detection head's loss on the per-cell targets `ds.y_train` holds then)."""
 
@@ -90,7 +90,7 @@ class Framework(ABC):
 
     def check_input(self, model, hwc) -> None:
         """ModelError when the model cannot take images of shape (H, W, C). Built models are checked against
-        their architecture spec by `toolkit.api.check_fits`; a model file read from disk checks its own input."""
+        their architecture spec by `edgepack.toolkit.api.check_fits`; a model file read from disk checks its own input."""
 
     # ------------------------------------------------------------ capabilities (not supported unless overridden)
     def _unsupported(self, what: str):

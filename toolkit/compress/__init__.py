@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit.compress.techniques import TECHNIQUES, get_technique, register_technique
-from toolkit.errors import OptionError
+from edgepack.toolkit.compress.techniques import TECHNIQUES, get_technique, register_technique
+from edgepack.toolkit.errors import OptionError
 
 __all__ = ["compress", "compress_model", "CompressState", "TECHNIQUES", "get_technique", "register_technique", "measure"]
 
@@ -38,7 +38,7 @@ def _macs(state) -> int | None:
     if state.spec is not None:
         return state.spec.counts()["macs"]
     import tempfile
-    from benchmarks.metrics import onnx_metrics
+    from edgepack.benchmarks.metrics import onnx_metrics
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "m.onnx"
@@ -50,8 +50,8 @@ def _macs(state) -> int | None:
 
 def compress_model(model, steps: list[dict], dataset, *, train_config=None, verbose: bool = True):
     """Run steps on an in-memory model; returns (final state, step records)."""
-    from toolkit.backends import backend_for_model
-    from toolkit.train import TrainConfig
+    from edgepack.toolkit.backends import backend_for_model
+    from edgepack.toolkit.train import TrainConfig
     techniques = [get_technique(s["technique"], **{k: v for k, v in s.items() if k != "technique"}) for s in steps]
     state = CompressState(model, backend_for_model(model), getattr(model, "edgepack_spec", None), dataset,
                           train_config or TrainConfig(), verbose)
@@ -80,18 +80,18 @@ def _jsonable(d):
 def compress(checkpoint: str | Path, steps: list[dict], out: str | Path, data=None, data_dir: str | None = None,
              *, train_config=None, verbose: bool = True) -> Path:
     """Load a checkpoint, run the steps, write the compressed checkpoint + record (+ metrics.json) into `out`."""
-    from toolkit.api import dataset_for, dataset_info, load_checkpoint
-    from toolkit.record import ArtifactRecord, sha256_file
+    from edgepack.toolkit.api import dataset_for, dataset_info, load_checkpoint
+    from edgepack.toolkit.record import ArtifactRecord, sha256_file
     if not steps:
         raise OptionError("no compression steps given")
     loaded = load_checkpoint(checkpoint)
-    from toolkit.tasks import get_task
+    from edgepack.toolkit.tasks import get_task
     task = get_task(loaded.record.task if loaded.record else None)
     if not task.top1:
         raise OptionError(f"{checkpoint}: compression steps fine-tune and measure a classifier (cross-entropy, top-1 "
                           f"accuracy); they do not apply to task {task.name} yet: export the checkpoint as it is")
     ds = dataset_for(loaded, data, data_dir)
-    from toolkit.api import check_fits, resolve_task
+    from edgepack.toolkit.api import check_fits, resolve_task
     check_fits(loaded, ds)
     resolve_task(loaded.model, loaded.backend, ds, None, loaded.record, Path(checkpoint).name)   # outputs fit the data
     state, records = compress_model(loaded.model, steps, ds, train_config=train_config, verbose=verbose)

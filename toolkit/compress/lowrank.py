@@ -8,7 +8,7 @@ import dataclasses
 
 import numpy as np
 
-from toolkit.arch import spec as S
+from edgepack.toolkit.arch import spec as S
 
 
 def _rename(weights: dict, old: str, new: str) -> dict:
@@ -60,7 +60,7 @@ def cheaper_convs(spec: S.ArchSpec, weights: dict, kind: str = "depthwise", grou
     """Replace every top-level standard conv except the first by a depthwise-separable conv (fresh weights) or a
     grouped conv initialised from the block-diagonal of the original kernel."""
     if kind not in ("depthwise", "grouped"):
-        from toolkit.errors import OptionError
+        from edgepack.toolkit.errors import OptionError
         raise OptionError(f"kind must be depthwise or grouped, got {kind!r}")
     nodes = {n.name: n for n in spec.walk()}
     layers, new_w, seen_first = [], {}, False
@@ -110,7 +110,7 @@ def width_matched(spec: S.ArchSpec, kind: str = "depthwise", groups: int = 4, ta
     """The cheaper-conv variant of `spec` widened until its trainable parameter count is closest to `target`
     (default: the original's), for comparisons "at about the same parameter count". Returns (spec, width)."""
     if kind not in ("depthwise", "grouped"):
-        from toolkit.errors import OptionError
+        from edgepack.toolkit.errors import OptionError
         raise OptionError(f"kind must be depthwise or grouped, got {kind!r}")
     target = target or spec.counts()["trainable"]
     best = None

@@ -5,7 +5,7 @@ import ast
 import json
 import re
 
-from toolkit.errors import OptionError
+from edgepack.toolkit.errors import OptionError
 
 _STEP = re.compile(r"\s*([A-Za-z][\w-]*)\s*(?:\(([^()]*)\))?\s*(?:,|$)")
 

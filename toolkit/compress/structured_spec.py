@@ -8,8 +8,8 @@ import dataclasses
 
 import numpy as np
 
-from toolkit.arch import spec as S
-from toolkit.errors import OptionError
+from edgepack.toolkit.arch import spec as S
+from edgepack.toolkit.errors import OptionError
 
 PASS_THROUGH = (S.BatchNorm, S.Activation, S.MaxPool, S.AvgPool, S.Dropout)
 

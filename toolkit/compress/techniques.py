@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 
-from toolkit.errors import OptionError
-from toolkit.train import SCHEDULES as LR_SCHEDULES
+from edgepack.toolkit.errors import OptionError
+from edgepack.toolkit.train import SCHEDULES as LR_SCHEDULES
 
 TECHNIQUES: dict[str, type] = {}
 
@@ -126,7 +126,7 @@ class Distill(Technique):
             raise OptionError("distill needs a teacher checkpoint")
 
     def apply(self, state):
-        from toolkit.api import load_checkpoint
+        from edgepack.toolkit.api import load_checkpoint
         teacher = load_checkpoint(self.teacher)
         if teacher.backend is not state.backend:
             raise OptionError(f"teacher is a {teacher.backend.NAME} model, student is {state.backend.NAME}")
@@ -176,7 +176,7 @@ class Prune(Technique):
                 raise OptionError(f"prune {what} must be one of {ok}, got {v!r}")
 
     def make_schedule(self, steps_per_epoch):
-        from toolkit.sparsity import ConstantSparsity, PolynomialDecay
+        from edgepack.toolkit.sparsity import ConstantSparsity, PolynomialDecay
         total = max(steps_per_epoch * self.epochs, 2)
         if self.schedule == "oneshot":
             return ConstantSparsity(self.sparsity, 0, frequency=max(total, 1))
@@ -219,7 +219,7 @@ class PruneStructured(Technique):
                 calibration_batches=self.calibration_batches)
             state.notes.update(notes)
         else:                                                   # otherwise on the description: any framework
-            from toolkit.compress.structured_spec import prune_spec
+            from edgepack.toolkit.compress.structured_spec import prune_spec
             if state.spec is None:
                 raise OptionError(f"{state.backend.NAME} structured pruning works on models built from an architecture description")
             new_spec, weights, changes = prune_spec(state.spec, state.backend.get_weights(state.model), self.ratio,
@@ -267,7 +267,7 @@ class LowRank(Technique):
             raise OptionError(f"energy must be in (0, 1], got {self.energy}")
 
     def apply(self, state):
-        from toolkit.compress.lowrank import svd_dense
+        from edgepack.toolkit.compress.lowrank import svd_dense
         if state.spec is None:
             raise OptionError("low-rank factorisation works on models built from an architecture description")
         new_spec, weights, ranks = svd_dense(state.spec, state.backend.get_weights(state.model), self.energy, self.min_params)
@@ -290,7 +290,7 @@ class Separable(Technique):
     match_params: bool = False                # widen the new convs to the original parameter count, train from scratch
 
     def apply(self, state):
-        from toolkit.compress.lowrank import cheaper_convs, width_matched
+        from edgepack.toolkit.compress.lowrank import cheaper_convs, width_matched
         if state.spec is None:
             raise OptionError("conv replacement works on models built from an architecture description")
         if self.match_params:

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.data.dataset import Dataset, stratified_indices
-from toolkit.errors import DataError
+from edgepack.toolkit.data.dataset import Dataset, stratified_indices
+from edgepack.toolkit.errors import DataError
 
 SAMPLE_RATE = 16000
 CLIP_SAMPLES = 16000                                  # one second

@@ -10,7 +10,7 @@ from typing import Iterator
 
 import numpy as np
 
-from toolkit.errors import OptionError
+from edgepack.toolkit.errors import OptionError
 
 LAYOUTS = ("NHWC", "NCHW")
 

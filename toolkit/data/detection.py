@@ -5,7 +5,7 @@ this project's machines; every figure from it must say so).
 
 In memory (`DetectionSet`): uint8 images (N, S, S, C) and, as its labels `y_train` / `y_test`, per image an array
 (k, 5) of `[class, x1, y1, x2, y2]` in pixels of the letterboxed image (a NumPy object array, so that every consumer
-of a data set indexes and batches them as it does class labels): the layout `toolkit.tasks.detection_map` scores. Bad input is one line naming the
+of a data set indexes and batches them as it does class labels): the layout `edgepack.toolkit.tasks.detection_map` scores. Bad input is one line naming the
 file (and line): a label outside its image, a class id beyond the class list, a malformed line, a COCO annotation whose
 image id is not among its images. An empty YOLO label file is an image without objects (YOLO's convention), counted.
 """
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.data.dataset import ImageSet, stratified_indices
-from toolkit.errors import DataError
+from edgepack.toolkit.data.dataset import ImageSet, stratified_indices
+from edgepack.toolkit.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -296,7 +296,7 @@ def make_digit_canvases(mnist, out: str | Path, n_train: int = 2000, n_test: int
     canvases take MNIST's training digits, test canvases its test digits. Returns that record."""
     from PIL import Image
 
-    from toolkit.tasks.detection_map import box_iou
+    from edgepack.toolkit.tasks.detection_map import box_iou
     out = Path(out)
     rng = np.random.default_rng(seed)
     h = hashlib.sha256()

@@ -19,10 +19,10 @@ from typing import Callable
 
 import numpy as np
 
-from toolkit.data.dataset import Dataset
-from toolkit.data.idx import find_idx, read_idx
-from toolkit.data.images import list_classes, read_cifar_batches, read_image_folder, safe_extract
-from toolkit.errors import DataError, first_line
+from edgepack.toolkit.data.dataset import Dataset
+from edgepack.toolkit.data.idx import find_idx, read_idx
+from edgepack.toolkit.data.images import list_classes, read_cifar_batches, read_image_folder, safe_extract
+from edgepack.toolkit.errors import DataError, first_line
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 # MD5 of the *decompressed* canonical files (so re-compressed copies verify too).
@@ -361,7 +361,7 @@ def _canvas_key(mnist_test_sha: str) -> str:
 def _canvas_dir(p: Path):
     """A YOLO-format folder, or one holding digit-canvas/, read as a detection set; else `p` locates MNIST to derive
     the set from."""
-    from toolkit.data.detection import is_yolo_folder, load_yolo
+    from edgepack.toolkit.data.detection import is_yolo_folder, load_yolo
     for c in (p, p / "digit-canvas"):
         if is_yolo_folder(c):
             return load_yolo(c, name="digit-canvas")
@@ -371,7 +371,7 @@ def _canvas_dir(p: Path):
 def _derive_canvas(mnist_dir: Path | None):
     """The derived detection set (real MNIST digits on 96 px canvases, `detection.make_digit_canvases`), made once
     per MNIST copy and cached; every record names it and its content hash."""
-    from toolkit.data.detection import load_yolo, make_digit_canvases
+    from edgepack.toolkit.data.detection import load_yolo, make_digit_canvases
     canonical = cache_dir() / "derived" / f"digit-canvas-{_canvas_key(MNIST_TEST_SHA256)}"
     if mnist_dir is None and (canonical / ".done").is_file():     # made before from the canonical MNIST: no search
         return load_yolo(canonical, name="digit-canvas")
@@ -393,9 +393,9 @@ SPEECH_COMMANDS_SHA256 = "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c
 
 def load_speech_set(name: str, location: Path, seed: int = 0):
     """A Speech Commands v2 folder (or its tarball) read into MLPerf Tiny's 12 classes and turned into the front end's
-    features once (cached like decoded images; the test clips kept beside them): `toolkit.data.audio`."""
+    features once (cached like decoded images; the test clips kept beside them): `edgepack.toolkit.data.audio`."""
     import json
-    from toolkit.data.audio import AudioSet, MfccFrontEnd, feature_stats, is_speech_folder, read_speech_folder
+    from edgepack.toolkit.data.audio import AudioSet, MfccFrontEnd, feature_stats, is_speech_folder, read_speech_folder
     location = Path(location)
     if location.is_file():
         location = _extracted(location)
@@ -451,13 +451,13 @@ def _speech_dir(p: Path):
 
 
 def _synth_key() -> str:
-    from toolkit.data.speech_synth import SYNTH
+    from edgepack.toolkit.data.speech_synth import SYNTH
     return hashlib.sha256(f"{sorted(SYNTH.items())}|espeak-ng".encode()).hexdigest()[:12]
 
 
 def _synth_dir(p: Path):
     """A folder holding the synthetic set (or one named synthetic-speech/); else the set is made in the cache."""
-    from toolkit.data.audio import is_speech_folder
+    from edgepack.toolkit.data.audio import is_speech_folder
     for c in (p, p / "synthetic-speech"):
         if is_speech_folder(c):
             return load_speech_set("synthetic-speech", c)
@@ -465,9 +465,9 @@ def _synth_dir(p: Path):
 
 
 def _derive_speech(_unused: Path | None):
-    """The synthetic keyword set (espeak-ng, `toolkit.data.speech_synth`), made once and cached; every record names
+    """The synthetic keyword set (espeak-ng, `edgepack.toolkit.data.speech_synth`), made once and cached; every record names
     it `synthetic-speech` and its content hash."""
-    from toolkit.data.speech_synth import make_synthetic_speech
+    from edgepack.toolkit.data.speech_synth import make_synthetic_speech
     dest = cache_dir() / "derived" / f"synthetic-speech-{_synth_key()}"
     if not (dest / ".done").is_file():
         note(f"synthetic-speech: speaking the keyword set with espeak-ng into {dest} (once, about a minute)")
@@ -558,12 +558,12 @@ def _load_dataset(name: str, data_dir, *, allow_download: bool, allow_fallback: 
             return spec.load_dir(target)
         if d.is_dir() and _looks_like_idx(d):
             return load_idx_dir(name, d)
-        from toolkit.data.detection import coco_files, is_yolo_folder, load_coco, load_yolo
+        from edgepack.toolkit.data.detection import coco_files, is_yolo_folder, load_coco, load_yolo
         if d.is_dir() and is_yolo_folder(d):
             return load_yolo(d, name=name)
         if d.is_dir() and coco_files(d):
             return load_coco(*coco_files(d), name=name)
-        from toolkit.data.audio import is_speech_folder
+        from edgepack.toolkit.data.audio import is_speech_folder
         if d.is_dir() and is_speech_folder(d):
             return load_speech_set(name, d)
         if d.is_dir() and (d / "train").is_dir():

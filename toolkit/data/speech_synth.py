@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.data.audio import BACKGROUND, CLIP_SAMPLES, MLPERF_WORDS, SAMPLE_RATE, wav_bytes_to_int16, write_wav
-from toolkit.errors import DataError
+from edgepack.toolkit.data.audio import BACKGROUND, CLIP_SAMPLES, MLPERF_WORDS, SAMPLE_RATE, wav_bytes_to_int16, write_wav
+from edgepack.toolkit.errors import DataError
 
 OTHER_WORDS = ("bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheila", "tree", "wow")
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029")

@@ -2,7 +2,7 @@
 
     source checkpoint or fp32 .onnx/.tflite -> candidates (fp32, fp16, dynamic-range, full int8 portable and full-range, mixed
     precision with the layers found by measurement) -> each verified (exporters) -> each benchmarked on the
-    full test set in its runtimes (benchmarks.harness) -> judged against the budgets -> DIR/best.* + report
+    full test set in its runtimes (edgepack.benchmarks.harness) -> judged against the budgets -> DIR/best.* + report
 
 Off-machine: `--candidates-only` writes a bundle (files, manifests, golden vectors, the accuracy measured
 here); on the device `edgepack bench BUNDLE --json dev.json` (runtime extra only) checks the golden
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.deploy.budgets import Budgets
-from benchmarks.runners.base import arena_of
-from toolkit.deploy.select import Row, host_timing_note, notes_lines, pareto_plot, pick, table
-from toolkit.errors import ModelError, OptionError
-from toolkit.outputs import atomic_text
+from edgepack.toolkit.deploy.budgets import Budgets
+from edgepack.benchmarks.runners.base import arena_of
+from edgepack.toolkit.deploy.select import Row, host_timing_note, notes_lines, pareto_plot, pick, table
+from edgepack.toolkit.errors import ModelError, OptionError
+from edgepack.toolkit.outputs import atomic_text
 
 # (folder, format, ExportOptions overrides, label): the candidates every source gets
 BASE_CANDIDATES = [
@@ -47,8 +47,8 @@ def candidates_for(runtimes: list[str] | None) -> list[tuple]:
     deploy makes no .onnx candidates it could not benchmark."""
     if not runtimes or runtimes == ["all"]:
         return list(BASE_CANDIDATES)
-    from benchmarks.runners import installed_runtimes
-    from exporters.registry import get_exporter
+    from edgepack.benchmarks.runners import installed_runtimes
+    from edgepack.exporters.registry import get_exporter
     keep = [c for c in BASE_CANDIDATES if set(installed_runtimes("x" + get_exporter(c[1]).suffix, runtimes)) & set(runtimes)]
     if not keep:
         raise OptionError(f"none of the runtimes {', '.join(runtimes)} is installed here to run a candidate format")
@@ -58,8 +58,8 @@ def candidates_for(runtimes: list[str] | None) -> list[tuple]:
 def _check_source(model: Path) -> None:
     """A source deploy can start from (a checkpoint or an fp32 .onnx/.tflite); another model file of a runtime (a
     sparse archive) gets one line saying what is wrong with it (corrupt, two inputs) or that deploy needs the fp32 model."""
-    from benchmarks.runners import formats_by_suffix, open_runner
-    from toolkit.backends import backend_for_file
+    from edgepack.benchmarks.runners import formats_by_suffix, open_runner
+    from edgepack.toolkit.backends import backend_for_file
     if not model.exists():
         raise ModelError(f"{model}: not found")
     try:
@@ -82,19 +82,19 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
     or a search of `trials` trials (exhaustive | tpe | auto, toolkit.deploy.search) run through `executor`;
     `task`: what the model is for (default: its record's, else a classifier where its outputs say so). A task without
     a quality figure (raw) is picked on latency and size among the files verified by their outputs."""
-    from exporters.api import export_context, export_variants
-    from exporters.base import ExportOptions
-    from toolkit.api import check_fits, data_location, dataset_for, load_checkpoint
-    from benchmarks.harness import BenchSettings
+    from edgepack.exporters.api import export_context, export_variants
+    from edgepack.exporters.base import ExportOptions
+    from edgepack.toolkit.api import check_fits, data_location, dataset_for, load_checkpoint
+    from edgepack.benchmarks.harness import BenchSettings
     budgets = budgets or Budgets()
     BenchSettings(threads=[threads], runtimes=runtimes or ["all"])       # option errors before any work
     if budgets.max_arena is not None:
-        from benchmarks.runners import arena_runtimes
+        from edgepack.benchmarks.runners import arena_runtimes
         if not set(runtimes or ()) & set(arena_runtimes()):
             raise OptionError(f"--max-arena judges the tensor arena a runtime measures; add one that does to --runtime "
                               f"({', '.join(arena_runtimes())})")
     if mixed_search != "attribution":
-        from toolkit.deploy.search import SAMPLERS
+        from edgepack.toolkit.deploy.search import SAMPLERS
         if mixed_search not in SAMPLERS:
             raise OptionError(f"unknown --mixed-search {mixed_search!r}; expected attribution, {', '.join(SAMPLERS)}")
         if trials < 1:
@@ -128,7 +128,7 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
         results = export_variants(ctx, variants, progress)
         attributions, searched = [], None
         if mixed and mixed_search != "attribution":
-            from toolkit.deploy.search import Source, search
+            from edgepack.toolkit.deploy.search import Source, search
             done = [fmt for (_, fmt, o), r in zip(variants, results) if r.ok and o.target == "any" and not o.keep_float
                     and fmt in MIXED_FORMATS]
             src = Source(str(model.resolve()), data_name, None if data_dir is None else str(data_dir),
@@ -145,7 +145,7 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
             variants += more
             results += export_variants(ctx, more, progress)
         elif mixed:
-            from exporters.mixed import attribute, propose
+            from edgepack.exporters.mixed import attribute, propose
             done = {fmt for (_, fmt, o), r in zip(variants, results) if r.ok and o.target == "any" and not o.keep_float}
             more = []
             for fmt in MIXED_FORMATS:
@@ -155,7 +155,7 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
                          f"{threads} thread(s))")
                 att = attribute(ctx, fmt, threads=threads, progress=progress)
                 attributions.append(att)
-                from exporters.mixed import why_no_proposal
+                from edgepack.exporters.mixed import why_no_proposal
                 if why_no_proposal(att):
                     progress(why_no_proposal(att))
                 for k, layers in enumerate(propose(att)):
@@ -193,7 +193,7 @@ EXAMPLE_IMAGES = 6
 def _examples(out: Path, task, ds, chosen: list) -> list[str]:
     """The task's side-by-side figure of the chosen rows (the fp32 reference and the pick) on a few test images
     (detection: their boxes), each file run in its runtime only if the task draws one; report lines linking it."""
-    from benchmarks.runners import open_runner
+    from edgepack.benchmarks.runners import open_runner
     x, y = ds.x_test[:EXAMPLE_IMAGES], ds.y_test[:EXAMPLE_IMAGES]
     xn = ds.normalize(x, "NHWC").astype(np.float32)
 
@@ -215,9 +215,9 @@ def _measure(variants, results, labels, data_name, data_dir, threads, progress, 
     """Benchmark every verified candidate in the runtimes; rows for all, failures included. A file over the size
     budget is not benchmarked (its size is known: it cannot be picked), except the fp32 references an accuracy-drop
     budget is measured from."""
-    from benchmarks.harness import BenchSettings, benchmark
-    from benchmarks.machine import cpu_label, machine_record
-    from toolkit.record import sha256_file
+    from edgepack.benchmarks.harness import BenchSettings, benchmark
+    from edgepack.benchmarks.machine import cpu_label, machine_record
+    from edgepack.toolkit.record import sha256_file
     rows, files = [], []
     for (folder, fmt, opts), r in zip(variants, results):
         if not r.ok:
@@ -262,9 +262,9 @@ def _figure(b) -> float | None:
 
 def _report(out: Path, rows, best, budgets, reference, info, attributions, heading: str, searched=None,
             failure: str = "", extra: list[str] = ()) -> Path:
-    from benchmarks.machine import cpu_label
-    from exporters.mixed import attribution_table
-    from toolkit.tasks import get_task
+    from edgepack.benchmarks.machine import cpu_label
+    from edgepack.exporters.mixed import attribution_table
+    from edgepack.toolkit.tasks import get_task
     m = info["machine"]
     where = f"{m.get('cpu')} ({', '.join(m.get('isa') or []) or m.get('arch')})" if m else cpu_label()
     plot = pareto_plot(rows, out / "pareto.png", f"{heading}: p50 vs size on {where}, {info['threads']} thread(s)")
@@ -292,13 +292,13 @@ def _report(out: Path, rows, best, budgets, reference, info, attributions, headi
         lines += ["", "## Per-layer attribution (source model's layer names)", "",
                   "Each layer kept float in turn, the rest int8; timed in the runtime (interleaved rounds) and compared "
                   "with the source on training images. 'Time int8 costs here' > 0: int8 made this layer slower.", ""]
-        from exporters.mixed import why_no_proposal
+        from edgepack.exporters.mixed import why_no_proposal
         for a in attributions:
             lines += attribution_table(a, best.float_layers if best is not None and best.format == a.format else []) + [""]
             if why_no_proposal(a):
                 lines += [why_no_proposal(a) + ".", ""]
     if searched is not None:
-        from toolkit.deploy.search import search_table
+        from edgepack.toolkit.deploy.search import search_table
         lines += ["", "## Mixed-precision search", ""] + search_table(searched, [t.number for t in searched.best()])
     path = out / "deploy.md"
     atomic_text(path, "\n".join(lines) + "\n")
@@ -348,14 +348,14 @@ def choose(out: Path, rows, budgets, reference, info, attributions=(), progress=
 
 # ------------------------------------------------------------------ bundles: choose on the device's measurements
 def write_bundle(out: Path, rows, results, variants, ds, loaded, info, progress) -> dict:
-    from benchmarks.golden import BUNDLE_FILE, GOLDEN_FILE, compare_golden, golden_outputs, save_golden, tolerance
-    from benchmarks.runners import open_runner
-    from exporters.registry import get_exporter
-    from toolkit.record import sha256_file
+    from edgepack.benchmarks.golden import BUNDLE_FILE, GOLDEN_FILE, compare_golden, golden_outputs, save_golden, tolerance
+    from edgepack.benchmarks.runners import open_runner
+    from edgepack.exporters.registry import get_exporter
+    from edgepack.toolkit.record import sha256_file
     x, y = ds.test_subset(GOLDEN_IMAGES, seed=1)
     xn = ds.normalize(x, "NHWC").astype(np.float32)
     src = loaded.backend.predict_outputs(loaded.model, ds.normalize(x, loaded.backend.LAYOUT))
-    from toolkit.tasks import get_task
+    from edgepack.toolkit.tasks import get_task
     classifier = get_task(info.get("task")).top1
     entries = []
     by_file: dict[str, list[Row]] = {}
@@ -391,7 +391,7 @@ def write_bundle(out: Path, rows, results, variants, ds, loaded, info, progress)
 
 def select_for_device(bundle_dir, device_json, out, budgets: Budgets | None = None, progress=print) -> dict:
     """Pick from a bundle with a device's `edgepack bench BUNDLE --json` results."""
-    from benchmarks.golden import read_bundle
+    from edgepack.benchmarks.golden import read_bundle
     budgets = budgets or Budgets()
     bundle = read_bundle(bundle_dir)
     try:
@@ -412,7 +412,7 @@ def select_for_device(bundle_dir, device_json, out, budgets: Budgets | None = No
         raise ModelError(f"{device_json}: its results carry no golden-vector checks; benchmark the bundle folder itself "
                          f"(edgepack bench {bundle_dir} --json ...)")
     rows = []
-    from toolkit.record import sha256_file
+    from edgepack.toolkit.record import sha256_file
     for e in bundle["candidates"]:
         path = Path(bundle_dir) / e["file"]
         changed = None if path.is_file() and sha256_file(path) == e["sha256"] else (

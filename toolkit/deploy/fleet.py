@@ -13,11 +13,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toolkit.outputs import atomic_text
-from toolkit.deploy.budgets import Budgets
-from benchmarks.runners.base import arena_of
-from toolkit.deploy.select import Row, pareto_plot, pick
-from toolkit.errors import ModelError
+from edgepack.toolkit.outputs import atomic_text
+from edgepack.toolkit.deploy.budgets import Budgets
+from edgepack.benchmarks.runners.base import arena_of
+from edgepack.toolkit.deploy.select import Row, pareto_plot, pick
+from edgepack.toolkit.errors import ModelError
 
 
 @dataclass

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import EdgepackError, OptionError
+from edgepack.toolkit.errors import EdgepackError, OptionError
 
 SAMPLERS = ("exhaustive", "tpe", "auto")
 DEFAULT_DROP = 1.0          # pp, the search's accuracy constraint when the user gave no --max-accuracy-drop
@@ -189,8 +189,8 @@ def make_sampler(name: str, space: dict[str, list[str]], trials: int, seed: int 
 def search_runtimes(fmt: str, wanted: list[str] | None) -> list[str]:
     """The installed runtimes that run a format's files (default first), limited to `wanted` unless it is None or
     ["all"]; none when no runtime of the format is installed or wanted (the format is then not searched)."""
-    from benchmarks.runners import installed_runtimes
-    from exporters.registry import get_exporter
+    from edgepack.benchmarks.runners import installed_runtimes
+    from edgepack.exporters.registry import get_exporter
     able = installed_runtimes("x" + get_exporter(fmt).suffix, wanted)
     return able if not wanted or wanted == ["all"] else [rt for rt in able if rt in wanted]
 
@@ -212,7 +212,7 @@ _CONTEXTS: dict[Source, tuple] = {}        # per process: Source -> (ctx, x, lab
 
 
 def _training_images(ds, n: int, seed: int):
-    from toolkit.data.dataset import stratified_indices
+    from edgepack.toolkit.data.dataset import stratified_indices
     idx = stratified_indices(ds.y_train, n, seed + 11)    # not the calibration draw, not the test set
     return ds.normalize(ds.x_train[idx], "NHWC").astype(np.float32), ds.y_train[idx]
 
@@ -226,8 +226,8 @@ def register(src: Source, ctx) -> None:
 
 def _context(src: Source):
     if src not in _CONTEXTS:                              # a Ray worker: load the source once per process
-        from exporters.api import export_context
-        from toolkit.api import dataset_for, load_checkpoint
+        from edgepack.exporters.api import export_context
+        from edgepack.toolkit.api import dataset_for, load_checkpoint
         loaded = load_checkpoint(Path(src.model))
         ds = dataset_for(loaded, src.data, src.data_dir, dict(src.preprocessing) or None)
         work = Path(src.work) / f"worker-{socket.gethostname()}-{os.getpid()}"
@@ -241,9 +241,9 @@ def _context(src: Source):
 def export_trial(src: Source, fmt: str, float_layers: tuple, path: str, runtime: str = "") -> dict:
     """One trial's file, and how it does on the search's training images in the trial's runtime (accuracy,
     agreement with the source)."""
-    from benchmarks.runners import open_runner
-    from exporters.base import ExportOptions
-    from exporters.registry import get_exporter
+    from edgepack.benchmarks.runners import open_runner
+    from edgepack.exporters.base import ExportOptions
+    from edgepack.exporters.registry import get_exporter
     ctx, x, y, ref = _context(src)
     exp = get_exporter(fmt)
     base = ctx.options
@@ -271,8 +271,8 @@ def time_files(paths: list[str], x1: np.ndarray, threads: int, runtimes: list[st
                runs: int = 100) -> dict:
     """p50 (us) of each file (in its runtime, "" the default) on one image, timed in interleaved rounds; runs as a
     bench task (a node to itself)."""
-    from benchmarks.runners import open_runner
-    from exporters.mixed import _time_interleaved
+    from edgepack.benchmarks.runners import open_runner
+    from edgepack.exporters.mixed import _time_interleaved
     start = time.time()
     runners = [open_runner(p, threads=threads, runtime=rt or None) for p, rt in zip(paths, runtimes or [""] * len(paths))]
     try:
@@ -305,8 +305,8 @@ def search(ctx, src: Source, formats, budgets, sampler: str = "auto", trials: in
            patience: int | None = None, runtimes: list[str] | None = None) -> SearchResult:
     """Search the layers to keep float in `formats` (int8 formats with `keep_float`) for ctx's source, in each
     installed runtime of those formats (limited to `runtimes` unless None or ["all"])."""
-    from exporters.layers import onnx_layers
-    from exporters.registry import get_exporter
+    from edgepack.exporters.layers import onnx_layers
+    from edgepack.exporters.registry import get_exporter
     layers = [layer.name for layer in onnx_layers(ctx.fp32_onnx())]
     where = {f: search_runtimes(f, runtimes) for f in formats if get_exporter(f).accepts(ctx.backend)}
     space = {f: layers for f, rts in where.items() if rts}
@@ -325,8 +325,8 @@ def run_search(space: dict[str, list[str]], src: Source, x1: np.ndarray, source_
                batch: int | None = None, patience: int | None = None,
                runtimes: dict[str, list[str]] | None = None) -> SearchResult:
     """The loop: ask a batch, export it (executor.map), time it (one bench task), tell, stop or go on."""
-    from exporters.registry import get_exporter
-    from toolkit.recipes.executors import SequentialExecutor
+    from edgepack.exporters.registry import get_exporter
+    from edgepack.toolkit.recipes.executors import SequentialExecutor
     if trials < 1:
         raise OptionError(f"--trials must be >= 1, got {trials}")
     executor = executor or SequentialExecutor()

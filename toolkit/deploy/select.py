@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from toolkit.deploy.budgets import Budgets
-from toolkit.errors import ModelError
-from toolkit.outputs import save_figure
+from edgepack.toolkit.deploy.budgets import Budgets
+from edgepack.toolkit.errors import ModelError
+from edgepack.toolkit.outputs import save_figure
 
 
 @dataclass
@@ -47,7 +47,7 @@ class Row:
 def host_timing_note(best: Row, budgets: Budgets) -> str | None:
     """Said with a pick made on latency in a microcontroller runtime (one whose runner measures a tensor arena, and
     times reference kernels on the host CPU): the latency is the host's, not the board's."""
-    from benchmarks.runners import arena_runtimes
+    from edgepack.benchmarks.runners import arena_runtimes
     if best.runtime in arena_runtimes() and budgets.prefer == "latency":
         return (f"the latency that decided it is {best.runtime}'s reference kernels on this host CPU, not a board's: "
                 "for a board, --prefer size, or time the files on it")
@@ -78,7 +78,7 @@ def judge(rows: list[Row], budgets: Budgets, reference: float | None) -> None:
             r.reasons.append(f"too slow ({r.p50_ms:.3f} > {budgets.max_latency_ms:g} ms)")
         if budgets.max_arena is not None and not too_large:
             if r.arena is None:
-                from benchmarks.runners import arena_runtimes
+                from edgepack.benchmarks.runners import arena_runtimes
                 r.reasons.append(f"tensor arena not measured in {r.runtime} (measured in: {', '.join(arena_runtimes())})")
             elif r.arena > budgets.max_arena:
                 r.reasons.append(f"tensor arena too large ({r.arena:,} > {budgets.max_arena:,} B)")

@@ -1,5 +1,5 @@
 """Recipes: one TOML file per flow, run by `edgepack run` (see runner.py)."""
-from toolkit.recipes.runner import run_recipe
-from toolkit.recipes.schema import load_recipe
+from edgepack.toolkit.recipes.runner import run_recipe
+from edgepack.toolkit.recipes.schema import load_recipe
 
 __all__ = ["run_recipe", "load_recipe"]

@@ -4,14 +4,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from toolkit.outputs import save_figure
+from edgepack.toolkit.outputs import save_figure
 
 
 def pruning_curves(checkpoint: Path, dataset, rates: list[float], iterations: int, epochs: int, lr: float,
                    structured: bool, out: Path, verbose: bool = True, batch_size: int = 32) -> dict:
-    from toolkit.api import load_checkpoint
-    from toolkit.compress import compress_model, measure, CompressState
-    from toolkit.train import TrainConfig
+    from edgepack.toolkit.api import load_checkpoint
+    from edgepack.toolkit.compress import compress_model, measure, CompressState
+    from edgepack.toolkit.train import TrainConfig
     curves = {}
     for rate in rates:
         loaded = load_checkpoint(checkpoint)

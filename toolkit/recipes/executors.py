@@ -20,7 +20,7 @@ import logging
 import os
 import socket
 
-from toolkit.errors import EdgepackError, OptionError
+from edgepack.toolkit.errors import EdgepackError, OptionError
 
 BENCH_RESOURCE = "edgepack_bench"
 EXECUTORS = ("local", "ray")
@@ -30,7 +30,7 @@ class Executor:
     name = ""
 
     def run(self, runner) -> None:
-        """Run a recipe's steps (toolkit.recipes.runner.Runner) that need to run, recording each as it finishes."""
+        """Run a recipe's steps (edgepack.toolkit.recipes.runner.Runner) that need to run, recording each as it finishes."""
         raise NotImplementedError
 
     def parallelism(self) -> int:
@@ -64,7 +64,7 @@ def _run_step(runner_cls, recipe_path: str, out: str, step_id: str, digest: str,
     driver's Runner class, passed in so this module does not import the runner that imports it)."""
     import ray
 
-    from toolkit.recipes.schema import load_recipe
+    from edgepack.toolkit.recipes.schema import load_recipe
     recipe = load_recipe(recipe_path)
     runner = runner_cls(recipe, out, verbose)
     runner.state = state

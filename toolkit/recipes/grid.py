@@ -29,7 +29,7 @@ import itertools
 import re
 from dataclasses import dataclass
 
-from toolkit.errors import OptionError
+from edgepack.toolkit.errors import OptionError
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 READ_KEYS = ("input", "teacher")          # single-step references (schema.READS); "inputs" is the list form

@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from toolkit.tasks import get_task
+from edgepack.toolkit.tasks import get_task
 
 
 def _pct(v):
@@ -41,8 +41,8 @@ def epochs_cell(summary: dict) -> str:
 
 
 def write_run_report(runner, seconds: float) -> None:
-    from benchmarks.machine import machine_record
-    from benchmarks.report import label
+    from edgepack.benchmarks.machine import machine_record
+    from edgepack.benchmarks.report import label
     out, recipe, st = runner.out, runner.recipe, runner.state["steps"]
     step_min = {k: v.get("seconds", 0) / 60 for k, v in st.items() if k in {s.id for s in recipe.steps}}
     lines = [f"# {recipe.name}", "", recipe.description or "", "",
@@ -105,7 +105,7 @@ def write_run_report(runner, seconds: float) -> None:
     for sid, info in benches:
         rows += json.loads((out / info["primary"]).read_text())["results"]
     if rows:
-        from benchmarks.report import write_csv, write_json
+        from edgepack.benchmarks.report import write_csv, write_json
         write_json(rows, out / "results.json")
         write_csv(rows, out / "results.csv")
         lines += ["## Benchmark (full test set, in the target runtime)", "",
@@ -118,7 +118,7 @@ def write_run_report(runner, seconds: float) -> None:
             lines.append(f"| {label(d['model'])} | {d['runtime']} | {d['threads']} | {_figure(d['accuracy'], d.get('quality'))} | {d['latency_ms']['p50']:.3f} | "
                          f"{d['latency_ms']['p90']:.3f} | {d['size_bytes']:,} | {d['gzip_bytes']:,} | {d['params']:,} | "
                          f"{d['nonzero_params']:,} | {d['macs'] if d['macs'] is None else format(d['macs'], ',')} | {d['peak_rss_mb']:.1f} |")
-        from benchmarks.report import arena_lines, task_lines
+        from edgepack.benchmarks.report import arena_lines, task_lines
         names = {d["model"]: label(d["model"]) for d in rows}
         figures = task_lines(rows, names)
         if figures:

@@ -15,16 +15,16 @@ import shutil
 import time
 from pathlib import Path
 
-from toolkit import __version__
-from toolkit.errors import OptionError
-from toolkit.recipes.schema import Recipe, Step, load_recipe
+from edgepack.toolkit import __version__
+from edgepack.toolkit.errors import OptionError
+from edgepack.toolkit.recipes.schema import Recipe, Step, load_recipe
 
 STATE_VERSION = 1
 CODE_REVISION = 5          # bump when a step's results would change for the same settings (part of every step hash)
 
 
 def _sha(path: Path) -> str:
-    from toolkit.record import sha256_file
+    from edgepack.toolkit.record import sha256_file
     return sha256_file(path)
 
 
@@ -61,7 +61,7 @@ class Runner:
     @property
     def dataset(self):
         if self._dataset is None:
-            from toolkit.data import load_dataset
+            from edgepack.toolkit.data import load_dataset
             self._dataset = load_dataset(self.recipe.data["name"], self._data_dir())
         return self._dataset
 
@@ -95,11 +95,11 @@ class Runner:
     # ------------------------------------------------------------ running
     def run(self, executor=None) -> dict:
         """Run the steps with an executor (default: in this process, in order; toolkit/recipes/executors.py)."""
-        from toolkit.recipes.executors import SequentialExecutor
+        from edgepack.toolkit.recipes.executors import SequentialExecutor
         self.out.mkdir(parents=True, exist_ok=True)
         t_all = time.time()
         (executor or SequentialExecutor()).run(self)
-        from toolkit.recipes.report import write_run_report
+        from edgepack.toolkit.recipes.report import write_run_report
         write_run_report(self, time.time() - t_all)
         return self.state
 
@@ -136,18 +136,18 @@ class Runner:
 
     # ------------------------------------------------------------ step kinds
     def _train_config(self, o: dict):
-        from toolkit.options import from_recipe
-        from toolkit.train import TrainConfig
+        from edgepack.toolkit.options import from_recipe
+        from edgepack.toolkit.train import TrainConfig
         return from_recipe(TrainConfig, o)
 
     def step_train(self, step: Step, d: Path) -> dict:
-        from toolkit.api import train
+        from edgepack.toolkit.api import train
         o = step.options
         loss_fn, extra = None, {}
         if o.get("teacher"):
-            from toolkit.api import load_checkpoint
-            from toolkit.backends import get_backend
-            from toolkit.compress.techniques import Distill
+            from edgepack.toolkit.api import load_checkpoint
+            from edgepack.toolkit.backends import get_backend
+            from edgepack.toolkit.compress.techniques import Distill
             teacher = load_checkpoint(self.primary(o["teacher"]))
             kd = Distill(teacher=str(self.primary(o["teacher"])), alpha=o.get("alpha"), temperature=o.get("temperature"))
             loss_fn = get_backend(o["framework"]).kd_loss(teacher.model, kd.alpha, kd.temperature)
@@ -160,8 +160,8 @@ class Runner:
                                                        d / "metrics.json", d / "history.png"], "summary": m}
 
     def step_compress(self, step: Step, d: Path) -> dict:
-        from toolkit.compress import compress
-        from toolkit.train import TrainConfig
+        from edgepack.toolkit.compress import compress
+        from edgepack.toolkit.train import TrainConfig
         steps = []
         for s in step.options["steps"]:
             s = dict(s)
@@ -175,9 +175,9 @@ class Runner:
         return {"primary": ckpt, "outputs": [ckpt, ckpt.with_name(ckpt.name + ".json"), d / "metrics.json"], "summary": summary}
 
     def step_transfer(self, step: Step, d: Path) -> dict:
-        from toolkit.api import dataset_info, load_checkpoint
-        from toolkit.backends import get_backend
-        from toolkit.record import ArtifactRecord, sha256_file
+        from edgepack.toolkit.api import dataset_info, load_checkpoint
+        from edgepack.toolkit.backends import get_backend
+        from edgepack.toolkit.record import ArtifactRecord, sha256_file
         src = load_checkpoint(self.primary(step.options["input"]))
         if src.spec is None:
             raise_option(f"step {step.id}: transfer needs a model built from an architecture description")
@@ -196,9 +196,9 @@ class Runner:
         return {"primary": ckpt, "outputs": [ckpt, ckpt.with_name(ckpt.name + ".json")], "summary": {"test_accuracy": acc}}
 
     def step_export(self, step: Step, d: Path) -> dict:
-        from exporters.api import export_checkpoint
-        from exporters.base import ExportOptions
-        from toolkit.options import from_recipe
+        from edgepack.exporters.api import export_checkpoint
+        from edgepack.exporters.base import ExportOptions
+        from edgepack.toolkit.options import from_recipe
         o = step.options
         opts = from_recipe(ExportOptions, o)
         results = export_checkpoint(self.primary(o["input"]), o["formats"], d, self.dataset, None, opts,
@@ -217,8 +217,8 @@ class Runner:
         return {"primary": None, "outputs": outs, "summary": summary}
 
     def step_bench(self, step: Step, d: Path) -> dict:
-        from benchmarks.harness import BenchSettings, benchmark
-        from benchmarks.report import plot_all, write_csv, write_json
+        from edgepack.benchmarks.harness import BenchSettings, benchmark
+        from edgepack.benchmarks.report import plot_all, write_csv, write_json
         o = step.options
         models = []
         for ref in o["inputs"]:
@@ -229,7 +229,7 @@ class Runner:
                     models.append(f)
         settings = BenchSettings(threads=o.get("threads", [1]), runs=o.get("runs", 50), min_seconds=o.get("min_seconds", 1.0),
                                  warmup=o.get("warmup", 5), runtimes=o.get("runtimes"))
-        from toolkit.data.sources import stand_in_name
+        from edgepack.toolkit.data.sources import stand_in_name
         name = self.recipe.data["name"]
         if self.dataset.fallback:                  # the models were trained on the stand-in: bench on it, by name
             name = stand_in_name(name)
@@ -242,7 +242,7 @@ class Runner:
                 "summary": {"models": len(models), "failed": [r.model for r in results if not r.ok]}}
 
     def step_prune_curve(self, step: Step, d: Path) -> dict:
-        from toolkit.recipes.curves import pruning_curves
+        from edgepack.toolkit.recipes.curves import pruning_curves
         o = step.options
         data = pruning_curves(self.primary(o["input"]), self.dataset, o["rates"], o["iterations"], o.get("epochs", 1),
                               o.get("lr", 1e-4), o.get("structured", True), d, verbose=self.verbose,
@@ -251,7 +251,7 @@ class Runner:
 
 
 def raise_option(msg: str):
-    from toolkit.errors import OptionError
+    from edgepack.toolkit.errors import OptionError
     raise OptionError(msg)
 
 

@@ -11,12 +11,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exporters.base import ExportOptions
-from toolkit.errors import OptionError
-from toolkit.recipes.grid import Expanded, expand_grid, resolve_grid_inputs
-from toolkit.tasks import get_task
-from toolkit.options import NUM, from_recipe, recipe_schema
-from toolkit.train import TrainConfig
+from edgepack.exporters.base import ExportOptions
+from edgepack.toolkit.errors import OptionError
+from edgepack.toolkit.recipes.grid import Expanded, expand_grid, resolve_grid_inputs
+from edgepack.toolkit.tasks import get_task
+from edgepack.toolkit.options import NUM, from_recipe, recipe_schema
+from edgepack.toolkit.train import TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -179,14 +179,14 @@ def _check_semantics(step: Step, where: str) -> None:
     o = step.options
     try:
         if step.kind == "train":
-            from toolkit.arch import get_arch
-            from toolkit.backends import FRAMEWORKS
+            from edgepack.toolkit.arch import get_arch
+            from edgepack.toolkit.backends import FRAMEWORKS
             if o["framework"] not in FRAMEWORKS:
                 raise OptionError(f"framework must be one of {FRAMEWORKS}")
             get_arch(o["arch"])
             from_recipe(TrainConfig, o)                   # choices and ranges, checked by the options themselves
         elif step.kind == "compress":
-            from toolkit.compress.techniques import get_technique
+            from edgepack.toolkit.compress.techniques import get_technique
             for s in o["steps"]:
                 if not isinstance(s, dict) or "technique" not in s:
                     raise OptionError("each compress step needs technique = \"...\"")
@@ -195,13 +195,13 @@ def _check_semantics(step: Step, where: str) -> None:
                     opts.setdefault("teacher", "<resolved at run time>")
                 get_technique(s["technique"], **opts)
         elif step.kind == "export":
-            from exporters.registry import list_exporters
+            from edgepack.exporters.registry import list_exporters
             bad = [f for f in o["formats"] if f not in list_exporters()]
             if bad:
                 raise OptionError(f"unknown format(s) {bad}; available: {', '.join(list_exporters())}")
             from_recipe(ExportOptions, o)
         elif step.kind == "transfer":
-            from toolkit.backends import FRAMEWORKS
+            from edgepack.toolkit.backends import FRAMEWORKS
             if o["to"] not in FRAMEWORKS:
                 raise OptionError(f"to must be one of {FRAMEWORKS}")
         elif step.kind == "prune-curve" and not all(isinstance(r, NUM) and 0 < r < 1 for r in o["rates"]):

@@ -1,15 +1,15 @@
-"""Task registry: what a model is for (`toolkit.tasks.base.Task`), one module per task, each exposing `TASK`.
+"""Task registry: what a model is for (`edgepack.toolkit.tasks.base.Task`), one module per task, each exposing `TASK`.
 `TASK_MODULES` is the one list of them (a new task = a new module + one line). A task is written in records and
 manifests as a dict, {"name": ..., options...}; records without one are classifiers (what edgepack made before)."""
 from __future__ import annotations
 
 import importlib
 
-from toolkit.errors import ModelError, OptionError
-from toolkit.tasks.base import Task, match_outputs, matched, output_shapes, renamed
+from edgepack.toolkit.errors import ModelError, OptionError
+from edgepack.toolkit.tasks.base import Task, match_outputs, matched, output_shapes, renamed
 
-TASK_MODULES = ("toolkit.tasks.classification", "toolkit.tasks.raw", "toolkit.tasks.anomaly", "toolkit.tasks.detection",
-                "toolkit.tasks.keyword_spotting")
+TASK_MODULES = ("edgepack.toolkit.tasks.classification", "edgepack.toolkit.tasks.raw", "edgepack.toolkit.tasks.anomaly", "edgepack.toolkit.tasks.detection",
+                "edgepack.toolkit.tasks.keyword_spotting")
 DEFAULT = "classification"
 
 _REGISTRY: dict[str, type] = {}

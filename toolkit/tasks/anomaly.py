@@ -16,9 +16,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from toolkit.errors import ModelError, OptionError
-from toolkit.outputs import save_figure
-from toolkit.tasks.base import Task, fidelity, fidelity_line, shape_mismatch
+from edgepack.toolkit.errors import ModelError, OptionError
+from edgepack.toolkit.outputs import save_figure
+from edgepack.toolkit.tasks.base import Task, fidelity, fidelity_line, shape_mismatch
 
 DEFAULT_MAX_FPR = 0.1                 # DCASE / MLPerf Tiny AD report pAUC at p = 0.1
 

@@ -3,7 +3,7 @@
 A task says what the data set yields for it (`view`), whether a model's outputs fit it (`check_outputs`), the quality
 figure measured on the test set with its standard error (`quality`), what verification compares between an exported
 file and its source (`compare`, `judge`) and what the report draws (`plot`). One module per task, registered in
-`toolkit.tasks.TASK_MODULES`; everything else asks a task object, never a task's name.
+`edgepack.toolkit.tasks.TASK_MODULES`; everything else asks a task object, never a task's name.
 
 Model outputs travel as dicts, output name -> float array (batch first), in the order the model declares them.
 Everything here is NumPy only: the bench child on a device without torch or TensorFlow scores with the same code.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from toolkit.errors import ModelError, OptionError
+from edgepack.toolkit.errors import ModelError, OptionError
 
 # int8 output fidelity floor for tasks judged by outputs alone (raw): the signal-to-noise ratio of every output against
 # the source's, in dB. Measured by tools/snr_floor.py (toolkit/tasks/README.md): the 12 int8 files of six models

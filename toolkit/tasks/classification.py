@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from toolkit.errors import ModelError
-from toolkit.tasks.base import MIN_INT8_SNR_DB, Task, fidelity
+from edgepack.toolkit.errors import ModelError
+from edgepack.toolkit.tasks.base import MIN_INT8_SNR_DB, Task, fidelity
 
 CONFIDENT_MARGIN_X_RMS = 6.0          # source margin > 6 x RMS logit difference: "confident" input
 MIN_CONFIDENT_AGREEMENT = 0.99

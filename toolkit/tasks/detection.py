@@ -12,7 +12,7 @@ beside the model's, never hidden in it. Two output layouts decode:
   centre x, y, width, height in input pixels, class scores already in [0, 1] (the export keeps its decode in-graph).
 
 Detections: every class whose score passes `conf` (COCO evaluation's 0.001 by default), per-class NMS at IoU `iou`,
-at most `max_det` per image. Quality: `toolkit.tasks.detection_map` (equal to pycocotools, tested).
+at most `max_det` per image. Quality: `edgepack.toolkit.tasks.detection_map` (equal to pycocotools, tested).
 Verification of a quantized file: its mAP@0.5:0.95 against the source's on the same images, within
 `max_accuracy_drop` points (mAP x 100); every output's fidelity (SNR, cosine) recorded beside it.
 """
@@ -23,10 +23,10 @@ import time
 
 import numpy as np
 
-from toolkit.errors import ModelError, OptionError
-from toolkit.outputs import save_figure
-from toolkit.tasks.base import Task, fidelity, fidelity_line, shape_mismatch
-from toolkit.tasks.detection_map import box_iou, mean_average_precision
+from edgepack.toolkit.errors import ModelError, OptionError
+from edgepack.toolkit.outputs import save_figure
+from edgepack.toolkit.tasks.base import Task, fidelity, fidelity_line, shape_mismatch
+from edgepack.toolkit.tasks.detection_map import box_iou, mean_average_precision
 
 DEPLOY_CONF = 0.25      # the score threshold a deployed detector typically keeps (Ultralytics' predict default)
 TARGET_FIELDS = 6       # grid training targets per cell: mask, tx, ty, tw, th, class

@@ -3,7 +3,7 @@
 Scored and verified as a classifier (top-1 accuracy, confusion matrix, the same int8 criteria); what it adds is the
 front end: its time per clip, measured in the harness on the test clips at batch 1 and reported beside the model's
 (a device pays both), and the report's picture of a few test clips' MFCC features with each file's prediction.
-The front end itself lives with the data (`toolkit.data.audio.MfccFrontEnd`), NumPy only, so a device's
+The front end itself lives with the data (`edgepack.toolkit.data.audio.MfccFrontEnd`), NumPy only, so a device's
 runtime-only install computes the features training saw.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from toolkit.errors import ModelError
-from toolkit.tasks.classification import Classification
+from edgepack.toolkit.errors import ModelError
+from edgepack.toolkit.tasks.classification import Classification
 
 FRONT_END_CLIPS = 100          # clips the front end is timed on, one at a time
 EXAMPLE_CLIPS = 4              # clips whose features the report draws

@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmarks.machine import cpu_label
-from toolkit.arch.zoo import get_arch
-from toolkit.backends.torch.model import ConvSame, build, to_input
-from toolkit.backends.torch.train import evaluate, fit
-from toolkit.data import load_dataset
-from toolkit.train import TrainConfig
+from edgepack.benchmarks.machine import cpu_label
+from edgepack.toolkit.arch.zoo import get_arch
+from edgepack.toolkit.backends.torch.model import ConvSame, build, to_input
+from edgepack.toolkit.backends.torch.train import evaluate, fit
+from edgepack.toolkit.data import load_dataset
+from edgepack.toolkit.train import TrainConfig
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 

@@ -7,10 +7,10 @@ Used only to rank settings; see benchmarks/results/cifar10_torch/SWEEP.md.
 import json, math, os, sys, time
 import numpy as np, torch, torch.nn.functional as F
 sys.path.insert(0, ".")
-from toolkit.arch import get_arch
-from toolkit.backends.torch.model import build
-from toolkit.data import load_dataset
-from toolkit.train import TrainConfig, lr_at
+from edgepack.toolkit.arch import get_arch
+from edgepack.toolkit.backends.torch.model import build
+from edgepack.toolkit.data import load_dataset
+from edgepack.toolkit.train import TrainConfig, lr_at
 
 dev = "cuda"
 ds = load_dataset("cifar10", os.environ.get("CIFAR10_TARBALL", "../shared/data/cifar10-jpeg.tar.gz"))

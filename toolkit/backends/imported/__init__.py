@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.backends.base import Framework, NotSupported
-from toolkit.errors import ModelError
+from edgepack.toolkit.backends.base import Framework, NotSupported
+from edgepack.toolkit.errors import ModelError
 
 QUANTIZED_ONNX_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
                       "ConvInteger", "MatMulInteger", "QLinearAdd", "QGemm"}

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.backends.imported import QUANTIZED_ONNX_OPS, ImportedFramework, ImportedModel, single_input
-from toolkit.errors import ModelError, first_line
+from edgepack.toolkit.backends.imported import QUANTIZED_ONNX_OPS, ImportedFramework, ImportedModel, single_input
+from edgepack.toolkit.errors import ModelError, first_line
 
 
 class OnnxFile(ImportedFramework):

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.backends.imported import ImportedFramework, ImportedModel, single_input
-from toolkit.errors import ModelError, first_line
+from edgepack.toolkit.backends.imported import ImportedFramework, ImportedModel, single_input
+from edgepack.toolkit.errors import ModelError, first_line
 
 DEFAULT_OPSET = 17
 TFLITE_COMPUTE = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
@@ -20,7 +20,7 @@ class TfliteFile(ImportedFramework):
 
     def _open(self, path: Path) -> ImportedModel:
         from ai_edge_litert.interpreter import Interpreter
-        from toolkit.tf_import import quiet_stderr
+        from edgepack.toolkit.tf_import import quiet_stderr
         try:
             with quiet_stderr():                        # the XNNPACK delegate's banner
                 interp = Interpreter(model_path=str(path))
@@ -71,7 +71,7 @@ class TfliteFile(ImportedFramework):
         return out
 
     def to_onnx(self, model: ImportedModel, path: str | Path, input_shape_hwc, opset: int | None = None) -> dict:
-        from toolkit.tf_import import import_tensorflow, quiet_stderr
+        from edgepack.toolkit.tf_import import import_tensorflow, quiet_stderr
         import_tensorflow()
         with quiet_stderr():
             import tf2onnx

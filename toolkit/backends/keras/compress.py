@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from toolkit.backends.keras.model import keras, tf
-from toolkit.errors import OptionError
-from toolkit.tf_import import quiet_stderr
+from edgepack.toolkit.backends.keras.model import keras, tf
+from edgepack.toolkit.errors import OptionError
+from edgepack.toolkit.tf_import import quiet_stderr
 
 with quiet_stderr():
     import tensorflow_model_optimization as tfmot
@@ -28,7 +28,7 @@ def kd_loss(teacher, alpha: float, temperature: float):
 
 # ------------------------------------------------------------------ unstructured pruning (TFMOT)
 def tfmot_schedule(schedule):
-    from toolkit.sparsity import ConstantSparsity, PolynomialDecay
+    from edgepack.toolkit.sparsity import ConstantSparsity, PolynomialDecay
     if isinstance(schedule, ConstantSparsity):
         return tfmot.sparsity.keras.ConstantSparsity(schedule.target_sparsity, schedule.begin_step, frequency=schedule.frequency)
     if isinstance(schedule, PolynomialDecay):

@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterable
 
-from toolkit.backends.keras.model import tf
-from toolkit.backends.onnx_portable import make_portable
-from toolkit.errors import ModelError, first_line
-from toolkit.tf_import import quiet_stderr
+from edgepack.toolkit.backends.keras.model import tf
+from edgepack.toolkit.backends.onnx_portable import make_portable
+from edgepack.toolkit.errors import ModelError, first_line
+from edgepack.toolkit.tf_import import quiet_stderr
 
 DEFAULT_OPSET = 17
 
@@ -34,7 +34,7 @@ def to_tflite(model, mode: str, representative: Callable[[], Iterable] | None = 
     """TFLiteConverter from the Keras model. mode: fp32 | dynamic | fp16 | int8 | sparse | sparse-int8.
     `per_channel=False` quantizes every weight per tensor; `dense_per_channel=False` only the Dense layers;
     `float_nodes`: TFLite nodes kept float in an int8 file (mixed precision)."""
-    from toolkit.tflite_convert import configure, convert
+    from edgepack.toolkit.tflite_convert import configure, convert
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     details = configure(conv, mode, representative, io_dtype, per_channel, dense_per_channel, allow_float=bool(float_nodes))
     return convert(conv, mode, representative, tuple(float_nodes)), details

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.tf_import import import_tensorflow
+from edgepack.toolkit.tf_import import import_tensorflow
 
 tf = import_tensorflow()
 
-from toolkit.arch import spec as S  # noqa: E402
-from toolkit.errors import ModelError, first_line  # noqa: E402
+from edgepack.toolkit.arch import spec as S  # noqa: E402
+from edgepack.toolkit.errors import ModelError, first_line  # noqa: E402
 
 keras = tf.keras
 L_ = keras.layers
@@ -132,7 +132,7 @@ def save(model, path: str | Path) -> Path:
             model.save(tmp)
     except (OSError, RuntimeError) as e:
         tmp.unlink(missing_ok=True)
-        from toolkit.errors import write_error
+        from edgepack.toolkit.errors import write_error
         raise write_error(path, e) from None
     os.replace(tmp, path)
     return path
@@ -155,7 +155,7 @@ def load(path: str | Path, spec: S.ArchSpec | None = None, model=None):
 
 def _load_with_tfmot_scope(path):
     try:
-        from toolkit.tf_import import quiet_stderr
+        from edgepack.toolkit.tf_import import quiet_stderr
         with quiet_stderr():
             import tensorflow_model_optimization as tfmot
         with tfmot.quantization.keras.quantize_scope(), tfmot.sparsity.keras.prune_scope():

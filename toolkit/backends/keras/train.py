@@ -5,9 +5,9 @@ from typing import Callable
 
 import numpy as np
 
-from toolkit.backends.keras.model import keras, predict, tf
-from toolkit.data import Dataset
-from toolkit.train import History, TrainConfig, heldout_loss, run_epochs
+from edgepack.toolkit.backends.keras.model import keras, predict, tf
+from edgepack.toolkit.data import Dataset
+from edgepack.toolkit.train import History, TrainConfig, heldout_loss, run_epochs
 
 # loss_fn(logits, labels, inputs) -> scalar tensor; distillation plugs in here
 LossFn = Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tf.Tensor]
@@ -47,7 +47,7 @@ def reconstruction_loss(out, y, x):
 
 
 def grid_loss(out, t, x):
-    """A grid detection head's loss on per-cell targets (N, cells, 6): `toolkit.tasks.detection.grid_loss_numpy`
+    """A grid detection head's loss on per-cell targets (N, cells, 6): `edgepack.toolkit.tasks.detection.grid_loss_numpy`
     in TensorFlow (the tests hold the two equal)."""
     m = t[..., 0]
     sig = tf.nn.sigmoid_cross_entropy_with_logits
@@ -67,7 +67,7 @@ def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, 
     """Train in place. `loss_fn(logits, y, x)` replaces cross-entropy; `extra_parameters` (variables) are
     optimised alongside the model's own; objective "reconstruction" trains an autoencoder."""
     if cfg.precision == "bf16":
-        from toolkit.errors import OptionError
+        from edgepack.toolkit.errors import OptionError
         raise OptionError("precision = bf16 is PyTorch-only (a Keras model takes its dtype policy when it is built); "
                           "train in fp32, or use precision = auto, which is fp32 in Keras")
     if cfg.threads:
@@ -76,7 +76,7 @@ def fit(model, ds: Dataset, cfg: TrainConfig, *, loss_fn: LossFn | None = None, 
     opt = _optimizer(cfg)
     if outputs_probabilities(model):
         if loss_fn is not None:
-            from toolkit.errors import ModelError
+            from edgepack.toolkit.errors import ModelError
             raise ModelError(f"{model.name} ends in a softmax (it outputs probabilities); distillation needs logits: "
                              "rebuild it without the final softmax (tf.keras.applications: classifier_activation=None)")
         if verbose:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from toolkit.arch import spec as S
-from toolkit.backends.keras.model import kname
-from toolkit.errors import ModelError
+from edgepack.toolkit.arch import spec as S
+from edgepack.toolkit.backends.keras.model import kname
+from edgepack.toolkit.errors import ModelError
 
 
 def _flatten_sources(nodes: list[S.Node]) -> dict[str, tuple]:

@@ -1,12 +1,12 @@
-"""The PyTorch implementation of the framework interface (toolkit.backends.base.Framework).
+"""The PyTorch implementation of the framework interface (edgepack.toolkit.backends.base.Framework).
 
 Its modules (model, train, compress, export) import torch; this class imports them when first used."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from toolkit.backends.base import Framework
-from toolkit.errors import OptionError
+from edgepack.toolkit.backends.base import Framework
+from edgepack.toolkit.errors import OptionError
 
 
 class TorchFramework(Framework):
@@ -17,7 +17,7 @@ class TorchFramework(Framework):
     EXTRA = "torch"
 
     def owns(self, model) -> bool:
-        if type(model).__module__.startswith(("torch", "torchvision", "toolkit.backends.torch")):
+        if type(model).__module__.startswith(("torch", "torchvision", "edgepack.toolkit.backends.torch")):
             return True
         import sys
         torch = sys.modules.get("torch")                 # a torch model exists only if torch was imported
@@ -25,38 +25,38 @@ class TorchFramework(Framework):
 
     # ------------------------------------------------------------ core
     def build(self, spec, seed: int | None = 0):
-        from toolkit.backends.torch.model import build
+        from edgepack.toolkit.backends.torch.model import build
         return build(spec, seed)
 
     def save(self, model, path: str | Path) -> Path:
-        from toolkit.backends.torch.model import save
+        from edgepack.toolkit.backends.torch.model import save
         return save(model, path)
 
     def load(self, path: str | Path, spec=None, model=None):
-        from toolkit.backends.torch.model import load
+        from edgepack.toolkit.backends.torch.model import load
         return load(path, spec, model)
 
     def preferred_suffix(self, model) -> str:
         return ".pt"
 
     def predict(self, model, x, batch_size: int = 500):
-        from toolkit.backends.torch.model import predict
+        from edgepack.toolkit.backends.torch.model import predict
         return predict(model, x, batch_size)
 
     def predict_outputs(self, model, x, batch_size: int = 500) -> dict:
-        from toolkit.backends.torch.model import predict_outputs
+        from edgepack.toolkit.backends.torch.model import predict_outputs
         return predict_outputs(model, x, batch_size)
 
     def fit(self, model, ds, cfg, **kw):
-        from toolkit.backends.torch.train import fit
+        from edgepack.toolkit.backends.torch.train import fit
         return fit(model, ds, cfg, **kw)
 
     def evaluate(self, model, ds, indices=None, split: str = "test"):
-        from toolkit.backends.torch.train import evaluate
+        from edgepack.toolkit.backends.torch.train import evaluate
         return evaluate(model, ds, indices, split)
 
     def count_params(self, model) -> dict:
-        from toolkit.backends.torch.model import count_params
+        from edgepack.toolkit.backends.torch.model import count_params
         return count_params(model)
 
     def count_nonzero_trainable(self, model) -> int:
@@ -68,7 +68,7 @@ class TorchFramework(Framework):
     def set_weights(self, model, weights: dict, spec=None, strict: bool = True) -> None:
         import numpy as np
         import torch
-        from toolkit.errors import ModelError
+        from edgepack.toolkit.errors import ModelError
         result = model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()},
                                        strict=False)
         unset = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
@@ -77,17 +77,17 @@ class TorchFramework(Framework):
                              f"tensors with no place {result.unexpected_keys[:3]}")
 
     def to_onnx(self, model, path, input_shape_hwc, opset: int | None = None) -> dict:
-        from toolkit.backends.torch.export import DEFAULT_OPSET, to_onnx
+        from edgepack.toolkit.backends.torch.export import DEFAULT_OPSET, to_onnx
         return to_onnx(model, path, input_shape_hwc, opset or DEFAULT_OPSET)
 
     # ------------------------------------------------------------ capabilities
     def kd_loss(self, teacher, alpha: float, temperature: float):
-        from toolkit.backends.torch.compress import kd_loss
+        from edgepack.toolkit.backends.torch.compress import kd_loss
         return kd_loss(teacher, alpha, temperature)
 
     def hint_distillation(self, student, teacher, student_layer, teacher_layer, weight, dataset):
         import torch
-        from toolkit.backends.torch.compress import HintDistillation
+        from edgepack.toolkit.backends.torch.compress import HintDistillation
         hint = HintDistillation(student, teacher, student_layer, teacher_layer, weight)
         x = torch.from_numpy(dataset.calibration(2, layout="NCHW"))   # one forward pass sizes the 1x1 adapter
         student.eval()(x)
@@ -97,8 +97,8 @@ class TorchFramework(Framework):
         return hint
 
     def prune(self, model, dataset, cfg, schedule, *, method, scope, block_size, verbose):
-        from toolkit.backends.torch.compress import PruningCallback, strip_pruning
-        from toolkit.sparsity import ConstantSparsity
+        from edgepack.toolkit.backends.torch.compress import PruningCallback, strip_pruning
+        from edgepack.toolkit.sparsity import ConstantSparsity
         if block_size:
             raise OptionError("block sparsity (block_size) is available for Keras models (TFMOT)")
         if method == "random" and not isinstance(schedule, ConstantSparsity):
@@ -108,8 +108,8 @@ class TorchFramework(Framework):
 
     def prune_structured(self, model, spec, dataset, *, ratio, criterion, layers, calibration_batches):
         import torch
-        from toolkit.backends.torch.compress import prune_structured, spec_from_pruned
-        from toolkit.data import iterate_batches
+        from edgepack.toolkit.backends.torch.compress import prune_structured, spec_from_pruned
+        from edgepack.toolkit.data import iterate_batches
         example = torch.from_numpy(dataset.calibration(1, layout="NCHW"))
         calib = None
         if criterion == "taylor":
@@ -132,15 +132,15 @@ class TorchFramework(Framework):
         return model, spec, {}
 
     def qat_apply(self, model, preserve_sparsity: bool):
-        from toolkit.backends.torch.compress import qat_apply
+        from edgepack.toolkit.backends.torch.compress import qat_apply
         return qat_apply(model, preserve_sparsity)
 
     def qat_strip(self, model):
-        from toolkit.backends.torch.compress import qat_strip
+        from edgepack.toolkit.backends.torch.compress import qat_strip
         return qat_strip(model)
 
     def sparsity_report(self, model) -> dict:
-        from toolkit.backends.torch.compress import sparsity_report
+        from edgepack.toolkit.backends.torch.compress import sparsity_report
         return sparsity_report(model)
 
 

@@ -10,8 +10,8 @@ import torch.nn.utils.prune as prune
 from torch import nn
 from torch.nn.utils import parametrize
 
-from toolkit.arch import spec as S
-from toolkit.errors import OptionError
+from edgepack.toolkit.arch import spec as S
+from edgepack.toolkit.errors import OptionError
 
 PRUNABLE = (nn.Conv2d, nn.Linear)
 

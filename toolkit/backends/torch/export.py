@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from toolkit.backends.onnx_portable import make_portable
-from toolkit.errors import ModelError, first_line
+from edgepack.toolkit.backends.onnx_portable import make_portable
+from edgepack.toolkit.errors import ModelError, first_line
 
 DEFAULT_OPSET = 18
 
@@ -17,7 +17,7 @@ def to_onnx(model, path: str | Path, input_shape_hwc: tuple[int, int, int], opse
     outputs: 'output_<i>' for a tuple, its keys for a dict, as `predict_outputs` names them)."""
     import onnx
 
-    from toolkit.backends.torch.model import output_names
+    from edgepack.toolkit.backends.torch.model import output_names
     h, w, c = input_shape_hwc
     model = model.eval().to(memory_format=torch.contiguous_format)
     example = torch.zeros(2, c, h, w)

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toolkit.arch import spec as S
-from toolkit.errors import ModelError, first_line
+from edgepack.toolkit.arch import spec as S
+from edgepack.toolkit.errors import ModelError, first_line
 
 NAME = "torch"
 LAYOUT = "NCHW"
@@ -202,7 +202,7 @@ def save(model: nn.Module, path: str | Path) -> Path:
         torch.save(model.state_dict(), tmp)
     except (OSError, RuntimeError) as e:            # a full disk comes back from torch's zip writer as RuntimeError
         tmp.unlink(missing_ok=True)
-        from toolkit.errors import write_error
+        from edgepack.toolkit.errors import write_error
         raise write_error(path, e) from None
     tmp.replace(path)
     return path

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toolkit.backends.torch.model import predict, to_input
-from toolkit.data import Dataset
-from toolkit.train import History, TrainConfig, heldout_loss, run_epochs
+from edgepack.toolkit.backends.torch.model import predict, to_input
+from edgepack.toolkit.data import Dataset
+from edgepack.toolkit.train import History, TrainConfig, heldout_loss, run_epochs
 
 # loss_fn(logits, labels, inputs) -> scalar tensor; distillation plugs in here
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -31,7 +31,7 @@ def reconstruction_loss(out: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> 
 
 
 def grid_loss(out: torch.Tensor, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A grid detection head's loss on per-cell targets (N, cells, 6): `toolkit.tasks.detection.grid_loss_numpy`
+    """A grid detection head's loss on per-cell targets (N, cells, 6): `edgepack.toolkit.tasks.detection.grid_loss_numpy`
     in torch (the tests hold the two equal)."""
     m = t[..., 0]
     bce = F.binary_cross_entropy_with_logits
