@@ -61,6 +61,9 @@ def _quality(req: dict, runner, ds, x_all, y_all) -> dict:
 
 
 def main(req: dict) -> dict:
+    if req.get("plugins"):
+        from edgepack.benchmarks.runners import register_plugins
+        register_plugins(req["plugins"])
     if req.get("static"):                              # file-level figures: opening a bad file may crash a runtime
         from edgepack.benchmarks.harness import static_metrics
         return {"static": static_metrics(Path(req["model"]))}

@@ -110,6 +110,8 @@ def latency_stats(samples: list[float]) -> dict:
 
 
 def _child(request: dict, timeout: float) -> dict:
+    from edgepack.benchmarks.runners import plugin_runners
+    request = {**request, "plugins": plugin_runners()}      # runtimes registered by plug-ins reach the child too
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
@@ -276,6 +278,7 @@ def static_metrics(path: Path) -> dict:
     rec = ArtifactRecord.load(path)
     files = [path] + [path.parent / f for f in m.get("external_data") or []]     # an .onnx with its weights beside it
     return {"size_bytes": sum(f.stat().st_size for f in files), "gzip_bytes": sum(gzip_size(f) for f in files),
-            "params": m["params"], "external_data": m.get("external_data") or None,
-            "nonzero_params": m["nonzero_params"], "macs": m["macs"], "ops": m["ops"], "qdq_nodes": m["qdq_nodes"],
+            "params": m.get("params"), "external_data": m.get("external_data") or None,     # None: not read (a plug-in
+            "nonzero_params": m.get("nonzero_params"), "macs": m.get("macs"), "ops": m.get("ops"),   # format without
+            "qdq_nodes": m.get("qdq_nodes"),                                                       # a reader)
             "record": asdict(rec) if rec else None}

@@ -34,7 +34,9 @@ def _file_metrics(path: Path) -> dict:
         return tflite_metrics(path)
     if suffix in (".pt", ".pth", ".keras", ".h5"):
         return checkpoint_metrics(path)
-    raise ModelError(f"{path}: no metrics reader for {suffix}")
+    from edgepack.benchmarks.runners import runner_class      # a plug-in format: its runner may read its figures
+    reader = getattr(runner_class(path), "file_metrics", None)
+    return reader(path) if reader is not None else {}            # none: parameters and MACs are not measured
 
 
 # ------------------------------------------------------------------ ONNX

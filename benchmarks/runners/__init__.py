@@ -8,6 +8,8 @@ Modules are imported without their runtimes: a runtime-only install never loads 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 from pathlib import Path
 
 from edgepack.toolkit.errors import ModelError, OptionError
@@ -26,6 +28,36 @@ def register_runner(cls):
         raise RuntimeError(f"runner for {key} registered twice")
     _REGISTRY[key] = cls
     return cls
+
+
+def plugin_runners() -> list[dict]:
+    """Runner classes registered from outside RUNNER_MODULES (plug-ins), as {"module", "file", "class"}: the harness
+    hands them to its child processes, which register them again (a child starts with the built-in ones only)."""
+    out = []
+    for cls in _load().values():
+        if cls.__module__ not in RUNNER_MODULES:
+            mod = sys.modules.get(cls.__module__)
+            out.append({"module": cls.__module__, "file": getattr(mod, "__file__", None), "class": cls.__qualname__})
+    return out
+
+
+def register_plugins(entries: list[dict]) -> None:
+    """Register what plugin_runners() listed in another process: by module name where it imports, else from its file."""
+    for e in entries:
+        mod = sys.modules.get(e["module"])
+        if mod is None:
+            try:
+                mod = importlib.import_module(e["module"])
+            except ImportError:
+                spec = importlib.util.spec_from_file_location(e["module"], e["file"] or "")
+                if spec is None or spec.loader is None:
+                    raise ModelError(f"runtime plug-in {e['module']}: cannot import it in the benchmark process") from None
+                mod = importlib.util.module_from_spec(spec)
+                sys.modules[e["module"]] = mod
+                spec.loader.exec_module(mod)
+        cls = getattr(mod, e["class"])
+        if _load().get((cls.format, cls.runtime)) is not cls:
+            register_runner(cls)
 
 
 def _load() -> dict[tuple[str, str], type]:
