@@ -16,7 +16,7 @@ IO_DTYPES = ("int8", "uint8")
 SPARSE_VALUE_DTYPES = ("fp32", "fp16", "int8")
 TFLITE_ROUTES = ("auto", "converter", "onnx2tf")   # converter: the source framework's own (Keras: TFLiteConverter)
 ROUTE_ALIASES = {"keras": "converter"}             # the name of the converter route before 0.2
-VERIFY_OPTIONS = ("verify_images", "max_accuracy_drop", "seed")   # read for every format
+VERIFY_OPTIONS = ("verify_images", "verify_max_drop", "seed")   # read for every format
 
 
 def unused_options(options: "ExportOptions", exporters) -> list[str]:
@@ -61,7 +61,8 @@ class ExportOptions:
     sparse_values: str = option("fp32", "value storage in the sparse archive", choices=SPARSE_VALUE_DTYPES)
     # verification (every format)
     verify_images: int = option(1000, "test images for verification, stratified by class and seeded")
-    max_accuracy_drop: float = option(1.0, "quantized files: allowed accuracy drop in percentage points, beyond two "
+    verify_max_drop: float = option(1.0, "verification of quantized files: the accuracy drop against the source they "
+                                    "may show, in percentage points, beyond two "
                                       "standard errors")
     seed: int = option(0, "seed of calibration and verification subsets")
 
@@ -75,8 +76,8 @@ class ExportOptions:
             raise OptionError("calibration samples must be >= 1")
         if self.verify_images < 1:
             raise OptionError("verification needs at least one image")
-        if not 0 <= self.max_accuracy_drop <= 100:
-            raise OptionError(f"max accuracy drop must be in [0, 100] percentage points, got {self.max_accuracy_drop}")
+        if not 0 <= self.verify_max_drop <= 100:
+            raise OptionError(f"verify_max_drop must be in [0, 100] percentage points, got {self.verify_max_drop}")
 
     def float_tail(self, task) -> str | None:
         """What int8 files keep float at the outputs for this task: "head", "decode" or None (nothing)."""

@@ -8,7 +8,7 @@ source's task (`edgepack.toolkit.tasks`): a classifier as below, an anomaly dete
 
 - exact formats (fp32, fp16, lossless archives): max abs logit difference and top-1 agreement;
 - quantized formats (int8, dynamic, 8-bit weights): what users care about. (1) The accuracy change
-  with its statistical margin: the file fails when its accuracy drop exceeds `max_accuracy_drop`
+  with its statistical margin: the file fails when its accuracy drop exceeds `verify_max_drop`
   (percentage points) by more than two standard errors of the paired difference. (2) Top-1
   agreement on the inputs whose source top-1 margin exceeds the quantization noise (6x the RMS
   logit difference): a flip there is an error, not a coin toss between two near-equal classes.
@@ -162,12 +162,12 @@ def verify_file(path, ctx, exporter, reference: dict | None = None) -> Verificat
     kernel_classes = None
     if getattr(exporter, "kernel_sensitive", False) and m["shape_ok"]:
         # judged on the kernel classes its target covers; this CPU's own figure counts where its class is one of them
-        kernel_classes, failures = kernel_class_proof(path, criteria, xn, ref, y, m, opts.target, opts.max_accuracy_drop,
+        kernel_classes, failures = kernel_class_proof(path, criteria, xn, ref, y, m, opts.target, opts.verify_max_drop,
                                                       task, ctx.dataset, mapping)
         if onnxruntime_kernel_class() not in TARGETS[opts.target]:
             kernel_classes["_note"] = f"this CPU ({cpu_label()}) is outside target {opts.target}: its figure is recorded, not judged"
     else:
-        failures = task.judge(m, criteria, opts.max_accuracy_drop)
+        failures = task.judge(m, criteria, opts.verify_max_drop)
     if info.runtime == "litert" and quantized and m["shape_ok"]:
         kernel_classes = {"exact": {
             "means": "LiteRT's int8 kernels (XNNPACK, ruy) accumulate in int32 on x86 and ARM64; the TFLite int8 spec keeps "
@@ -185,7 +185,7 @@ def verify_file(path, ctx, exporter, reference: dict | None = None) -> Verificat
         criteria[0], None if quantized or not classifier else criteria[1],
         subset=f"stratified by class, seed {opts.seed}", classes_covered=int(len(ctx.dataset.classes_in(y))),
         accuracy_delta_pp=m.get("delta_pp", 0.0) if ok else 0.0, accuracy_delta_se_pp=m.get("se_pp", 0.0) if ok else 0.0,
-        max_accuracy_drop_pp=opts.max_accuracy_drop if quantized and task.metric else None,
+        max_accuracy_drop_pp=opts.verify_max_drop if quantized and task.metric else None,
         logit_rms_diff=m.get("rms", 0.0) if ok else 0.0,
         confident_images=m.get("confident", 0) if ok else 0, confident_agreement=m.get("confident_agreement") if ok else None,
         min_confident_agreement=MIN_CONFIDENT_AGREEMENT if quantized and classifier else None,

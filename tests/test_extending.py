@@ -147,3 +147,37 @@ def test_a_runtime_and_a_format_from_outside_register_in_one_line_each(plugin, t
     m = static_metrics(tmp_path / "bare.npzb")
     assert m["params"] is None and m["macs"] is None and m["size_bytes"] == res.path.stat().st_size
 
+
+def test_a_budget_is_one_declaration_judged_alike_by_the_pick_and_the_search(monkeypatch):
+    """A new budget (here: the gzipped size) is one Budget in BUDGETS: the CLI gets its flag, the pick rejects a row
+    over it with its reason, and the search's score counts it, through the one formula both use."""
+    import argparse
+    import math
+
+    from edgepack.toolkit.deploy import budgets as bmod
+    from edgepack.toolkit.deploy.search import Config, Trial, _score
+    from edgepack.toolkit.deploy.select import Row, pick
+
+    gz = bmod.Budget("max_gzip", "--max-gzip", "largest gzipped file", bmod.parse_size, "gzip", True, "gzip size",
+                     bmod._size_text)
+    monkeypatch.setattr(bmod, "BUDGETS", bmod.BUDGETS + (gz,))
+    monkeypatch.setattr(bmod, "BY_NAME", {**bmod.BY_NAME, "max_gzip": gz})
+
+    p = argparse.ArgumentParser()
+    bmod.add_budget_args(p)
+    budgets = bmod.Budgets.from_args(p.parse_args(["--max-gzip", "20KB"]))
+    assert budgets.max_gzip == 20_000 and "gzip size <= 20,000 B" in budgets.describe()
+
+    rows = [Row("small", "a.tflite", "tflite-int8", "int8", "litert", p50_ms=0.03, size=23_000, gzip=19_000,
+                accuracy=98.0, verified=True),
+            Row("fast", "b.onnx", "onnx", "fp32", "onnxruntime", p50_ms=0.01, size=83_000, gzip=76_000,
+                accuracy=98.1, verified=True)]
+    assert pick(rows, budgets, None).label == "small"
+    assert rows[1].reasons == ["gzip size too large (76,000 > 20,000 B)"]
+
+    trial = Trial(0, Config("onnx-int8"), size=23_000, accuracy=98.0, p50_us=30.0)
+    trial.gzip = 40_000                                  # 2x over the gzip budget
+    score, feasible = _score(trial, budgets.for_search(), 98.0)
+    assert not feasible and math.isclose(score, 30.0 * (2 + 1.0))
+    trial.gzip = 10_000
+    assert _score(trial, budgets.for_search(), 98.0) == (30.0, True)

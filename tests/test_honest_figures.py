@@ -323,7 +323,7 @@ def test_a_keras_applications_model_exports_to_int8_onnx_without_a_warning_per_b
     m = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None,
                                        alpha=0.35)
     (r,) = export_model(m, ["onnx-int8"], ds, tmp_path, ExportOptions(verify_images=100, calibration_samples=20,
-                                                                         max_accuracy_drop=100), verbose=False)
+                                                                         verify_max_drop=100), verbose=False)
     out = capfd.readouterr()
     assert "out-of-range for weight" not in out.err + out.out
     assert r.path is not None and len(r.record.steps[-1]["details"]["per_tensor_fallbacks"]) > 0

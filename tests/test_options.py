@@ -33,10 +33,10 @@ def test_every_declared_option_is_a_flag_and_a_recipe_key(cls, command, kind):
 
 def test_cli_and_recipe_give_the_same_options():
     args = _subparser("export").parse_args(["ckpt.pt", "--to", "onnx-int8", "--out", "o", "--calibration", "entropy",
-                                             "--per-tensor", "--target", "x86-vnni", "--max-accuracy-drop", "0.5"])
+                                             "--per-tensor", "--target", "x86-vnni", "--verify-max-drop", "0.5"])
     from_cli = from_args(ExportOptions, args)
     from_toml = from_recipe(ExportOptions, {"input": "m", "formats": ["onnx-int8"], "calibration": "entropy",
-                                            "per_channel": False, "target": "x86-vnni", "max_accuracy_drop": 0.5})
+                                            "per_channel": False, "target": "x86-vnni", "verify_max_drop": 0.5})
     assert from_cli == from_toml
     assert from_cli.calibration_method == "entropy" and not from_cli.per_channel
     assert from_cli.dense_per_channel is None                    # unset: each TFLite mode picks (tests/test_exporters.py)

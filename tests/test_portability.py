@@ -80,8 +80,8 @@ def test_accuracy_drop_beyond_its_margin_fails():
 def test_target_and_accuracy_options_are_validated():
     with pytest.raises(OptionError, match="unknown target 'riscv'"):
         ExportOptions(target="riscv")
-    with pytest.raises(OptionError, match="max accuracy drop"):
-        ExportOptions(max_accuracy_drop=-1)
+    with pytest.raises(OptionError, match="verify_max_drop must be"):
+        ExportOptions(verify_max_drop=-1)
 
 
 # ---------------------------------------------------------------- the kernel-class reference

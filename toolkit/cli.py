@@ -120,15 +120,8 @@ def _add_executor_args(p, what: str, task: str, timing: str, shared: str) -> Non
 
 
 def _add_budget_args(p) -> None:
-    p.add_argument("--max-size", default=None, help="largest file: bytes or with a unit (120KB, 1.5MB)")
-    p.add_argument("--max-arena", default=None, help="largest tensor arena (a microcontroller's RAM for the file's "
-                   "tensors), as TFLite Micro measures it: bytes or with a unit (64KiB); needs --runtime tflite-micro")
-    p.add_argument("--max-latency", default=None, help="largest p50: ms (0.5, 0.5ms; 200us works)")
-    p.add_argument("--max-accuracy-drop", default=None, help="percentage points below the fp32 file (e.g. 0.5); for "
-                   "another task, points of its figure x 100 (anomaly: 0.5 = 0.005 ROC AUC)")
-    p.add_argument("--min-accuracy", default=None, help="accuracy floor in percent (e.g. 98.5); for another task, its "
-                   "figure x 100 (anomaly: 99 = ROC AUC 0.99)")
-    p.add_argument("--prefer", default="latency", help="among files within every budget: latency (fastest) or size (smallest)")
+    from edgepack.toolkit.deploy.budgets import add_budget_args
+    add_budget_args(p)
 
 
 def cmd_report_merge(args) -> int:
@@ -167,6 +160,9 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message):
         if message.endswith("expected one argument"):     # e.g. --max-size -5KB: a value that starts with '-'
             message += " (a value that starts with '-' is written --flag=VALUE)"
+        if "unrecognized arguments" in message and "--max-accuracy-drop" in message:
+            message += (" (--max-accuracy-drop is a budget of `deploy`; the tolerance of an export's verification is "
+                        "--verify-max-drop)")
         sys.stderr.write(f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
         sys.exit(2)
 

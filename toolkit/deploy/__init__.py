@@ -10,7 +10,6 @@ vectors and times every file; `edgepack deploy --select dev.json BUNDLE --out DI
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -311,7 +310,7 @@ def choose(out: Path, rows, budgets, reference, info, attributions=(), progress=
     report lines, e.g. the task's example predictions). When nothing meets the budgets the table is still written
     and any earlier best.* is left as it was."""
     def tables(best):
-        atomic_text(out / "deploy.json", json.dumps({**info, "budgets": dataclasses.asdict(budgets),
+        atomic_text(out / "deploy.json", json.dumps({**info, "budgets": budgets.to_dict(),
                                                        "picked": best and best.to_dict(),
                                                        "candidates": [r.to_dict() for r in rows]}, indent=2, default=str))
         atomic_text(out / "candidates.md", "\n".join(table(rows)) + "\n")
@@ -328,7 +327,7 @@ def choose(out: Path, rows, budgets, reference, info, attributions=(), progress=
     shutil.copyfile(best.file, tmp)
     manifest = Path(best.file + ".json")
     record = json.loads(manifest.read_text()) if manifest.is_file() else {}
-    record["deploy"] = {"picked": best.to_dict(), "budgets": dataclasses.asdict(budgets), "reference_accuracy": reference,
+    record["deploy"] = {"picked": best.to_dict(), "budgets": budgets.to_dict(), "reference_accuracy": reference,
                         "machine": info["machine"], "threads": info["threads"]}
     atomic_text(out / f"best{suffix}.json", json.dumps(record, indent=2, default=str))
     os.replace(tmp, out / f"best{suffix}")

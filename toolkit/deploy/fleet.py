@@ -7,7 +7,6 @@ two machines lines up even from different folders; a file without a record is ma
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -161,7 +160,7 @@ def merge(paths: list[str], out: str | Path, budgets: Budgets | None = None, pro
                      f"{'-' if first.size is None else f'{first.size:,}'} | " + " | ".join(cells) + " |")
     report = out / "fleet.md"
     atomic_text(report, "\n".join(lines) + "\n")
-    data = {"budgets": dataclasses.asdict(budgets),
+    data = {"budgets": budgets.to_dict(),
             "devices": [{"label": d.label, "source": d.source, "machine": d.machine, "reference_accuracy": d.reference,
                          "picked": d.pick.to_dict() if d.pick else None, "pick_error": d.pick_error,
                          "rows": [r.to_dict() for r in d.rows]} for d in devices]}

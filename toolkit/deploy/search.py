@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgepack.toolkit.deploy.budgets import excess
 from edgepack.toolkit.errors import EdgepackError, OptionError
 
 SAMPLERS = ("exhaustive", "tpe", "auto")
-DEFAULT_DROP = 1.0          # pp, the search's accuracy constraint when the user gave no --max-accuracy-drop
 BETTER = 0.98               # a trial counts as better than another when it scores 2% lower (timing noise is ~1%)
 STARTUP = 8                 # TPE's random trials before it models; patience counts only after twice that many
 
@@ -62,6 +62,10 @@ class Trial:
     score: float = math.inf
     feasible: bool = False
     node: str = ""
+
+    @property
+    def p50_ms(self) -> float | None:         # the figure the latency budget limits
+        return None if self.p50_us is None else self.p50_us / 1000
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -285,19 +289,15 @@ def time_files(paths: list[str], x1: np.ndarray, threads: int, runtimes: list[st
 
 
 # ------------------------------------------------------------------------------------------------ the loop
-def _score(t: Trial, budgets, source_accuracy: float, allowed_drop: float) -> tuple[float, bool]:
+def _score(t: Trial, budgets, source_accuracy: float) -> tuple[float, bool]:
     """(score, feasible): the objective (p50 or size) inside every budget; outside, the objective scaled up by how
-    far outside it is (so the sampler still learns which way is better). The accuracy budget is checked on the
-    search's training images (drop against the source's accuracy on the same images)."""
+    far outside it is (budgets.excess: so the sampler still learns which way is better). `budgets`: the search's
+    (Budgets.for_search: the accuracy budget is a drop against the source's accuracy on the same training images)."""
     if t.error or t.p50_us is None or t.accuracy is None:
         return math.inf, False
-    excess = max(0.0, source_accuracy - t.accuracy - allowed_drop) / max(allowed_drop, 0.1)
-    if budgets.max_size is not None:
-        excess += max(0.0, t.size - budgets.max_size) / budgets.max_size
-    if budgets.max_latency_ms is not None:
-        excess += max(0.0, t.p50_us / 1000 - budgets.max_latency_ms) / budgets.max_latency_ms
+    outside = excess(t, budgets, source_accuracy)
     objective = t.p50_us if budgets.prefer == "latency" else float(t.size)
-    return (objective, True) if excess == 0 else (objective * (2 + excess), False)
+    return (objective, True) if outside == 0 else (objective * (2 + outside), False)
 
 
 def search(ctx, src: Source, formats, budgets, sampler: str = "auto", trials: int = 32, executor=None,
@@ -332,7 +332,8 @@ def run_search(space: dict[str, list[str]], src: Source, x1: np.ndarray, source_
     executor = executor or SequentialExecutor()
     runtimes = {f: (runtimes or {}).get(f) or [""] for f in space}
     smp = make_sampler(sampler, space, trials, src.seed, runtimes)
-    allowed = budgets.max_accuracy_drop if budgets.max_accuracy_drop is not None else DEFAULT_DROP
+    budgets = budgets.for_search()            # the budgets as trials are judged (budgets.py: one formula for all)
+    allowed = budgets.max_accuracy_drop
     res = SearchResult(smp.name, space, runtimes, space_size(space, runtimes), trials, images, source_accuracy, allowed)
     work.mkdir(parents=True, exist_ok=True)
     batch = batch or max(4, executor.parallelism())
@@ -392,7 +393,7 @@ def run_search(space: dict[str, list[str]], src: Source, x1: np.ndarray, source_
                     now = p50.get((a[0], t.config.runtime)) if a else None
                     t.p50_us = p50[(t.file, t.config.runtime)] * (a[1] / now if now else 1.0)
             for (cfg, handle), t in zip(asked, new):
-                t.score, t.feasible = _score(t, budgets, res.source_accuracy, allowed)
+                t.score, t.feasible = _score(t, budgets, res.source_accuracy)
                 smp.tell(handle, t.score)
                 seen[cfg] = t
                 res.trials.append(t)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from edgepack.toolkit.deploy.budgets import Budgets
+from edgepack.toolkit.deploy.budgets import Budgets, violations
 from edgepack.toolkit.errors import ModelError
 from edgepack.toolkit.outputs import save_figure
 
@@ -56,11 +56,6 @@ def host_timing_note(best: Row, budgets: Budgets) -> str | None:
 
 def judge(rows: list[Row], budgets: Budgets, reference: float | None) -> None:
     """Fill each row's rejection reasons (empty: within every budget)."""
-    floor = None
-    if budgets.max_accuracy_drop is not None and reference is not None:
-        floor = reference - budgets.max_accuracy_drop
-    if budgets.min_accuracy is not None:
-        floor = budgets.min_accuracy
     for r in rows:
         r.reasons = []
         if r.error:
@@ -69,25 +64,9 @@ def judge(rows: list[Row], budgets: Budgets, reference: float | None) -> None:
         if not r.verified:
             r.reasons.append("failed verification")
         too_large = budgets.max_size is not None and r.size is not None and r.size > budgets.max_size
-        if too_large:
-            r.reasons.append(f"too large ({r.size:,} > {budgets.max_size:,} B)")
-        if r.p50_ms is None:
-            if not too_large:                      # a file over the size budget is not benchmarked at all
-                r.reasons.append("not timed")
-        elif budgets.max_latency_ms is not None and r.p50_ms > budgets.max_latency_ms:
-            r.reasons.append(f"too slow ({r.p50_ms:.3f} > {budgets.max_latency_ms:g} ms)")
-        if budgets.max_arena is not None and not too_large:
-            if r.arena is None:
-                from edgepack.benchmarks.runners import arena_runtimes
-                r.reasons.append(f"tensor arena not measured in {r.runtime} (measured in: {', '.join(arena_runtimes())})")
-            elif r.arena > budgets.max_arena:
-                r.reasons.append(f"tensor arena too large ({r.arena:,} > {budgets.max_arena:,} B)")
-        if floor is not None and not too_large:
-            if r.accuracy is None:
-                r.reasons.append("accuracy not measured")
-            elif r.accuracy < floor - 1e-9:
-                r.reasons.append(f"below the accuracy floor ({r.accuracy:.2f}% < {floor:.2f}%)" if r.metric in (None, "accuracy")
-                                 else f"below the {r.metric} floor ({r.accuracy / 100:.4f} < {floor / 100:.4f})")
+        if r.p50_ms is None and not too_large:          # a file over the size budget is not benchmarked at all
+            r.reasons.append("not timed")
+        r.reasons += violations(r, budgets, reference)
 
 
 def pick(rows: list[Row], budgets: Budgets, reference: float | None) -> Row:

@@ -7,7 +7,7 @@ set-up: `normal_classes` are normal (training uses them only), every other class
 Quality: ROC AUC with its DeLong standard error, and the partial AUC up to a false-positive rate of `max_fpr`
 (McClish-standardised, as scikit-learn's `roc_auc_score(max_fpr=...)` and DCASE's pAUC), computed in NumPy so that a
 device without scikit-learn scores the same way (cross-checked against scikit-learn by the tests).
-Verification of a quantized file: its AUC change against the source on the same inputs, within `max_accuracy_drop`
+Verification of a quantized file: its AUC change against the source on the same inputs, within `verify_max_drop`
 points of AUC (x100) plus two standard errors of the paired difference (DeLong); every output's fidelity is recorded.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Verification (what edgepack did before tasks existed, unchanged):
 - exact formats (fp32, fp16, lossless archives): max abs logit difference and top-1 agreement;
 - quantized formats: (1) the accuracy change with its statistical margin: the file fails when its accuracy drop
-  exceeds `max_accuracy_drop` (percentage points) by more than two standard errors of the paired difference; (2) top-1
+  exceeds `verify_max_drop` (percentage points) by more than two standard errors of the paired difference; (2) top-1
   agreement on the inputs whose source top-1 margin exceeds the quantization noise (6x the RMS logit difference).
 """
 from __future__ import annotations

@@ -14,7 +14,7 @@ beside the model's, never hidden in it. Two output layouts decode:
 Detections: every class whose score passes `conf` (COCO evaluation's 0.001 by default), per-class NMS at IoU `iou`,
 at most `max_det` per image. Quality: `edgepack.toolkit.tasks.detection_map` (equal to pycocotools, tested).
 Verification of a quantized file: its mAP@0.5:0.95 against the source's on the same images, within
-`max_accuracy_drop` points (mAP x 100); every output's fidelity (SNR, cosine) recorded beside it.
+`verify_max_drop` points (mAP x 100); every output's fidelity (SNR, cosine) recorded beside it.
 """
 from __future__ import annotations
 
