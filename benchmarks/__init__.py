@@ -1,7 +1,8 @@
-"""edgepack benchmark harness: runners per runtime, metrics read from model files, reports.
+"""edgepack benchmark harness: each file timed and scored in its own process, reports, bundles' golden checks.
 
-The runtime path (runners for .onnx/.tflite/.epk, metrics, harness, reports) imports neither torch
-nor TensorFlow, so it runs on a Raspberry Pi with only `edgepack[runtime]` installed.
+It stands on the runtime layer (edgepack.runtimes: runners, metrics read from files, machine facts). The runtime
+path (harness, runners, reports) imports neither torch nor TensorFlow, so it runs on a Raspberry Pi with only
+`edgepack[runtime]` installed.
 """
 import os as _os
 

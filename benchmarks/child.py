@@ -62,13 +62,13 @@ def _quality(req: dict, runner, ds, x_all, y_all) -> dict:
 
 def main(req: dict) -> dict:
     if req.get("plugins"):
-        from edgepack.benchmarks.runners import register_plugins
+        from edgepack.runtimes import register_plugins
         register_plugins(req["plugins"])
     if req.get("static"):                              # file-level figures: opening a bad file may crash a runtime
         from edgepack.benchmarks.harness import static_metrics
         return {"static": static_metrics(Path(req["model"]))}
-    from edgepack.benchmarks.machine import rapl_path
-    from edgepack.benchmarks.runners import open_runner
+    from edgepack.runtimes.machine import rapl_path
+    from edgepack.runtimes import open_runner
     from edgepack.toolkit.data import load_dataset
     from edgepack.toolkit.errors import ModelError
 

@@ -26,7 +26,7 @@ def add_bench_parser(sub, func):
     add_preprocessing_args(p)
     from edgepack.toolkit.tasks import add_task_args
     add_task_args(p)
-    from edgepack.benchmarks.runners import all_runtimes
+    from edgepack.runtimes import all_runtimes
     p.add_argument("--runtime", default=None,
                    help=f"runtimes to run each file on: comma-separated ({', '.join(all_runtimes())}) "
                         "or 'all' (every runtime that runs the file, but tflite-micro, which runs only when named); "

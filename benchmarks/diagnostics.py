@@ -29,7 +29,7 @@ def unfused_qdq(model_path: str, threads: int) -> tuple[int, int] | None:
     """(Q/DQ nodes at the model boundary, Q/DQ nodes inside) after ONNX Runtime's full graph optimisation."""
     try:
         import onnxruntime as ort
-        from edgepack.benchmarks.onnx_reader import read_onnx
+        from edgepack.runtimes.onnx_reader import read_onnx
         with tempfile.TemporaryDirectory() as d:
             so = ort.SessionOptions()
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -51,7 +51,7 @@ def unfused_qdq(model_path: str, threads: int) -> tuple[int, int] | None:
 def litert_kernel_split(int8_path: str, fp32_path: str, threads: int) -> dict | None:
     """Median invoke time (us) of both files with and without LiteRT's default delegate (XNNPACK)."""
     try:
-        from edgepack.benchmarks.runners.tflite import time_path
+        from edgepack.runtimes.tflite import time_path
         return {f"{name}_{key}": time_path(path, resolver, runs=300, warmup=50, threads=threads)
                 for name, path in (("int8", int8_path), ("fp32", fp32_path))
                 for key, resolver in (("auto", "AUTO"), ("builtin", "BUILTIN_WITHOUT_DEFAULT_DELEGATES"))}

@@ -87,7 +87,7 @@ def tolerance(home: dict, atol: float | None) -> dict:
 
 def check(bundle: dict, entry: dict, runtime: str | None = None) -> dict:
     """Run one bundle file on this machine on the golden inputs; passed when within the entry's tolerance."""
-    from edgepack.benchmarks.runners import open_runner
+    from edgepack.runtimes import open_runner
     path = bundle["_folder"] / entry["file"]
     g = bundle["_golden"]
     x, fe = device_inputs(g)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepack.benchmarks.machine import machine_record
-from edgepack.benchmarks.metrics import file_metrics
+from edgepack.runtimes.machine import machine_record
+from edgepack.runtimes.metrics import file_metrics
 from edgepack.toolkit.errors import EdgepackError, ModelError, OptionError
 from edgepack.toolkit.record import ArtifactRecord, gzip_size
 
@@ -40,14 +40,14 @@ class BenchSettings:
             raise OptionError("thread counts must be >= 1")
         if self.runs < 1 or self.warmup < 0 or self.batch < 1 or self.min_seconds < 0:
             raise OptionError("runs and batch must be >= 1, warm-up and min seconds >= 0")
-        from edgepack.benchmarks.runners import all_runtimes
+        from edgepack.runtimes import all_runtimes
         bad = [r for r in (self.runtimes or []) if r not in all_runtimes() + ["all"]]
         if bad:
             raise OptionError(f"unknown runtime(s) {', '.join(bad)}; known: {', '.join(all_runtimes())}, or all")
         unknown = set(self.runtime_options) - {"graph_optimization"}
         if unknown:
             raise OptionError(f"unknown runtime option(s) {sorted(unknown)}; known: graph_optimization")
-        from edgepack.benchmarks.runners.onnxruntime import OPT_LEVELS
+        from edgepack.runtimes.onnxruntime import OPT_LEVELS
         level = self.runtime_options.get("graph_optimization", "all")
         if level not in OPT_LEVELS:
             raise OptionError(f"unknown graph_optimization {level!r}; expected one of {', '.join(OPT_LEVELS)}")
@@ -110,7 +110,7 @@ def latency_stats(samples: list[float]) -> dict:
 
 
 def _child(request: dict, timeout: float) -> dict:
-    from edgepack.benchmarks.runners import plugin_runners
+    from edgepack.runtimes import plugin_runners
     request = {**request, "plugins": plugin_runners()}      # runtimes registered by plug-ins reach the child too
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -136,7 +136,7 @@ def _child(request: dict, timeout: float) -> dict:
 
 def _runtimes_for(path: Path, wanted: list[str] | None) -> list[str]:
     """The runtimes that run this file: its format's default, every one ('all'), or those named that run it."""
-    from edgepack.benchmarks.runners import every_runtime_for, runtimes_for
+    from edgepack.runtimes import every_runtime_for, runtimes_for
     able = runtimes_for(path)
     if not wanted:
         return able[:1]
@@ -188,7 +188,7 @@ def benchmark(models: list[str | Path], data: str | None, data_dir: str | None =
     """Benchmark each model at each thread count; failures become records with `ok=False` (others go on).
     `data=None`: each file's recorded data set, or random input (no accuracy) for files without a record."""
     settings = settings or BenchSettings()
-    from edgepack.benchmarks.runners import formats_by_suffix, runner_class, runtime_label
+    from edgepack.runtimes import formats_by_suffix, runner_class, runtime_label
     from edgepack.toolkit.data.sources import recorded_folder
     suffixes = formats_by_suffix()                       # every suffix a registered runtime runs
     machine = machine_record()

@@ -5,7 +5,7 @@ import csv
 import json
 from pathlib import Path
 
-from edgepack.benchmarks.runners.base import arena_of
+from edgepack.runtimes.base import arena_of
 from edgepack.toolkit.outputs import atomic_text, save_figure
 
 JSON_VERSION = 1
@@ -218,7 +218,7 @@ def plot_all(results, out_dir: Path) -> list[Path]:
         import numpy as np
     except ImportError:
         return []
-    from edgepack.benchmarks.runners import runtime_label
+    from edgepack.runtimes import runtime_label
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ok = [d for d in rows(results) if d["ok"] and d["latency_ms"]]

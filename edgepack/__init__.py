@@ -1,10 +1,11 @@
 """edgepack: train, compress, export and benchmark small models for edge runtimes, from PyTorch or Keras.
 
-The one import namespace. Its three packages are the repository's top-level folders:
+The one import namespace. Its four packages are the repository's top-level folders:
 
     edgepack.toolkit     data, architectures, tasks, training and compression in both frameworks, recipes, deploy, CLI
+    edgepack.runtimes    one module per runtime that runs a model file, and what is read from files and machines
     edgepack.exporters   one module per target format, plus verification
-    edgepack.benchmarks  the runtimes (runners), the harness, metrics and reports
+    edgepack.benchmarks  the harness, its reports, bundles' golden checks
 
 The common entry points are here too, imported on first use (nothing heavy is imported by `import edgepack`):
 `train`, `load_checkpoint`, `TrainConfig`, `compress_model`, `export_model`, `benchmark`.

@@ -11,11 +11,11 @@ logit error removed. Training images are used, so the choice of layers never loo
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from edgepack.runtimes.timing import time_interleaved
 from edgepack.toolkit.errors import EdgepackError
 from edgepack.toolkit.tasks import matched
 
@@ -48,26 +48,10 @@ class Attribution:
         return dataclasses.asdict(self)
 
 
-def _time_interleaved(runners: list, feed_of: list, rounds: int, runs: int) -> np.ndarray:
-    """Per-round median time (us) of each runner: rounds x runners."""
-    out = np.zeros((rounds, len(runners)))
-    for r in range(rounds):
-        for i, (run, feed) in enumerate(zip(runners, feed_of)):
-            for _ in range(max(runs // 10, 5)):
-                run(feed)
-            ts = np.empty(runs)
-            for k in range(runs):
-                t = time.perf_counter()
-                run(feed)
-                ts[k] = time.perf_counter() - t
-            out[r, i] = np.median(ts) * 1e6
-    return out
-
-
 def attribute(ctx, fmt: str, threads: int = 1, images: int = 500, rounds: int = 5, runs: int = 200,
               progress=print) -> Attribution:
     """Leave-one-layer-float attribution of `fmt` (onnx-int8 or tflite-int8) for the source in `ctx`."""
-    from edgepack.benchmarks.runners import open_runner
+    from edgepack.runtimes import open_runner
     from edgepack.exporters.layers import onnx_layers
     from edgepack.exporters.registry import get_exporter
     exp = get_exporter(fmt)
@@ -94,7 +78,7 @@ def attribute(ctx, fmt: str, threads: int = 1, images: int = 500, rounds: int = 
     try:
         outs = [matched(ref, r.predict_outputs(x), p.name)[0] for r, p in zip(runners, paths)]   # every output, by name
         feeds = [r.prepare(x[:1]) for r in runners]
-        med = _time_interleaved([r.run for r in runners], feeds, rounds, runs)
+        med = time_interleaved([r.run for r in runners], feeds, rounds, runs)
         runtime = runners[0].info().runtime
     finally:
         for r in runners:

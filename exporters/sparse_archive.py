@@ -1,12 +1,12 @@
 """Exporters of the edgepack archive (.epk): sparse (bitmask + non-zero values) and 8-bit weights.
 
-The codec lives in benchmarks/runners/epk.py (the runtime layer, so the archive runner needs no exporter);
+The codec lives in runtimes/epk.py (the runtime layer, so the archive runner needs no exporter);
 the format is specified in exporters/SPARSE_FORMAT.md."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from edgepack.benchmarks.runners.epk import read_archive, to_onnx_file, write_archive
+from edgepack.runtimes.epk import read_archive, to_onnx_file, write_archive
 from edgepack.exporters.base import ExportContext, Exporter
 
 __all__ = ["SparseArchiveExporter", "WeightsUint8Exporter", "read_archive", "write_archive", "to_onnx_file"]

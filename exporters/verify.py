@@ -15,7 +15,7 @@ source's task (`edgepack.toolkit.tasks`): a classifier as below, an anomaly dete
   Overall agreement is recorded but not judged: a weak model has many near-ties.
 
 Files whose results depend on the CPU's int8 kernels (ONNX Runtime's u8 x s8 Conv/Gemm/MatMul) are
-also proven per kernel class (`edgepack.benchmarks.runners.qdq_reference`): measured in ONNX Runtime for
+also proven per kernel class (`edgepack.runtimes.qdq_reference`): measured in ONNX Runtime for
 this CPU's class, by the NumPy reference for the others, and judged by the same criteria on every
 class their target covers. Checks are gathered before anything is raised, so a failure names every
 check that failed.
@@ -92,7 +92,7 @@ def source_outputs(ctx, x_uint8: np.ndarray) -> dict:
 
 
 def _run(path, x: np.ndarray, **runner_options):
-    from edgepack.benchmarks.runners import open_runner
+    from edgepack.runtimes import open_runner
     runner = open_runner(path, threads=None, **runner_options)
     try:
         return runner.predict_outputs(x), runner.info()
@@ -112,9 +112,9 @@ def _figure(m: dict) -> dict:
 def kernel_class_proof(path, criteria: tuple, x: np.ndarray, ref: dict, y: np.ndarray, measured: dict,
                        target: str, max_drop_pp: float, task, ds, mapping: dict) -> tuple[dict, list[str]]:
     """Judge an ORT int8 file on every kernel class: this CPU's measured, the others by the NumPy reference."""
-    from edgepack.benchmarks.machine import cpu_label, onnxruntime_kernel_class
-    from edgepack.benchmarks.onnx_reader import read_onnx
-    from edgepack.benchmarks.runners.qdq_reference import KERNEL_CLASSES, QdqReferenceRunner, risky_pairs
+    from edgepack.runtimes.machine import cpu_label, onnxruntime_kernel_class
+    from edgepack.runtimes.onnx_reader import read_onnx
+    from edgepack.runtimes.qdq_reference import KERNEL_CLASSES, QdqReferenceRunner, risky_pairs
     here = onnxruntime_kernel_class()
     g = read_onnx(Path(path).read_bytes())
     weights = [t.array for t in g.initializers.values() if t.array is not None and t.array.dtype == np.int8 and t.array.ndim >= 2]
@@ -149,7 +149,7 @@ def kernel_class_proof(path, criteria: tuple, x: np.ndarray, ref: dict, y: np.nd
 def verify_file(path, ctx, exporter, reference: dict | None = None) -> Verification:
     """Run the file on the verification subset in its runtime and judge it against the source by the source's task
     (`ctx.task`); `reference`: the source's outputs on that subset, when the caller has them already."""
-    from edgepack.benchmarks.machine import cpu_label, onnxruntime_kernel_class
+    from edgepack.runtimes.machine import cpu_label, onnxruntime_kernel_class
     opts, task = ctx.options, ctx.task
     x, y = ctx.dataset.test_subset(opts.verify_images, opts.seed)
     ref = source_outputs(ctx, x) if reference is None else reference

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgepack.benchmarks.harness import BenchResult, BenchSettings, benchmark, latency_stats
-from edgepack.benchmarks.metrics import file_metrics
+from edgepack.runtimes.metrics import file_metrics
 from edgepack.benchmarks.report import plot_all, write_csv, write_json, write_markdown
 from tests.conftest import MNIST_DIR
 from edgepack.toolkit.errors import ModelError, OptionError
@@ -34,7 +34,7 @@ def bench_exports(exported):
 
 
 def test_bench_writes_every_field_for_onnx_and_tflite(bench_exports, tmp_path):
-    from edgepack.benchmarks.runners import open_runner
+    from edgepack.runtimes import open_runner
     from edgepack.toolkit.data import load_dataset
     files = [bench_exports["onnx-int8"], bench_exports["tflite-int8"], bench_exports["sparse"]]
     results = _bench(files, BenchSettings(threads=[1, 2], warmup=2, runs=20, min_seconds=0.05))
@@ -134,7 +134,7 @@ for m in [{str(bench_exports['onnx'])!r}, {str(bench_exports['tflite-int8'])!r},
     out = main({{"model": m, "data": "mnist", "data_dir": {str(MNIST_DIR)!r}, "threads": 1, "batch": 1, "warmup": 1,
                 "runs": 5, "min_seconds": 0, "accuracy": True}})
     assert out["accuracy"] > 0.5
-from edgepack.benchmarks.metrics import file_metrics
+from edgepack.runtimes.metrics import file_metrics
 file_metrics({str(bench_exports['onnx'])!r}); file_metrics({str(bench_exports['tflite-int8'])!r})
 from edgepack.benchmarks.report import write_markdown
 bad = [m for m in ('torch', 'tensorflow', 'keras', 'tf_keras', 'onnx') if m in sys.modules]
@@ -316,7 +316,7 @@ def test_a_bare_state_dict_says_what_would_work(tmp_path):
 
 
 def test_runtime_registry_is_keyed_by_format_and_runtime():
-    from edgepack.benchmarks.runners import all_runtimes, format_of, runner_class, runtimes_for
+    from edgepack.runtimes import all_runtimes, format_of, runner_class, runtimes_for
     assert runtimes_for("m.onnx")[0] == "onnxruntime" and {"openvino", "openvino-f32"} <= set(runtimes_for("m.onnx"))
     assert runtimes_for("m.tflite") == ["litert", "tflite-micro"] and format_of("m.epk") == "edgepack-archive"
     assert runner_class("m.onnx", "openvino").extra == "openvino"
@@ -334,7 +334,7 @@ def test_a_by_name_only_runtime_is_left_out_of_all_and_asks_for_its_extra(monkey
     (even where its wheel is installed); named without the wheel, the error says which extra installs it; asked for
     more threads than it has, the error says so before anything loads."""
     from edgepack.benchmarks.harness import _runtimes_for
-    from edgepack.benchmarks.runners import every_runtime_for, installed_runtimes, open_runner, runner_class
+    from edgepack.runtimes import every_runtime_for, installed_runtimes, open_runner, runner_class
     from edgepack.toolkit.deploy.search import search_runtimes
     assert every_runtime_for("m.tflite") == ["litert"] and _runtimes_for(tmp_path / "m.tflite", ["all"]) == ["litert"]
     assert _runtimes_for(tmp_path / "m.tflite", ["tflite-micro"]) == ["tflite-micro"]
@@ -373,7 +373,7 @@ def test_one_onnx_file_on_every_runtime_side_by_side(exported, tmp_path):
 def test_an_exception_without_a_message_is_still_one_line(tmp_path, monkeypatch):
     """`str(e).splitlines()[0]` raised IndexError on an empty message; every one-line error uses first_line now."""
     import ai_edge_litert.interpreter as li
-    from edgepack.benchmarks.metrics import tflite_metrics
+    from edgepack.runtimes.metrics import tflite_metrics
     from edgepack.toolkit.errors import first_line
 
     def broken(*a, **k):
@@ -392,7 +392,7 @@ def test_macs_propagate_through_an_unfused_batchnorm(tmp_path):
     """tf2onnx leaves some BatchNormalization nodes unfused (Keras MobileNetV2): MACs were None after them."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from edgepack.benchmarks.metrics import onnx_metrics
+    from edgepack.runtimes.metrics import onnx_metrics
     c = np.ones(3, np.float32)
     inits = [numpy_helper.from_array(v, n) for v, n in ((c, "s"), (c * 0, "b"), (c * 0, "m"), (c, "v"))]
     inits.append(numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w"))

@@ -128,7 +128,7 @@ def test_structured_pruning_of_torchvision_models_exports_and_runs(name, tmp_pat
     import torchvision
     from edgepack.toolkit.backends.torch.compress import prune_structured
     from edgepack.toolkit.backends.torch.export import to_onnx
-    from edgepack.benchmarks.metrics import file_metrics
+    from edgepack.runtimes.metrics import file_metrics
     model = getattr(torchvision.models, name)(num_classes=10)
     example = torch.randn(1, 3, 32, 32)
     to_onnx(model, tmp_path / "dense.onnx", (32, 32, 3))

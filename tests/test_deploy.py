@@ -67,8 +67,9 @@ def test_a_tensor_arena_budget_judges_the_arena_measured_and_never_an_unmeasured
     measures none is rejected for it (never waved through); the table gets the column where an arena was measured;
     asked without a runtime that measures arenas, deploy refuses before any work."""
     from edgepack.toolkit.deploy import deploy
-    from edgepack.benchmarks.runners.base import arena_of
-    from edgepack.toolkit.deploy.select import host_timing_note, table
+    from edgepack.runtimes.base import arena_of
+    from edgepack.toolkit.deploy.report import table
+    from edgepack.toolkit.deploy.select import host_timing_note
     micro = [Row("int8", "c.tflite", "tflite-int8", "int8", "tflite-micro", p50_ms=1.1, size=23_700, accuracy=97.2,
                  verified=True, arena=arena_of({"settings": {"tensor_arena_bytes": 11_984}})),
              Row("fp32", "a.tflite", "tflite", "fp32", "tflite-micro", p50_ms=0.9, size=84_000, accuracy=97.5,

@@ -10,7 +10,7 @@ import tempfile
 import pytest
 
 from edgepack.toolkit.errors import OptionError
-from edgepack.toolkit.recipes.executors import RayExecutor, SequentialExecutor, get_executor
+from edgepack.toolkit.executors import RayExecutor, SequentialExecutor, get_executor
 
 
 def test_executor_choices_and_the_missing_ray_line(monkeypatch):

@@ -12,7 +12,7 @@ PLUGIN = '''
 """A linear classifier stored as .npz (W, b), run by NumPy: the smallest format + runtime pair there is."""
 import numpy as np
 
-from edgepack.benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
+from edgepack.runtimes.base import Runner, RunnerInfo, TensorSpec
 from edgepack.exporters.base import Exporter
 
 
@@ -68,7 +68,7 @@ def plugin(tmp_path, monkeypatch):
     (tmp_path / "edgepack_plugin_demo.py").write_text(textwrap.dedent(PLUGIN))
     monkeypatch.syspath_prepend(str(tmp_path))
     mod = importlib.import_module("edgepack_plugin_demo")
-    from edgepack.benchmarks import runners
+    from edgepack import runtimes as runners
     from edgepack.exporters import registry
     runners._load(), registry._load_all()
     saved = dict(runners._REGISTRY), dict(registry._EXPORTERS)
@@ -100,7 +100,7 @@ def _linear_onnx(path, ds):
 
 def test_a_runtime_and_a_format_from_outside_register_in_one_line_each(plugin, tmp_path):
     from edgepack.benchmarks.harness import BenchSettings, benchmark
-    from edgepack.benchmarks.runners import all_runtimes, open_runner, register_runner
+    from edgepack.runtimes import all_runtimes, open_runner, register_runner
     from edgepack.exporters import list_exporters
     from edgepack.exporters.api import export_checkpoint
     from edgepack.exporters.registry import register_exporter

@@ -83,7 +83,7 @@ def test_a_source_at_chance_level_is_said_to_prove_nothing():
 
 
 def test_a_wrong_ray_address_fails_in_seconds_naming_it():
-    from edgepack.toolkit.recipes.executors import get_executor
+    from edgepack.toolkit.executors import get_executor
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]

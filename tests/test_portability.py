@@ -1,15 +1,15 @@
 """Built here, runs there: int8 files keep their verified accuracy on every CPU kernel class.
 
 Every assertion here holds on any CPU: where a check depends on the CPU, it compares against the
-class this CPU belongs to (edgepack.benchmarks.machine.onnxruntime_kernel_class), never a fixed one.
+class this CPU belongs to (edgepack.runtimes.machine.onnxruntime_kernel_class), never a fixed one.
 """
 import json
 
 import numpy as np
 import pytest
 
-from edgepack.benchmarks.machine import onnxruntime_kernel_class
-from edgepack.benchmarks.runners.qdq_reference import QdqReferenceRunner, risky_pairs
+from edgepack.runtimes.machine import onnxruntime_kernel_class
+from edgepack.runtimes.qdq_reference import QdqReferenceRunner, risky_pairs
 from edgepack.exporters.base import ExportOptions
 from edgepack.exporters.verify import compare, judge
 from edgepack.toolkit.data.dataset import stratified_indices
@@ -116,7 +116,7 @@ def test_sat16_reference_clips_pair_sums_where_vpmaddubsw_does(tmp_path):
 
 def test_reference_of_this_cpus_kernel_class_reproduces_onnxruntime(trained, mnist_small, tmp_path):
     """The cross-check: on this CPU, the reference of its own class gives ONNX Runtime's decisions."""
-    from edgepack.benchmarks.runners import open_runner
+    from edgepack.runtimes import open_runner
     from edgepack.exporters.api import export_checkpoint
     (r,) = export_checkpoint(trained["torch"], ["onnx-int8"], tmp_path, mnist_small, None,
                              ExportOptions(target="x86-vnni", calibration_samples=100), verbose=False)

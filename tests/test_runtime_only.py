@@ -259,7 +259,7 @@ import json, sys
 from pathlib import Path
 import numpy as np
 from edgepack.toolkit.data.audio import MLPERF_WORDS, MfccFrontEnd, fit_clip, read_wav
-from edgepack.benchmarks.runners import open_runner
+from edgepack.runtimes import open_runner
 root, model = Path(sys.argv[1]), sys.argv[2]
 pre = json.loads(Path(model + ".json").read_text())["dataset"]["preprocessing"]
 test = set((root / "testing_list.txt").read_text().split())

@@ -17,7 +17,7 @@ import pytest
 from edgepack.toolkit.deploy import search as S
 from edgepack.toolkit.deploy.budgets import Budgets
 from edgepack.toolkit.errors import OptionError
-from edgepack.toolkit.recipes.executors import Executor
+from edgepack.toolkit.executors import Executor
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = S.Source("model.pt", "mnist", None)

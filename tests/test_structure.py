@@ -2,11 +2,11 @@
 
 Layers, bottom to top; a module may import its own layer and the ones below, never one above:
 
-    interface   toolkit.cli, toolkit.recipes, exporters.cli, benchmarks.cli          (may import everything)
+    interface   toolkit.cli, toolkit.recipes, toolkit.deploy, exporters.cli, benchmarks.cli, edgepack (may import all)
     pipelines   exporters, toolkit.compress, benchmarks (harness, child, report, diagnostics)
-    runtime     benchmarks.runners (incl. the .epk codec), benchmarks.onnx_reader, .machine, .metrics
+    runtime     runtimes/ (runners, the .epk codec, the ONNX reader, metrics, machine facts, timing)
     frameworks  toolkit.backends (the Framework interface and its implementations), toolkit.api
-    core        toolkit.errors, .data, .arch, .train, .record, .outputs, .sparsity, ... and the package inits
+    core        toolkit.errors, .data, .arch, .train, .record, .outputs, .sparsity, .executors, ... and the package inits
 
 Within the pipelines layer, exporters and the benchmark harness do not import each other: both stand on the
 runtime layer. Every import counts, lazy ones inside functions included, and so do module names given to
@@ -19,15 +19,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("edgepack", "toolkit", "exporters", "benchmarks")   # edgepack/: the namespace that holds the other three
+PACKAGES = ("edgepack", "toolkit", "runtimes", "exporters", "benchmarks")   # edgepack/: the namespace that holds the other three
 
 # (layer, module prefixes); "=name" matches that module only (package inits)
 LAYERS = [
     ("core", ["=edgepack.toolkit", "=edgepack.benchmarks", "edgepack.toolkit.errors", "edgepack.toolkit.progress", "edgepack.toolkit.tf_import", "edgepack.toolkit.outputs",
               "edgepack.toolkit.record", "edgepack.toolkit.data", "edgepack.toolkit.arch", "edgepack.toolkit.train", "edgepack.toolkit.sparsity",
-              "edgepack.toolkit.options", "edgepack.toolkit.tflite_convert", "edgepack.toolkit.tasks"]),
+              "edgepack.toolkit.options", "edgepack.toolkit.tflite_convert", "edgepack.toolkit.tasks",
+              "edgepack.toolkit.executors"]),
     ("frameworks", ["edgepack.toolkit.backends", "edgepack.toolkit.api"]),
-    ("runtime", ["edgepack.benchmarks.runners", "edgepack.benchmarks.onnx_reader", "edgepack.benchmarks.machine", "edgepack.benchmarks.metrics"]),
+    ("runtime", ["edgepack.runtimes"]),
     ("pipelines", ["edgepack.toolkit.compress", "edgepack.exporters", "edgepack.benchmarks"]),
     ("interface", ["edgepack.toolkit.cli", "edgepack.toolkit.recipes", "edgepack.toolkit.deploy", "=edgepack", "edgepack.__main__", "edgepack.toolkit.demo", "edgepack.exporters.cli", "edgepack.benchmarks.cli"]),
 ]
@@ -165,7 +166,7 @@ def test_siblings_stay_independent(graph):
 
 def test_the_contract_sees_lazy_and_registry_imports(graph):
     # a lazy import inside a function, and a registry's module list, are edges like any other
-    assert "edgepack.benchmarks.runners.epk" in graph["edgepack.benchmarks.runners.archive"]
+    assert "edgepack.runtimes.epk" in graph["edgepack.runtimes.archive"]
     assert "edgepack.exporters.tflite" in graph["edgepack.exporters.registry"]
     assert "edgepack.toolkit.backends.torch" in graph["edgepack.toolkit.backends"]
 

@@ -97,7 +97,7 @@ def cmd_deploy(args) -> int:
     pre = parse_preprocessing(args.mean, args.std, args.scale)
     task_from_args(args)                               # an unknown task or a misplaced option: one line, before work
     runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()] if args.runtime else None
-    from edgepack.toolkit.recipes.executors import EXECUTORS, get_executor
+    from edgepack.toolkit.executors import EXECUTORS, get_executor
     if args.executor not in EXECUTORS:
         raise OptionError(f"unknown executor {args.executor!r}; expected one of {', '.join(EXECUTORS)}")
     if args.executor != "local" and args.mixed_search == "attribution":
@@ -133,7 +133,7 @@ def cmd_report_merge(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from edgepack.toolkit.recipes.executors import get_executor
+    from edgepack.toolkit.executors import get_executor
     from edgepack.toolkit.recipes.runner import run_recipe
     from edgepack.toolkit.recipes.schema import load_recipe
     load_recipe(args.recipe)                          # a bad recipe is refused before Ray starts

@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from edgepack.benchmarks.machine import cpu_label, machine_record
+    from edgepack.runtimes.machine import cpu_label, machine_record
     from edgepack.toolkit.arch.zoo import get_arch
     from edgepack.toolkit.backends.torch.model import build
     from edgepack.toolkit.backends.torch.train import train_step

@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="alternating harness/bare measurements per model")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    from edgepack.benchmarks.machine import machine_record
+    from edgepack.runtimes.machine import machine_record
     with tempfile.TemporaryDirectory() as tmp:
         models = [Path(m) for m in args.model] if args.model else make_models(args.data_dir, Path(tmp))
         rows = []

@@ -75,8 +75,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    from edgepack.benchmarks.machine import cpu_label, machine_record
-    from edgepack.benchmarks.runners import open_runner
+    from edgepack.runtimes.machine import cpu_label, machine_record
+    from edgepack.runtimes import open_runner
     from edgepack.toolkit.data import load_dataset
     ds = load_dataset(a.data, a.data_dir)
     out = Path(a.out)

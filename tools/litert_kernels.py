@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edgepack.benchmarks.runners.tflite import time_path
+from edgepack.runtimes.tflite import time_path
 
 PATHS = ("AUTO", "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "BUILTIN_REF")
 
@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     if missing:
         print(f"litert_kernels: error: {missing[0]}: no such file", file=sys.stderr)
         return 2
-    from edgepack.benchmarks.machine import machine_record
+    from edgepack.runtimes.machine import machine_record
     rows = ["| file | " + " | ".join(f"{p} (us)" for p in PATHS) + " |", "| --- |" + " ---: |" * len(PATHS)]
     for f in args.files:
         t = [time_path(f, p, args.runs) for p in PATHS]

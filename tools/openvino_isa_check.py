@@ -56,9 +56,9 @@ def main() -> None:
 
     import numpy as np
 
-    from edgepack.benchmarks.machine import cpu_label, onnxruntime_kernel_class
-    from edgepack.benchmarks.runners import open_runner
-    from edgepack.benchmarks.runners.qdq_reference import QdqReferenceRunner
+    from edgepack.runtimes.machine import cpu_label, onnxruntime_kernel_class
+    from edgepack.runtimes import open_runner
+    from edgepack.runtimes.qdq_reference import QdqReferenceRunner
     from edgepack.toolkit.data import load_dataset
 
     ds = load_dataset(a.data, a.data_dir)

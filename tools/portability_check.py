@@ -21,9 +21,9 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
 
-    from edgepack.benchmarks.machine import cpu_label, onnxruntime_kernel_class
-    from edgepack.benchmarks.runners import open_runner
-    from edgepack.benchmarks.runners.qdq_reference import QdqReferenceRunner
+    from edgepack.runtimes.machine import cpu_label, onnxruntime_kernel_class
+    from edgepack.runtimes import open_runner
+    from edgepack.runtimes.qdq_reference import QdqReferenceRunner
     from edgepack.exporters.api import export_model
     from edgepack.exporters.base import ExportOptions
     from edgepack.toolkit.api import dataset_for, load_checkpoint

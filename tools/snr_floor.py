@@ -42,8 +42,8 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--epochs", type=int, default=3)
     args = ap.parse_args()
-    from edgepack.benchmarks.machine import cpu_label
-    from edgepack.benchmarks.runners import open_runner
+    from edgepack.runtimes.machine import cpu_label
+    from edgepack.runtimes import open_runner
     from edgepack.exporters.api import export_checkpoint
     from edgepack.exporters.base import ExportOptions
     from edgepack.toolkit.api import train

@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     import torch
     import torchvision
     from edgepack.benchmarks.harness import BenchSettings, benchmark
-    from edgepack.benchmarks.machine import machine_record
+    from edgepack.runtimes.machine import machine_record
     from edgepack.toolkit.api import load_checkpoint
     from edgepack.toolkit.arch import get_arch
     from edgepack.toolkit.backends import get_backend

@@ -38,7 +38,7 @@ def _macs(state) -> int | None:
     if state.spec is not None:
         return state.spec.counts()["macs"]
     import tempfile
-    from edgepack.benchmarks.metrics import onnx_metrics
+    from edgepack.runtimes.metrics import onnx_metrics
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "m.onnx"

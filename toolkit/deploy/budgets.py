@@ -196,7 +196,7 @@ def violations(m, budgets: Budgets, reference: float | None) -> list[str]:
         v = getattr(m, b.figure, None)
         if v is None:
             if b.figure == "arena":
-                from edgepack.benchmarks.runners import arena_runtimes
+                from edgepack.runtimes import arena_runtimes
                 out.append(f"tensor arena not measured in {getattr(m, 'runtime', '?')} "
                            f"(measured in: {', '.join(arena_runtimes())})")
             elif b.figure == "accuracy":

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from edgepack.toolkit.outputs import atomic_text
 from edgepack.toolkit.deploy.budgets import Budgets
-from edgepack.benchmarks.runners.base import arena_of
-from edgepack.toolkit.deploy.select import Row, pareto_plot, pick
+from edgepack.toolkit.deploy.report import pareto_plot
+from edgepack.toolkit.deploy.rows import Row, measured_row
+from edgepack.toolkit.deploy.select import pick
 from edgepack.toolkit.errors import ModelError
 
 
@@ -76,13 +77,12 @@ def load_device(path: str | Path) -> Device:
         quality = r.get("quality") or {}
         if acc is None and quality.get("value") is not None:       # another task's figure (ROC AUC), in the same points
             acc = quality["value"]
-        dev.rows.append(Row(_label(r.get("model", "?")), r.get("model", "?"), r.get("format") or Path(name).suffix[1:],
-                            _precision(rec, name), r.get("runtime"), p50_ms=(r.get("latency_ms") or {}).get("p50"),
-                            size=r.get("size_bytes"), gzip=r.get("gzip_bytes"),
-                            accuracy=None if acc is None else 100 * acc,
-                            accuracy_from=f"{r.get('test_images') or '?'} test images on this device" if acc is not None else "",
-                            verified=bool(ver.get("passed", True)), error=err, sha256=sha, arena=arena_of(r.get("runtime_info")),
-                            metric=quality.get("metric") if r.get("task") else "accuracy"))
+        dev.rows.append(measured_row(_label(r.get("model", "?")), r.get("model", "?"),
+                                     r.get("format") or Path(name).suffix[1:], _precision(rec, name), r,
+                                     accuracy=None if acc is None else 100 * acc,
+                                     accuracy_from=f"{r.get('test_images') or '?'} test images on this device",
+                                     verified=bool(ver.get("passed", True)), error=err, sha256=sha,
+                                     metric=quality.get("metric") if r.get("task") else "accuracy"))
         dev.keys.append((sha or name, r.get("runtime"), r.get("threads")))
     return dev
 

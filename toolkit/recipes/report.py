@@ -41,7 +41,7 @@ def epochs_cell(summary: dict) -> str:
 
 
 def write_run_report(runner, seconds: float) -> None:
-    from edgepack.benchmarks.machine import machine_record
+    from edgepack.runtimes.machine import machine_record
     from edgepack.benchmarks.report import label
     out, recipe, st = runner.out, runner.recipe, runner.state["steps"]
     step_min = {k: v.get("seconds", 0) / 60 for k, v in st.items() if k in {s.id for s in recipe.steps}}

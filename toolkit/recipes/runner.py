@@ -29,6 +29,12 @@ def _sha(path: Path) -> str:
 
 
 class Runner:
+    @classmethod
+    def from_path(cls, recipe_path: str, out, verbose: bool = True) -> "Runner":
+        """The runner of a recipe file (how an executor's worker rebuilds the driver's runner)."""
+        from edgepack.toolkit.recipes.schema import load_recipe
+        return cls(load_recipe(recipe_path), out, verbose)
+
     def __init__(self, recipe: Recipe, out: Path, verbose: bool = True, redo: tuple[str, ...] = ()):
         self.recipe, self.out, self.verbose = recipe, Path(out), verbose
         ids = [s.id for s in recipe.steps]
@@ -94,8 +100,8 @@ class Runner:
 
     # ------------------------------------------------------------ running
     def run(self, executor=None) -> dict:
-        """Run the steps with an executor (default: in this process, in order; toolkit/recipes/executors.py)."""
-        from edgepack.toolkit.recipes.executors import SequentialExecutor
+        """Run the steps with an executor (default: in this process, in order; toolkit/executors.py)."""
+        from edgepack.toolkit.executors import SequentialExecutor
         self.out.mkdir(parents=True, exist_ok=True)
         t_all = time.time()
         (executor or SequentialExecutor()).run(self)
@@ -259,7 +265,7 @@ def run_recipe(path: str | Path, out: str | Path | None = None, verbose: bool = 
                command: str | None = None) -> Path:
     """Run (or resume) a recipe; `redo` names steps to run again even when unchanged (e.g. a benchmark on a quieter
     machine); steps reading its outputs run again only where those outputs changed. `executor`: an Executor
-    (toolkit/recipes/executors.py); default in this process, in order."""
+    (toolkit/executors.py); default in this process, in order."""
     recipe = load_recipe(path)                        # validated before any work starts
     out = Path(out) if out else Path("runs") / recipe.name
     runner = Runner(recipe, out, verbose, tuple(redo))

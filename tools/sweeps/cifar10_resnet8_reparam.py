@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgepack.benchmarks.machine import cpu_label
+from edgepack.runtimes.machine import cpu_label
 from edgepack.toolkit.arch.zoo import get_arch
 from edgepack.toolkit.backends.torch.model import ConvSame, build, to_input
 from edgepack.toolkit.backends.torch.train import evaluate, fit

@@ -1,4 +1,5 @@
-"""Who runs a recipe's steps: one small interface, two implementations.
+"""Who runs independent work (a recipe's steps, the trials of a mixed-precision search): one small interface, two
+implementations, used by recipes and deploy alike.
 
 - `SequentialExecutor` (the default): in this process, in recipe order; no dependency beyond edgepack's own.
 - `RayExecutor` (`edgepack run RECIPE --executor ray [--ray-address ADDR]`): every step that must run is a Ray task
@@ -64,11 +65,9 @@ def _run_step(runner_cls, recipe_path: str, out: str, step_id: str, digest: str,
     driver's Runner class, passed in so this module does not import the runner that imports it)."""
     import ray
 
-    from edgepack.toolkit.recipes.schema import load_recipe
-    recipe = load_recipe(recipe_path)
-    runner = runner_cls(recipe, out, verbose)
+    runner = runner_cls.from_path(recipe_path, out, verbose)
     runner.state = state
-    step = next(s for s in recipe.steps if s.id == step_id)
+    step = next(s for s in runner.recipe.steps if s.id == step_id)
     entry = runner.execute(step, digest, i)
     entry["node"] = f"{socket.gethostname()} ({ray.get_runtime_context().get_node_id()[:12]})"
     entry["pid"] = os.getpid()

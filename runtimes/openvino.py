@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgepack.benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
+from edgepack.runtimes.base import Runner, RunnerInfo, TensorSpec
 
 _OV_TYPES = {"f32": np.float32, "f16": np.float16, "i8": np.int8, "u8": np.uint8, "i64": np.int64, "i32": np.int32}
 
@@ -63,4 +63,4 @@ class OpenVINOF32Runner(OpenVINORunner):
     precision_hint = "f32"
 
 
-RUNNERS = (OpenVINORunner, OpenVINOF32Runner,)   # registered by benchmarks/runners/__init__.py
+RUNNERS = (OpenVINORunner, OpenVINOF32Runner,)   # registered by runtimes/__init__.py

@@ -1,7 +1,7 @@
 """edgepack archives (.epk): decompressed into a dense ONNX at load (timed as load), run by ONNX Runtime."""
 from __future__ import annotations
 
-from edgepack.benchmarks.runners.onnxruntime import OnnxRuntimeRunner, RunnerInfo
+from edgepack.runtimes.onnxruntime import OnnxRuntimeRunner, RunnerInfo
 
 
 class ArchiveRunner(OnnxRuntimeRunner):
@@ -10,7 +10,7 @@ class ArchiveRunner(OnnxRuntimeRunner):
     suffixes = (".epk",)
 
     def _model_source(self):
-        from edgepack.benchmarks.runners.epk import read_archive
+        from edgepack.runtimes.epk import read_archive
         data, self.header = read_archive(self.path)
         return data
 
@@ -20,4 +20,4 @@ class ArchiveRunner(OnnxRuntimeRunner):
         return i
 
 
-RUNNERS = (ArchiveRunner,)   # registered by benchmarks/runners/__init__.py
+RUNNERS = (ArchiveRunner,)   # registered by runtimes/__init__.py

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgepack.benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
+from edgepack.runtimes.base import Runner, RunnerInfo, TensorSpec
 
 
 def _spec(d: dict) -> TensorSpec:
@@ -106,4 +106,4 @@ def time_path(path: str, resolver: str, runs: int = 2000, warmup: int = 200, thr
     return float(np.median(ts) * 1e6)
 
 
-RUNNERS = (LiteRTRunner,)   # registered by benchmarks/runners/__init__.py
+RUNNERS = (LiteRTRunner,)   # registered by runtimes/__init__.py

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgepack.benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
+from edgepack.runtimes.base import Runner, RunnerInfo, TensorSpec
 
 
 class _CheckpointRunner(Runner):
@@ -89,4 +89,4 @@ class KerasRunner(_CheckpointRunner):
         return RunnerInfo("keras", tf.__version__, self.threads, {"mode": "eager call"})
 
 
-RUNNERS = (TorchRunner, KerasRunner,)   # registered by benchmarks/runners/__init__.py
+RUNNERS = (TorchRunner, KerasRunner,)   # registered by runtimes/__init__.py

@@ -35,7 +35,7 @@ def has_int8_dot(cpu: dict) -> bool:
 
 
 def onnxruntime_kernel_class(cpu: dict | None = None) -> str:
-    """The class of ONNX Runtime's u8 x s8 int8 kernels on this CPU (see benchmarks.runners.qdq_reference)."""
+    """The class of ONNX Runtime's u8 x s8 int8 kernels on this CPU (see edgepack.runtimes.qdq_reference)."""
     cpu = cpu or cpu_info()
     flags = set(cpu["flags"])
     if platform.machine().lower() in ("aarch64", "arm64") or "asimd" in flags:

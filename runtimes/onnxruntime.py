@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgepack.benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
+from edgepack.runtimes.base import Runner, RunnerInfo, TensorSpec
 from edgepack.toolkit.errors import OptionError
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int8)": np.int8,
@@ -57,4 +57,4 @@ class OnnxRuntimeRunner(Runner):
                           {"provider": "CPUExecutionProvider", "graph_optimization": self.options.get("graph_optimization", "all")})
 
 
-RUNNERS = (OnnxRuntimeRunner,)   # registered by benchmarks/runners/__init__.py
+RUNNERS = (OnnxRuntimeRunner,)   # registered by runtimes/__init__.py

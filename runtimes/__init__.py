@@ -1,4 +1,11 @@
-"""Runtime registry, keyed by (file format, runtime). Each runtime is one module whose runner classes declare what
+"""The runtime layer: what runs a model file and what is read from one, below both the exporters (which verify their
+files in a runtime) and the benchmark harness (which times them). One module per runtime (onnxruntime, tflite,
+openvino, tflite_micro, archive: the .epk codec's files, frameworks: checkpoints), the NumPy int8 reference per CPU
+kernel class (qdq_reference), the ONNX reader and the figures read from files (onnx_reader, metrics), machine facts
+(machine) and interleaved timing (timing). NumPy and the runtimes only: a runtime-only install never loads torch or
+TensorFlow.
+
+Runtime registry, keyed by (file format, runtime). Each runtime is one module whose runner classes declare what
 they run (`format`, `suffixes`), what they need (`needs`, `extra`) and their label, and lists them in `RUNNERS`;
 `RUNNER_MODULES` is the one list of those modules (a new runtime = a new module + one line). Runner modules never
 import this registry, so registration makes no import cycle.
@@ -14,8 +21,8 @@ from pathlib import Path
 
 from edgepack.toolkit.errors import ModelError, OptionError
 
-RUNNER_MODULES = ("edgepack.benchmarks.runners.onnxruntime", "edgepack.benchmarks.runners.tflite", "edgepack.benchmarks.runners.archive",
-                  "edgepack.benchmarks.runners.frameworks", "edgepack.benchmarks.runners.openvino", "edgepack.benchmarks.runners.tflite_micro")
+RUNNER_MODULES = ("edgepack.runtimes.onnxruntime", "edgepack.runtimes.tflite", "edgepack.runtimes.archive",
+                  "edgepack.runtimes.frameworks", "edgepack.runtimes.openvino", "edgepack.runtimes.tflite_micro")
 
 _REGISTRY: dict[tuple[str, str], type] = {}
 _loaded = False

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepack.benchmarks.onnx_reader import Graph, external_files, load_external, read_onnx
+from edgepack.runtimes.onnx_reader import Graph, external_files, load_external, read_onnx
 from edgepack.toolkit.errors import ModelError, first_line
 
 Q_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
@@ -28,13 +28,13 @@ def _file_metrics(path: Path) -> dict:
     if suffix == ".onnx":
         return onnx_metrics(path.read_bytes(), path.parent)
     if suffix == ".epk":
-        from edgepack.benchmarks.runners.epk import read_archive
+        from edgepack.runtimes.epk import read_archive
         return onnx_metrics(read_archive(path)[0])
     if suffix == ".tflite":
         return tflite_metrics(path)
     if suffix in (".pt", ".pth", ".keras", ".h5"):
         return checkpoint_metrics(path)
-    from edgepack.benchmarks.runners import runner_class      # a plug-in format: its runner may read its figures
+    from edgepack.runtimes import runner_class      # a plug-in format: its runner may read its figures
     reader = getattr(runner_class(path), "file_metrics", None)
     return reader(path) if reader is not None else {}            # none: parameters and MACs are not measured
 

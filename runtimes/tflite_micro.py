@@ -19,7 +19,7 @@ import tempfile
 
 import numpy as np
 
-from edgepack.benchmarks.runners.base import ARENA_KEY, Runner, RunnerInfo, TensorSpec
+from edgepack.runtimes.base import ARENA_KEY, Runner, RunnerInfo, TensorSpec
 from edgepack.toolkit.errors import ModelError
 
 ARENA_BYTES = 64 << 20     # room to allocate in; the arena a file needs is measured, never this figure
@@ -94,4 +94,4 @@ class TFLiteMicroRunner(Runner):
                           {"kernels": "reference (host CPU)", ARENA_KEY: self.arena_bytes()})
 
 
-RUNNERS = (TFLiteMicroRunner,)   # registered by benchmarks/runners/__init__.py
+RUNNERS = (TFLiteMicroRunner,)   # registered by runtimes/__init__.py

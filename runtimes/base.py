@@ -63,7 +63,7 @@ class Runner:
     max_threads: int | None = None       # the most threads the runtime uses (None: as many as asked)
     measures_arena = False               # True: info() reports the tensor arena a file needs (ARENA_KEY)
     # a plug-in format's figures read from the file (params, nonzero_params, macs, ...): a staticmethod
-    # file_metrics(path) -> dict; without one, bench leaves them empty (built-in formats: benchmarks/metrics.py)
+    # file_metrics(path) -> dict; without one, bench leaves them empty (built-in formats: runtimes/metrics.py)
     file_metrics = None
 
     def __init__(self, path: str | Path, threads: int | None = 1, **options):

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgepack.benchmarks.onnx_reader import DTYPES, Graph, read_onnx
-from edgepack.benchmarks.runners.base import Runner, RunnerInfo, TensorSpec
+from edgepack.runtimes.onnx_reader import DTYPES, Graph, read_onnx
+from edgepack.runtimes.base import Runner, RunnerInfo, TensorSpec
 from edgepack.toolkit.errors import ModelError, OptionError
 
 KERNEL_CLASSES = {

@@ -1,6 +1,6 @@
 """The edgepack archive (.epk): ONNX graph + bitmask/values (or uint8) weights, gzip-compressed.
 
-The codec, shared by the exporter (exporters/sparse_archive.py) and the runner (benchmarks/runners/archive.py).
+The codec, shared by the exporter (exporters/sparse_archive.py) and the runner (runtimes/archive.py).
 The format is specified in exporters/SPARSE_FORMAT.md. Reading needs NumPy only, so the benchmark
 harness can run archives on a runtime-only install.
 """
