@@ -1,11 +1,9 @@
 """The README's own examples, read from the README and run in order on real MNIST, as a newcomer would: every one exits
 0 (the `bench` example once failed on the files the `export` example had just written).
 
-Two examples run elsewhere: `edgepack demo` (tests/test_wheel.py, from the built wheel) and `edgepack run
-examples/mnist_tflite.toml` (many minutes of training; tests/test_recipes.py validates it). `report merge` needs two
-devices' results: here two copies of the `bench` example's JSON."""
+`edgepack demo` runs in tests/test_wheel.py, from the built wheel. `report merge` needs two devices' results: here two
+copies of the `bench` example's JSON."""
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -17,15 +15,11 @@ COVERED_ELSEWHERE = ("edgepack demo", "edgepack run examples/mnist_tflite.toml")
 
 
 def readme_commands() -> list[str]:
+    """The walk's commands, in order: the first bash block of the README's five-minute walk."""
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Commands"):]
-    section = section[:section.index("\n## ", 4)]
-    out = []
-    for line in section.splitlines():
-        if line.startswith("| `edgepack"):
-            example = [c.strip() for c in line.strip().strip("|").split("|")][-1]
-            out += [c for c in re.findall(r"`([^`]+)`", example) if c.startswith("edgepack ")]
-    return out
+    section = text[text.index("## A five-minute walk"):]
+    block = section[section.index("```bash") + len("```bash"):section.index("```", section.index("```bash") + 3)]
+    return [line.strip() for line in block.splitlines() if line.strip().startswith("edgepack ")]
 
 
 def readme_python() -> str:
