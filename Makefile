@@ -36,11 +36,14 @@ $(STAMP): $(LOCK) pyproject.toml
 TEST_WORKERS ?= 2
 XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
-# Debian packages the tests use: espeak-ng speaks the synthetic keyword set (installed as root where apt-get is there).
+# Debian packages the tests use (installed as root where apt-get is there): espeak-ng speaks the synthetic keyword
+# set; openssh-server (sshd) serves this machine as a loopback "device" for `deploy --device ssh://...`.
+SYSTEM_PKGS := espeak-ng:espeak-ng openssh-server:/usr/sbin/sshd openssh-client:ssh
 system-deps:
-	@command -v espeak-ng >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  (apt-get install -y -q espeak-ng || (apt-get update -q && apt-get install -y -q espeak-ng)) >/dev/null; \
-	  else echo "make: espeak-ng is missing (apt-get install espeak-ng): the keyword-spotting tests need it"; fi; }
+	@missing="$(foreach p,$(SYSTEM_PKGS),$$(command -v $(lastword $(subst :, ,$(p))) >/dev/null || echo $(firstword $(subst :, ,$(p)))))"; \
+	missing=$$(echo $$missing); [ -z "$$missing" ] || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -q $$missing || (apt-get update -q && apt-get install -y -q $$missing)) >/dev/null; \
+	  else echo "make: missing Debian packages the tests need: $$missing (apt-get install $$missing)"; fi; }
 
 # Both tiers; the data folder must be there (../shared/data, or EDGEPACK_TEST_DATA): CI never passes by skipping.
 test: setup system-deps

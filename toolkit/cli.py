@@ -87,6 +87,12 @@ def cmd_deploy(args) -> int:
     budgets = Budgets.from_args(args)                 # unit errors before anything is loaded
     if args.threads < 1:
         raise OptionError("--threads must be >= 1")
+    if args.device:
+        if args.select or args.candidates_only:
+            raise OptionError("--device measures on the device and picks; --select and --candidates-only are the "
+                              "manual steps of the same: one or the other")
+    elif args.ssh_config:
+        raise OptionError("--ssh-config goes with --device")
     if args.select:
         if args.candidates_only:
             raise OptionError("--select picks from a bundle's device results; --candidates-only writes a bundle: one or the other")
@@ -103,6 +109,13 @@ def cmd_deploy(args) -> int:
     if args.executor != "local" and args.mixed_search == "attribution":
         raise OptionError("--executor runs the trials of --mixed-search exhaustive|tpe|auto; the attribution runs here")
     executor = get_executor(args.executor, args.ray_address, args.cpus_per_step)
+    if args.device:
+        from edgepack.toolkit.deploy.remote import deploy_on_devices
+        deploy_on_devices(args.model, args.out, args.device, args.ssh_config, budgets, threads=args.threads,
+                          runtimes=runtimes, data=args.data, data_dir=args.data_dir, mixed=not args.no_mixed,
+                          preprocessing=pre, mixed_search=args.mixed_search, trials=args.trials, executor=executor,
+                          task=task_from_args(args))
+        return 0
     deploy(args.model, args.out, args.data, args.data_dir, budgets, threads=args.threads,
            candidates_only=args.candidates_only, mixed=not args.no_mixed, runtimes=runtimes, preprocessing=pre,
            mixed_search=args.mixed_search, trials=args.trials, executor=executor, task=task_from_args(args))
@@ -244,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a bundle for another device (files, manifests, golden vectors, accuracy measured here)")
     s.add_argument("--select", default=None, metavar="DEVICE_JSON",
                    help="pick from a bundle (MODEL) with a device's `edgepack bench BUNDLE --json` results")
+    s.add_argument("--device", action="append", default=None, metavar="ssh://[user@]host[:port]",
+                   help="measure on your own device over SSH (repeat for several, measured at once): the bundle made "
+                        "here, benchmarked there in a runtime-only environment edgepack makes once, a pick per device "
+                        "in OUT/<device>/ (with several, OUT/fleet/ side by side). Keys or an agent only; the host key "
+                        "must be known (~/.ssh/known_hosts)")
+    s.add_argument("--ssh-config", default=None, metavar="FILE", help="an ssh_config for --device (ssh -F): keys, "
+                   "known_hosts, jump hosts")
     s.set_defaults(func=cmd_deploy)
 
     s = sub.add_parser("report", help="reports across runs and devices (merge: several devices' bench results)")

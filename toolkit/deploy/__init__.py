@@ -25,12 +25,13 @@ from edgepack.toolkit.errors import OptionError
 def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None, threads: int = 1,
            candidates_only: bool = False, mixed: bool = True, runtimes: list[str] | None = None, progress=print,
            preprocessing: dict | None = None, mixed_search: str = "attribution", trials: int = 32,
-           executor=None, task=None) -> dict:
+           executor=None, task=None, by_hand: bool = True) -> dict:
     """`runtimes`: those the candidates are benchmarked on (default: every runtime that runs each file);
     `preprocessing`: {"mean", "std", "scale"} of a model file whose input is not the data set's default;
     `mixed_search`: how the mixed-precision layer sets are found: `attribution` (each layer float in turn, measured),
     or a search of `trials` trials (exhaustive | tpe | auto, toolkit.deploy.search) run through `executor`;
-    `task`: what the model is for (default: its record's, else a classifier where its outputs say so). A task without
+    `task`: what the model is for (default: its record's, else a classifier where its outputs say so); `by_hand`:
+    say how to take a bundle to a device (False when edgepack takes it there itself). A task without
     a quality figure (raw) is picked on latency and size among the files verified by their outputs."""
     from edgepack.exporters.api import export_context
     from edgepack.toolkit.api import check_fits, data_location, dataset_for, load_checkpoint
@@ -91,6 +92,10 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
             "attributions": [a.to_dict() for a in attributions],
             "search": searched and searched.to_dict()}
     if candidates_only:
-        return write_bundle(out, rows, results, variants, ds, loaded, info, progress)
+        bundle = write_bundle(out, rows, results, variants, ds, loaded, info, progress)
+        if by_hand:
+            progress(f"on the device: edgepack bench {out} --json device.json   then here: "
+                     f"edgepack deploy --select device.json {out} --out DIR   (or all in one: --device ssh://...)")
+        return bundle
     return choose(out, rows, budgets, reference, info, attributions, progress, searched=searched,
                   figures=lambda best: draw_examples(out, ctx.task, ds, [r for r in (ref_row, best) if r is not None]))

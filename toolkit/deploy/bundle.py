@@ -50,7 +50,5 @@ def write_bundle(out: Path, rows, results, variants, ds, loaded, info, progress)
     bundle = {"edgepack_bundle_version": 1, **info, "home_kernel_class": info["machine"].get("ort_int8_kernel_class"),
               "golden_images": int(len(x)), "candidates": entries}
     atomic_text(out / BUNDLE_FILE, json.dumps(bundle, indent=2, default=str))
-    progress(f"bundle: {len(entries)} files, golden vectors of {len(x)} test images, accuracy measured here -> {out}\n"
-             f"on the device: edgepack bench {out} --json device.json   then here: "
-             f"edgepack deploy --select device.json {out} --out DIR")
+    progress(f"bundle: {len(entries)} files, golden vectors of {len(x)} test images, accuracy measured here -> {out}")
     return {"bundle": out / BUNDLE_FILE, "entries": entries}

@@ -1,0 +1,211 @@
+"""Devices over SSH: `edgepack deploy MODEL --device ssh://...` against an OpenSSH server started by the test on a free
+loopback port (its own host key, user key and HOME), serving this machine as the device; and the faults a real device
+gives, each one line, in seconds, with nothing earlier lost."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import MNIST_DIR, ROOT
+from tests.sshd import SSHD, LoopbackDevice
+
+from edgepack.toolkit.deploy.remote import DeviceError, SshDevice, _fault
+from edgepack.toolkit.errors import OptionError
+
+
+@pytest.mark.parametrize("url,host,port,user", [("ssh://pi@raspberrypi.local", "raspberrypi.local", 22, "pi"),
+                                                ("ssh://10.0.0.5:2222", "10.0.0.5", 2222, None),
+                                                ("ssh://me@[::1]:22", "::1", 22, "me")])
+def test_device_urls(url, host, port, user):
+    d = SshDevice.parse(url)
+    assert (d.host, d.port, d.user) == (host, port, user)
+
+
+@pytest.mark.parametrize("url", ["pi@host", "http://host", "ssh://", "ssh://host:99999", "ssh://a b"])
+def test_bad_device_urls_are_one_line(url):
+    with pytest.raises(OptionError, match="ssh://"):
+        SshDevice.parse(url)
+
+
+@pytest.mark.parametrize("stderr,says", [
+    ("Host key verification failed.", "ssh-keyscan -p 2222 pi.local >> ~/.ssh/known_hosts"),
+    ("No ED25519 host key is known for [pi.local]:2222 and you have requested strict checking.", "never accepts"),
+    ("@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @", "CHANGED"),
+    ("pi@pi.local: Permission denied (publickey).", "authentication failed"),
+    ("ssh: connect to host pi.local port 2222: Connection refused", "unreachable (connection refused)"),
+    ("ssh: connect to host pi.local port 2222: Connection timed out", "unreachable (connection timed out)"),
+    ("Connection to pi.local closed by remote host.", "the connection dropped"),
+])
+def test_ssh_failures_are_named(stderr, says):
+    e = _fault(SshDevice.parse("ssh://pi@pi.local:2222"), stderr, "benchmarking")
+    assert isinstance(e, DeviceError) and says in str(e) and "\n" not in str(e)
+
+
+# ------------------------------------------------------------------------------------------ a real (loopback) device
+@pytest.fixture(scope="module")
+def device(tmp_path_factory):
+    if not os.path.exists(SSHD):
+        if os.environ.get("EDGEPACK_REQUIRE_DATA"):
+            pytest.fail("sshd is missing (apt-get install openssh-server; `make test` installs it)")
+        pytest.skip("sshd is missing (apt-get install openssh-server)")
+    d = LoopbackDevice(tmp_path_factory.mktemp("device")).start()
+    yield d
+    d.stop()
+
+
+def _cli(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "edgepack", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.mark.slow
+def test_deploy_on_a_device_over_ssh_then_again_reusing_its_environment(device, trained, tmp_path):
+    out = tmp_path / "dep"
+    args = ("deploy", trained["keras"], "--device", device.url, "--ssh-config", device.config, "--no-mixed",
+            "--runtime", "litert", "--max-accuracy-drop", "1", "--data", "mnist", "--data-dir", MNIST_DIR, "--out", out)
+    r = _cli(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "making a runtime-only environment" in r.stdout
+    folder = out / f"{device.user}_127.0.0.1_{device.port}"
+    picked = json.loads((folder / "deploy.json").read_text())
+    assert picked["picked"]["file"].endswith(".tflite") and list(folder.glob("best.tflite"))
+    dev = json.loads((folder / "device.json").read_text())
+    fp = dev["device"]["fingerprint"]
+    assert fp["machine"] == os.uname().machine and tuple(fp["python"][:2]) >= (3, 10) and fp["flags"]
+    # every file's golden vectors were checked on the device before its timing counted
+    assert dev["results"] and all((x.get("golden") or {}).get("passed") for x in dev["results"])
+    # the environment lives in the device user's HOME, outside the bundle; edgepack's code there imports no framework
+    envs = list((device.home / ".cache" / "edgepack" / "device").glob("env-*"))
+    assert len(envs) == 1 and (envs[0] / "READY").is_file()
+    summary = json.loads((out / "devices.json").read_text())
+    assert summary["devices"][0]["bench_s"] > 0 and summary["bundle_s"] > 0 and not summary["errors"]
+    r2 = _cli(*args)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert "reusing the runtime environment" in r2.stdout and "making a runtime-only" not in r2.stdout
+
+
+def _refused(device, model, out, config, say, seconds=30):
+    """deploy --device fails in one line naming `say`, in seconds (the device is asked before any export), and an
+    earlier result in the output folder stays."""
+    out.mkdir(parents=True)
+    (out / "earlier.md").write_text("an earlier result\n")
+    t = time.perf_counter()
+    r = _cli("deploy", model, "--device", device.url, "--ssh-config", config, "--out", out)
+    took = time.perf_counter() - t
+    assert r.returncode != 0 and say in r.stderr, r.stderr[-2000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("edgepack: error")]
+    assert len(lines) == 1 and "Traceback" not in r.stderr
+    assert took < seconds
+    assert (out / "earlier.md").read_text() == "an earlier result\n" and not (out / "bundle").exists()
+
+
+@pytest.fixture()
+def model_file(trained, tmp_path):
+    shutil.copy(trained["keras"], tmp_path / "model.keras")
+    shutil.copy(str(trained["keras"]) + ".json", tmp_path / "model.keras.json")
+    return tmp_path / "model.keras"
+
+
+@pytest.mark.slow
+def test_an_unknown_host_key_is_refused_and_says_how_to_trust_it(device, model_file, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    config = device.write_client_config(empty)
+    try:
+        _refused(device, model_file, tmp_path / "dep", config, "ssh-keyscan -p")
+        assert empty.read_text() == ""                   # nothing accepted, nothing written
+    finally:
+        device.write_client_config(device.root / "known_hosts")
+
+
+@pytest.mark.slow
+def test_authentication_failure_and_an_unreachable_device(device, model_file, tmp_path):
+    other = tmp_path / "other-key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    config = device.write_client_config(device.root / "known_hosts", key=other)
+    try:
+        _refused(device, model_file, tmp_path / "a", config, "authentication failed")
+    finally:
+        device.write_client_config(device.root / "known_hosts")
+    from tests.sshd import free_port
+    closed = SshDevice.parse(f"ssh://{device.user}@127.0.0.1:{free_port()}")      # nothing listens there
+    _refused(closed, model_file, tmp_path / "b", device.config, "unreachable (connection refused)")
+
+
+@pytest.mark.slow
+def test_a_device_without_python_310_is_one_line(tmp_path_factory, model_file, tmp_path):
+    if not os.path.exists(SSHD):
+        pytest.skip("sshd is missing")
+    fake = tmp_path_factory.mktemp("oldpython")
+    (fake / "python3").write_text("#!/bin/sh\necho '{\"python\": [3, 8, 10], \"machine\": \"aarch64\", \"system\": "
+                                  "\"Linux\", \"release\": \"5.10\", \"cpu\": \"old\", \"flags\": []}'\n")
+    (fake / "python3").chmod(0o755)
+    old = LoopbackDevice(tmp_path_factory.mktemp("olddevice"), path=f"{fake}:/usr/bin:/bin").start()
+    try:
+        _refused(old, model_file, tmp_path / "dep", old.config, "needs Python >= 3.10")
+    finally:
+        old.stop()
+
+
+def _bench_running(device) -> list[str]:
+    r = subprocess.run(["pgrep", "-f", f"{device.home}/.cache/edgepack/device/env-.* -m edgepack bench"],
+                       capture_output=True, text=True)
+    return r.stdout.split()
+
+
+@pytest.mark.slow
+def test_a_dropped_connection_is_one_line_leaves_nothing_running_and_a_rerun_picks(device, trained, tmp_path):
+    out = tmp_path / "dep"
+    args = [sys.executable, "-m", "edgepack", "deploy", str(trained["keras"]), "--device", device.url, "--ssh-config",
+            str(device.config), "--no-mixed", "--runtime", "litert,onnxruntime", "--data", "mnist", "--data-dir",
+            str(MNIST_DIR), "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.time() + 600
+    while not _bench_running(device) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert _bench_running(device), "the benchmark never started on the device"
+    time.sleep(1.0)
+    sessions = subprocess.run(["pgrep", "-P", str(device.proc.pid)], capture_output=True, text=True).stdout.split()
+    assert sessions
+    subprocess.run(["kill", "-9", *sessions])            # the device's sshd drops the session mid-benchmark
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "connection dropped" in stderr, stderr[-2000:]
+    assert len([ln for ln in stderr.splitlines() if ln.startswith("edgepack: error")]) == 1
+    for _ in range(50):                                  # the watcher on the device stopped the benchmark
+        if not _bench_running(device):
+            break
+        time.sleep(0.2)
+    assert not _bench_running(device)
+    assert (out / "bundle" / "bundle.json").is_file()    # made here, kept
+    r = subprocess.run(args, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr[-2000:]                          # the same command again: a pick
+    assert "reusing the runtime environment" in r.stdout
+    assert list((out / f"{device.user}_127.0.0.1_{device.port}").glob("best.*"))
+
+
+@pytest.mark.slow
+def test_two_devices_at_once_end_in_one_merged_report(device, trained, tmp_path_factory, tmp_path):
+    second = LoopbackDevice(tmp_path_factory.mktemp("second-device")).start()
+    try:
+        both = tmp_path / "ssh_config"                   # one ssh_config for both: two host keys for one address
+        (tmp_path / "known_hosts").write_text(device.known_hosts_line + second.known_hosts_line)
+        both.write_text(f"Host 127.0.0.1\n  IdentityFile {device.root / 'user'}\n  IdentityFile {second.root / 'user'}\n"
+                        f"  IdentitiesOnly yes\n  UserKnownHostsFile {tmp_path / 'known_hosts'}\n"
+                        "  GlobalKnownHostsFile /dev/null\n  LogLevel ERROR\n")
+        out = tmp_path / "fleet-dep"
+        r = _cli("deploy", trained["keras"], "--device", device.url, "--device", second.url, "--ssh-config", both,
+                 "--no-mixed", "--runtime", "litert", "--data", "mnist", "--data-dir", MNIST_DIR, "--out", out)
+        assert r.returncode == 0, r.stderr[-3000:]
+        summary = json.loads((out / "devices.json").read_text())
+        assert sorted(d["device"] for d in summary["devices"]) == sorted([device.url, second.url])
+        fleet = (out / "fleet" / "fleet.md").read_text()
+        assert fleet.count("pick") >= 2 and (out / "fleet" / "fleet.json").is_file()
+        for d in (device, second):
+            assert list((out / f"{d.user}_127.0.0.1_{d.port}").glob("best.tflite"))
+    finally:
+        second.stop()
