@@ -209,3 +209,12 @@ def test_two_devices_at_once_end_in_one_merged_report(device, trained, tmp_path_
             assert list((out / f"{d.user}_127.0.0.1_{d.port}").glob("best.tflite"))
     finally:
         second.stop()
+
+
+def test_a_changed_fingerprint_is_said():
+    from edgepack.toolkit.deploy.remote import fingerprint_change
+    was = {"cpu": "Cortex-A72", "machine": "aarch64", "system": "Linux", "release": "6.1", "python": [3, 11, 2],
+           "flags": ["fp", "asimd"]}
+    assert fingerprint_change(None, was) is None and fingerprint_change(was, dict(was)) is None
+    now = {**was, "release": "6.6", "flags": ["fp", "asimd", "asimddp"]}
+    assert fingerprint_change(was, now) == "changed since the last run: release, flags"
