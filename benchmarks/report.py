@@ -209,26 +209,17 @@ def task_plots(ok: list[dict], names: dict, out_dir: Path) -> list[Path]:
     return made
 
 
-def plot_all(results, out_dir: Path) -> list[Path]:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker
-        import numpy as np
-    except ImportError:
-        return []
+def _pareto_plots(ok: list[dict], names: dict, out_dir: Path) -> list[Path]:
+    """Accuracy against p50 latency and against size, the Pareto front marked (pareto_latency.png, pareto_size.png)."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    import numpy as np
     from edgepack.runtimes import runtime_label
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ok = [d for d in rows(results) if d["ok"] and d["latency_ms"]]
-    if not ok:
-        return []
-    names = short_names(ok)
+    made = []
     models = list(dict.fromkeys(d["model"] for d in ok))
     number = {m: i + 1 for i, m in enumerate(models)}
     acc_of = {d["model"]: d for d in ok if d["accuracy"] is not None}          # accuracy: first thread count
-    made = task_plots(ok, names, out_dir)
     threads = sorted({d["threads"] for d in ok})
     compressible = [d for d in ok if d.get("gzip_bytes") and d.get("size_bytes")]
     ratios = [d["gzip_bytes"] / d["size_bytes"] for d in compressible]
@@ -286,6 +277,14 @@ def plot_all(results, out_dir: Path) -> list[Path]:
         save_figure(fig, out_dir / fname, 120)
         plt.close(fig)
         made.append(out_dir / fname)
+    return made
+
+
+def _latency_distribution(ok: list[dict], names: dict, out_dir: Path) -> list[Path]:
+    """Each file's warm-run latencies as a box plot (latency_distribution.png)."""
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+    made = []
     with_raw = [d for d in ok if d.get("latencies_ms")]
     if with_raw:
         fig, ax = plt.subplots(figsize=(9, max(3, 0.45 * len(with_raw) + 1.5)))
@@ -305,6 +304,14 @@ def plot_all(results, out_dir: Path) -> list[Path]:
         save_figure(fig, out_dir / "latency_distribution.png", 120)
         plt.close(fig)
         made.append(out_dir / "latency_distribution.png")
+    return made
+
+
+def _confusion_matrices(ok: list[dict], names: dict, out_dir: Path) -> list[Path]:
+    """One confusion matrix per classifier file (confusion_matrices.png)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    made = []
     cms = [d for d in ok if d.get("confusion")]
     seen = set()
     cms = [d for d in cms if not (d["model"] in seen or seen.add(d["model"]))]
@@ -333,6 +340,24 @@ def plot_all(results, out_dir: Path) -> list[Path]:
         plt.close(fig)
         made.append(out_dir / "confusion_matrices.png")
     return made
+
+
+def plot_all(results, out_dir: Path) -> list[Path]:
+    """Every figure of a bench report: the task's own, accuracy against latency and size, the latency distribution,
+    the confusion matrices. None without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+    except ImportError:
+        return []
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ok = [d for d in rows(results) if d["ok"] and d["latency_ms"]]
+    if not ok:
+        return []
+    names = short_names(ok)
+    return (task_plots(ok, names, out_dir) + _pareto_plots(ok, names, out_dir) + _latency_distribution(ok, names, out_dir)
+            + _confusion_matrices(ok, names, out_dir))
 
 
 # ------------------------------------------------------------------ Markdown
