@@ -110,14 +110,20 @@ class Connection:
         except subprocess.TimeoutExpired:
             raise DeviceError(f"{self.device.name}: no answer within {timeout:.0f} s while {what}") from None
         out, err = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
-        if proc.returncode == 255:
-            raise _fault(self.device, err, what)
-        if proc.returncode != 0:
-            if "no space left on device" in err.lower():
-                raise DeviceError(f"{self.device.name}: the device's disk is full while {what}")
-            line = next((ln for ln in reversed(err.strip().splitlines()) if ln.strip()), f"exit {proc.returncode}")
-            raise DeviceError(f"{self.device.name}: {what} failed: {line[:240]}")
+        self._check(proc.returncode, err, what)
         return out
+
+    def _check(self, rc: int, stderr: str, what: str, silent_is_drop: bool = False) -> None:
+        """A failed remote command as one DeviceError line: ssh's own failure (exit 255; with `silent_is_drop`, also
+        a guarded session that ended without a word), a full disk, or the command's last line of stderr."""
+        if rc == 0:
+            return
+        if rc == 255 or (silent_is_drop and not stderr.strip()):
+            raise _fault(self.device, stderr or "connection closed", what)
+        if "no space left on device" in stderr.lower():
+            raise DeviceError(f"{self.device.name}: the device's disk is full while {what}")
+        line = next((ln for ln in reversed(stderr.strip().splitlines()) if ln.strip()), f"exit {rc}")
+        raise DeviceError(f"{self.device.name}: {what} failed: {line[:240]}")
 
     def run_guarded(self, command: str, what: str, timeout: float = 7200) -> str:
         """A long command that must not outlive this session: it runs in a process group of its own on the device,
@@ -149,13 +155,7 @@ class Connection:
             out.seek(0)
             err.seek(0)
             stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-        if rc == 255 or (rc != 0 and not stderr.strip()):
-            raise _fault(self.device, stderr or "connection closed", what)
-        if rc != 0:
-            if "no space left on device" in stderr.lower():
-                raise DeviceError(f"{self.device.name}: the device's disk is full while {what}")
-            line = next((ln for ln in reversed(stderr.strip().splitlines()) if ln.strip()), f"exit {rc}")
-            raise DeviceError(f"{self.device.name}: {what} failed: {line[:240]}")
+        self._check(rc, stderr, what, silent_is_drop=True)
         return stdout
 
     def put(self, files: dict[str, bytes | Path], remote_dir: str, what: str) -> None:
