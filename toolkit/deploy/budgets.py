@@ -98,7 +98,7 @@ BUDGETS = (
            "p50_ms", True, "p50", lambda v: f"{v:g} ms", over="too slow"),
     Budget("max_arena", "--max-arena", "largest tensor arena (a microcontroller's RAM for the file's tensors), as "
            "TFLite Micro measures it: bytes or with a unit (64KiB); needs --runtime tflite-micro",
-           lambda t, f: parse_size(t, f), "arena", True, "tensor arena", _size_text),
+           parse_size, "arena", True, "tensor arena", _size_text),
     Budget("max_accuracy_drop", "--max-accuracy-drop", "percentage points below the fp32 file (e.g. 0.5); for "
            "another task, points of its figure x 100 (anomaly: 0.5 = 0.005 ROC AUC)", parse_drop,
            "accuracy", False, "accuracy", lambda v: f"{v:g} pp", relative=True),

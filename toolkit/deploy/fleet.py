@@ -15,7 +15,7 @@ from pathlib import Path
 from edgepack.toolkit.outputs import atomic_text
 from edgepack.toolkit.deploy.budgets import Budgets
 from edgepack.toolkit.deploy.report import pareto_plot
-from edgepack.toolkit.deploy.rows import Row, measured_row
+from edgepack.toolkit.deploy.rows import Row, figure_of, measured_row
 from edgepack.toolkit.deploy.select import pick
 from edgepack.toolkit.errors import ModelError
 
@@ -73,13 +73,10 @@ def load_device(path: str | Path) -> Device:
         err = r.get("error") if not r.get("ok", True) else (
             f"golden vectors: {golden.get('error')}" if golden and not golden.get("passed", True) else None)
         ver = rec.get("verification") or {}
-        acc = r.get("accuracy")
         quality = r.get("quality") or {}
-        if acc is None and quality.get("value") is not None:       # another task's figure (ROC AUC), in the same points
-            acc = quality["value"]
         dev.rows.append(measured_row(_label(r.get("model", "?")), r.get("model", "?"),
                                      r.get("format") or Path(name).suffix[1:], _precision(rec, name), r,
-                                     accuracy=None if acc is None else 100 * acc,
+                                     accuracy=figure_of(r),        # top-1, or the task's figure (ROC AUC)
                                      accuracy_from=f"{r.get('test_images') or '?'} test images on this device",
                                      verified=bool(ver.get("passed", True)), error=err, sha256=sha,
                                      metric=quality.get("metric") if r.get("task") else "accuracy"))

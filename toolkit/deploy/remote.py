@@ -223,16 +223,15 @@ def runtime_requirements() -> list[str]:
 
 def code_files() -> dict[str, Path]:
     """edgepack's own code for the device, in the installed layout (edgepack/<package>/...): what the runtime path
-    imports, never torch or TensorFlow."""
+    imports, never torch or TensorFlow (published results stay here)."""
+    import importlib
     import edgepack
-    files = {}
-    for pkg in ("", "toolkit", "runtimes", "exporters", "benchmarks"):
-        mod = edgepack if not pkg else __import__(f"edgepack.{pkg}", fromlist=["_"])
-        root = Path(mod.__path__[0])
+    files = {f"edgepack/{f.name}": f for f in sorted(Path(edgepack.__file__).parent.glob("*.py"))}
+    for pkg in ("toolkit", "runtimes", "exporters", "benchmarks"):
+        root = Path(importlib.import_module(f"edgepack.{pkg}").__path__[0])
         for f in sorted(root.rglob("*")):
-            if f.suffix in (".py", ".toml") and "__pycache__" not in f.parts and "results" not in f.parts \
-                    and not (not pkg and f.parent != root):
-                files[str(Path("edgepack", pkg, f.relative_to(root)))] = f
+            if f.suffix in (".py", ".toml") and "__pycache__" not in f.parts and "results" not in f.parts:
+                files[f"edgepack/{pkg}/{f.relative_to(root)}"] = f
     return files
 
 
@@ -252,7 +251,7 @@ def ensure_environment(conn: Connection, progress=print) -> str:
         progress(f"{conn.device.name}: reusing the runtime environment ~/{home}")
         return run
     progress(f"{conn.device.name}: making a runtime-only environment in ~/{home} (once per edgepack version)")
-    conn.put({k: v for k, v in code.items()}, f"{home}/code", "copying edgepack's runtime code")
+    conn.put(code, f"{home}/code", "copying edgepack's runtime code")
     pins = " ".join(shlex.quote(r) for r in reqs)
     conn.run(f"rm -rf {at('venv')} && python3 -m venv {at('venv')} && {at('venv/bin/python')} -m pip install -q "
              f"--disable-pip-version-check {pins} && {run} --version >/dev/null && touch {at('READY')}",
@@ -287,8 +286,8 @@ def bench_bundle(conn: Connection, bundle_dir: Path, json_out: Path, threads: in
     if "measured" in state:
         progress(f"{conn.device.name}: this bundle was measured there with the same settings: its results are reused")
     else:
-        progress(f"{conn.device.name}: benchmarking {len([k for k in files if k.endswith('.json') and 'candidates' in k])}"
-                 f" candidate files (golden vectors first)")
+        candidates = json.loads((bundle_dir / "bundle.json").read_text())["candidates"]
+        progress(f"{conn.device.name}: benchmarking {len(candidates)} candidate files (golden vectors first)")
         conn.run_guarded(f"{run} bench {q} --json {partial} {settings} && mv {partial} {result}",
                          "benchmarking the bundle on the device")
     doc = json.loads(conn.run(f"cat {result}", "reading the results back"))
