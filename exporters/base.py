@@ -13,9 +13,11 @@ from edgepack.toolkit.options import check_choices, option
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 IO_DTYPES = ("int8", "uint8")
+ONNX_WEIGHTS = ("auto", "int8", "uint8")
 SPARSE_VALUE_DTYPES = ("fp32", "fp16", "int8")
 TFLITE_ROUTES = ("auto", "converter", "onnx2tf")   # converter: the source framework's own (Keras: TFLiteConverter)
 ROUTE_ALIASES = {"keras": "converter"}             # the name of the converter route before 0.2
+DEFAULT_CALIBRATION_SAMPLES = 200                  # a task may ask for more (toolkit.tasks.base.Task)
 VERIFY_OPTIONS = ("verify_images", "verify_max_drop", "seed")   # read for every format
 
 
@@ -34,10 +36,15 @@ class ExportOptions:
     # ONNX int8 (ORT static quantization)
     calibration_method: str = option("minmax", "ORT static calibration method", choices=CALIBRATION_METHODS,
                                      flag="--calibration", key="calibration")
-    calibration_samples: int = option(200, "training images used for calibration (both int8 routes)")
+    calibration_samples: int | None = option(None, "training images used for calibration (both int8 routes; "
+                                             "stratified by class, seeded). Default: the task's (200; detection 500)")
     onnx_activations: str = option("uint8", "ONNX int8 activation type: uint8 (ORT's x86 kernels fuse every QDQ conv) "
                                    "or int8", choices=IO_DTYPES)
     target: str = option("any", f"CPUs the files must keep their accuracy on. {TARGET_HELP}", choices=tuple(TARGETS))
+    onnx_weights: str = option("auto", "ONNX int8 weight type: int8 (ORT's default; 7-bit for --target any, see "
+                               "--target), or uint8 (8-bit, symmetric around zero point 128: ORT's u8 x u8 kernels "
+                               "widen to 16 bits before adding, so no CPU saturates and the full 8 bits stay "
+                               "portable); auto: the task's (detection uint8, else int8)", choices=ONNX_WEIGHTS)
     # weights of every int8 format
     per_channel: bool = option(True, "int8 weights with one scale per tensor (default per channel)", negate="--per-tensor")
     dense_per_channel: bool | None = option(None, "TFLite: Dense weights per channel, or per tensor (--dense-per-"
@@ -72,7 +79,10 @@ class ExportOptions:
         if self.dense_per_channel and not self.per_channel:
             raise OptionError("per-channel Dense weights (dense_per_channel) contradict per-tensor weights everywhere "
                               "(per_channel=false / --per-tensor): drop one")
-        if self.calibration_samples < 1:
+        if self.onnx_weights == "uint8" and self.onnx_activations == "int8":
+            raise OptionError("uint8 ONNX weights (onnx_weights) go with uint8 activations (ORT fuses u8 x u8 "
+                              "convolutions, not s8 x u8): drop one")
+        if self.calibration_samples is not None and self.calibration_samples < 1:
             raise OptionError("calibration samples must be >= 1")
         if self.verify_images < 1:
             raise OptionError("verification needs at least one image")
@@ -83,6 +93,14 @@ class ExportOptions:
         """What int8 files keep float at the outputs for this task: "head", "decode" or None (nothing)."""
         mode = ("head" if getattr(task, "float_tail", False) else "int8") if self.int8_tail == "auto" else self.int8_tail
         return None if mode == "int8" else mode
+
+    def onnx_weight_type(self, task) -> str:
+        """"int8" or "uint8": the ONNX int8 weights for this task (the option, else the task's default)."""
+        return getattr(task, "onnx_weights", "int8") if self.onnx_weights == "auto" else self.onnx_weights
+
+    def calibration_count(self, task) -> int:
+        """Training images the int8 routes calibrate on: the option, else the task's default."""
+        return self.calibration_samples or getattr(task, "calibration_samples", DEFAULT_CALIBRATION_SAMPLES)
 
     @property
     def float_layers(self) -> list[str]:

@@ -13,7 +13,7 @@ from edgepack.exporters.base import ExportContext, Exporter
 from edgepack.exporters.onnx_fp32 import input_layout
 from edgepack.exporters.verify import TARGETS
 from edgepack.toolkit.backends.onnx_portable import make_portable
-from edgepack.toolkit.errors import ModelError, first_line
+from edgepack.toolkit.errors import ModelError, OptionError, first_line
 
 
 class _Fallbacks(logging.Filter):
@@ -116,8 +116,8 @@ def preprocess(src: Path, dst: Path) -> Path:
 
 class OnnxInt8StaticExporter(Exporter):
     name = "onnx-int8"
-    options = ("calibration_method", "calibration_samples", "onnx_activations", "target", "per_channel", "keep_float",
-               "int8_tail")
+    options = ("calibration_method", "calibration_samples", "onnx_activations", "target", "onnx_weights", "per_channel",
+               "keep_float", "int8_tail")
     tag = "int8"
     suffix = ".onnx"
     description = "ONNX int8 QDQ, static (ORT quantize_static, per-channel int8 weights, uint8 activations by default)"
@@ -132,13 +132,19 @@ class OnnxInt8StaticExporter(Exporter):
         src = preprocess(ctx.fp32_onnx(), ctx.work_dir / "pre.onnx")
         name, layout = input_layout(src, ctx.dataset.input_shape)
         opts = ctx.options
-        calib = ctx.dataset.calibration(opts.calibration_samples, opts.seed, layout)
+        calib = ctx.dataset.calibration(opts.calibration_count(ctx.task), opts.seed, layout)
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                   "percentile": CalibrationMethod.Percentile}[opts.calibration_method]
         # Portable by default: x86 CPUs without VNNI add pairs of u8 x s8 products in int16 with saturation
         # (vpmaddubsw); 7-bit weights (ORT's reduce_range) keep every pair sum in range, so the file computes
-        # the same integers on every CPU class. Full-range weights only for a target known to accumulate in int32.
-        seven_bit = "u8s8-sat16" in TARGETS[opts.target]
+        # the same integers on every CPU class. Full-range int8 weights only for a target known to accumulate in
+        # int32. uint8 weights (symmetric, zero point 128) take ORT's u8 x u8 kernels, which widen both operands to
+        # 16 bits before multiplying (vpmaddwd on x86): full 8-bit weights and exact sums on every CPU class.
+        unsigned = opts.onnx_weight_type(ctx.task) == "uint8"
+        if unsigned and opts.onnx_activations != "uint8":
+            raise OptionError("uint8 ONNX weights (onnx_weights) go with uint8 activations (ORT fuses u8 x u8 "
+                              "convolutions, not s8 x u8): drop onnx_activations=int8 or choose onnx_weights=int8")
+        seven_bit = not unsigned and "u8s8-sat16" in TARGETS[opts.target]
         from edgepack.exporters.layers import onnx_layers, onnx_tail, resolve
         floats = resolve(onnx_layers(src), opts.float_layers) if opts.float_layers else []
         tail_mode = opts.float_tail(ctx.task)
@@ -149,10 +155,11 @@ class OnnxInt8StaticExporter(Exporter):
             def quantize(out: Path, calibrate_method) -> None:
                 with _per_tensor_fallbacks() as names:
                     quantize_static(str(src), str(out), ArrayCalibrationReader(name, calib), quant_format=QuantFormat.QDQ,
-                                    per_channel=opts.per_channel, weight_type=QuantType.QInt8, reduce_range=seven_bit,
+                                    per_channel=opts.per_channel, reduce_range=seven_bit,
+                                    weight_type=QuantType.QUInt8 if unsigned else QuantType.QInt8,
                                     activation_type=QuantType.QUInt8 if opts.onnx_activations == "uint8" else QuantType.QInt8,
                                     calibrate_method=calibrate_method, nodes_to_exclude=[f.node for f in floats] + tail,
-                                    extra_options={"CalibTensorRangeSymmetric": False})
+                                    extra_options={"CalibTensorRangeSymmetric": False, "WeightSymmetric": True})
                 fell_back[:] = names
             quantize(path, method)
             same_as_minmax = None
@@ -168,7 +175,8 @@ class OnnxInt8StaticExporter(Exporter):
         compact = compact_names(path)
         bits = "7-bit" if seven_bit else "8-bit"
         return {"quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ", "activations": opts.onnx_activations, "names": compact,
-                "weights": f"int8 {'per-channel' if opts.per_channel else 'per-tensor'}, {bits} range",
+                "weights": f"{'uint8' if unsigned else 'int8'} {'per-channel' if opts.per_channel else 'per-tensor'}, "
+                           f"{bits} range" + (", symmetric around zero point 128" if unsigned else ""),
                 "per_tensor_fallbacks": fell_back,
                 "target": opts.target, "reduce_range": seven_bit, "float_layers": [f.name for f in floats], "float_tail": tail, "float_tail_mode": tail_mode,
                 "calibration": {"method": opts.calibration_method, "samples": len(calib), "split": "train, stratified",

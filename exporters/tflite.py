@@ -47,7 +47,7 @@ def dense_per_channel(options, mode: str) -> bool:
 
 
 def via_converter(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
-    calib = ctx.dataset.calibration(ctx.options.calibration_samples, ctx.options.seed, "NHWC")
+    calib = ctx.dataset.calibration(ctx.options.calibration_count(ctx.task), ctx.options.seed, "NHWC")
 
     def representative():
         for i in range(len(calib)):
@@ -83,7 +83,7 @@ def import_onnx2tf():
 def onnx2tf_convert(ctx: ExportContext) -> Path:
     """Run onnx2tf once per export call (all flavours at once); returns its output folder."""
     o = ctx.options                              # what onnx2tf's files depend on: one conversion per combination
-    key = f"onnx2tf-dir:{o.io_dtype}:{o.per_channel}:{o.keep_nchw}:{o.calibration_samples}:{o.seed}"
+    key = f"onnx2tf-dir:{o.io_dtype}:{o.per_channel}:{o.keep_nchw}:{o.calibration_count(ctx.task)}:{o.seed}"
     if key in ctx.produced:
         return ctx.produced[key]
     from edgepack.toolkit.tf_import import import_tensorflow, quiet_stderr
@@ -97,7 +97,7 @@ def onnx2tf_convert(ctx: ExportContext) -> Path:
     ds, opts = ctx.dataset, ctx.options
     h, w, c = ds.input_shape
     # calibration: real training images in [0, 1], NHWC; onnx2tf applies mean/std itself
-    idx = np.random.default_rng(opts.seed + 1).choice(len(ds.y_train), size=min(opts.calibration_samples, len(ds.y_train)), replace=False)
+    idx = np.random.default_rng(opts.seed + 1).choice(len(ds.y_train), size=min(opts.calibration_count(ctx.task), len(ds.y_train)), replace=False)
     calib = ds.x_train[np.sort(idx)].astype(np.float32) / 255.0
     np.save(work / "calib.npy", calib)
     if c == 3:  # onnx2tf also loads this file for RGB inputs (or downloads it): make it from real images
@@ -174,7 +174,7 @@ def via_onnx2tf(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
     details = {"converter": f"onnx2tf {onnx2tf.__version__}", "mode": mode, "from": "fp32 ONNX",
                "input_layout": "NCHW" if ctx.options.keep_nchw else "NHWC"}
     if mode == "int8":
-        details.update(io_dtype=ctx.options.io_dtype, calibration={"samples": ctx.options.calibration_samples,
+        details.update(io_dtype=ctx.options.io_dtype, calibration={"samples": ctx.options.calibration_count(ctx.task),
                        "split": "train", "seed": ctx.options.seed, "passed_explicitly": True})
     return f.read_bytes(), details
 
@@ -197,7 +197,7 @@ def mixed_int8(ctx: ExportContext) -> tuple[bytes, dict]:
     opts = ctx.options
     layers = onnx_layers(ctx.fp32_onnx())
     wanted = resolve(layers, opts.float_layers)             # a name error before any conversion
-    calib = ctx.dataset.calibration(opts.calibration_samples, opts.seed, "NHWC")
+    calib = ctx.dataset.calibration(opts.calibration_count(ctx.task), opts.seed, "NHWC")
 
     def representative():
         for i in range(len(calib)):
@@ -220,7 +220,7 @@ def mixed_int8(ctx: ExportContext) -> tuple[bytes, dict]:
                                                 opts.per_channel, float_nodes=tuple(nodes))
             return data, {**details, "from": "onnx2tf SavedModel"}
     key = (f"tflite-nodes:{route}:{opts.io_dtype}:{opts.per_channel}:{dense_per_channel(opts, 'int8')}:"
-           f"{opts.calibration_samples}:{opts.seed}")
+           f"{opts.calibration_count(ctx.task)}:{opts.seed}")
     if key not in ctx.produced:                              # node names of a full-int8 conversion, once per context
         full = run(())[0]
         ctx.produced[key] = (match_tflite(layers, tflite_compute_ops(full)), full)

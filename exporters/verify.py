@@ -118,15 +118,18 @@ def kernel_class_proof(path, criteria: tuple, x: np.ndarray, ref: dict, y: np.nd
     here = onnxruntime_kernel_class()
     g = read_onnx(Path(path).read_bytes())
     weights = [t.array for t in g.initializers.values() if t.array is not None and t.array.dtype == np.int8 and t.array.ndim >= 2]
+    unsigned = sum(1 for t in g.initializers.values() if t.array is not None and t.array.dtype == np.uint8
+                   and t.array.ndim >= 2)          # uint8 weights: u8 x u8 kernels, widened before adding
     risky = sum(risky_pairs(w) for w in weights)
     max_w = max((int(np.abs(w.astype(np.int32)).max()) for w in weights), default=0)
+    why_exact = (f"max |w| = {max_w}: every u8 x s8 pair sum is <= {2 * 255 * max_w:,} <= 32,767" if weights else
+                 "its weights are uint8: u8 x u8 kernels widen both operands to 16 bits before adding")
     out, failures = {}, []
     for kc in KERNEL_CLASSES:
         if kc == here:
             m, how = measured, f"measured: ONNX Runtime on this CPU, {cpu_label()}"
         elif risky == 0 and here in KERNEL_CLASSES:
-            m, how = measured, ("by construction, equal to the measured class: no adjacent weight pair can leave int16 "
-                                f"(max |w| = {max_w}: every u8 x s8 pair sum is <= {2 * 255 * max_w:,} <= 32,767)")
+            m, how = measured, f"by construction, equal to the measured class: no adjacent weight pair can leave int16 ({why_exact})"
         elif kc == "exact":                         # ORT's own float evaluation of the unfused QDQ graph
             m = task.compare(renamed(_run(path, x, graph_optimization="disable")[0], mapping), ref, x, y, ds)
             how = "reference: ONNX Runtime with QDQ fusion disabled (the graph in float: exact integer sums)"
@@ -142,7 +145,7 @@ def kernel_class_proof(path, criteria: tuple, x: np.ndarray, ref: dict, y: np.nd
         failures += fails
         out[kc] = {"means": KERNEL_CLASSES[kc], "how": how, "required_by_target": required, **_figure(m),
                    "passed": not fails}
-    out["_weights"] = {"max_abs_int8_weight": max_w, "pairs_that_can_saturate": risky}
+    out["_weights"] = {"max_abs_int8_weight": max_w, "pairs_that_can_saturate": risky, "uint8_weight_tensors": unsigned}
     return out, failures
 
 

@@ -131,6 +131,27 @@ def test_a_square_grid_is_required_and_task_options_are_checked():
     assert get_task("detection").to_dict() == {"name": "detection", "conf": 0.001, "iou": 0.6, "max_det": 100}
 
 
+def test_detection_asks_for_more_calibration_and_uint8_onnx_weights_unless_told():
+    """The task's export defaults (measured on YOLOv8n: 200 calibration images and 7-bit weights each cost a point)
+    reach every int8 export and deploy's candidates; an explicit option wins."""
+    from edgepack.exporters.base import ExportOptions
+    from edgepack.toolkit.deploy import candidates_for
+    from edgepack.toolkit.errors import OptionError
+    det, cls = get_task("detection"), get_task("classification")
+    o = ExportOptions()
+    assert (o.calibration_count(det), o.calibration_count(cls)) == (500, 200)
+    assert (o.onnx_weight_type(det), o.onnx_weight_type(cls)) == ("uint8", "int8")
+    o = ExportOptions(calibration_samples=64, onnx_weights="int8")
+    assert (o.calibration_count(det), o.onnx_weight_type(det)) == (64, "int8")
+    with pytest.raises(OptionError, match="uint8 ONNX weights .* go with uint8 activations"):
+        ExportOptions(onnx_weights="uint8", onnx_activations="int8")
+    with pytest.raises(OptionError, match="unknown onnx weights 'u4'"):
+        ExportOptions(onnx_weights="u4")
+    names = lambda task: [c[0] for c in candidates_for(None, task)]     # noqa: E731
+    assert names(det) == names(cls)[:1] + ["onnx-int8-uint8"] + names(cls)[1:]
+    assert dict((c[0], c[2]) for c in candidates_for(["onnxruntime"], det))["onnx-int8-uint8"] == {"onnx_weights": "uint8"}
+
+
 # ---------------------------------------------------------------- end to end on real digits
 @pytest.fixture(scope="module")
 def canvases(tmp_path_factory):
@@ -293,7 +314,12 @@ def test_the_decode_tail_is_found_in_onnx_and_kept_float_in_both_int8_formats(yo
         rec = json.loads((out / f"{name}.json").read_text())
         details = rec["steps"][-1]["details"]
         assert details["float_tail"] and details["float_tail_mode"] == "head", name
+        assert details["calibration"]["samples"] == 50, name            # the option, not the task's 500
         assert rec["task"]["name"] == "detection" and rec["verification"]["output_match"]
+    details = json.loads((out / "yolo.int8.onnx.json").read_text())["steps"][-1]["details"]
+    assert details["weights"].startswith("uint8 per-channel, 8-bit") and not details["reduce_range"]
+    weights = json.loads((out / "yolo.int8.onnx.json").read_text())["verification"]["kernel_classes"]["_weights"]
+    assert weights["uint8_weight_tensors"] > 0 and weights["pairs_that_can_saturate"] == 0
     # the naive file: the same export with the tail quantized (what --int8-tail int8 asks for)
     r = _cli("export", yolo_like, "--task", "detection", "--data", "canv", "--data-dir", canvases, "--mean", "0",
              "--std", "1", "--to", "onnx-int8", "--int8-tail", "int8", "--out", tmp_path / "naive",

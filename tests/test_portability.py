@@ -114,6 +114,51 @@ def test_sat16_reference_clips_pair_sums_where_vpmaddubsw_does(tmp_path):
     assert risky_pairs(np.asarray([[127, 127, 1, 1], [64, 64, 64, 64]], np.int8)) == 1
 
 
+def _tiny_conv(path, weights, unsigned: bool):
+    """input (1, 4, 2, 2) float -> Q(u8) -> DQ -> 1x1 Conv(DQ(weights)) -> Q -> DQ; int8 weights (zero point 0) or the
+    same values as uint8 around zero point 128 (what onnx_weights=uint8 writes)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    w = np.asarray(weights, np.int32)
+    wq = (w + 128).astype(np.uint8) if unsigned else w.astype(np.int8)
+    zp = np.full(len(w), 128 if unsigned else 0, np.uint8 if unsigned else np.int8)
+    inits = [numpy_helper.from_array(np.float32(1.0), "s"), numpy_helper.from_array(np.uint8(0), "z"),
+             numpy_helper.from_array(wq.reshape(len(w), 4, 1, 1), "wq"),
+             numpy_helper.from_array(np.ones(len(w), np.float32), "ws"), numpy_helper.from_array(zp, "wz"),
+             numpy_helper.from_array(np.float32(1024.0), "os"), numpy_helper.from_array(np.uint8(128), "oz")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["c"]),
+             helper.make_node("QuantizeLinear", ["c", "os", "oz"], ["cq"]),
+             helper.make_node("DequantizeLinear", ["cq", "os", "oz"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 2, 2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, len(w), 2, 2])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
+    return path
+
+
+def test_uint8_weights_keep_8_bits_without_saturating_on_this_cpu(tmp_path):
+    """onnx_weights=uint8: ONNX Runtime's u8 x u8 kernels widen before adding, so full 8-bit weights give the exact
+    sums on every CPU class; the same weights as int8 saturate where this CPU's class does (AVX2 without VNNI)."""
+    from edgepack.runtimes import open_runner
+    weights = [[127, 127, 1, 1], [-128, -128, 0, 0], [64, 64, 64, 64]]
+    x = np.full((1, 2, 2, 4), 255.0, np.float32)          # NHWC, as runners take images
+    exact = np.round(np.asarray(weights).sum(1) * 255 / 1024) * 1024
+    first = lambda y: np.asarray(y).reshape(1, 3, 2, 2)[0, :, 0, 0].tolist()    # noqa: E731  (NCHW outputs)
+    u8 = open_runner(_tiny_conv(tmp_path / "u8.onnx", weights, True)).load().predict(x)
+    assert first(u8) == exact.tolist()                   # exact, whatever this CPU is
+    s8 = first(open_runner(_tiny_conv(tmp_path / "s8.onnx", weights, False)).load().predict(x))
+    here = onnxruntime_kernel_class()
+    if here == "u8s8-sat16":                              # (127 + 127) * 255 clips to 32,767 in int16
+        assert s8 == [32768.0, -32768.0, exact[2]]
+    elif here == "exact":
+        assert s8 == exact.tolist()
+    for kc in ("exact", "u8s8-sat16"):                    # the reference knows uint8 weights are exact everywhere
+        ref = QdqReferenceRunner(tmp_path / "u8.onnx", kernel_class=kc).load().predict(x)
+        assert first(ref) == exact.tolist()
+
+
 def test_reference_of_this_cpus_kernel_class_reproduces_onnxruntime(trained, mnist_small, tmp_path):
     """The cross-check: on this CPU, the reference of its own class gives ONNX Runtime's decisions."""
     from edgepack.runtimes import open_runner

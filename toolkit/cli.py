@@ -114,11 +114,12 @@ def cmd_deploy(args) -> int:
         deploy_on_devices(args.model, args.out, args.device, args.ssh_config, budgets, threads=args.threads,
                           runtimes=runtimes, data=args.data, data_dir=args.data_dir, mixed=not args.no_mixed,
                           preprocessing=pre, mixed_search=args.mixed_search, trials=args.trials, executor=executor,
-                          task=task_from_args(args))
+                          task=task_from_args(args), calibration_samples=args.calibration_samples)
         return 0
     deploy(args.model, args.out, args.data, args.data_dir, budgets, threads=args.threads,
            candidates_only=args.candidates_only, mixed=not args.no_mixed, runtimes=runtimes, preprocessing=pre,
-           mixed_search=args.mixed_search, trials=args.trials, executor=executor, task=task_from_args(args))
+           mixed_search=args.mixed_search, trials=args.trials, executor=executor, task=task_from_args(args),
+           calibration_samples=args.calibration_samples)
     return 0
 
 
@@ -245,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=1, help="thread count the files are timed at (default 1)")
     s.add_argument("--runtime", default=None, help="runtimes the candidates are benchmarked on, comma-separated "
                    "(default: every installed runtime that runs each file, OpenVINO included; tflite-micro only when named)")
+    s.add_argument("--calibration-samples", type=int, default=None, metavar="N", help="training images every int8 "
+                   "candidate calibrates on (default: the task's: 200, detection 500)")
     s.add_argument("--no-mixed", action="store_true", help="skip the per-layer attribution and mixed-precision candidates")
     s.add_argument("--mixed-search", default="attribution", help="how the layers kept float are found: attribution "
                    "(default: each layer float in turn, measured), or a search of --trials trials for spaces too "

@@ -25,13 +25,14 @@ from edgepack.toolkit.errors import OptionError
 def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None, threads: int = 1,
            candidates_only: bool = False, mixed: bool = True, runtimes: list[str] | None = None, progress=print,
            preprocessing: dict | None = None, mixed_search: str = "attribution", trials: int = 32,
-           executor=None, task=None, by_hand: bool = True) -> dict:
+           executor=None, task=None, by_hand: bool = True, calibration_samples: int | None = None) -> dict:
     """`runtimes`: those the candidates are benchmarked on (default: every runtime that runs each file);
     `preprocessing`: {"mean", "std", "scale"} of a model file whose input is not the data set's default;
     `mixed_search`: how the mixed-precision layer sets are found: `attribution` (each layer float in turn, measured),
     or a search of `trials` trials (exhaustive | tpe | auto, toolkit.deploy.search) run through `executor`;
     `task`: what the model is for (default: its record's, else a classifier where its outputs say so); `by_hand`:
-    say how to take a bundle to a device (False when edgepack takes it there itself). A task without
+    say how to take a bundle to a device (False when edgepack takes it there itself); `calibration_samples`: training
+    images every int8 candidate calibrates on (default: the task's, ExportOptions.calibration_count). A task without
     a quality figure (raw) is picked on latency and size among the files verified by their outputs."""
     from edgepack.exporters.api import export_context
     from edgepack.toolkit.api import check_fits, data_location, dataset_for, load_checkpoint
@@ -43,6 +44,8 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
         if not set(runtimes or ()) & set(arena_runtimes()):
             raise OptionError(f"--max-arena judges the tensor arena a runtime measures; add one that does to --runtime "
                               f"({', '.join(arena_runtimes())})")
+    if calibration_samples is not None and calibration_samples < 1:
+        raise OptionError(f"--calibration-samples must be >= 1, got {calibration_samples}")
     if mixed_search != "attribution":
         from edgepack.toolkit.deploy.search import SAMPLERS
         if mixed_search not in SAMPLERS:
@@ -72,10 +75,12 @@ def deploy(model, out, data=None, data_dir=None, budgets: Budgets | None = None,
     if mixed and mixed_search != "attribution":
         from edgepack.toolkit.deploy.search import Source
         src = Source(str(model.resolve()), data_name, None if data_dir is None else str(data_dir),
-                     tuple(sorted((preprocessing or {}).items())), str((out / "candidates" / ".search").resolve()))
+                     tuple(sorted((preprocessing or {}).items())), str((out / "candidates" / ".search").resolve()),
+                     calibration=calibration_samples)
     try:
         variants, results, labels, attributions, searched = export_candidates(
-            ctx, model, runtimes, mixed, mixed_search, trials, executor, threads, budgets, src, progress)
+            ctx, model, runtimes, mixed, mixed_search, trials, executor, threads, budgets, src, progress,
+            common={"calibration_samples": calibration_samples})
     finally:
         ctx.cleanup()
         shutil.rmtree(out / "candidates" / ".search", ignore_errors=True)    # the trials' unverified files

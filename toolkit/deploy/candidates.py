@@ -10,28 +10,33 @@ from edgepack.toolkit.errors import ModelError, OptionError
 # (folder, format, ExportOptions overrides, label): the candidates every source gets
 BASE_CANDIDATES = [
     ("onnx-fp32", "onnx", {}, "onnx fp32"),
-    ("onnx-int8", "onnx-int8", {}, "onnx int8 (portable 7-bit weights)"),
-    ("onnx-int8-full-range", "onnx-int8", {"target": "x86-vnni"}, "onnx int8 (full-range weights)"),
+    ("onnx-int8", "onnx-int8", {"onnx_weights": "int8"}, "onnx int8 (portable 7-bit weights)"),
+    ("onnx-int8-full-range", "onnx-int8", {"onnx_weights": "int8", "target": "x86-vnni"}, "onnx int8 (full-range weights)"),
     ("onnx-dynamic", "onnx-int8-dynamic", {}, "onnx dynamic-range"),
     ("tflite-fp32", "tflite", {}, "tflite fp32"),
     ("tflite-fp16", "tflite-fp16", {}, "tflite fp16"),
     ("tflite-dynamic", "tflite-dynamic", {}, "tflite dynamic-range"),
     ("tflite-int8", "tflite-int8", {}, "tflite int8"),
 ]
+# a task whose int8 .onnx files default to uint8 weights (detection) gets that file too, first among the int8 .onnx
+UINT8_CANDIDATE = ("onnx-int8-uint8", "onnx-int8", {"onnx_weights": "uint8"}, "onnx int8 (portable 8-bit uint8 weights)")
 MIXED_FORMATS = ("onnx-int8", "tflite-int8")
 REFERENCE = "onnx-fp32"
 # the fp32 file whose accuracy an accuracy-drop budget is measured from: the first of these that was benchmarked
 REFERENCES = ((REFERENCE, "onnxruntime", "the fp32 ONNX in ONNX Runtime"), ("tflite-fp32", "litert", "the fp32 TFLite in LiteRT"))
 
 
-def candidates_for(runtimes: list[str] | None) -> list[tuple]:
+def candidates_for(runtimes: list[str] | None, task=None) -> list[tuple]:
     """The base candidates of the formats the requested runtimes run (all of them by default): a `--runtime litert`
-    deploy makes no .onnx candidates it could not benchmark."""
+    deploy makes no .onnx candidates it could not benchmark. `task`: the source's (its default ONNX weights)."""
+    base = list(BASE_CANDIDATES)
+    if getattr(task, "onnx_weights", "int8") == "uint8":
+        base.insert(next(i for i, c in enumerate(base) if c[1] == "onnx-int8"), UINT8_CANDIDATE)
     if not runtimes or runtimes == ["all"]:
-        return list(BASE_CANDIDATES)
+        return base
     from edgepack.runtimes import installed_runtimes
     from edgepack.exporters.registry import get_exporter
-    keep = [c for c in BASE_CANDIDATES if set(installed_runtimes("x" + get_exporter(c[1]).suffix, runtimes)) & set(runtimes)]
+    keep = [c for c in base if set(installed_runtimes("x" + get_exporter(c[1]).suffix, runtimes)) & set(runtimes)]
     if not keep:
         raise OptionError(f"none of the runtimes {', '.join(runtimes)} is installed here to run a candidate format")
     return keep
@@ -57,14 +62,19 @@ def check_source(model: Path) -> None:
 
 
 def export_candidates(ctx, model: Path, runtimes, mixed: bool, mixed_search: str, trials: int, executor, threads: int,
-                      budgets, search_source, progress=print):
+                      budgets, search_source, progress=print, common: dict | None = None):
     """Export and verify every candidate of `ctx`'s source: the base ones, then mixed precision (found by per-layer
     attribution, or by `mixed_search` run through `executor`). Returns (variants, results, labels, attributions,
-    search result or None); `search_source`: how the search's workers rebuild the source (a search.Source)."""
+    search result or None); `search_source`: how the search's workers rebuild the source (a search.Source);
+    `common`: export options every candidate shares (calibration_samples)."""
     from edgepack.exporters.api import export_variants
     from edgepack.exporters.base import ExportOptions
-    base = candidates_for(runtimes)
-    variants = [(f, fmt, ExportOptions(**o)) for f, fmt, o, _ in base]
+    common = {k: v for k, v in (common or {}).items() if v is not None}
+
+    def options(**o) -> ExportOptions:
+        return ExportOptions(**{**common, **o})
+    base = candidates_for(runtimes, ctx.task)
+    variants = [(f, fmt, options(**o)) for f, fmt, o, _ in base]
     labels = {f: lab for f, _, _, lab in base}
     progress(f"deploy: {len(variants)} candidates from {model.name} (task {ctx.task.name})"
              + (", then mixed precision found by measurement" if mixed else ""))
@@ -78,7 +88,7 @@ def export_candidates(ctx, model: Path, runtimes, mixed: bool, mixed_search: str
                           Path(search_source.work), progress, runtimes=runtimes)
         for t in searched.best():
             folder = f"{t.config.fmt}-search-trial-{t.number}"
-            more.append((folder, t.config.fmt, ExportOptions(keep_float=",".join(t.config.float_layers))))
+            more.append((folder, t.config.fmt, options(keep_float=",".join(t.config.float_layers))))
             found_in = f" in {t.config.runtime}" if t.config.runtime else ""
             labels[folder] = (f"{t.config.fmt.replace('-', ' ')} mixed ({', '.join(t.config.float_layers)} float; "
                               f"search trial {t.number}{found_in})")
@@ -95,7 +105,7 @@ def export_candidates(ctx, model: Path, runtimes, mixed: bool, mixed_search: str
                 progress(why_no_proposal(att))
             for k, layers in enumerate(propose(att)):
                 folder = f"{fmt}-mixed-{k + 1}"
-                more.append((folder, fmt, ExportOptions(keep_float=",".join(layers))))
+                more.append((folder, fmt, options(keep_float=",".join(layers))))
                 labels[folder] = f"{fmt.replace('-', ' ')} mixed ({', '.join(layers)} float)"
     variants += more
     results += export_variants(ctx, more, progress)

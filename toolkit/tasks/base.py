@@ -31,6 +31,8 @@ class Task:
                                        # distillation, compression fine-tunes and the mixed-precision search apply
     float_tail: bool = False           # int8 files keep their output head float (export option int8_tail = auto):
                                        # the last convolutions and the decode ops after them
+    calibration_samples: int = 200     # training images int8 exports calibrate on unless told (calibration_samples)
+    onnx_weights: str = "int8"         # ONNX int8 weight type unless told (ExportOptions.onnx_weights)
     default_for: str | None = None     # a data modality ("audio") whose classifiers are this task without --task
     figures_beside_accuracy: bool = False   # a classifier whose quality has more to say than accuracy (a report line)
     objective: str | None = None       # what training minimises (Framework.fit): classification, reconstruction,

@@ -159,6 +159,10 @@ class Detection(Task):
     metric = "mAP"
     options = ("conf", "iou", "max_det")
     objective = "boxes"                 # a grid head's per-cell targets (`training_targets`, `grid_loss_numpy`)
+    calibration_samples = 500   # measured (benchmarks/results/digit_detection): YOLOv8n's int8 files lose about a point
+                                # of mAP more at 200 calibration images than at 500
+    onnx_weights = "uint8"      # measured (same): YOLOv8n's 7-bit int8 weights cost 1.4 points, 8-bit ones 0.7; uint8
+                                # weights keep 8 bits on CPUs whose int8 kernels saturate (AVX2 without VNNI)
     float_tail = True       # measured (benchmarks/results/digit_detection): an int8 head costs tiny-det (Keras) 2 points
 
     def __init__(self, conf: float = 0.001, iou: float = 0.6, max_det: int = 100, **rest):

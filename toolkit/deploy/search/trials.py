@@ -63,6 +63,7 @@ class Source:
     work: str = ""
     images: int = 2000
     seed: int = 0
+    calibration: int | None = None       # deploy's --calibration-samples (None: the task's default)
 
 
 _CONTEXTS: dict[Source, tuple] = {}        # per process: Source -> (ctx, x, labels, source logits)
@@ -106,7 +107,7 @@ def export_trial(src: Source, fmt: str, float_layers: tuple, path: str, runtime:
     base = ctx.options
     path = Path(path)
     tmp = path.with_name(f".{path.name}.partial")
-    ctx.options = ExportOptions(keep_float=",".join(float_layers))
+    ctx.options = ExportOptions(keep_float=",".join(float_layers), calibration_samples=src.calibration)
     try:
         exp.export(ctx, tmp)
         os.replace(tmp, path)
