@@ -136,10 +136,10 @@ def _child(request: dict, timeout: float) -> dict:
 
 def _runtimes_for(path: Path, wanted: list[str] | None) -> list[str]:
     """The runtimes that run this file: its format's default, every one ('all'), or those named that run it."""
-    from edgepack.runtimes import every_runtime_for, runtimes_for
+    from edgepack.runtimes import default_runtime, every_runtime_for, runtimes_for
     able = runtimes_for(path)
     if not wanted:
-        return able[:1]
+        return [default_runtime(path)]
     if wanted == ["all"]:
         return every_runtime_for(path)
     chosen = [rt for rt in wanted if rt in able]

@@ -7,7 +7,8 @@ import importlib
 
 from edgepack.toolkit.errors import OptionError
 
-FORMAT_MODULES = ("edgepack.exporters.onnx_fp32", "edgepack.exporters.onnx_int8", "edgepack.exporters.tflite", "edgepack.exporters.sparse_archive")
+FORMAT_MODULES = ("edgepack.exporters.onnx_fp32", "edgepack.exporters.onnx_int8", "edgepack.exporters.tflite", "edgepack.exporters.sparse_archive",
+                  "edgepack.exporters.pte")
 
 _EXPORTERS: dict[str, type] = {}
 _loaded = False

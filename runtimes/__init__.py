@@ -9,7 +9,7 @@ Runtime registry, keyed by (file format, runtime). Each runtime is one module wh
 they run (`format`, `suffixes`), what they need (`needs`, `extra`) and their label, and lists them in `RUNNERS`;
 `RUNNER_MODULES` is the one list of those modules (a new runtime = a new module + one line). Runner modules never
 import this registry, so registration makes no import cycle.
-A format's default runtime is the first registered for it; others run a file when asked (`bench --runtime`), and
+A format's default runtime is the first registered for it that is installed; others run a file when asked (`bench --runtime`), and
 `--runtime all` runs every one except those registered as `by_name_only` (they run only when named).
 Modules are imported without their runtimes: a runtime-only install never loads torch or TensorFlow."""
 from __future__ import annotations
@@ -22,7 +22,8 @@ from pathlib import Path
 from edgepack.toolkit.errors import ModelError, OptionError
 
 RUNNER_MODULES = ("edgepack.runtimes.onnxruntime", "edgepack.runtimes.tflite", "edgepack.runtimes.archive",
-                  "edgepack.runtimes.frameworks", "edgepack.runtimes.openvino", "edgepack.runtimes.tflite_micro")
+                  "edgepack.runtimes.frameworks", "edgepack.runtimes.openvino", "edgepack.runtimes.tflite_micro",
+                  "edgepack.runtimes.executorch")
 
 _REGISTRY: dict[tuple[str, str], type] = {}
 _loaded = False
@@ -127,10 +128,18 @@ def installed_runtimes(path: str | Path, named: list[str] | None = None) -> list
             and all(importlib.util.find_spec(m) is not None for m in cls.needs)]
 
 
+def default_runtime(path: str | Path) -> str:
+    """The runtime a file runs in unless one is named: its format's first registered runtime that is installed here
+    (a by-name-only one too: the torch-free ExecuTorch runtime on a device without torch), else its first (opening it
+    then says what to install)."""
+    able = runtimes_for(path)
+    return (installed_runtimes(path, able) or able)[0]
+
+
 def runner_class(path: str | Path, runtime: str | None = None):
     fmt = format_of(path)
     if runtime is None:
-        runtime = runtimes_for(path)[0]
+        runtime = default_runtime(path)
     cls = _load().get((fmt, runtime))
     if cls is None:
         if runtime not in all_runtimes():

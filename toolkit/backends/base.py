@@ -15,7 +15,7 @@ from pathlib import Path
 
 from edgepack.toolkit.errors import OptionError
 
-CAPABILITIES = ("kd_loss", "hint_distillation", "prune", "prune_structured", "qat_apply", "to_tflite")
+CAPABILITIES = ("kd_loss", "hint_distillation", "prune", "prune_structured", "qat_apply", "to_tflite", "to_pte")
 
 
 class NotSupported(OptionError):
@@ -127,6 +127,10 @@ class Framework(ABC):
         """The framework's own TFLite converter (otherwise TFLite files go through ONNX and onnx2tf); `float_nodes`:
         TFLite nodes (output tensor names) kept float in an int8 file."""
         self._unsupported("a direct TFLite converter")
+
+    def to_pte(self, model, mode: str, input_shape_hwc, calibration=None, per_channel: bool = True) -> tuple[bytes, dict]:
+        """An ExecuTorch program ("fp32" or "int8", calibrated on `calibration`: float images in the model's layout)."""
+        self._unsupported("ExecuTorch (.pte) export")
 
     def supports(self, capability: str) -> bool:
         if capability not in CAPABILITIES:

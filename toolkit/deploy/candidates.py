@@ -1,5 +1,5 @@
 """The candidates of a deploy: the base files every source gets (fp32, fp16, dynamic-range, full int8 portable and
-full-range), limited to the formats the requested runtimes run, and the mixed-precision ones found by per-layer
+full-range; ExecuTorch fp32 and int8 from PyTorch sources), limited to the formats the requested runtimes run, and the mixed-precision ones found by per-layer
 attribution or by the search; all exported and verified through the exporters (`export_candidates`)."""
 from __future__ import annotations
 
@@ -17,13 +17,16 @@ BASE_CANDIDATES = [
     ("tflite-fp16", "tflite-fp16", {}, "tflite fp16"),
     ("tflite-dynamic", "tflite-dynamic", {}, "tflite dynamic-range"),
     ("tflite-int8", "tflite-int8", {}, "tflite int8"),
+    ("pte-fp32", "pte", {}, "pte fp32 (ExecuTorch)"),                 # PyTorch sources only
+    ("pte-int8", "pte-int8", {}, "pte int8 (ExecuTorch)"),
 ]
 # a task whose int8 .onnx files default to uint8 weights (detection) gets that file too, first among the int8 .onnx
 UINT8_CANDIDATE = ("onnx-int8-uint8", "onnx-int8", {"onnx_weights": "uint8"}, "onnx int8 (portable 8-bit uint8 weights)")
 MIXED_FORMATS = ("onnx-int8", "tflite-int8")
 REFERENCE = "onnx-fp32"
 # the fp32 file whose accuracy an accuracy-drop budget is measured from: the first of these that was benchmarked
-REFERENCES = ((REFERENCE, "onnxruntime", "the fp32 ONNX in ONNX Runtime"), ("tflite-fp32", "litert", "the fp32 TFLite in LiteRT"))
+REFERENCES = ((REFERENCE, "onnxruntime", "the fp32 ONNX in ONNX Runtime"), ("tflite-fp32", "litert", "the fp32 TFLite in LiteRT"),
+              ("pte-fp32", "executorch", "the fp32 .pte in ExecuTorch"))
 
 
 def candidates_for(runtimes: list[str] | None, task=None) -> list[tuple]:
@@ -32,10 +35,10 @@ def candidates_for(runtimes: list[str] | None, task=None) -> list[tuple]:
     base = list(BASE_CANDIDATES)
     if getattr(task, "onnx_weights", "int8") == "uint8":
         base.insert(next(i for i, c in enumerate(base) if c[1] == "onnx-int8"), UINT8_CANDIDATE)
-    if not runtimes or runtimes == ["all"]:
-        return base
     from edgepack.runtimes import installed_runtimes
     from edgepack.exporters.registry import get_exporter
+    if not runtimes or runtimes == ["all"]:        # every format some installed runtime runs
+        return [c for c in base if installed_runtimes("x" + get_exporter(c[1]).suffix)]
     keep = [c for c in base if set(installed_runtimes("x" + get_exporter(c[1]).suffix, runtimes)) & set(runtimes)]
     if not keep:
         raise OptionError(f"none of the runtimes {', '.join(runtimes)} is installed here to run a candidate format")
@@ -73,7 +76,8 @@ def export_candidates(ctx, model: Path, runtimes, mixed: bool, mixed_search: str
 
     def options(**o) -> ExportOptions:
         return ExportOptions(**{**common, **o})
-    base = candidates_for(runtimes, ctx.task)
+    from edgepack.exporters.registry import get_exporter
+    base = [c for c in candidates_for(runtimes, ctx.task) if get_exporter(c[1]).accepts(ctx.backend)]
     variants = [(f, fmt, options(**o)) for f, fmt, o, _ in base]
     labels = {f: lab for f, _, _, lab in base}
     progress(f"deploy: {len(variants)} candidates from {model.name} (task {ctx.task.name})"

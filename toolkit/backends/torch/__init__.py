@@ -76,6 +76,10 @@ class TorchFramework(Framework):
             raise ModelError(f"weights do not fit the model: tensors left unset {unset[:3]}, "
                              f"tensors with no place {result.unexpected_keys[:3]}")
 
+    def to_pte(self, model, mode, input_shape_hwc, calibration=None, per_channel=True):
+        from edgepack.toolkit.backends.torch.executorch import to_pte
+        return to_pte(model, mode, input_shape_hwc, calibration, per_channel)
+
     def to_onnx(self, model, path, input_shape_hwc, opset: int | None = None) -> dict:
         from edgepack.toolkit.backends.torch.export import DEFAULT_OPSET, to_onnx
         return to_onnx(model, path, input_shape_hwc, opset or DEFAULT_OPSET)
