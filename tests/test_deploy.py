@@ -168,6 +168,8 @@ def test_bad_input_is_one_line_and_keeps_earlier_results(tmp_path):
     _one_line_error(_cli("deploy", tmp_path / "none.pt", "--out", out, "--max-size", "5ms"), "--max-size", "file size")
     _one_line_error(_cli("deploy", tmp_path / "none.pt", "--out", out, "--min-accuracy", "0.985"), "fraction")
     _one_line_error(_cli("deploy", tmp_path / "none.pt", "--out", out), "not found")
+    _one_line_error(_cli("deploy", tmp_path / "none.pt", "--out", out, "--calibration-samples", "0"),
+                    "--calibration-samples must be >= 1")
     _one_line_error(_cli("deploy", tmp_path / "none.pt", "--out", out, "--runtime", "tvm"), "unknown runtime", "tvm")
     g = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "two",
                           [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in "ab"],

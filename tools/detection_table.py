@@ -5,7 +5,7 @@
 
 A file's variant comes from its manifest: fp32 (precision fp32), naive (int8, `float_tail` empty: every op quantized)
 decode (int8, the ops after the last convolutions float) or edgepack (int8, the head float: the last
-convolutions too); its detector from the folder holding it (--detector maps a folder
+convolutions too), and for .onnx its weights (uint8, the detection default; 7-bit int8; 8-bit int8); its detector from the folder holding it (--detector maps a folder
 name, e.g. export-torch=tiny-det (PyTorch)).
 """
 from __future__ import annotations
@@ -23,7 +23,11 @@ def variant(model: str) -> str:
     details = step.get("details") or {}
     name = {"head": "edgepack int8 (head float)", "decode": "int8, decode ops float"}.get(details.get("float_tail_mode"),
                                                                                          "naive full-int8")
-    return name + (", 8-bit weights (--target x86-vnni)" if details.get("reduce_range") is False else "")
+    if not str(rec.get("format", "")).startswith("onnx"):
+        return name
+    weights = str(details.get("weights", ""))
+    return name + (", uint8 weights" if weights.startswith("uint8") else ", 7-bit int8 weights" if details.get("reduce_range")
+                   else ", 8-bit int8 weights (--target x86-vnni)")
 
 
 def table(results: dict, names: dict[str, str]) -> list[str]:
@@ -35,8 +39,9 @@ def table(results: dict, names: dict[str, str]) -> list[str]:
     for d in rows:
         folder = Path(d["model"]).parent.name
         v = variant(d["model"])
-        base = v.split(", 8-bit")[0]
-        keyed.append((names.get(folder, folder), Path(d["model"]).suffix, order[base] + (0.5 if base != v else 0), d))
+        base, _, weights = v.partition(", ")
+        rank = {"": 0, "uint8 weights": 0, "7-bit int8 weights": 0.3, "8-bit int8 weights (--target x86-vnni)": 0.6}[weights]
+        keyed.append((names.get(folder, folder), Path(d["model"]).suffix, order[base] + rank, d))
     fp32 = {(det, suf): d["quality"]["value"] for det, suf, v, d in keyed if v == 0}
     for det, suf, v, d in sorted(keyed, key=lambda k: (k[0], k[1], k[2])):
         q = d["quality"]
