@@ -30,6 +30,9 @@ def variant(model: str) -> str:
                    else ", 8-bit int8 weights (--target x86-vnni)")
 
 
+WEIGHT_RANK = {"uint8 weights": 0, "7-bit int8 weights": 0.3, "8-bit int8 weights (--target x86-vnni)": 0.6}
+
+
 def table(results: dict, names: dict[str, str]) -> list[str]:
     rows = [d for d in results["results"] if d["ok"] and d["threads"] == 1]
     out = ["| detector | file | runtime | mAP@0.5 | mAP@0.5:0.95 | change (points) | size B | p50 model ms | "
@@ -39,9 +42,9 @@ def table(results: dict, names: dict[str, str]) -> list[str]:
     for d in rows:
         folder = Path(d["model"]).parent.name
         v = variant(d["model"])
-        base, _, weights = v.partition(", ")
-        rank = {"": 0, "uint8 weights": 0, "7-bit int8 weights": 0.3, "8-bit int8 weights (--target x86-vnni)": 0.6}[weights]
-        keyed.append((names.get(folder, folder), Path(d["model"]).suffix, order[base] + rank, d))
+        weights = next((w for w in WEIGHT_RANK if v.endswith(", " + w)), "")
+        base = v[:-len(weights) - 2] if weights else v
+        keyed.append((names.get(folder, folder), Path(d["model"]).suffix, order[base] + WEIGHT_RANK.get(weights, 0), d))
     fp32 = {(det, suf): d["quality"]["value"] for det, suf, v, d in keyed if v == 0}
     for det, suf, v, d in sorted(keyed, key=lambda k: (k[0], k[1], k[2])):
         q = d["quality"]
