@@ -218,3 +218,27 @@ def test_a_changed_fingerprint_is_said():
     assert fingerprint_change(None, was) is None and fingerprint_change(was, dict(was)) is None
     now = {**was, "release": "6.6", "flags": ["fp", "asimd", "asimddp"]}
     assert fingerprint_change(was, now) == "changed since the last run: release, flags"
+
+
+def test_a_device_bundle_holds_the_formats_its_environment_runs(monkeypatch, tmp_path):
+    """The device's environment has the runtime extra (ONNX Runtime, LiteRT): without --runtime the bundle is made for
+    those, so a PyTorch source's .pte candidates (ExecuTorch needs torch) never reach a device only to fail there."""
+    import edgepack.toolkit.deploy as deploy_pkg
+    from edgepack.toolkit.deploy import remote
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_deploy(model, out, **kw):
+        seen.append(kw["runtimes"])
+        raise Stop
+    monkeypatch.setattr(remote, "probe", lambda conn: {"python": [3, 11, 2]})
+    monkeypatch.setattr(deploy_pkg, "deploy", fake_deploy)
+    for asked, made in ((None, ["onnxruntime", "litert"]), (["litert"], ["litert"])):
+        with pytest.raises(Stop):
+            remote.deploy_on_devices(tmp_path / "m.pt", tmp_path / "out", ["ssh://pi@10.0.0.2"], runtimes=asked,
+                                     progress=lambda m: None)
+        assert seen[-1] == made
+    from edgepack.runtimes import all_runtimes
+    assert set(remote.DEVICE_RUNTIMES) <= set(all_runtimes())

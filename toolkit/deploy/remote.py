@@ -307,16 +307,23 @@ def fingerprint_change(previous: dict | None, now: dict) -> str | None:
     return None if not changed else "changed since the last run: " + ", ".join(changed)
 
 
+# what a device's runtime-only environment runs (the runtime extra's onnxruntime and ai-edge-litert): the formats a
+# bundle for it holds unless --runtime names others (a .pte or OpenVINO candidate would only fail there)
+DEVICE_RUNTIMES = ("onnxruntime", "litert")
+
+
 def deploy_on_devices(model, out, devices: list[str], ssh_config: str | None = None, budgets=None, threads: int = 1,
                       runtimes=None, progress=print, **deploy_kw) -> dict:
     """`edgepack deploy MODEL --device URL [--device URL ...]`: the bundle made here once, measured on every device
-    at once, a pick per device (OUT/<device>/), and with several devices their results side by side (OUT/fleet/)."""
+    at once, a pick per device (OUT/<device>/), and with several devices their results side by side (OUT/fleet/).
+    `runtimes`: those the devices measure the candidates in (default DEVICE_RUNTIMES)."""
     import concurrent.futures
     import time
     from edgepack.toolkit.deploy import deploy
     from edgepack.toolkit.deploy.device import select_for_device
     parsed = [SshDevice.parse(u) for u in devices]
     conns = [Connection(d, ssh_config) for d in parsed]      # option errors before any work
+    runtimes = list(runtimes or DEVICE_RUNTIMES)
     out = Path(out)
     t0 = time.perf_counter()
     fingerprints = {c.device.url: probe(c) for c in conns}    # an unreachable device fails in seconds, before the exports
