@@ -79,9 +79,7 @@ class ExportOptions:
         if self.dense_per_channel and not self.per_channel:
             raise OptionError("per-channel Dense weights (dense_per_channel) contradict per-tensor weights everywhere "
                               "(per_channel=false / --per-tensor): drop one")
-        if self.onnx_weights == "uint8" and self.onnx_activations == "int8":
-            raise OptionError("uint8 ONNX weights (onnx_weights) go with uint8 activations (ORT fuses u8 x u8 "
-                              "convolutions, not s8 x u8): drop one")
+        self.check_onnx_types(self.onnx_weights)
         if self.calibration_samples is not None and self.calibration_samples < 1:
             raise OptionError("calibration samples must be >= 1")
         if self.verify_images < 1:
@@ -93,6 +91,13 @@ class ExportOptions:
         """What int8 files keep float at the outputs for this task: "head", "decode" or None (nothing)."""
         mode = ("head" if getattr(task, "float_tail", False) else "int8") if self.int8_tail == "auto" else self.int8_tail
         return None if mode == "int8" else mode
+
+    def check_onnx_types(self, weights: str) -> str:
+        """`weights` (an ONNX int8 weight type, or auto), refused in one line where the activations contradict it."""
+        if weights == "uint8" and self.onnx_activations != "uint8":
+            raise OptionError("uint8 ONNX weights (onnx_weights) go with uint8 activations (ORT fuses u8 x u8 "
+                              "convolutions, not s8 x u8): drop onnx_activations=int8 or choose onnx_weights=int8")
+        return weights
 
     def onnx_weight_type(self, task) -> str:
         """"int8" or "uint8": the ONNX int8 weights for this task (the option, else the task's default)."""

@@ -13,7 +13,7 @@ from edgepack.exporters.base import ExportContext, Exporter
 from edgepack.exporters.onnx_fp32 import input_layout
 from edgepack.exporters.verify import TARGETS
 from edgepack.toolkit.backends.onnx_portable import make_portable
-from edgepack.toolkit.errors import ModelError, OptionError, first_line
+from edgepack.toolkit.errors import ModelError, first_line
 
 
 class _Fallbacks(logging.Filter):
@@ -140,10 +140,7 @@ class OnnxInt8StaticExporter(Exporter):
         # the same integers on every CPU class. Full-range int8 weights only for a target known to accumulate in
         # int32. uint8 weights (symmetric, zero point 128) take ORT's u8 x u8 kernels, which widen both operands to
         # 16 bits before multiplying (vpmaddwd on x86): full 8-bit weights and exact sums on every CPU class.
-        unsigned = opts.onnx_weight_type(ctx.task) == "uint8"
-        if unsigned and opts.onnx_activations != "uint8":
-            raise OptionError("uint8 ONNX weights (onnx_weights) go with uint8 activations (ORT fuses u8 x u8 "
-                              "convolutions, not s8 x u8): drop onnx_activations=int8 or choose onnx_weights=int8")
+        unsigned = opts.check_onnx_types(opts.onnx_weight_type(ctx.task)) == "uint8"    # `auto` resolved here
         seven_bit = not unsigned and "u8s8-sat16" in TARGETS[opts.target]
         from edgepack.exporters.layers import onnx_layers, onnx_tail, resolve
         floats = resolve(onnx_layers(src), opts.float_layers) if opts.float_layers else []

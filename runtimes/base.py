@@ -6,13 +6,38 @@ and zero point, and dequantizes outputs, so every model sees the same images.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edgepack.toolkit.errors import ModelError, first_line
+
+
+class Captured:
+    """What a `captured_fd2` block wrote to file descriptor 2 (`text`, set when the block ends)."""
+    text: str = ""
+
+
+@contextmanager
+def captured_fd2():
+    """Runtimes written in C++ (ExecuTorch, TFLite Micro) print to file descriptor 2, past Python's sys.stderr: keep
+    that off the user's terminal and hand it back (`Captured.text`) for the runtimes whose errors it explains."""
+    said = Captured()
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            said.text = tmp.read().decode("utf-8", "replace")
 
 
 @dataclass

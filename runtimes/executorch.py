@@ -8,31 +8,15 @@ thread per core: it runs at that thread count only and says so when asked for an
 from __future__ import annotations
 
 import os
-import tempfile
-from contextlib import contextmanager
 
 import numpy as np
 
-from edgepack.runtimes.base import Runner, RunnerInfo, TensorSpec
+from edgepack.runtimes.base import Runner, RunnerInfo, TensorSpec, captured_fd2
 from edgepack.toolkit.errors import ModelError
 
 # ExecuTorch's ScalarType codes -> NumPy
 _DTYPES = {0: np.uint8, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.int64, 5: np.float16, 6: np.float32, 7: np.float64,
            11: np.bool_}
-
-
-@contextmanager
-def _quiet_stderr():
-    """ExecuTorch's C++ logs (cpuinfo probing) go to file descriptor 2 on every program load: keep them off the
-    user's terminal; they are returned on failure only through the exception's own message."""
-    with tempfile.TemporaryFile() as tmp:
-        saved = os.dup(2)
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def _spec(i: int, shape, dtype_code: int) -> TensorSpec:
@@ -58,7 +42,7 @@ class ExecuTorchRunner(Runner):
         import torch
         from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
         from executorch.runtime import Runtime
-        with _quiet_stderr():
+        with captured_fd2():      # ExecuTorch's C++ logs (cpuinfo probing) on every load
             if self.threads:
                 _unsafe_reset_threadpool(int(self.threads))     # the process's XNNPACK pool (one model per process)
             self.program = Runtime.get().load_program(str(self.path))
@@ -100,7 +84,7 @@ class ExecuTorchNumpyRunner(Runner):
 
     def _load(self) -> None:
         import executorch_numpy_runtime as en
-        with _quiet_stderr():
+        with captured_fd2():      # ExecuTorch's C++ logs (cpuinfo probing) on every load
             self.program = en.Runtime.get().load_program(str(self.path))
             self.method = self.program.load_method("forward")
         meta = self.method.metadata

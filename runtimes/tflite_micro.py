@@ -13,13 +13,11 @@ are slow on a full test set and its latencies say nothing of a device. Install w
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 
 import numpy as np
 
-from edgepack.runtimes.base import ARENA_KEY, Runner, RunnerInfo, TensorSpec
+from edgepack.runtimes.base import ARENA_KEY, Runner, RunnerInfo, TensorSpec, captured_fd2
 from edgepack.toolkit.errors import ModelError
 
 ARENA_BYTES = 64 << 20     # room to allocate in; the arena a file needs is measured, never this figure
@@ -36,19 +34,12 @@ def _spec(name: str, d: dict) -> TensorSpec:
 def _with_fd2(fn):
     """fn's result (or exception) and what it wrote to file descriptor 2: TFLM prints from C++ there, its allocation
     record and why a file does not load."""
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        saved = os.dup(2)
+    with captured_fd2() as said:
         try:
-            os.dup2(tmp.fileno(), 2)
-            try:
-                result, error = fn(), None
-            except Exception as e:     # noqa: BLE001 - handed back with the text that explains it
-                result, error = None, e
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        tmp.seek(0)
-        return result, error, tmp.read().decode("utf-8", "replace")
+            result, error = fn(), None
+        except Exception as e:     # noqa: BLE001 - handed back with the text that explains it
+            result, error = None, e
+    return result, error, said.text
 
 
 class TFLiteMicroRunner(Runner):
