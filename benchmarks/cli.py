@@ -42,6 +42,10 @@ def add_bench_parser(sub, func):
     p.add_argument("--json", default=None, help="write results as JSON")
     p.add_argument("--csv", default=None, help="write results as CSV")
     p.add_argument("--report", default=None, help="folder for report.md and plots")
+    p.add_argument("--keep-rows", default=None, metavar="DIR",
+                   help="a deploy bundle: keep each file's rows in DIR as soon as it is measured, keyed by the file's "
+                        "content and its golden vectors, and reuse the rows found there (an interrupted run resumes "
+                        "with the files left; `deploy --device` passes it)")
     p.set_defaults(func=func)
 
 
@@ -57,38 +61,57 @@ def _settings(args, pre, runtimes, accuracy: bool):
 
 def run_bundle(args, bundles, pre, runtimes) -> int:
     """A deploy bundle on the device: every file's golden vectors checked, then timed (random input unless --data);
-    the JSON goes back to `edgepack deploy --select`."""
-    from edgepack.benchmarks.golden import check, read_bundle
+    the JSON goes back to `edgepack deploy --select`. With --keep-rows, each file's rows are kept as soon as it is
+    measured, and a later run (after an interruption, or on a re-made bundle) measures only the files without rows."""
+    import json
+
+    from edgepack.benchmarks.golden import check, measurement_key, read_bundle
     from edgepack.benchmarks.harness import benchmark
-    from edgepack.benchmarks.report import print_table, write_json
+    from edgepack.benchmarks.report import print_table, rows, write_json
     from edgepack.toolkit.errors import OptionError
+    from edgepack.toolkit.outputs import atomic_text
     if len(args.models) != 1:
         raise OptionError("benchmark a deploy bundle on its own (one folder, no other models)")
     bundle = read_bundle(bundles[0])
     entries = {str(bundle["_folder"] / e["file"]): e for e in bundle["candidates"]}
     settings = _settings(args, pre, runtimes, accuracy=not args.no_accuracy and args.data is not None)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    results = benchmark(list(entries), args.data or "synthetic", args.data_dir, settings, progress=log)
-    checked = {}
-    for r in results:
-        key = (r.model, r.runtime)
-        if key not in checked:
-            checked[key] = check(bundle, entries[r.model], r.runtime) if r.ok else None
-            g = checked[key]
-            if g is not None:
-                log(f"golden vectors: {Path(r.model).name} on {r.runtime}: "
-                    f"{'ok' if g['passed'] else 'FAILED: ' + g['error']}")
-        r.golden = checked[key]
+    done = Path(args.keep_rows) if args.keep_rows else None
+    saved = {m: done / f"{measurement_key(bundle, e)}.json" for m, e in entries.items()} if done else {}
+    kept = [m for m, f in saved.items() if f.is_file()]
+    if kept:
+        log(f"resuming: {len(kept)} of {len(entries)} files were measured before; measuring the {len(entries) - len(kept)} left")
+    results = []
+    for model in entries:
+        if model in kept:
+            results.extend({**d, "model": model} for d in json.loads(saved[model].read_text()))
+            continue
+        measured = benchmark([model], args.data or "synthetic", args.data_dir, settings, progress=log)
+        checked = {}
+        for r in measured:
+            if r.runtime not in checked:
+                checked[r.runtime] = check(bundle, entries[model], r.runtime) if r.ok else None
+                g = checked[r.runtime]
+                if g is not None:
+                    log(f"golden vectors: {Path(r.model).name} on {r.runtime}: "
+                        f"{'ok' if g['passed'] else 'FAILED: ' + g['error']}")
+            r.golden = checked[r.runtime]
+        if done:
+            done.mkdir(parents=True, exist_ok=True)
+            atomic_text(saved[model], json.dumps(rows(measured)))
+        results.extend(measured)
     print_table(results)
     if args.json:
         write_json(results, Path(args.json), {"command": "edgepack bench " + " ".join(sys.argv[2:]),
-                                              "bundle": str(bundle["_folder"]), "settings": settings.__dict__})
-    for r in results:                        # a file that misses its golden vectors is a result (deploy rejects it)
-        if r.ok and not (r.golden or {}).get("passed"):
-            log(f"warning: {Path(r.model).name} on {r.runtime}: {(r.golden or {}).get('error')}")
-    failed = [r for r in results if not r.ok]
-    for r in failed:
-        print(f"edgepack: error: {r.error}", file=sys.stderr)
+                                              "bundle": str(bundle["_folder"]), "settings": settings.__dict__,
+                                              "resumed_files": len(kept)})
+    ds = rows(results)
+    for d in ds:                             # a file that misses its golden vectors is a result (deploy rejects it)
+        if d["ok"] and not (d.get("golden") or {}).get("passed"):
+            log(f"warning: {Path(d['model']).name} on {d['runtime']}: {(d.get('golden') or {}).get('error')}")
+    failed = [d for d in ds if not d["ok"]]
+    for d in failed:
+        print(f"edgepack: error: {d['error']}", file=sys.stderr)
     return 2 if failed else 0
 
 

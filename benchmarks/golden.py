@@ -30,6 +30,19 @@ def read_bundle(path: str | Path) -> dict:
     return bundle
 
 
+def measurement_key(bundle: dict, entry: dict) -> str:
+    """What a candidate's measurement depends on in a bundle, as a hash: the file's bytes and the golden vectors' values
+    (not golden.npz's bytes, which hold the time it was written). Rows kept under this key are reused by a later
+    bench of the same file, in a re-made bundle too."""
+    import hashlib
+    h = hashlib.sha256((Path(bundle["_folder"]) / entry["file"]).read_bytes())
+    golden = bundle["_golden"]
+    for k in sorted(golden.files):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(golden[k]).tobytes())
+    return h.hexdigest()[:24]
+
+
 OUTPUT_PREFIX = "out__"              # golden.npz keys of the source's outputs by name (bundles before tasks: "source")
 
 

@@ -2,6 +2,7 @@
 loopback port (its own host key, user key and HOME), serving this machine as the device; and the faults a real device
 gives, each one line, in seconds, with nothing earlier lost."""
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -136,6 +137,15 @@ def test_authentication_failure_and_an_unreachable_device(device, model_file, tm
     _refused(closed, model_file, tmp_path / "b", device.config, "unreachable (connection refused)")
 
 
+def test_a_full_disk_on_the_device_is_one_line(device):
+    """The device's own shell fails to write with ENOSPC (/dev/full: what a full disk answers), through real ssh."""
+    from edgepack.toolkit.deploy.remote import Connection
+    conn = Connection(SshDevice.parse(device.url), str(device.config))
+    with pytest.raises(DeviceError) as e:
+        conn.run("head -c 4096 /dev/zero > /dev/full", "copying the bundle")
+    assert str(e.value) == f"{device.user}@127.0.0.1:{device.port}: the device's disk is full while copying the bundle"
+
+
 @pytest.mark.slow
 def test_a_device_without_python_310_is_one_line(tmp_path_factory, model_file, tmp_path):
     if not os.path.exists(SSHD):
@@ -157,19 +167,26 @@ def _bench_running(device) -> list[str]:
     return r.stdout.split()
 
 
+def _measured_on_device(device) -> list:
+    """The rows a bench on the device keeps per measured file (what a later run resumes from)."""
+    return list((device.home / ".cache/edgepack/device/rows").glob("*/*.json"))
+
+
 @pytest.mark.slow
-def test_a_dropped_connection_is_one_line_leaves_nothing_running_and_a_rerun_picks(device, trained, tmp_path):
+def test_a_dropped_connection_is_one_line_leaves_nothing_running_and_a_rerun_resumes(device, trained, tmp_path):
     out = tmp_path / "dep"
     args = [sys.executable, "-m", "edgepack", "deploy", str(trained["keras"]), "--device", device.url, "--ssh-config",
             str(device.config), "--no-mixed", "--runtime", "litert,onnxruntime", "--data", "mnist", "--data-dir",
             str(MNIST_DIR), "--out", str(out)]
+    before = set(_measured_on_device(device))           # rows other tests kept (other settings)
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.time() + 600
     while not _bench_running(device) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     assert _bench_running(device), "the benchmark never started on the device"
-    time.sleep(1.0)
+    while not set(_measured_on_device(device)) - before and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)                                  # at least one file measured there before the drop
     sessions = subprocess.run(["pgrep", "-P", str(device.proc.pid)], capture_output=True, text=True).stdout.split()
     assert sessions
     subprocess.run(["kill", "-9", *sessions])            # the device's sshd drops the session mid-benchmark
@@ -182,9 +199,15 @@ def test_a_dropped_connection_is_one_line_leaves_nothing_running_and_a_rerun_pic
         time.sleep(0.2)
     assert not _bench_running(device)
     assert (out / "bundle" / "bundle.json").is_file()    # made here, kept
+    kept = len(set(_measured_on_device(device)) - before)
+    assert kept >= 1
     r = subprocess.run(args, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr[-2000:]                          # the same command again: a pick
     assert "reusing the runtime environment" in r.stdout
+    said = re.search(r"resuming: (\d+) of (\d+) candidate files were measured there", r.stdout)
+    assert said and int(said.group(1)) == kept < int(said.group(2)), r.stdout[-2000:]    # only the rest measured
+    result = json.loads(next((out / f"{device.user}_127.0.0.1_{device.port}").glob("device.json")).read_text())
+    assert result["resumed_files"] == kept and len(set(_measured_on_device(device)) - before) == int(said.group(2))
     assert list((out / f"{device.user}_127.0.0.1_{device.port}").glob("best.*"))
 
 

@@ -276,8 +276,14 @@ def bench_bundle(conn: Connection, bundle_dir: Path, json_out: Path, threads: in
     settings = f"--threads {int(threads)}" + (f" --runtime {shlex.quote(','.join(runtimes))}" if runtimes else "")
     name = f"device-{hashlib.sha256(settings.encode()).hexdigest()[:8]}.json"
     result, partial = _at(f"{remote}/{name}"), _at(f"{remote}/{name}.partial")
-    state = conn.run(f"test -f {_at(remote + '/COPIED')} && echo copied; test -f {result} && echo measured || true",
-                     "looking for the bundle on the device").split()
+    # each file's rows, kept there as soon as it is measured (by this environment, with these settings): a run
+    # after a dropped connection, or on a re-made bundle, measures only the files without rows
+    rows_dir = f"{DEVICE_ROOT}/rows/{hashlib.sha256((run + settings).encode()).hexdigest()[:16]}"
+    state = conn.run(f"test -f {_at(remote + '/COPIED')} && echo copied; test -f {result} && echo measured; "
+                     f"ls {_at(rows_dir)} 2>/dev/null || true", "looking for the bundle on the device").split()
+    from edgepack.benchmarks.golden import measurement_key, read_bundle
+    here = read_bundle(bundle_dir)
+    kept = sum(f"{measurement_key(here, e)}.json" in state for e in here["candidates"])
     if "copied" not in state:
         progress(f"{conn.device.name}: copying the bundle ({len(files)} files, "
                  f"{sum(p.stat().st_size for p in files.values()):,} B)")
@@ -287,8 +293,13 @@ def bench_bundle(conn: Connection, bundle_dir: Path, json_out: Path, threads: in
         progress(f"{conn.device.name}: this bundle was measured there with the same settings: its results are reused")
     else:
         candidates = json.loads((bundle_dir / "bundle.json").read_text())["candidates"]
-        progress(f"{conn.device.name}: benchmarking {len(candidates)} candidate files (golden vectors first)")
-        conn.run_guarded(f"{run} bench {q} --json {partial} {settings} && mv {partial} {result}",
+        if kept:
+            progress(f"{conn.device.name}: resuming: {kept} of {len(candidates)} candidate files were measured there "
+                     f"before the last run stopped; measuring the {len(candidates) - kept} left")
+        else:
+            progress(f"{conn.device.name}: benchmarking {len(candidates)} candidate files (golden vectors first)")
+        conn.run_guarded(f"{run} bench {q} --json {partial} {settings} --keep-rows {_at(rows_dir)} && "
+                         f"mv {partial} {result}",
                          "benchmarking the bundle on the device")
     doc = json.loads(conn.run(f"cat {result}", "reading the results back"))
     doc["device"] = {"url": conn.device.url, "fingerprint": fingerprint}
