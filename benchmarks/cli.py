@@ -42,6 +42,13 @@ def add_bench_parser(sub, func):
     p.add_argument("--json", default=None, help="write results as JSON")
     p.add_argument("--csv", default=None, help="write results as CSV")
     p.add_argument("--report", default=None, help="folder for report.md and plots")
+    p.add_argument("--device", action="append", default=None, metavar="ssh://[user@]host[:port]",
+                   help="benchmark the files on your own device over SSH (repeat for several, measured at once): the "
+                        "files, their records and the test set (--data/--data-dir here, else the records' data set) "
+                        "are sent, measured in a runtime-only environment edgepack makes there once, and the results "
+                        "come back (--json: one file per device when several). Keys or an agent only; the host key "
+                        "must be known (~/.ssh/known_hosts)")
+    p.add_argument("--ssh-config", default=None, metavar="FILE", help="an ssh_config for --device (ssh -F)")
     p.add_argument("--keep-rows", default=None, metavar="DIR",
                    help="a deploy bundle: keep each file's rows in DIR as soon as it is measured, keyed by the file's "
                         "content and its golden vectors, and reuse the rows found there (an interrupted run resumes "
@@ -115,12 +122,48 @@ def run_bundle(args, bundles, pre, runtimes) -> int:
     return 2 if failed else 0
 
 
+def device_args(args) -> list[str]:
+    """The bench options that travel to a device (what is measured and how), not where data and results lie here."""
+    out = ["--threads", args.threads, "--warmup", str(args.warmup), "--runs", str(args.runs), "--min-seconds",
+           str(args.min_seconds), "--batch", str(args.batch), "--ort-graph-optimization", args.ort_graph_optimization,
+           "--cpu-power-w", str(args.cpu_power_w)]
+    for flag in ("runtime", "mean", "std", "scale", "task", "normal_classes"):
+        if getattr(args, flag, None) is not None:
+            out += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    return out + (["--no-accuracy"] if args.no_accuracy else [])
+
+
+def run_on_devices(args) -> int:
+    from edgepack.benchmarks.report import print_table
+    from edgepack.toolkit.deploy.remote import bench_on_devices
+    from edgepack.toolkit.errors import OptionError
+    if args.csv or args.report or args.keep_rows:
+        raise OptionError("--device writes --json (one file per device when several); --csv, --report and "
+                          "--keep-rows are for files measured here")
+    docs = bench_on_devices(args.models, args.device, device_args(args), args.data, args.data_dir, args.json,
+                            args.ssh_config, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    failed = 0
+    for url, doc in docs.items():
+        print(f"\n{url}: {doc['results'][0]['machine'].get('cpu') if doc['results'] else ''}")
+        print_table(doc["results"])
+        for d in doc["results"]:
+            if not d["ok"]:
+                failed += 1
+                print(f"edgepack: error: {url}: {d['error']}", file=sys.stderr)
+    return 2 if failed else 0
+
+
 def run_bench(args) -> int:
     from edgepack.benchmarks.harness import benchmark
     from edgepack.benchmarks.report import plot_all, print_table, write_csv, write_json, write_markdown
     from edgepack.toolkit.data.dataset import parse_preprocessing
     pre = parse_preprocessing(args.mean, args.std, args.scale)
     runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()] if args.runtime else None
+    if args.device:
+        return run_on_devices(args)
+    if args.ssh_config:
+        from edgepack.toolkit.errors import OptionError
+        raise OptionError("--ssh-config goes with --device")
     from edgepack.benchmarks.golden import is_bundle
     bundles = [m for m in args.models if is_bundle(m)]
     if bundles:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -209,6 +210,35 @@ def test_a_dropped_connection_is_one_line_leaves_nothing_running_and_a_rerun_res
     result = json.loads(next((out / f"{device.user}_127.0.0.1_{device.port}").glob("device.json")).read_text())
     assert result["resumed_files"] == kept and len(set(_measured_on_device(device)) - before) == int(said.group(2))
     assert list((out / f"{device.user}_127.0.0.1_{device.port}").glob("best.*"))
+
+
+@pytest.mark.slow
+def test_bench_files_on_a_device_sends_the_test_set_and_measures_what_this_machine_does(device, trained, mnist,
+                                                                                        tmp_path):
+    from edgepack.exporters.api import export_checkpoint
+    from edgepack.benchmarks.harness import BenchSettings, benchmark
+    results = export_checkpoint(trained["keras"], ["onnx", "tflite-int8"], tmp_path / "files", mnist, None,
+                                verbose=False)
+    files = [r.path for r in results]
+    assert all(r.ok for r in results)
+    out = tmp_path / "device.json"
+    args = ["bench", *files, "--device", device.url, "--ssh-config", device.config, "--runs", "5", "--min-seconds",
+            "0", "--data", "mnist", "--data-dir", MNIST_DIR, "--json", out]
+    r = _cli(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "test set, 10,000 items" in r.stderr and device.url in r.stdout          # sent, and the device's table
+    doc = json.loads(out.read_text())
+    sent = doc["test_set_sent"]["test_sha256"]
+    assert sent == mnist.test_sha256() and doc["device"]["fingerprint"]["cpu"]
+    here = {Path(x.model).name: x for x in benchmark(files, "mnist", str(MNIST_DIR),
+                                                     BenchSettings(runs=5, min_seconds=0), progress=lambda m: None)}
+    for row in doc["results"]:                       # the device read the set it was sent, whole, and no other
+        assert row["ok"] and row["data"]["test_sha256"] == sent and not row["data_warning"], row
+        assert row["test_images"] == 10_000 and row["accuracy"] == here[Path(row["model"]).name].accuracy
+    again = _cli(*args)                              # the same files and settings: nothing sent or measured again
+    assert again.returncode == 0 and "their results are reused" in again.stderr, again.stderr[-2000:]
+    bad = _cli("bench", files[0], "--device", device.url, "--ssh-config", device.config, "--csv", tmp_path / "x.csv")
+    assert bad.returncode != 0 and bad.stderr.count("edgepack: error") == 1 and "Traceback" not in bad.stderr
 
 
 @pytest.mark.slow

@@ -41,3 +41,15 @@ def find_idx(directory: Path, stem: str) -> Path | None:
         if p.is_file():
             return p
     return None
+
+
+def write_idx(path: Path, arr: np.ndarray) -> None:
+    """An unsigned-byte IDX file (gzip-compressed when `path` ends in .gz), the format read_idx reads."""
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype != np.uint8:
+        raise DataError(f"{path}: IDX files here hold uint8 arrays, not {arr.dtype}")
+    data = bytes([0, 0, 0x08, arr.ndim]) + struct.pack(">" + "I" * arr.ndim, *arr.shape) + arr.tobytes()
+    path = Path(path)
+    if path.suffix == ".gz":
+        data = gzip.compress(data, compresslevel=6, mtime=0)     # no timestamp: the same set, the same bytes
+    path.write_bytes(data)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -504,6 +505,40 @@ def _locate(spec: DatasetSpec, root: Path) -> Path | None:
     return None
 
 
+TEST_SET_META = "edgepack-test-set.json"   # beside the IDX files of a test set `edgepack bench --device` sends
+
+
+def write_test_set(ds: Dataset, folder: Path) -> dict:
+    """A classification data set's test split as gzipped IDX files plus its name, classes and preprocessing: what
+    `edgepack bench --device` sends, so a device needs no data folder. The training split is one image per class
+    (IDX readers want one; nothing on the device reads it). Returns the metadata (with the test set's sha256)."""
+    from edgepack.toolkit.data.idx import write_idx
+    x_te, y_te = np.asarray(ds.x_test), np.asarray(ds.y_test)
+    if x_te.dtype != np.uint8 or x_te.ndim != 4 or y_te.ndim != 1 or int(y_te.max(initial=0)) > 255:
+        raise DataError(f"{ds.name}: only image classification test sets (uint8 images, < 256 classes) travel to a "
+                        "device; bench this data set on the device with its own copy (--data-dir there)")
+    folder.mkdir(parents=True, exist_ok=True)
+    first = [int(np.flatnonzero(ds.y_train == c)[0]) for c in np.unique(ds.y_train)]
+    x_tr, y_tr = ds.x_train[first], ds.y_train[first]
+    for stem, arr in zip(MNIST_FILES, (x_tr, y_tr, x_te, y_te)):
+        write_idx(folder / f"{stem}.gz", arr.astype(np.uint8) if arr.ndim == 1 else arr)
+    meta = {"name": ds.name, "source": ds.source, "classes": list(ds.classes), "mean": list(ds.mean),
+            "std": list(ds.std), "scale": ds.scale, "test_sha256": ds.test_sha256(), "fallback": ds.fallback}
+    (folder / TEST_SET_META).write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def load_test_set(folder: Path) -> Dataset:
+    """A test set written by `write_test_set` (on the device), checked against the hash it travelled with."""
+    meta = json.loads((folder / TEST_SET_META).read_text())
+    ds = load_idx_dir(meta["name"], folder, mean=tuple(meta["mean"]), std=tuple(meta["std"]), classes=meta["classes"])
+    ds.scale, ds.fallback = float(meta["scale"]), bool(meta.get("fallback"))
+    ds.source = f"{meta['source']} (test set sent by edgepack bench --device)"
+    if ds.test_sha256() != meta["test_sha256"]:
+        raise DataError(f"{folder}: the test set does not match the hash it was sent with (a damaged copy)")
+    return ds
+
+
 def _looks_like_idx(p: Path) -> bool:
     return find_idx(p, MNIST_FILES[0]) is not None
 
@@ -553,6 +588,8 @@ def _load_dataset(name: str, data_dir, *, allow_download: bool, allow_fallback: 
         d = Path(data_dir)
         if not d.exists():
             raise DataError(f"{d}: data directory does not exist")
+        if d.is_dir() and (d / TEST_SET_META).is_file():
+            return load_test_set(d)
         if spec is not None:
             target = d if (d.is_file() or spec.name != "mnist" or _looks_like_idx(d)) else (_locate(spec, d) or d)
             return spec.load_dir(target)

@@ -309,6 +309,121 @@ def bench_bundle(conn: Connection, bundle_dir: Path, json_out: Path, threads: in
     return doc
 
 
+# ------------------------------------------------------------------------------------------ files on a device
+def files_data_set(models: list[Path], data: str | None, data_dir: str | None):
+    """The data set `bench FILES --device` sends with the files: --data (and --data-dir) here, else the one the files'
+    records name (they must agree). None: no data set (the device times the files on random input)."""
+    from edgepack.toolkit.data import load_dataset
+    from edgepack.toolkit.data.sources import recorded_folder
+    if data == "synthetic":
+        return None
+    if data is not None:
+        return load_dataset(data, data_dir, allow_fallback=False)
+    named = {}
+    for m in models:
+        rec_file = Path(str(m) + ".json")
+        if rec_file.is_file():
+            d = json.loads(rec_file.read_text()).get("dataset") or {}
+            if d.get("name"):
+                named[(d["name"], recorded_folder(d))] = m
+    if len(named) > 1:
+        raise OptionError("the files' records name different data sets (" + ", ".join(sorted(n for n, _ in named)) +
+                          "): bench them on a device one data set at a time, or pass --data")
+    if not named:
+        return None
+    (name, folder), = named
+    return load_dataset(name, folder, allow_fallback=False)
+
+
+def bench_on_devices(models: list[str], devices: list[str], bench_args: list[str], data: str | None = None,
+                     data_dir: str | None = None, json_out: str | None = None, ssh_config: str | None = None,
+                     progress=print) -> dict:
+    """`edgepack bench FILES --device URL [--device URL ...]`: the files (with their records) and the test set
+    (gzipped IDX, hashed: the device needs no data folder) pushed to each device, benchmarked there at once in the
+    runtime-only environment, the JSON pulled back with the device's fingerprint. `bench_args`: the bench options
+    that travel (threads, runtimes, runs, preprocessing, task). Returns {device url: results document}."""
+    import concurrent.futures
+    import tempfile
+    from edgepack.toolkit.data.sources import write_test_set
+    paths = [Path(m) for m in models]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise OptionError(f"no such file: {', '.join(missing)}")
+    if len({p.name for p in paths}) != len(paths):
+        raise OptionError("two files share a name: bench them on a device in separate runs (or rename one)")
+    conns = [Connection(SshDevice.parse(u), ssh_config) for u in devices]
+    ds = files_data_set(paths, data, data_dir)
+    with tempfile.TemporaryDirectory(prefix="edgepack-device-") as tmp:
+        files: dict[str, bytes | Path] = {}
+        for p in paths:
+            files[f"files/{p.name}"] = p
+            if Path(str(p) + ".json").is_file():
+                files[f"files/{p.name}.json"] = Path(str(p) + ".json")
+            for extra in sorted(p.parent.glob(p.name + ".data")) + sorted(p.parent.glob(p.stem + ".onnx_data")):
+                files[f"files/{extra.name}"] = extra      # an .onnx's external weights travel with it
+        meta = None
+        if ds is not None:
+            meta = write_test_set(ds, Path(tmp) / "test-set")
+            for f in sorted((Path(tmp) / "test-set").iterdir()):
+                files[f"test-set/{f.name}"] = f.read_bytes()
+        digest = hashlib.sha256(b"".join(hashlib.sha256(v.read_bytes() if isinstance(v, Path) else v).digest()
+                                         + k.encode() for k, v in sorted(files.items()))).hexdigest()[:16]
+        size = sum(len(v) if isinstance(v, bytes) else v.stat().st_size for v in files.values())
+        say_data = (f"{ds.name} test set, {len(ds.y_test):,} items, sha256 {meta['test_sha256'][:12]}" if ds is not None
+                    else "no data set: random input, no accuracy")
+
+        def one(conn: Connection) -> dict:
+            say = lambda m: progress(m if m.startswith(conn.device.name) else f"[{conn.device.name}] {m}")  # noqa: E731
+            fingerprint = probe(conn)
+            run = ensure_environment(conn, say)
+            remote = f"{DEVICE_ROOT}/files/{digest}"
+            args = " ".join(shlex.quote(a) for a in bench_args)
+            data_flags = f" --data-dir {_at(remote + '/test-set')}" if ds is not None else " --data synthetic"
+            name = f"bench-{hashlib.sha256((run + args).encode()).hexdigest()[:8]}.json"
+            result, partial = _at(f"{remote}/{name}"), _at(f"{remote}/{name}.partial")
+            state = conn.run(f"test -f {_at(remote + '/COPIED')} && echo copied; test -f {result} && echo measured || true",
+                             "looking for the files on the device").split()
+            if "copied" not in state:
+                say(f"{conn.device.name}: copying {len(paths)} files and the {say_data} ({size:,} B)")
+                conn.put(files, remote, "copying the files")
+                conn.run(f"touch {_at(remote + '/COPIED')}", "copying the files")
+            if "measured" in state:
+                say(f"{conn.device.name}: these files were measured there with the same settings: their results are reused")
+            else:
+                listed = " ".join(_at(f"{remote}/files/{p.name}") for p in paths)
+                say(f"{conn.device.name}: benchmarking {len(paths)} files ({say_data})")
+                # a file that fails there is a row of the JSON (with its reason), not a failed run
+                conn.run_guarded(f"{run} bench {listed}{data_flags} {args} --json {partial}; rc=$?; "
+                                 f"if test -f {partial}; then mv {partial} {result}; exit 0; fi; exit $rc",
+                                 "benchmarking the files")
+            doc = json.loads(conn.run(f"cat {result}", "reading the results back"))
+            doc["device"] = {"url": conn.device.url, "fingerprint": fingerprint}
+            if meta is not None:
+                doc["test_set_sent"] = {k: meta[k] for k in ("name", "source", "test_sha256")}
+            return doc
+
+        docs, errors = {}, []
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(conns)) as pool:
+            futures = {pool.submit(one, c): c for c in conns}
+            for f in concurrent.futures.as_completed(futures):
+                try:
+                    docs[futures[f].device.url] = f.result()
+                except EdgepackError as e:
+                    errors.append(str(e))
+                    progress(f"edgepack: error: {e}")
+    if json_out:
+        from edgepack.toolkit.outputs import atomic_text
+        for url, doc in docs.items():
+            out = Path(json_out)
+            if len(conns) > 1:               # one file per device, as `report merge` takes them
+                tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", SshDevice.parse(url).name)
+                out = out.with_name(f"{out.stem}.{tag}{out.suffix or '.json'}")
+            atomic_text(out, json.dumps(doc, indent=2))
+    if errors:
+        raise DeviceError(errors[0] if len(errors) == 1 else f"{len(errors)} devices failed: " + "; ".join(errors))
+    return docs
+
+
 def fingerprint_change(previous: dict | None, now: dict) -> str | None:
     """What changed in a device's fingerprint since the last run (None: nothing, or no earlier run)."""
     if not previous:
