@@ -158,6 +158,9 @@ def print_table(results, file=None) -> None:
     file = file or sys.stdout
     for line in table_lines(results):
         print(line, file=file)
+    emulated = next((d["machine"]["emulated"] for d in rows(results) if (d.get("machine") or {}).get("emulated")), None)
+    if emulated:
+        print(f"EMULATED ({emulated}): these timings are the emulator's, not a device's", file=file)
     ds = rows(results)
     for line in task_lines(ds, short_names(ds), markdown=False):   # another task's figures in full (mAP@0.5, ...)
         print(line, file=file)
@@ -368,7 +371,11 @@ def write_markdown(results, path: Path, plots: list[Path], command: str = "") ->
     kc = machine.get("ort_int8_kernel_class")
     if command:
         lines += [f"Command: `{command}`", ""]
-    lines += ["## Machine", "", f"- CPU: {machine.get('cpu')} ({machine.get('cores')} cores, {machine.get('usable_cores')} usable)",
+    lines += ["## Machine", ""]
+    if machine.get("emulated"):
+        lines += [f"- **EMULATED** ({machine['emulated']}): accuracies are the emulated runtime's; the timings below "
+                  "are the emulator's, not a device's", ""]
+    lines += [f"- CPU: {machine.get('cpu')} ({machine.get('cores')} cores, {machine.get('usable_cores')} usable)",
               f"- int8-relevant ISA: {', '.join(machine.get('isa') or []) or 'none detected'}"
               + (f"; ONNX Runtime int8 kernel class: {kc}" if kc else ""),
               f"- OS: {machine.get('os')}; Python {machine.get('python')}",

@@ -30,6 +30,33 @@ def cpu_info() -> dict:
             "int8_features": [INT8_FEATURES[f] for f in INT8_FEATURES if f in flags]}
 
 
+X86_ONLY_FLAGS = {"sse2", "ssse3", "avx", "avx2", "vmx", "svm"}
+ARM_ONLY_FLAGS = {"asimd", "neon", "fp", "evtstrm"}
+
+
+def emulation(arch: str, flags) -> str | None:
+    """How an emulated machine gives itself away, or None: a userland under qemu-user (a Raspberry Pi image on an
+    x86 laptop, edgepack's `make aarch64-check`) reports its own architecture while /proc/cpuinfo describes the host
+    CPU. Its accuracies are the emulated runtime's (its kernels, its kernel class); its timings are the emulator's,
+    never the device's."""
+    arch, flags = (arch or "").lower(), set(flags or ())
+    arm = arch in ("aarch64", "arm64") or arch.startswith("armv")
+    if arm and flags & X86_ONLY_FLAGS:
+        return f"qemu-user: an {arch} userland on an x86 CPU"
+    if arch in ("x86_64", "amd64", "i686") and flags & ARM_ONLY_FLAGS and not flags & X86_ONLY_FLAGS:
+        return f"an {arch} userland on an ARM CPU (emulated)"
+    return None
+
+
+def _all_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return {f for line in text.splitlines() if line.partition(":")[0].strip().lower() in ("flags", "features")
+            for f in line.partition(":")[2].split()}
+
+
 def has_int8_dot(cpu: dict) -> bool:
     return any(f in cpu["flags"] for f in ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"))
 
@@ -68,7 +95,7 @@ def machine_record() -> dict:
         affinity = os.cpu_count()
     return {"cpu": cpu["model"], "cores": os.cpu_count(), "usable_cores": affinity, "isa": cpu["int8_features"],
             "int8_dot_product": has_int8_dot(cpu), "ort_int8_kernel_class": onnxruntime_kernel_class(cpu), "os": platform.platform(), "python": platform.python_version(),
-            "arch": platform.machine(),
+            "arch": platform.machine(), "emulated": emulation(platform.machine(), _all_flags()),
             "runtimes": {k: v for k, v in {"onnxruntime": _v("onnxruntime"), "ai-edge-litert": _v("ai-edge-litert"),
                                            "numpy": _v("numpy"), "torch": _v("torch"), "tensorflow": _v("tensorflow")}.items() if v},
             "rapl_readable": rapl_path() is not None}

@@ -264,6 +264,33 @@ def test_two_devices_at_once_end_in_one_merged_report(device, trained, tmp_path_
         second.stop()
 
 
+def test_an_emulated_device_is_recorded_and_its_timings_are_never_presented_as_the_devices(tmp_path):
+    """A qemu-user arm64 userland reports aarch64 while /proc/cpuinfo describes the x86 host: recorded as emulated in
+    the fingerprint and the machine record, said under the bench table and in the report, and a change of it said."""
+    import io
+
+    from edgepack.benchmarks.report import print_table, write_markdown
+    from edgepack.runtimes.machine import emulation, machine_record
+    from edgepack.toolkit.deploy.remote import fingerprint_change
+    assert emulation("aarch64", ["fp", "asimd", "sse2", "avx2"]) == "qemu-user: an aarch64 userland on an x86 CPU"
+    assert emulation("aarch64", ["fp", "asimd", "asimddp"]) is None             # a real Pi / Graviton
+    assert emulation("x86_64", ["sse2", "avx2"]) is None
+    assert machine_record()["emulated"] is None                                 # this machine runs natively
+    from edgepack.benchmarks.harness import BenchResult
+    row = BenchResult("m.tflite", "tflite", "litert", 1, latency_ms={"p50": 1.0, "p90": 1.1, "min": 0.9, "p99": 1.2,
+                                                                      "mean": 1.0, "std": 0.1, "runs": 5},
+                      size_bytes=10, machine={**machine_record(), "arch": "aarch64",
+                                              "emulated": emulation("aarch64", ["avx2"])})
+    out = io.StringIO()
+    print_table([row], file=out)
+    assert "EMULATED (qemu-user" in out.getvalue() and "not a device's" in out.getvalue()
+    write_markdown([row], tmp_path / "report.md", [], "edgepack bench m.tflite")
+    assert "**EMULATED** (qemu-user: an aarch64 userland on an x86 CPU)" in (tmp_path / "report.md").read_text()
+    was = {"cpu": "AMD EPYC", "machine": "aarch64", "flags": ["asimd"], "emulated": None}
+    assert fingerprint_change(was, {**was, "emulated": "qemu-user: an aarch64 userland on an x86 CPU"}) == \
+        "changed since the last run: emulated"
+
+
 def test_a_changed_fingerprint_is_said():
     from edgepack.toolkit.deploy.remote import fingerprint_change
     was = {"cpu": "Cortex-A72", "machine": "aarch64", "system": "Linux", "release": "6.1", "python": [3, 11, 2],

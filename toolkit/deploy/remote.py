@@ -199,6 +199,8 @@ def probe(conn: Connection) -> dict:
     out = conn.run(f"command -v python3 >/dev/null || {{ echo 'no python3 on the device' >&2; exit 3; }}; "
                    f"python3 -c {shlex.quote(script)}", "reading the device's fingerprint")
     info = json.loads(out.strip().splitlines()[-1])
+    from edgepack.runtimes.machine import emulation
+    info["emulated"] = emulation(info.get("machine", ""), info.get("flags"))
     if tuple(info["python"][:2]) < MIN_PYTHON:
         raise DeviceError(f"{conn.device.name}: its python3 is {'.'.join(map(str, info['python']))}; edgepack's runtime "
                           f"needs Python >= {'.'.join(map(str, MIN_PYTHON))} (install a newer python3 there)")
@@ -398,6 +400,8 @@ def bench_on_devices(models: list[str], devices: list[str], bench_args: list[str
                                  "benchmarking the files")
             doc = json.loads(conn.run(f"cat {result}", "reading the results back"))
             doc["device"] = {"url": conn.device.url, "fingerprint": fingerprint}
+            if fingerprint.get("emulated"):
+                say(f"note: EMULATED ({fingerprint['emulated']}): its timings are the emulator's, not a device's")
             if meta is not None:
                 doc["test_set_sent"] = {k: meta[k] for k in ("name", "source", "test_sha256")}
             return doc
@@ -428,7 +432,7 @@ def fingerprint_change(previous: dict | None, now: dict) -> str | None:
     """What changed in a device's fingerprint since the last run (None: nothing, or no earlier run)."""
     if not previous:
         return None
-    keys = ("cpu", "machine", "system", "release", "python", "flags")
+    keys = ("cpu", "machine", "system", "release", "python", "flags", "emulated")
     changed = [k for k in keys if previous.get(k) != now.get(k)]
     return None if not changed else "changed since the last run: " + ", ".join(changed)
 
@@ -469,6 +473,9 @@ def deploy_on_devices(model, out, devices: list[str], ssh_config: str | None = N
         change = fingerprint_change(previous, doc["device"]["fingerprint"])
         if change:
             say(f"note: the device's fingerprint {change}")
+        if doc["device"]["fingerprint"].get("emulated"):
+            say(f"note: EMULATED ({doc['device']['fingerprint']['emulated']}): accuracies are the emulated runtime's, "
+                "timings are the emulator's, not a device's")
         measured = round(time.perf_counter() - t, 1)
         picked = select_for_device(out / "bundle", folder / "device.json", folder, budgets, progress=say)
         return {"device": conn.device.url, "folder": str(folder), "bench_s": measured, "fingerprint_change": change,
