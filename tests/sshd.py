@@ -20,7 +20,9 @@ def free_port() -> int:
 
 
 class LoopbackDevice:
-    def __init__(self, root: Path, path: str | None = None):
+    def __init__(self, root: Path, path: str | None = None, env: str = ""):
+        """`path`: the device's PATH; `env`: more of its environment ("NAME=value ...", e.g. an unreachable
+        PIP_INDEX_URL for a device without access to a package index)."""
         self.root, self.port = Path(root), free_port()
         self.home = self.root / "home"
         self.home.mkdir(parents=True, exist_ok=True)
@@ -36,7 +38,7 @@ class LoopbackDevice:
             f"AuthorizedKeysFile {self.root / 'authorized_keys'}\nPidFile {self.root / 'sshd.pid'}\n"
             "StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "PubkeyAuthentication yes\nPermitRootLogin prohibit-password\nLogLevel ERROR\n"
-            f"SetEnv HOME={self.home} PIP_CACHE_DIR={pip_cache}{f' PATH={path}' if path else ''}\n")
+            f"SetEnv HOME={self.home} PIP_CACHE_DIR={pip_cache}{f' PATH={path}' if path else ''}{f' {env}' if env else ''}\n")
         self.user = getpass.getuser()
         self.url = f"ssh://{self.user}@127.0.0.1:{self.port}"
         self.config = self.root / "ssh_config"

@@ -242,6 +242,31 @@ def test_bench_files_on_a_device_sends_the_test_set_and_measures_what_this_machi
 
 
 @pytest.mark.slow
+def test_a_device_without_a_package_index_gets_a_wheelhouse_built_here(tmp_path_factory, trained, mnist_small,
+                                                                       tmp_path):
+    """The device's pip reaches no index (an unreachable PIP_INDEX_URL there): the runtime pins are downloaded here
+    for its platform and Python, copied over and installed with --no-index; the files then run there."""
+    from edgepack.exporters.api import export_checkpoint
+    if not os.path.exists(SSHD):
+        pytest.skip("sshd is missing")
+    offline = LoopbackDevice(tmp_path_factory.mktemp("offline"),
+                             env="PIP_INDEX_URL=http://127.0.0.1:9/simple PIP_RETRIES=0 PIP_TIMEOUT=2").start()
+    try:
+        (res,) = export_checkpoint(trained["keras"], ["tflite-int8"], tmp_path, mnist_small, None, verbose=False)
+        r = _cli("bench", res.path, "--device", offline.url, "--ssh-config", offline.config, "--data", "synthetic",
+                 "--runs", "3", "--min-seconds", "0", "--json", tmp_path / "d.json")
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "its pip reaches no package index" in r.stderr and "building a wheelhouse here for x86_64" in r.stderr
+        wheels = list((offline.home / ".cache/edgepack/device").glob("env-*/wheels/*.whl"))
+        assert any(w.name.startswith("onnxruntime-") for w in wheels) and any(w.name.startswith("ai_edge_litert-")
+                                                                             for w in wheels)
+        (row,) = json.loads((tmp_path / "d.json").read_text())["results"]
+        assert row["ok"] and row["runtime"] == "litert" and row["latency_ms"]["p50"] > 0
+    finally:
+        offline.stop()
+
+
+@pytest.mark.slow
 def test_two_devices_at_once_end_in_one_merged_report(device, trained, tmp_path_factory, tmp_path):
     second = LoopbackDevice(tmp_path_factory.mktemp("second-device")).start()
     try:

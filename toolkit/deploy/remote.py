@@ -195,7 +195,8 @@ def probe(conn: Connection) -> dict:
               "except OSError:\n"
               "    model = platform.processor()\n"
               "print(json.dumps({'python': list(sys.version_info[:3]), 'machine': platform.machine(), "
-              "'system': platform.system(), 'release': platform.release(), 'cpu': model, 'flags': flags.split()}))\n")
+              "'system': platform.system(), 'release': platform.release(), 'cpu': model, 'flags': flags.split(), "
+              "'libc': list(platform.libc_ver())}))\n")
     out = conn.run(f"command -v python3 >/dev/null || {{ echo 'no python3 on the device' >&2; exit 3; }}; "
                    f"python3 -c {shlex.quote(script)}", "reading the device's fingerprint")
     info = json.loads(out.strip().splitlines()[-1])
@@ -237,9 +238,52 @@ def code_files() -> dict[str, Path]:
     return files
 
 
-def ensure_environment(conn: Connection, progress=print) -> str:
+# what a device's pip says when it cannot reach a package index (or the index lacks the pins)
+UNREACHABLE_INDEX = ("no matching distribution found", "could not find a version", "failed to establish",
+                     "temporary failure in name resolution", "network is unreachable", "connection refused")
+
+
+def wheel_platforms(fingerprint: dict) -> list[str]:
+    """The wheel platform tags a Linux device's pip accepts (manylinux up to its glibc), for `pip download`."""
+    arch = fingerprint.get("machine", "")
+    libc, version = (list(fingerprint.get("libc") or []) + ["", ""])[:2]
+    if fingerprint.get("system") != "Linux" or libc != "glibc" or not re.fullmatch(r"2\.\d+", version or ""):
+        raise DeviceError(f"the device ({fingerprint.get('system')}, {libc or 'unknown libc'} {version}) cannot reach "
+                          "a package index, and a wheelhouse is built here for Linux glibc devices only: give it "
+                          "access to PyPI (or a mirror: PIP_INDEX_URL)")
+    minor = int(version.split(".")[1])
+    return [f"manylinux_2_{m}_{arch}" for m in range(minor, 16, -1)] + [f"manylinux2014_{arch}", f"linux_{arch}"]
+
+
+def build_wheelhouse(reqs: list[str], fingerprint: dict, folder: Path) -> dict[str, Path]:
+    """The runtime pins and what they need, as wheels for the device's platform and Python (pip download here, with
+    this machine's access to the index); {file name: path}."""
+    import subprocess
+    import sys
+    from packaging.requirements import Requirement
+    major, minor = fingerprint["python"][:2]
+    env = {"python_version": f"{major}.{minor}", "python_full_version": ".".join(map(str, fingerprint["python"])),
+           "sys_platform": "linux", "platform_system": "Linux", "platform_machine": fingerprint["machine"],
+           "os_name": "posix", "implementation_name": "cpython", "platform_python_implementation": "CPython",
+           "extra": ""}
+    pins = [f"{r.name}{r.specifier}" for r in map(Requirement, reqs) if r.marker is None or r.marker.evaluate(env)]
+    platforms = [a for tag in wheel_platforms(fingerprint) for a in ("--platform", tag)]
+    proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+                           "--only-binary=:all:", "--implementation", "cp", "--python-version", f"{major}.{minor}",
+                           *platforms, "-d", str(folder), *pins], capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = next((ln for ln in reversed(proc.stderr.strip().splitlines()) if ln.strip()), f"exit {proc.returncode}")
+        raise DeviceError(f"no wheelhouse for the device's platform ({fingerprint['machine']}, Python {major}.{minor}): "
+                          f"{last[:200]}")
+    return {f.name: f for f in sorted(Path(folder).glob("*.whl"))}
+
+
+def ensure_environment(conn: Connection, progress=print, fingerprint: dict | None = None) -> str:
     """A runtime-only environment on the device for this edgepack (its code and the runtime extra's pins), made once
-    and reused; returns the remote command prefix that runs edgepack there."""
+    and reused; returns the remote command prefix that runs edgepack there. The device's own pip installs the pins
+    where it reaches a package index; where it does not, a wheelhouse built here for its platform is copied over
+    and installed from (no index needed there)."""
+    import tempfile
     from edgepack import __version__
     reqs = runtime_requirements()
     code = code_files()
@@ -255,9 +299,27 @@ def ensure_environment(conn: Connection, progress=print) -> str:
     progress(f"{conn.device.name}: making a runtime-only environment in ~/{home} (once per edgepack version)")
     conn.put(code, f"{home}/code", "copying edgepack's runtime code")
     pins = " ".join(shlex.quote(r) for r in reqs)
-    conn.run(f"rm -rf {at('venv')} && python3 -m venv {at('venv')} && {at('venv/bin/python')} -m pip install -q "
-             f"--disable-pip-version-check {pins} && {run} --version >/dev/null && touch {at('READY')}",
-             "installing the runtime extra with the device's pip (python3 -m venv, then pip install)", timeout=1800)
+    make = f"rm -rf {at('venv')} && python3 -m venv {at('venv')} && {at('venv/bin/python')} -m pip install -q " \
+           "--disable-pip-version-check"
+    done = f"{run} --version >/dev/null && touch {at('READY')}"
+    try:
+        conn.run(f"{make} {pins} && {done}", "installing the runtime extra with the device's pip (python3 -m venv, "
+                 "then pip install)", timeout=1800)
+        return run
+    except DeviceError as e:
+        if not any(p in str(e).lower() for p in UNREACHABLE_INDEX):
+            raise
+        reason = str(e).split(": ")[-1]
+    fingerprint = fingerprint or probe(conn)
+    progress(f"{conn.device.name}: its pip reaches no package index ({reason[:120]}); building a wheelhouse here for "
+             f"{fingerprint['machine']}, Python {'.'.join(map(str, fingerprint['python'][:2]))}")
+    with tempfile.TemporaryDirectory(prefix="edgepack-wheels-") as tmp:
+        wheels = build_wheelhouse(reqs, fingerprint, Path(tmp))
+        progress(f"{conn.device.name}: copying {len(wheels)} wheels "
+                 f"({sum(w.stat().st_size for w in wheels.values()):,} B)")
+        conn.put(wheels, f"{home}/wheels", "copying the wheelhouse")
+    conn.run(f"{make} --no-index --find-links {at('wheels')} {pins} && {done}",
+             "installing the runtime extra from the wheelhouse", timeout=1800)
     return run
 
 
@@ -269,7 +331,7 @@ def bench_bundle(conn: Connection, bundle_dir: Path, json_out: Path, threads: in
     run on the same bundle pushes nothing again, and a finished measurement with the same settings is reused."""
     bundle_dir = Path(bundle_dir)
     fingerprint = fingerprint or probe(conn)
-    run = ensure_environment(conn, progress)
+    run = ensure_environment(conn, progress, fingerprint)
     files = {str(f.relative_to(bundle_dir)): f for f in sorted(bundle_dir.rglob("*")) if f.is_file()}
     digest = hashlib.sha256(b"".join(hashlib.sha256(p.read_bytes()).digest() + k.encode()
                                      for k, p in sorted(files.items()))).hexdigest()[:16]
@@ -377,7 +439,7 @@ def bench_on_devices(models: list[str], devices: list[str], bench_args: list[str
         def one(conn: Connection) -> dict:
             say = lambda m: progress(m if m.startswith(conn.device.name) else f"[{conn.device.name}] {m}")  # noqa: E731
             fingerprint = probe(conn)
-            run = ensure_environment(conn, say)
+            run = ensure_environment(conn, say, fingerprint)
             remote = f"{DEVICE_ROOT}/files/{digest}"
             args = " ".join(shlex.quote(a) for a in bench_args)
             data_flags = f" --data-dir {_at(remote + '/test-set')}" if ds is not None else " --data synthetic"
