@@ -8,11 +8,12 @@ TORCH_INDEX ?=
 # Python 3.10 and 3.12 have their own locks (pins without a wheel for them replaced): `make test PYTHON=python3.12`.
 PYVER  := $(shell $(PYTHON) -c 'import sys; print("%d%d" % sys.version_info[:2])' 2>/dev/null)
 LOCK   := $(if $(wildcard requirements/lock-py$(PYVER).txt),requirements/lock-py$(PYVER).txt,requirements/lock.txt)
-# on 3.12 onnx2tf comes from the lock with --no-deps (it pins onnxsim 0.4.36, which has no cp312 wheel; 0.8.1 is used)
-KNOWN  := onnx2tf 1.29.24 has requirement onnxsim==0.4.36, but you have onnxsim 0.8.1.
-# executorch comes from the lock with --no-deps (it declares numpy>=2, onnx2tf pins numpy 1.26.4; the `executorch`
-# extra holds what it imports): pip check's lines about its declared requirements are expected
-ET     := $(shell grep -E '^executorch==' $(LOCK) 2>/dev/null)
+# The extras install with the lock as constraints, then the whole lock with --no-deps: four packages come that way
+# only, because they declare pins that contradict the others and that nothing they run needs (onnx2tf: ai-edge-litert
+# 2.1.0, and onnxsim 0.4.36 on 3.12; executorch: numpy>=2; litert-torch / litert-converter: transformers, xdsl). Their
+# extras (onnx2tf, executorch, litert-torch) hold what they import. pip check's lines about exactly these four are
+# expected; any other line fails the set-up.
+NO_DEPS := ^(onnx2tf 1\.29\.24|executorch 1\.5\.1|litert-torch 0\.10\.0|litert-converter 0\.5\.0)[[:space:]]
 STAMP  := $(VENV)/.installed-$(shell (cat $(LOCK) pyproject.toml; echo "$(TORCH_INDEX)") | sha256sum | cut -c1-12)
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
@@ -28,9 +29,8 @@ $(STAMP): $(LOCK) pyproject.toml
 	$(PY) -m pip install -q --upgrade "pip==24.3.1" "setuptools==84.2.1" "wheel==0.48.0"
 	$(if $(TORCH_INDEX),$(PY) -m pip install -q --index-url $(TORCH_INDEX) $$(grep -E '^(torch|torchvision)==' $(LOCK)))
 	$(PY) -m pip install -q -c $(LOCK) --no-build-isolation -e ".[all,test]"
-	$(if $(filter 312,$(PYVER)),$(PY) -m pip install -q --no-deps -r $(LOCK))
-	$(if $(ET),$(PY) -m pip install -q --no-deps "$(ET)")
-	$(PY) -m pip check | grep -v -x -F -e "No broken requirements found." -e "$(KNOWN)" | grep -v -e "^executorch 1\.5\.1 "; test $$? -eq 1
+	$(PY) -m pip install -q --no-deps -r $(LOCK)
+	$(PY) -m pip check | grep -v -x -F -e "No broken requirements found." | grep -v -E -e "$(NO_DEPS)"; test $$? -eq 1
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

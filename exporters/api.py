@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,8 @@ class ExportResult:
 def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
     out = {}
-    for dist in ("onnx", "onnxruntime", "ai-edge-litert", "tensorflow", "torch", "onnx2tf", "tf2onnx"):
+    for dist in ("onnx", "onnxruntime", "ai-edge-litert", "tensorflow", "torch", "onnx2tf", "tf2onnx", "litert-torch",
+                 "ai-edge-quantizer"):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
@@ -121,7 +123,10 @@ def _export_one(ctx: ExportContext, fmt: str, verbose: bool) -> ExportResult:
     if verbose:
         print(f"[{fmt}] exporting -> {final}", flush=True)
     try:
+        start = time.perf_counter()
         details = exp.export(ctx, tmp)
+        # measured, not verification: a route that writes several files in one call (onnx2tf) charges the first
+        details["export_seconds"] = round(time.perf_counter() - start, 2)
         ver = verify_file(tmp, ctx, exp)
     except EdgepackError as e:
         tmp.unlink(missing_ok=True)

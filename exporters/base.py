@@ -15,7 +15,8 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 IO_DTYPES = ("int8", "uint8")
 ONNX_WEIGHTS = ("auto", "int8", "uint8")
 SPARSE_VALUE_DTYPES = ("fp32", "fp16", "int8")
-TFLITE_ROUTES = ("auto", "converter", "onnx2tf")   # converter: the source framework's own (Keras: TFLiteConverter)
+TFLITE_ROUTES = ("auto", "converter", "onnx2tf", "litert-torch")   # converter: the source framework's own (Keras:
+                                                                     # TFLiteConverter; PyTorch: litert-torch)
 ROUTE_ALIASES = {"keras": "converter"}             # the name of the converter route before 0.2
 DEFAULT_CALIBRATION_SAMPLES = 200                  # a task may ask for more (toolkit.tasks.base.Task)
 VERIFY_OPTIONS = ("verify_images", "verify_max_drop", "seed")   # read for every format
@@ -54,9 +55,11 @@ class ExportOptions:
                                             negate="--dense-per-tensor")
     # TFLite
     io_dtype: str = option("int8", "full-integer TFLite input/output type", choices=IO_DTYPES)
-    tflite_route: str = option("auto", "the framework's own converter (Keras) or onnx2tf; auto: the converter where "
-                               "there is one", choices=TFLITE_ROUTES)
-    keep_nchw: bool = option(False, "onnx2tf: keep an NCHW input (default NHWC)")
+    tflite_route: str = option("auto", "converter: the framework's own (Keras: TFLiteConverter; PyTorch: litert-torch "
+                               "+ ai-edge-quantizer, also named litert-torch), or onnx2tf (from the fp32 ONNX); auto: "
+                               "Keras the converter, PyTorch onnx2tf (measured: benchmarks/results/tflite_routes)",
+                               choices=TFLITE_ROUTES)
+    keep_nchw: bool = option(False, "PyTorch sources' TFLite files: keep an NCHW input (default NHWC)")
     # mixed precision (both int8 formats)
     keep_float: str = option("", "mixed precision: comma-separated layers of the source model kept in float in int8 "
                              "files (e.g. conv0); `edgepack deploy` finds them by measurement")

@@ -1,10 +1,11 @@
 """TFLite: fp32, dynamic-range, float16, full-integer int8 and sparse-encoded files.
 
 Two routes to one format:
-- `converter`: the framework's own TFLiteConverter, on the Keras model (representative dataset of real training images,
-  TFLITE_BUILTINS_INT8 only, so anything that cannot be fully quantized fails loudly);
-- `onnx2tf`: from the fp32 ONNX of any source (PyTorch models go this way), calibration images
-  passed explicitly; the file's input is NHWC unless `keep_nchw` is set.
+- `converter`: the framework's own converter: Keras's TFLiteConverter (representative dataset of real training
+  images, TFLITE_BUILTINS_INT8 only, so anything that cannot be fully quantized fails loudly);
+  PyTorch's is litert-torch (toolkit/backends/torch/litert.py: torch.export to LiteRT, then ai-edge-quantizer);
+- `onnx2tf`: from the fp32 ONNX of any source, calibration images passed explicitly.
+A file's input is NHWC unless `keep_nchw` is set (PyTorch sources). `auto` takes the framework's TFLITE_ROUTE.
 """
 from __future__ import annotations
 
@@ -24,13 +25,26 @@ ONNX2TF_SUFFIX = {"fp32": "_float32.tflite", "fp16": "_float16.tflite", "dynamic
 ONNX2TF_RGB_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 
 
-def route_for(ctx: ExportContext) -> str:
-    route = ctx.options.tflite_route
-    direct = ctx.backend.supports("to_tflite")           # the framework's own converter (Keras: TFLiteConverter)
+def route_for(ctx: ExportContext, mode: str) -> str:
+    """"converter" (the source framework's own: Keras's TFLiteConverter, PyTorch's litert-torch) or "onnx2tf" for a
+    file in `mode`. auto: the framework's preferred route (TFLITE_ROUTE) where its converter writes that mode and
+    is installed, else onnx2tf; a route asked for by name is refused in one line where it cannot be taken."""
+    import importlib.util
+    backend, route = ctx.backend, ctx.options.tflite_route
+    direct = backend.supports("to_tflite") and mode in backend.TFLITE_MODES
     if route == "auto":
-        return "converter" if direct else "onnx2tf"
-    if route == "converter" and not direct:
-        raise OptionError(f"the converter TFLite route needs a framework with its own TFLite converter (Keras), not {ctx.framework}")
+        installed = bool(backend.TFLITE_PACKAGE) and importlib.util.find_spec(backend.TFLITE_PACKAGE) is not None
+        return "converter" if backend.TFLITE_ROUTE == "converter" and direct and installed else "onnx2tf"
+    if route == "litert-torch" and backend.TFLITE_PACKAGE != "litert_torch":
+        raise OptionError(f"the litert-torch TFLite route converts PyTorch models, not {ctx.framework} ones")
+    if route in ("converter", "litert-torch"):
+        if not backend.supports("to_tflite"):
+            raise OptionError(f"the converter TFLite route needs a framework with its own TFLite converter (Keras, "
+                              f"PyTorch through litert-torch), not {ctx.framework}")
+        if not direct:
+            raise OptionError(f"{ctx.framework}'s own TFLite converter does not write {mode} files (it writes "
+                              f"{', '.join(backend.TFLITE_MODES)}): use --tflite-route onnx2tf")
+        return "converter"
     return route
 
 
@@ -46,14 +60,21 @@ def dense_per_channel(options, mode: str) -> bool:
     return mode != "dynamic"
 
 
+def converter_layout(ctx: ExportContext) -> str:
+    """The input layout of a converter-route file: NHWC, or NCHW where `keep_nchw` asks (PyTorch sources)."""
+    return "NCHW" if ctx.options.keep_nchw and ctx.backend.LAYOUT == "NCHW" else "NHWC"
+
+
 def via_converter(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
-    calib = ctx.dataset.calibration(ctx.options.calibration_count(ctx.task), ctx.options.seed, "NHWC")
+    layout = converter_layout(ctx)
+    calib = ctx.dataset.calibration(ctx.options.calibration_count(ctx.task), ctx.options.seed, layout)
 
     def representative():
         for i in range(len(calib)):
             yield [calib[i:i + 1].astype(np.float32)]
     data, details = ctx.backend.to_tflite(ctx.model, mode, representative, ctx.options.io_dtype,
-                                          ctx.options.per_channel, dense_per_channel(ctx.options, mode))
+                                          ctx.options.per_channel, dense_per_channel(ctx.options, mode),
+                                          input_shape_hwc=ctx.dataset.input_shape, input_layout=layout)
     if mode in ("int8", "sparse-int8"):
         details["calibration"] = {"samples": len(calib), "split": "train", "seed": ctx.options.seed}
     return data, details
@@ -70,13 +91,13 @@ def _in_dir(path: Path):
 
 
 def import_onnx2tf():
-    """onnx2tf, or a one-line error saying how to install it (the `all` extra leaves it out on Python 3.12)."""
+    """onnx2tf, or a one-line error saying how to install it (it comes with --no-deps: see the `onnx2tf` extra)."""
     try:
         import onnx2tf
     except ImportError:
-        raise OptionError("TFLite export from ONNX needs onnx2tf: pip install 'edgepack[all]' (Python 3.10/3.11); on "
-                          "3.12 `pip install --no-deps -r requirements/lock-py312.txt`, as `make setup "
-                          "PYTHON=python3.12` does (its exact onnxsim pin has no 3.12 wheel)") from None
+        raise OptionError("TFLite export from ONNX needs onnx2tf: `make setup` installs it; elsewhere pip install "
+                          "'edgepack[onnx2tf]' && pip install --no-deps onnx2tf==1.29.24 (it pins ai-edge-litert "
+                          "2.1.0; edgepack runs it with 2.3.0)") from None
     return onnx2tf
 
 
@@ -197,16 +218,18 @@ def mixed_int8(ctx: ExportContext) -> tuple[bytes, dict]:
     opts = ctx.options
     layers = onnx_layers(ctx.fp32_onnx())
     wanted = resolve(layers, opts.float_layers)             # a name error before any conversion
-    calib = ctx.dataset.calibration(opts.calibration_count(ctx.task), opts.seed, "NHWC")
+    route = route_for(ctx, "int8")
+    layout = converter_layout(ctx) if route == "converter" else "NHWC"
+    calib = ctx.dataset.calibration(opts.calibration_count(ctx.task), opts.seed, layout)
 
     def representative():
         for i in range(len(calib)):
             yield [calib[i:i + 1].astype(np.float32)]
-    route = route_for(ctx)
     if route == "converter":
         def run(nodes):
             return ctx.backend.to_tflite(ctx.model, "int8", representative, opts.io_dtype, opts.per_channel,
-                                         dense_per_channel(opts, "int8"), float_nodes=tuple(nodes))
+                                         dense_per_channel(opts, "int8"), float_nodes=tuple(nodes),
+                                         input_shape_hwc=ctx.dataset.input_shape, input_layout=layout)
     else:
         if opts.dense_per_channel is False and opts.per_channel:
             raise OptionError("per-tensor Dense weights (dense_per_channel=false) need the converter TFLite route")
@@ -269,7 +292,7 @@ class _TFLiteExporter(Exporter):
     mode = "fp32"
 
     def export(self, ctx: ExportContext, path: Path) -> dict:
-        route = route_for(ctx)
+        route = route_for(ctx, self.mode)
         if self.mode == "int8" and (ctx.options.float_layers or ctx.options.float_tail(ctx.task)):
             data, details = mixed_int8(ctx)
         else:
@@ -338,8 +361,11 @@ class TFLiteSparse(_TFLiteExporter):
     min_agreement = 1.0
     mode = "sparse"
 
+    def accepts(self, backend) -> bool:
+        return super().accepts(backend) and self.mode in backend.TFLITE_MODES   # Keras's TFLiteConverter only
+
     def export(self, ctx: ExportContext, path: Path) -> dict:
-        if route_for(ctx) != "converter":
+        if route_for(ctx, self.mode) != "converter":
             raise OptionError("tflite-sparse needs the converter route (a Keras source)")
         return super().export(ctx, path)
 

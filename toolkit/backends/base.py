@@ -28,6 +28,9 @@ class Framework(ABC):
     SUFFIXES: tuple[str, ...] = ()  # checkpoint file suffixes, the preferred one first
     PACKAGE: str = ""             # import name that must be installed
     EXTRA: str = ""               # pip extra that installs it
+    TFLITE_MODES: tuple[str, ...] = ()  # the modes `to_tflite` writes (the framework's own TFLite converter)
+    TFLITE_PACKAGE: str = ""      # import name that converter needs (checked before `auto` picks it)
+    TFLITE_ROUTE: str = "onnx2tf"  # what `--tflite-route auto` takes for this framework's models
 
     def __repr__(self) -> str:
         return f"<framework {self.NAME}>"
@@ -123,9 +126,11 @@ class Framework(ABC):
         return {}
 
     def to_tflite(self, model, mode: str, representative=None, io_dtype: str = "int8", per_channel: bool = True,
-                  dense_per_channel: bool | None = None, float_nodes: tuple[str, ...] = ()) -> tuple[bytes, dict]:
-        """The framework's own TFLite converter (otherwise TFLite files go through ONNX and onnx2tf); `float_nodes`:
-        TFLite nodes (output tensor names) kept float in an int8 file."""
+                  dense_per_channel: bool | None = None, float_nodes: tuple[str, ...] = (), input_shape_hwc=None,
+                  input_layout: str = "NHWC") -> tuple[bytes, dict]:
+        """The framework's own TFLite converter, the `converter` route (otherwise TFLite files go through ONNX and
+        onnx2tf), for the modes in TFLITE_MODES. `representative()` yields [one float image in `input_layout`];
+        `float_nodes`: TFLite nodes (output tensor names) kept float in an int8 file."""
         self._unsupported("a direct TFLite converter")
 
     def to_pte(self, model, mode: str, input_shape_hwc, calibration=None, per_channel: bool = True) -> tuple[bytes, dict]:

@@ -15,6 +15,9 @@ class KerasFramework(Framework):
     SUFFIXES = (".keras", ".h5")
     PACKAGE = "tensorflow"
     EXTRA = "tf"
+    TFLITE_MODES = ("fp32", "dynamic", "fp16", "int8", "sparse", "sparse-int8")   # TFLiteConverter
+    TFLITE_PACKAGE = "tensorflow"
+    TFLITE_ROUTE = "converter"
 
     def owns(self, model) -> bool:
         import sys
@@ -99,7 +102,10 @@ class KerasFramework(Framework):
         return sparsity_report(model)
 
     def to_tflite(self, model, mode: str, representative=None, io_dtype: str = "int8", per_channel: bool = True,
-                  dense_per_channel: bool | None = None, float_nodes: tuple[str, ...] = ()):
+                  dense_per_channel: bool | None = None, float_nodes: tuple[str, ...] = (), input_shape_hwc=None,
+                  input_layout: str = "NHWC"):
+        if input_layout != "NHWC":
+            raise OptionError("a Keras model's TFLite file takes NHWC images (keep_nchw applies to PyTorch sources)")
         from edgepack.toolkit.backends.keras.export import to_tflite
         return to_tflite(model, mode, representative, io_dtype, per_channel,
                          per_channel if dense_per_channel is None else dense_per_channel, float_nodes)

@@ -15,6 +15,9 @@ class TorchFramework(Framework):
     SUFFIXES = (".pt", ".pth")
     PACKAGE = "torch"
     EXTRA = "torch"
+    TFLITE_MODES = ("fp32", "dynamic", "int8")   # litert-torch + ai-edge-quantizer (toolkit/backends/torch/litert.py)
+    TFLITE_PACKAGE = "litert_torch"
+    TFLITE_ROUTE = "onnx2tf"          # auto's pick, from benchmarks/results/tflite_routes (both routes measured)
 
     def owns(self, model) -> bool:
         if type(model).__module__.startswith(("torch", "torchvision", "edgepack.toolkit.backends.torch")):
@@ -79,6 +82,14 @@ class TorchFramework(Framework):
     def to_pte(self, model, mode, input_shape_hwc, calibration=None, per_channel=True):
         from edgepack.toolkit.backends.torch.executorch import to_pte
         return to_pte(model, mode, input_shape_hwc, calibration, per_channel)
+
+    def to_tflite(self, model, mode: str, representative=None, io_dtype: str = "int8", per_channel: bool = True,
+                  dense_per_channel: bool | None = None, float_nodes: tuple[str, ...] = (), input_shape_hwc=None,
+                  input_layout: str = "NHWC"):
+        from edgepack.toolkit.backends.torch.litert import to_tflite
+        return to_tflite(model, mode, representative, io_dtype, per_channel,
+                         per_channel if dense_per_channel is None else dense_per_channel, tuple(float_nodes),
+                         input_shape_hwc, input_layout)
 
     def to_onnx(self, model, path, input_shape_hwc, opset: int | None = None) -> dict:
         from edgepack.toolkit.backends.torch.export import DEFAULT_OPSET, to_onnx
