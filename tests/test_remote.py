@@ -316,6 +316,17 @@ def test_an_emulated_device_is_recorded_and_its_timings_are_never_presented_as_t
         "changed since the last run: emulated"
 
 
+def test_wheelhouse_platforms_follow_the_devices_glibc_and_other_systems_are_one_line():
+    from edgepack.toolkit.deploy.remote import wheel_platforms
+    pi = {"system": "Linux", "machine": "aarch64", "libc": ["glibc", "2.36"]}      # Raspberry Pi OS bookworm
+    tags = wheel_platforms(pi)
+    assert tags[0] == "manylinux_2_36_aarch64" and "manylinux_2_17_aarch64" in tags and "manylinux_2_37_aarch64" not in tags
+    assert "manylinux2014_aarch64" in tags and all(t.endswith("_aarch64") for t in tags)
+    with pytest.raises(DeviceError) as e:                                          # musl (Alpine), or not Linux
+        wheel_platforms({"system": "Linux", "machine": "x86_64", "libc": ["", ""]})
+    assert "\n" not in str(e.value) and "PIP_INDEX_URL" in str(e.value)
+
+
 def test_a_changed_fingerprint_is_said():
     from edgepack.toolkit.deploy.remote import fingerprint_change
     was = {"cpu": "Cortex-A72", "machine": "aarch64", "system": "Linux", "release": "6.1", "python": [3, 11, 2],
