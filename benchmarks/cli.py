@@ -67,7 +67,8 @@ def _settings(args, pre, runtimes, accuracy: bool):
 
 
 def run_bundle(args, bundles, pre, runtimes) -> int:
-    """A deploy bundle on the device: every file's golden vectors checked, then timed (random input unless --data);
+    """A deploy bundle on the device: every file's golden vectors checked, then timed, and its accuracy measured on
+    the test set the bundle carries (or --data; random input and no accuracy without either);
     the JSON goes back to `edgepack deploy --select`. With --keep-rows, each file's rows are kept as soon as it is
     measured, and a later run (after an interruption, or on a re-made bundle) measures only the files without rows."""
     import json
@@ -81,7 +82,11 @@ def run_bundle(args, bundles, pre, runtimes) -> int:
         raise OptionError("benchmark a deploy bundle on its own (one folder, no other models)")
     bundle = read_bundle(bundles[0])
     entries = {str(bundle["_folder"] / e["file"]): e for e in bundle["candidates"]}
-    settings = _settings(args, pre, runtimes, accuracy=not args.no_accuracy and args.data is not None)
+    data, data_dir = args.data, args.data_dir
+    sent = bundle.get("test_set")
+    if data is None and sent and (bundle["_folder"] / sent["folder"]).is_dir():
+        data, data_dir = sent["name"], str(bundle["_folder"] / sent["folder"])    # the test set it carries
+    settings = _settings(args, pre, runtimes, accuracy=not args.no_accuracy and data is not None)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     done = Path(args.keep_rows) if args.keep_rows else None
     saved = {m: done / f"{measurement_key(bundle, e)}.json" for m, e in entries.items()} if done else {}
@@ -93,7 +98,7 @@ def run_bundle(args, bundles, pre, runtimes) -> int:
         if model in kept:
             results.extend({**d, "model": model} for d in json.loads(saved[model].read_text()))
             continue
-        measured = benchmark([model], args.data or "synthetic", args.data_dir, settings, progress=log)
+        measured = benchmark([model], data or "synthetic", data_dir, settings, progress=log)
         checked = {}
         for r in measured:
             if r.runtime not in checked:

@@ -36,6 +36,7 @@ def measurement_key(bundle: dict, entry: dict) -> str:
     bench of the same file, in a re-made bundle too."""
     import hashlib
     h = hashlib.sha256((Path(bundle["_folder"]) / entry["file"]).read_bytes())
+    h.update(str((bundle.get("test_set") or {}).get("test_sha256", "")).encode())     # accuracy on the set it carries
     golden = bundle["_golden"]
     for k in sorted(golden.files):
         h.update(k.encode())

@@ -249,11 +249,18 @@ def test_bundle_device_bench_and_select_two_devices(trained, runtime_venv, tmp_p
     assert dev.returncode == 0, dev.stderr[-3000:]
     rows = json.loads((tmp_path / "dev-a.json").read_text())["results"]
     assert rows and all(x["golden"] is not None for x in rows)
+    # the bundle carries the test set: the device measured each file's accuracy on all of it, and --select uses that
+    sent = meta["test_set"]
+    assert sent["items"] == 10_000 and (bundle / sent["folder"]).is_dir()
+    assert all(x["test_images"] == 10_000 and x["data"]["test_sha256"] == sent["test_sha256"] for x in rows if x["ok"])
     assert all(x["golden"]["passed"] for x in rows if "full-range" not in x["model"])
     pick_a = _cli("deploy", "--select", tmp_path / "dev-a.json", bundle, "--out", tmp_path / "a", "--max-accuracy-drop", "1")
     assert pick_a.returncode == 0, pick_a.stderr[-3000:]
     a_info = json.loads((tmp_path / "a" / "deploy.json").read_text())
     a = a_info["picked"]
+    assert a["accuracy_from"] == "full test set, measured on the device"
+    assert a["accuracy"] == 100 * next(x["accuracy"] for x in rows if x["golden"]["sha256"] == a["sha256"]
+                                       and x["runtime"] == a["runtime"])
     # the drop budget is measured from the bundle's fp32 .onnx accuracy (it was silently not applied before)
     assert a_info["reference_accuracy"] == meta_reference(meta) and a["accuracy"] >= a_info["reference_accuracy"] - 1
     # a second device (a fixture made from the first: another CPU on which the first pick runs 10x slower, and a

@@ -1,6 +1,8 @@
 """A bundle for another device (`deploy --candidates-only`): every verified candidate, its manifest, golden vectors
-(real test inputs with the source's outputs) and the accuracy measured here, so the device only times the files
-(`edgepack bench BUNDLE --json`) and `deploy --select` picks for it (edgepack.toolkit.deploy.device)."""
+(real test inputs with the source's outputs), the accuracy measured here and, for an image classifier, the test set
+itself (`test-set/`, gzipped IDX with its sha256), so the device times the files and measures their accuracy on its
+own CPU without a data folder (`edgepack bench BUNDLE --json`); `deploy --select` picks for it
+(edgepack.toolkit.deploy.device)."""
 from __future__ import annotations
 
 import json
@@ -47,8 +49,28 @@ def write_bundle(out: Path, rows, results, variants, ds, loaded, info, progress)
                                            if not k.startswith("_")} if get_exporter(fmt).kernel_sensitive else None,
                         "golden": home, "tolerance": tolerance(home, get_exporter(fmt).atol)})
     save_golden(out / GOLDEN_FILE, xn, y, src, **ds.golden_raw(GOLDEN_IMAGES, seed=1))
+    test_set = _test_set(out, ds, classifier)
     bundle = {"edgepack_bundle_version": 1, **info, "home_kernel_class": info["machine"].get("ort_int8_kernel_class"),
-              "golden_images": int(len(x)), "candidates": entries}
+              "golden_images": int(len(x)), "test_set": test_set, "candidates": entries}
     atomic_text(out / BUNDLE_FILE, json.dumps(bundle, indent=2, default=str))
-    progress(f"bundle: {len(entries)} files, golden vectors of {len(x)} test images, accuracy measured here -> {out}")
+    progress(f"bundle: {len(entries)} files, golden vectors of {len(x)} test images, accuracy measured here"
+             f"{' and the test set for the device' if test_set else ''} -> {out}")
     return {"bundle": out / BUNDLE_FILE, "entries": entries}
+
+
+TEST_SET_DIR = "test-set"
+
+
+def _test_set(out: Path, ds, classifier: bool) -> dict | None:
+    """The test set for the device (image classifiers): {"folder", "name", "test_sha256", "items"}, else None (the
+    device's accuracy then comes from here: a detection or speech set is not sent)."""
+    from edgepack.toolkit.data.dataset import Dataset
+    from edgepack.toolkit.data.sources import write_test_set
+    from edgepack.toolkit.errors import DataError
+    if not classifier or not isinstance(ds, Dataset):
+        return None
+    try:
+        meta = write_test_set(ds, out / TEST_SET_DIR)
+    except DataError:
+        return None
+    return {"folder": TEST_SET_DIR, "name": meta["name"], "test_sha256": meta["test_sha256"], "items": len(ds.y_test)}

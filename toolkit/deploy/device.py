@@ -43,7 +43,10 @@ def select_for_device(bundle_dir, device_json, out, budgets: Budgets | None = No
             "the device's figures are of the file as written")
         for r in by_sha.get(e["sha256"], []):
             acc, src = (e["accuracy"] or {}).get(r.get("runtime")), "full test set, measured where the bundle was made"
-            if e.get("kernel_classes") and cls != bundle.get("home_kernel_class"):
+            sent = bundle.get("test_set") or {}
+            if r.get("accuracy") is not None and sent and (r.get("data") or {}).get("test_sha256") == sent.get("test_sha256"):
+                acc, src = 100 * r["accuracy"], "full test set, measured on the device"     # its own CPU's figure
+            elif e.get("kernel_classes") and cls != bundle.get("home_kernel_class"):
                 acc = None if e["kernel_classes"].get(cls) is None else 100 * e["kernel_classes"][cls]
                 src = f"verification subset, kernel class {cls} (the device's), computed where the bundle was made"
             golden = r.get("golden") or {}
