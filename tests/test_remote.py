@@ -309,6 +309,10 @@ def test_an_emulated_device_is_recorded_and_its_timings_are_never_presented_as_t
     out = io.StringIO()
     print_table([row], file=out)
     assert "EMULATED (qemu-user" in out.getvalue() and "not a device's" in out.getvalue()
+    from edgepack.benchmarks.report import write_json
+    from edgepack.toolkit.deploy.fleet import load_device
+    write_json([row], tmp_path / "arm.json")                      # the fleet report names it as what it is
+    assert load_device(tmp_path / "arm.json").label.startswith("aarch64 EMULATED on ")
     write_markdown([row], tmp_path / "report.md", [], "edgepack bench m.tflite")
     assert "**EMULATED** (qemu-user: an aarch64 userland on an x86 CPU)" in (tmp_path / "report.md").read_text()
     was = {"cpu": "AMD EPYC", "machine": "aarch64", "flags": ["asimd"], "emulated": None}

@@ -36,6 +36,9 @@ def _describe(m: dict) -> str:
     isa = ", ".join(m.get("isa") or []) or m.get("arch") or "?"
     rt = m.get("runtimes") or {}
     versions = ", ".join(f"{k} {rt[k]}" for k in ("onnxruntime", "ai-edge-litert", "openvino") if k in rt)
+    if m.get("emulated"):                 # its ISA flags are the host's: name what runs, and that it is emulated
+        return (f"{m.get('arch', '?')} EMULATED on {m.get('cpu', '?')} ({m['emulated']}: timings are the emulator's; "
+                f"{versions or 'runtime versions not recorded'})")
     return f"{m.get('cpu', '?')} ({isa}; {m.get('cores', '?')} cores; {versions or 'runtime versions not recorded'})"
 
 
