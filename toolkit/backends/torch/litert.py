@@ -30,8 +30,9 @@ def import_litert_torch():
             import ai_edge_quantizer
             import litert_torch
     except ImportError as e:
-        raise OptionError("the litert-torch TFLite route needs litert-torch and ai-edge-quantizer (`make setup` "
-                          f"installs them; pip install 'edgepack[litert-torch]'), or use --tflite-route onnx2tf: "
+        raise OptionError("the litert-torch TFLite route needs litert-torch and ai-edge-quantizer on Python 3.11+ "
+                          "(`make setup` installs them; pip install 'edgepack[litert-torch]' && pip install --no-deps "
+                          "litert-torch==0.10.0 litert-converter==0.5.0), or use --tflite-route onnx2tf: "
                           f"{first_line(e)}") from None
     return litert_torch, ai_edge_quantizer
 
