@@ -22,20 +22,21 @@ from pathlib import Path
 
 MODES = ("tflite", "tflite-dynamic", "tflite-int8")
 ROUTES = ("onnx2tf", "litert-torch")
-# name: (architecture or torchvision:<name>, data, task, epochs, existing checkpoint to reuse if present)
+# name: (architecture or torchvision:<name>, data, task, epochs, a checkpoint to use instead of training)
+# (OUT/<name>/model.pt, when there, is always used: copy an earlier training there to reuse it)
 MODELS = {
-    "mnist-tutorial": ("mnist-tutorial", "mnist", None, 1, "/work/runs/mnist-torch/model.pt"),
+    "mnist-tutorial": ("mnist-tutorial", "mnist", None, 1, None),
     "mnist-small": ("mnist-small", "mnist", None, 1, None),
     "mnist-teacher": ("mnist-teacher", "mnist", None, 1, None),
     "cifar-student": ("cifar-student", "cifar10", None, 1, None),
     "cifar-ds-student": ("cifar-ds-student", "cifar10", None, 1, None),
     "cifar-teacher": ("cifar-teacher", "cifar10", None, 1, None),
     "cifar-base": ("cifar-base", "cifar10", None, 1, None),
-    "resnet8": ("resnet8", "cifar10", None, 1, "/work/runs/resnet8-torch/model.pt"),
+    "resnet8": ("resnet8", "cifar10", None, 1, None),
     "ds-cnn": ("ds-cnn", "synthetic-speech", None, 3, None),
     "ae-fc": ("ae-fc", "mnist", {"name": "anomaly", "normal_classes": ["0"]}, 3, None),
     "ae-conv": ("ae-conv", "mnist", {"name": "anomaly", "normal_classes": ["0"]}, 3, None),
-    "tiny-det": ("tiny-det", "digit-canvas", "detection", 1, "/work/runs/dt/recipe/torch/model.pt"),
+    "tiny-det": ("tiny-det", "digit-canvas", "detection", 1, None),
     "mobilenet_v3_small": ("torchvision:mobilenet_v3_small", "cifar10", None, 1, None),
     "resnet18": ("torchvision:resnet18", "cifar10", None, 1, None),
 }
