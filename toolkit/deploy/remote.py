@@ -362,8 +362,10 @@ def bench_bundle(conn: Connection, bundle_dir: Path, json_out: Path, threads: in
                      f"before the last run stopped; measuring the {len(candidates) - kept} left")
         else:
             progress(f"{conn.device.name}: benchmarking {len(candidates)} candidate files (golden vectors first)")
-        conn.run_guarded(f"{run} bench {q} --json {partial} {settings} --keep-rows {_at(rows_dir)} && "
-                         f"mv {partial} {result}",
+        # a file that fails there (a runtime crash, say) is a row of the JSON that --select rejects with its
+        # reason, not a failed run: the JSON is written whenever the bench got through the bundle
+        conn.run_guarded(f"{run} bench {q} --json {partial} {settings} --keep-rows {_at(rows_dir)}; rc=$?; "
+                         f"if test -f {partial}; then mv {partial} {result}; exit 0; fi; exit $rc",
                          "benchmarking the bundle on the device")
     doc = json.loads(conn.run(f"cat {result}", "reading the results back"))
     doc["device"] = {"url": conn.device.url, "fingerprint": fingerprint}
