@@ -19,7 +19,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup system-deps test test-unit demo clean aarch64-check
+.PHONY: setup system-deps test test-unit demo clean aarch64-check aarch64-device-check
 
 setup: $(STAMP)
 
@@ -28,6 +28,7 @@ $(STAMP): $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip==24.3.1" "setuptools==84.2.1" "wheel==0.48.0"
 	$(if $(TORCH_INDEX),$(PY) -m pip install -q --index-url $(TORCH_INDEX) $$(grep -E '^(torch|torchvision)==' $(LOCK)))
+	rm -rf edgepack.egg-info            # an old build's metadata here would shadow the installed one's pins
 	$(PY) -m pip install -q -c $(LOCK) --no-build-isolation -e ".[all,test]"
 	$(PY) -m pip install -q --no-deps -r $(LOCK)
 	$(PY) -m pip check | grep -v -x -F -e "No broken requirements found." | grep -v -E -e "$(NO_DEPS)"; test $$? -eq 1
@@ -70,6 +71,15 @@ aarch64-check: setup
 	  runs/quickstart-real/export-torch/model.onnx runs/quickstart-real/export-torch/model.int8.onnx \
 	  runs/quickstart-real/export-torch/model.int8.tflite runs/quickstart-real/export-keras/model.int8.onnx \
 	  runs/quickstart-real/export-keras/model.int8.tflite runs/quickstart-real/export-pruned/model.sparse.epk
+
+# Two devices at once through `deploy --device` (root): this machine over a loopback sshd, and the arm64 userland
+# above with its own sshd under qemu-user; a pick per device and the fleet report, the arm64 timings flagged as
+# emulated. Output in runs/aarch64-device/ (run.log, summary.json, deploy/fleet/fleet.md); results written down in
+# benchmarks/results/aarch64/device.md.
+aarch64-device-check: setup system-deps
+	$(VENV)/bin/edgepack train --framework keras --arch mnist-tutorial --data mnist --data-dir $(abspath $(DATA))/mnist \
+	  --epochs 2 --out runs/aarch64-device/train
+	$(PY) tools/aarch64_device.py runs/aarch64-device runs/aarch64-device/train/model.keras $(abspath $(DATA))/mnist
 
 clean:
 	rm -rf $(VENV) demo
