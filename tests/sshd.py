@@ -19,6 +19,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_listening(port: int, proc: subprocess.Popen, log: Path, tries: int, pause: float) -> None:
+    """Until an sshd just started listens on 127.0.0.1:port; its log's tail if it exits first."""
+    for _ in range(tries):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if proc.poll() is not None:
+            raise RuntimeError(f"sshd exited: {Path(log).read_text()[-500:]}")
+        time.sleep(pause)
+    raise RuntimeError("sshd did not listen")
+
+
 class LoopbackDevice:
     def __init__(self, root: Path, path: str | None = None, env: str = ""):
         """`path`: the device's PATH; `env`: more of its environment ("NAME=value ...", e.g. an unreachable
@@ -55,14 +67,8 @@ class LoopbackDevice:
         Path("/run/sshd").mkdir(exist_ok=True)            # the privilege-separation folder sshd wants
         self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.root / "sshd_config")],
                                      stdout=subprocess.DEVNULL, stderr=open(self.root / "sshd.log", "ab"))
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sshd exited: {(self.root / 'sshd.log').read_text()[-500:]}")
-            time.sleep(0.1)
-        raise RuntimeError("sshd did not listen")
+        wait_listening(self.port, self.proc, self.root / "sshd.log", tries=100, pause=0.1)
+        return self
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

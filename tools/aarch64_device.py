@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.sshd import LoopbackDevice, free_port  # noqa: E402 - the test suite's loopback device
+from tests.sshd import LoopbackDevice, free_port, wait_listening  # noqa: E402 - the test suite's loopback device
 
 
 def sh(*cmd, **kw):
@@ -83,15 +83,8 @@ class Arm64Device:
         self.proc = subprocess.Popen(["chroot", str(self.rootfs), "/usr/sbin/sshd", "-D", "-e", "-f",
                                       "/etc/ssh/edgepack_sshd_config"], stdout=subprocess.DEVNULL,
                                      stderr=open(self.rootfs / "run/edgepack_sshd.log", "ab"))
-        import socket
-        for _ in range(300):                   # an emulated sshd starts in seconds
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sshd in the userland exited: {(self.rootfs / 'run/edgepack_sshd.log').read_text()[-500:]}")
-            time.sleep(0.2)
-        raise RuntimeError("sshd in the userland did not listen")
+        wait_listening(self.port, self.proc, self.rootfs / "run/edgepack_sshd.log", tries=300, pause=0.2)   # emulated
+        return self
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

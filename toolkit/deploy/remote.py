@@ -323,6 +323,21 @@ def ensure_environment(conn: Connection, progress=print, fingerprint: dict | Non
     return run
 
 
+def _bench_there(conn: Connection, command: str, partial: str, result: str, what: str) -> None:
+    """`command` (an `edgepack bench` there) with its JSON written to `partial`, then moved to `result`. A file that
+    fails there (a runtime crash, say) is a row of that JSON with its reason, not a failed run: the JSON counts
+    whenever the bench got through its files."""
+    conn.run_guarded(f"{command} --json {partial}; rc=$?; if test -f {partial}; then mv {partial} {result}; exit 0; fi; "
+                     "exit $rc", what)
+
+
+def _read_back(conn: Connection, result: str, fingerprint: dict) -> dict:
+    """A device's results document, with the device's URL and fingerprint in it."""
+    doc = json.loads(conn.run(f"cat {result}", "reading the results back"))
+    doc["device"] = {"url": conn.device.url, "fingerprint": fingerprint}
+    return doc
+
+
 # ------------------------------------------------------------------------------------------ a bundle on a device
 def bench_bundle(conn: Connection, bundle_dir: Path, json_out: Path, threads: int = 1, runtimes=None,
                  progress=print, fingerprint: dict | None = None) -> dict:
@@ -362,13 +377,9 @@ def bench_bundle(conn: Connection, bundle_dir: Path, json_out: Path, threads: in
                      f"before the last run stopped; measuring the {len(candidates) - kept} left")
         else:
             progress(f"{conn.device.name}: benchmarking {len(candidates)} candidate files (golden vectors first)")
-        # a file that fails there (a runtime crash, say) is a row of the JSON that --select rejects with its
-        # reason, not a failed run: the JSON is written whenever the bench got through the bundle
-        conn.run_guarded(f"{run} bench {q} --json {partial} {settings} --keep-rows {_at(rows_dir)}; rc=$?; "
-                         f"if test -f {partial}; then mv {partial} {result}; exit 0; fi; exit $rc",
-                         "benchmarking the bundle on the device")
-    doc = json.loads(conn.run(f"cat {result}", "reading the results back"))
-    doc["device"] = {"url": conn.device.url, "fingerprint": fingerprint}
+        _bench_there(conn, f"{run} bench {q} {settings} --keep-rows {_at(rows_dir)}", partial, result,
+                     "benchmarking the bundle on the device")
+    doc = _read_back(conn, result, fingerprint)
     json_out.parent.mkdir(parents=True, exist_ok=True)
     from edgepack.toolkit.outputs import atomic_text
     atomic_text(json_out, json.dumps(doc, indent=2))
@@ -458,12 +469,8 @@ def bench_on_devices(models: list[str], devices: list[str], bench_args: list[str
             else:
                 listed = " ".join(_at(f"{remote}/files/{p.name}") for p in paths)
                 say(f"{conn.device.name}: benchmarking {len(paths)} files ({say_data})")
-                # a file that fails there is a row of the JSON (with its reason), not a failed run
-                conn.run_guarded(f"{run} bench {listed}{data_flags} {args} --json {partial}; rc=$?; "
-                                 f"if test -f {partial}; then mv {partial} {result}; exit 0; fi; exit $rc",
-                                 "benchmarking the files")
-            doc = json.loads(conn.run(f"cat {result}", "reading the results back"))
-            doc["device"] = {"url": conn.device.url, "fingerprint": fingerprint}
+                _bench_there(conn, f"{run} bench {listed}{data_flags} {args}", partial, result, "benchmarking the files")
+            doc = _read_back(conn, result, fingerprint)
             if fingerprint.get("emulated"):
                 say(f"note: EMULATED ({fingerprint['emulated']}): its timings are the emulator's, not a device's")
             if meta is not None:
