@@ -285,6 +285,14 @@ def test_two_devices_at_once_end_in_one_merged_report(device, trained, tmp_path_
         assert fleet.count("pick") >= 2 and (out / "fleet" / "fleet.json").is_file()
         for d in (device, second):
             assert list((out / f"{d.user}_127.0.0.1_{d.port}").glob("best.tflite"))
+        # files measured on both at once, without a deploy: one JSON per device and one report side by side
+        f = next((out / "bundle").glob("candidates/tflite-int8/*.tflite"))
+        b = _cli("bench", f, "--device", device.url, "--device", second.url, "--ssh-config", both, "--runs", "5",
+                 "--min-seconds", "0", "--data", "mnist", "--data-dir", MNIST_DIR, "--json", tmp_path / "files.json")
+        assert b.returncode == 0, b.stderr[-3000:]
+        per_device = sorted(tmp_path.glob("files.*.json"))
+        assert len(per_device) == 2 and all(json.loads(x.read_text())["results"][0]["ok"] for x in per_device)
+        assert (tmp_path / "files-fleet" / "fleet.md").read_text().count("pick") >= 2
     finally:
         second.stop()
 

@@ -488,12 +488,17 @@ def bench_on_devices(models: list[str], devices: list[str], bench_args: list[str
                     progress(f"edgepack: error: {e}")
     if json_out:
         from edgepack.toolkit.outputs import atomic_text
+        written = []
         for url, doc in docs.items():
             out = Path(json_out)
             if len(conns) > 1:               # one file per device, as `report merge` takes them
                 tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", SshDevice.parse(url).name)
                 out = out.with_name(f"{out.stem}.{tag}{out.suffix or '.json'}")
             atomic_text(out, json.dumps(doc, indent=2))
+            written.append(str(out))
+        if len(written) > 1:                 # several devices end in one report, side by side
+            from edgepack.toolkit.deploy.fleet import merge
+            merge(written, Path(json_out).with_name(f"{Path(json_out).stem}-fleet"), progress=progress)
     if errors:
         raise DeviceError(errors[0] if len(errors) == 1 else f"{len(errors)} devices failed: " + "; ".join(errors))
     return docs
