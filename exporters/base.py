@@ -185,6 +185,10 @@ class Exporter:
         """Whether a model of this framework (a toolkit.backends.Framework) can be exported to this format."""
         return all(backend.supports(c) for c in self.needs)
 
+    def why_not(self, backend) -> str:
+        """What a framework's model lacks for this format (when `accepts` is False)."""
+        return f"it needs {', '.join(c for c in self.needs if not backend.supports(c))}"
+
     def criteria(self, options: "ExportOptions") -> tuple[float | None, float | None]:
         """(atol, min_agreement) this file is judged by; atol None: a quantized file, judged by accuracy kept."""
         return self.atol, self.min_agreement

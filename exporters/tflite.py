@@ -364,6 +364,9 @@ class TFLiteSparse(_TFLiteExporter):
     def accepts(self, backend) -> bool:
         return super().accepts(backend) and self.mode in backend.TFLITE_MODES   # Keras's TFLiteConverter only
 
+    def why_not(self, backend) -> str:
+        return "it needs a TFLite converter that writes sparse-encoded weights (Keras's TFLiteConverter)"
+
     def export(self, ctx: ExportContext, path: Path) -> dict:
         if route_for(ctx, self.mode) != "converter":
             raise OptionError("tflite-sparse needs the converter route (a Keras source)")

@@ -41,7 +41,7 @@ def test_every_format_exports_and_verifies(exported, fw, fmt):
     from edgepack.toolkit.backends import get_backend
     exp = get_exporter(fmt)
     if not exp.accepts(get_backend(fw)):
-        pytest.skip(f"{fmt} is not produced from {fw} (it needs {', '.join(exp.needs)})")
+        pytest.skip(f"{fmt} is not produced from {fw} ({exp.why_not(get_backend(fw))})")
     r = exported[fw][fmt]
     assert r.ok, r.error
     assert r.path.is_file() and r.path.suffix == exp.suffix
