@@ -27,7 +27,7 @@ def cpu_info() -> dict:
     except OSError:
         pass
     return {"model": model, "flags": sorted(f for f in INT8_FEATURES if f in flags),
-            "int8_features": [INT8_FEATURES[f] for f in INT8_FEATURES if f in flags]}
+            "int8_features": [INT8_FEATURES[f] for f in INT8_FEATURES if f in flags], "all_flags": sorted(flags)}
 
 
 X86_ONLY_FLAGS = {"sse2", "ssse3", "avx", "avx2", "vmx", "svm"}
@@ -46,15 +46,6 @@ def emulation(arch: str, flags) -> str | None:
     if arch in ("x86_64", "amd64", "i686") and flags & ARM_ONLY_FLAGS and not flags & X86_ONLY_FLAGS:
         return f"an {arch} userland on an ARM CPU (emulated)"
     return None
-
-
-def _all_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    return {f for line in text.splitlines() if line.partition(":")[0].strip().lower() in ("flags", "features")
-            for f in line.partition(":")[2].split()}
 
 
 def has_int8_dot(cpu: dict) -> bool:
@@ -95,7 +86,7 @@ def machine_record() -> dict:
         affinity = os.cpu_count()
     return {"cpu": cpu["model"], "cores": os.cpu_count(), "usable_cores": affinity, "isa": cpu["int8_features"],
             "int8_dot_product": has_int8_dot(cpu), "ort_int8_kernel_class": onnxruntime_kernel_class(cpu), "os": platform.platform(), "python": platform.python_version(),
-            "arch": platform.machine(), "emulated": emulation(platform.machine(), _all_flags()),
+            "arch": platform.machine(), "emulated": emulation(platform.machine(), cpu["all_flags"]),
             "runtimes": {k: v for k, v in {"onnxruntime": _v("onnxruntime"), "ai-edge-litert": _v("ai-edge-litert"),
                                            "numpy": _v("numpy"), "torch": _v("torch"), "tensorflow": _v("tensorflow")}.items() if v},
             "rapl_readable": rapl_path() is not None}
