@@ -371,7 +371,7 @@ def bench_bundle(conn: Connection, bundle_dir: Path, json_out: Path, threads: in
     if "measured" in state:
         progress(f"{conn.device.name}: this bundle was measured there with the same settings: its results are reused")
     else:
-        candidates = json.loads((bundle_dir / "bundle.json").read_text())["candidates"]
+        candidates = here["candidates"]
         if kept:
             progress(f"{conn.device.name}: resuming: {kept} of {len(candidates)} candidate files were measured there "
                      f"before the last run stopped; measuring the {len(candidates) - kept} left")
